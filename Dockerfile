@@ -1,0 +1,23 @@
+# Build stage: dev dependencies are needed for tsc.
+FROM node:20-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+# No scripts yet: "prepare" would build before the sources are copied.
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY . .
+RUN npm run build && npm prune --omit=dev
+
+# Runtime stage: what the npm package ships (dist, schemas with the migrations) plus production dependencies.
+FROM node:20-slim
+ENV NODE_ENV=production \
+    CONCORD_HOST=0.0.0.0
+WORKDIR /app
+COPY --from=build /app/package.json /app/package-lock.json ./
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+COPY --from=build /app/schemas ./schemas
+# The embedded store, when no CONCORD_STORE is given, writes under the working directory.
+RUN chown node:node /app
+USER node
+EXPOSE 36789
+CMD ["node", "dist/coordinator/cli.js", "start"]

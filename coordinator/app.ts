@@ -1,0 +1,65 @@
+/**
+ * Wires one coordinator together (store, relay, engine, scheduler, HTTP server) and takes it apart
+ * again in the right order on shutdown.
+ */
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { Logger } from 'pino';
+import type { Config } from '../schemas/config.js';
+import { createHttpPublisher } from '../relay/http.js';
+import { Relay } from '../relay/publisher.js';
+import type { EngineContext } from './engine/context.js';
+import { MsgEngine } from './engine/msg.js';
+import { MsgProcessor } from './engine/msg-process.js';
+import { createMetrics } from './metrics.js';
+import { Scheduler } from './scheduler.js';
+import { buildServer } from './server/build-server.js';
+import { openDatabase } from './store/database.js';
+import { releaseLeases } from './store/transactions.js';
+
+export interface Coordinator {
+  /** e.g. http://127.0.0.1:36789 */
+  readonly url: string;
+  readonly nodeId: string;
+  /** Stops taking work, lets in-flight work finish (up to shutdownTimeout), releases the rest. */
+  stop(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+export const version: string = (
+  JSON.parse(readFileSync(new URL('../../package.json', import.meta.url).pathname.replace('/dist/package.json', '/package.json'), 'utf8')) as {
+    version: string;
+  }
+).version;
+
+export async function startCoordinator(config: Config, logger: Logger): Promise<Coordinator> {
+  const nodeId = config.nodeId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  const database = await openDatabase(config.store, { poolSize: config.storePoolSize, logger });
+  const relay = new Relay([createHttpPublisher()]);
+  const metrics = createMetrics();
+  const ctx: EngineContext = { config, database, relay, logger: logger.child({ component: 'engine' }), metrics, nodeId };
+  const processor = new MsgProcessor(ctx);
+  const msg = new MsgEngine(ctx, processor);
+  const scheduler = new Scheduler(ctx, processor);
+  let draining = false;
+  const server = await buildServer({ logger, database, metrics, msg, version, draining: () => draining });
+  const address = await server.listen({ port: config.port, host: config.host });
+  scheduler.start();
+  logger.info({ address, store: database.kind, nodeId, version }, 'coordinator started');
+
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      draining = true;
+      logger.info({ inFlight: processor.busy }, 'coordinator stopping');
+      await scheduler.stop();
+      await server.close();
+      const drained = await processor.drain(config.shutdownTimeout * 1000);
+      const released = await releaseLeases(database, nodeId).catch(() => 0);
+      await relay.close();
+      await database.close();
+      logger.info({ drained, released }, 'coordinator stopped');
+    })());
+  return { url: address, nodeId, stop, [Symbol.asyncDispose]: stop };
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env node
+/** `concord start` runs a coordinator; `concord barrier-sql` prints the barrier table's DDL. */
+import { Command, Option } from 'commander';
+import { pino } from 'pino';
+import { configKeys, configSchema, envName, flagName, loadConfig, type ConfigKey } from '../schemas/config.js';
+import { barrierDdlPostgres } from '../schemas/db/barrier.js';
+import { isConcordError } from '../schemas/errors.js';
+import { startCoordinator, version } from './app.js';
+
+const program = new Command('concord').version(version).description('Distributed-transaction coordinator (DTM-compatible).');
+
+const start = program
+  .command('start')
+  .description('Run a coordinator. Every option can also be set as a CONCORD_* environment variable or in a JSON --config file.')
+  .option('--config <file>', 'JSON file with any of the options below (env: CONCORD_CONFIG)');
+for (const key of configKeys) {
+  const described = configSchema.shape[key].description ?? '';
+  start.addOption(new Option(`${flagName(key)} <value>`, `${described} (env: ${envName(key)})`));
+}
+
+start.action(async (flags: Record<string, string | undefined>) => {
+  let config;
+  try {
+    const overrides = Object.fromEntries(configKeys.map((key: ConfigKey) => [key, flags[key]]));
+    config = loadConfig({ env: process.env, overrides, file: flags.config });
+  } catch (err) {
+    console.error(isConcordError(err) ? err.message : err);
+    process.exit(2);
+  }
+  const logger = pino({ level: config.logLevel, redact: ['*.payload', '*.data', 'req.headers.authorization'] });
+  let coordinator;
+  try {
+    coordinator = await startCoordinator(config, logger);
+  } catch (err) {
+    logger.fatal({ err }, 'coordinator failed to start');
+    process.exit(1);
+  }
+  const shutdown = (signal: string) => {
+    logger.info({ signal }, 'shutdown requested');
+    coordinator.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', shutdown);
+  process.once('SIGINT', shutdown);
+});
+
+program
+  .command('barrier-sql')
+  .description("Print the SQL that creates the barrier table in a service's Postgres database.")
+  .action(() => {
+    process.stdout.write(barrierDdlPostgres);
+  });
+
+await program.parseAsync();

@@ -1,0 +1,191 @@
+/**
+ * One pass over a message this node holds the lease of: the check-back of a dangling prepare, then
+ * delivery of the branches still pending. A branch call is started only when it can end (its
+ * timeout) before the lease does, so no branch is ever called by two nodes at once.
+ */
+import { doubled, jitter, type BackoffPolicy } from '../../schemas/backoff.js';
+import type { DtmOutcome } from '../../schemas/dtm.js';
+import { GroupCommit } from '../store/group-commit.js';
+import {
+  extendLease,
+  markSubmitted,
+  pendingBranches,
+  settle,
+  type BranchRow,
+  type Settlement,
+  type TransRow,
+} from '../store/transactions.js';
+import { leaseSeconds, type EngineContext } from './context.js';
+
+export interface PassResult {
+  status: 'prepared' | 'submitted' | 'succeed' | 'failed';
+  reason?: string;
+}
+
+/** Time kept between the end of the last possible call and the end of the lease. */
+const leaseMarginMs = 1_000;
+
+export class MsgProcessor {
+  private readonly settles: GroupCommit<Settlement, boolean>;
+  private readonly inFlight = new Set<Promise<unknown>>();
+
+  constructor(private readonly ctx: EngineContext) {
+    this.settles = new GroupCommit(
+      async (items) => {
+        const applied = await settle(ctx.database, ctx.nodeId, items);
+        return items.map((s) => applied.has(s.gid));
+      },
+      {
+        maxBatch: 256,
+        concurrency: 2,
+        onBatch: (size, seconds) => {
+          ctx.metrics.batchSize.observe({ kind: 'settle' }, size);
+          ctx.metrics.batchSeconds.observe({ kind: 'settle' }, seconds);
+        },
+      },
+    );
+  }
+
+  /** Keeps a pass in the set that shutdown waits for. */
+  track<T>(pass: Promise<T>): Promise<T> {
+    this.inFlight.add(pass);
+    void pass.finally(() => this.inFlight.delete(pass)).catch(() => undefined);
+    return pass;
+  }
+
+  get busy(): number {
+    return this.inFlight.size;
+  }
+
+  /** Waits for the passes in flight, at most `timeoutMs`; true when all ended. */
+  async drain(timeoutMs: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
+    const done = Promise.allSettled([...this.inFlight]).then(() => true);
+    const ended = await Promise.race([done, timeout]);
+    clearTimeout(timer);
+    return ended;
+  }
+
+  /**
+   * Runs one pass. `startedAt` (performance.now()) was taken before the lease was written, so
+   * the local deadline is never later than the lease in the store.
+   */
+  async run(trans: TransRow, branches: BranchRow[], startedAt: number, lease: number): Promise<PassResult> {
+    try {
+      return await this.pass(trans, branches, startedAt, lease);
+    } catch (err) {
+      // The store failed mid-pass: the lease runs out and another pass (here or elsewhere) resumes.
+      this.ctx.logger.error({ err, gid: trans.gid }, 'message pass failed');
+      return { status: 'submitted', reason: (err as Error).message };
+    }
+  }
+
+  private async pass(trans: TransRow, pending: BranchRow[], startedAt: number, lease: number): Promise<PassResult> {
+    const { config, database, nodeId } = this.ctx;
+    const log = this.ctx.logger.child({ gid: trans.gid });
+    const timeout = trans.options.request_timeout ?? config.requestTimeout;
+    const policy: BackoffPolicy = { base: trans.options.retry_interval ?? config.retryInterval, cap: config.maxRetryInterval };
+    let deadline = startedAt + lease * 1000 - leaseMarginMs;
+    let status = trans.status as 'prepared' | 'submitted';
+    const fits = async (): Promise<boolean> => {
+      if (performance.now() + timeout * 1000 <= deadline) return true;
+      const before = performance.now();
+      const longer = leaseSeconds(timeout);
+      if (!(await extendLease(database, trans.gid, nodeId, longer))) return false;
+      deadline = before + longer * 1000 - leaseMarginMs;
+      return true;
+    };
+    const finish = async (s: Omit<Settlement, 'gid'>): Promise<PassResult> => {
+      const applied = await this.settles.run({ gid: trans.gid, ...s });
+      if (!applied) return { status, reason: 'lease lost to another node' };
+      if (s.status === 'succeed' || s.status === 'failed') {
+        this.ctx.metrics.transactions.inc({ trans_type: trans.trans_type, status: s.status });
+        log.info({ status: s.status, reason: s.reason }, 'transaction finished');
+      }
+      return { status: s.status, reason: s.reason };
+    };
+    const retryLater = (
+      outcome: DtmOutcome,
+      status: 'prepared' | 'submitted',
+      succeeded: Settlement['succeeded'],
+      failed: Settlement['failed'],
+      reason: string,
+    ) => {
+      // ONGOING asks to be called again at the same pace; anything else backs off.
+      const interval = outcome === 'ONGOING' ? trans.next_cron_interval : doubled(policy, trans.next_cron_interval);
+      log.warn({ outcome, branchId: failed?.branchId ?? '00', reason, retryIn: interval }, 'will retry');
+      this.alert(trans, failed?.branchId ?? '00', reason);
+      return finish({ succeeded, failed, status, interval, delay: jitter(interval), retried: outcome !== 'ONGOING' });
+    };
+    /** Gives the lease back with the row due at once: the pass ran out of lease time. */
+    const release = (succeeded: Settlement['succeeded'] = []) =>
+      finish({ succeeded, status, interval: trans.next_cron_interval, delay: 0, retried: false });
+
+    let branches = pending;
+    if (trans.status === 'prepared') {
+      if (!(await fits())) return release();
+      const answer = await this.call(trans, trans.query_prepared, '00', 'msg', '', timeout);
+      if (answer.outcome === 'FAILURE') {
+        const reason = `query_prepared answered FAILURE: ${answer.detail}`;
+        return finish({ succeeded: [], status: 'failed', interval: trans.next_cron_interval, delay: 0, retried: false, reason });
+      }
+      if (answer.outcome !== 'SUCCESS') return retryLater(answer.outcome, 'prepared', [], undefined, `query_prepared: ${answer.detail}`);
+      const before = performance.now();
+      const marked = await markSubmitted(database, database.db, [trans.gid], nodeId, leaseSeconds(timeout));
+      if (marked.length === 0) return { status: 'prepared', reason: 'lease lost to another node' };
+      deadline = before + leaseSeconds(timeout) * 1000 - leaseMarginMs;
+      status = 'submitted';
+      log.info('check-back found the local transaction committed');
+      branches = (await pendingBranches(database, database.db, [trans.gid])).get(trans.gid) ?? [];
+    }
+
+    const delayEnd = trans.create_ms + (trans.options.delay ?? 0) * 1000;
+    if (delayEnd > Date.now()) {
+      return finish({ succeeded: [], status: 'submitted', interval: trans.next_cron_interval, delay: (delayEnd - Date.now()) / 1000, retried: false });
+    }
+
+    const succeeded: Settlement['succeeded'] = [];
+    const calls = trans.options.concurrent ? [branches] : branches.map((b) => [b]);
+    for (const group of calls) {
+      if (!(await fits())) return release(succeeded);
+      const answers = await Promise.all(group.map((b) => this.call(trans, b.url, b.branch_id, b.op, b.data, timeout)));
+      let failed: { branch: BranchRow; outcome: DtmOutcome; detail: string } | undefined;
+      group.forEach((branch, i) => {
+        const answer = answers[i]!;
+        if (answer.outcome === 'SUCCESS') succeeded.push({ branchId: branch.branch_id, op: branch.op });
+        else failed ??= { branch, ...answer };
+      });
+      if (failed) {
+        const { branch, outcome, detail } = failed;
+        return retryLater(outcome, 'submitted', succeeded, { branchId: branch.branch_id, op: branch.op, error: detail }, detail);
+      }
+    }
+    return finish({ succeeded, status: 'succeed', interval: policy.base, delay: 0, retried: false });
+  }
+
+  private async call(trans: TransRow, url: string, branchId: string, op: string, payload: string, timeout: number) {
+    if (url === '') return { outcome: 'SUCCESS' as const, detail: 'empty URL' };
+    const started = performance.now();
+    const answer = await this.ctx.relay.publish({
+      url,
+      params: { gid: trans.gid, trans_type: trans.trans_type, branch_id: branchId, op },
+      payload,
+      headers: trans.options.branch_headers ?? {},
+      timeoutMs: timeout * 1000,
+    });
+    this.ctx.metrics.branchCalls.inc({ op, outcome: answer.outcome });
+    this.ctx.metrics.branchSeconds.observe({ op }, (performance.now() - started) / 1000);
+    return answer;
+  }
+
+  /** Tells the alert webhook that a transaction keeps failing (fire and forget). */
+  private alert(trans: TransRow, branchId: string, error: string): void {
+    const { alertWebhook, alertRetryLimit } = this.ctx.config;
+    if (!alertWebhook || trans.retry_count + 1 < alertRetryLimit) return;
+    const body = JSON.stringify({ gid: trans.gid, status: trans.status, branch: branchId, error, retry_count: trans.retry_count + 1 });
+    fetch(alertWebhook, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(5_000) }).catch(
+      (err: unknown) => this.ctx.logger.warn({ err, gid: trans.gid }, 'alert webhook failed'),
+    );
+  }
+}

@@ -1,0 +1,245 @@
+/**
+ * Two-phase message: prepare, submit and abort as the API calls them. Prepares and submits are
+ * group-committed; a submitted message is delivered at once in this process, and the scheduler
+ * only handles retries, delays and check-backs.
+ */
+import { createHash } from 'node:crypto';
+import { msgCustomDataSchema, type TransRequest } from '../../schemas/dtm.js';
+import type { StoredOptions } from '../../schemas/db/tables.js';
+import { ConcordError } from '../../schemas/errors.js';
+import { GroupCommit } from '../store/group-commit.js';
+import {
+  failPrepared,
+  findTransactions,
+  firstPerGid,
+  insertTransactions,
+  markSubmitted,
+  pendingBranches,
+  type BranchRow,
+  type NewTransaction,
+  type TransRow,
+} from '../store/transactions.js';
+import { leaseSeconds, type EngineContext } from './context.js';
+import type { MsgProcessor, PassResult } from './msg-process.js';
+
+type PrepareOutcome = { ok: true } | { error: ConcordError };
+/** `deliver`: this node holds the lease (from `startedAt`, local clock, for `lease` seconds) and delivers now. */
+type SubmitOutcome =
+  | { ok: true; deliver?: { trans: TransRow; branches: BranchRow[]; startedAt: number; lease: number } }
+  | { error: ConcordError };
+
+export class MsgEngine {
+  private readonly prepares: GroupCommit<NewTransaction, PrepareOutcome>;
+  private readonly submits: GroupCommit<{ trans: NewTransaction; hasSteps: boolean }, SubmitOutcome>;
+
+  constructor(
+    private readonly ctx: EngineContext,
+    private readonly processor: MsgProcessor,
+  ) {
+    const batch = (kind: string) => ({
+      maxBatch: 256,
+      concurrency: 2,
+      onBatch: (size: number, seconds: number) => {
+        ctx.metrics.batchSize.observe({ kind }, size);
+        ctx.metrics.batchSeconds.observe({ kind }, seconds);
+      },
+    });
+    this.prepares = new GroupCommit((items) => this.prepareBatch(items), batch('prepare'));
+    this.submits = new GroupCommit((items) => this.submitBatch(items), batch('submit'));
+  }
+
+  async prepare(req: TransRequest): Promise<void> {
+    const outcome = await this.prepares.run(this.toTransaction(req, 'prepared'));
+    if ('error' in outcome) throw outcome.error;
+  }
+
+  /** Submits; with wait_result, answers only after one delivery pass. */
+  async submit(req: TransRequest): Promise<void> {
+    const hasSteps = (req.steps ?? []).length > 0;
+    const trans = this.toTransaction(req, 'submitted', hasSteps);
+    const outcome = await this.submits.run({ trans, hasSteps });
+    if ('error' in outcome) throw outcome.error;
+    if (!outcome.deliver) {
+      if (req.wait_result) throw new ConcordError('TRANSACTION_ONGOING', `transaction ${req.gid} is not finished yet`);
+      return;
+    }
+    const { trans: row, branches, startedAt, lease } = outcome.deliver;
+    const pass = this.processor.track(this.processor.run(row, branches, startedAt, lease));
+    if (req.wait_result) throwUnlessSucceeded(req.gid, await pass);
+  }
+
+  async abort(req: TransRequest): Promise<void> {
+    if (await failPrepared(this.ctx.database, req.gid, req.rollback_reason ?? 'aborted by the caller')) {
+      this.ctx.metrics.transactions.inc({ trans_type: 'msg', status: 'failed' });
+      return;
+    }
+    const existing = (await findTransactions(this.ctx.database, this.ctx.database.db, [req.gid], false)).get(req.gid);
+    if (!existing) throw new ConcordError('NOT_FOUND', `no transaction with gid ${req.gid}`, { field: 'gid' });
+    if (existing.status === 'failed') return; // aborting twice is idempotent
+    throw new ConcordError('INVALID_STATE', `current status '${existing.status}', cannot abort`);
+  }
+
+  private toTransaction(req: TransRequest, status: 'prepared' | 'submitted', requireSteps = true): NewTransaction {
+    const steps = req.steps ?? [];
+    if (requireSteps && steps.length === 0) {
+      throw new ConcordError('INVALID_REQUEST', 'a message needs at least one step', { field: 'steps' });
+    }
+    const branches = steps.map((step, i) => {
+      const url = step.action ?? '';
+      if (url !== '' && !this.ctx.relay.serves(url)) {
+        const field = `steps.${i}.action`;
+        throw new ConcordError(url.startsWith('topic://') ? 'UNSUPPORTED' : 'INVALID_REQUEST', `no destination for "${url}"`, { field });
+      }
+      return { branchId: String(i + 1).padStart(2, '0'), op: 'action', url, data: req.payloads?.[i] ?? step.data ?? '' };
+    });
+    const delay = parseDelay(req.custom_data);
+    const options: StoredOptions = {
+      timeout_to_fail: req.timeout_to_fail || undefined,
+      request_timeout: req.request_timeout || undefined,
+      retry_interval: req.retry_interval || undefined,
+      branch_headers: req.branch_headers,
+      concurrent: req.concurrent || undefined,
+      delay: delay || undefined,
+    };
+    const config = this.ctx.config;
+    const lease = leaseSeconds(options.request_timeout ?? config.requestTimeout);
+    const delivering = status === 'submitted' && delay === 0;
+    return {
+      gid: req.gid,
+      transType: req.trans_type,
+      status,
+      queryPrepared: req.query_prepared ?? '',
+      options: JSON.parse(JSON.stringify(options)) as StoredOptions,
+      customData: req.custom_data ?? '',
+      contentHash: contentHash(req.trans_type, branches),
+      interval: options.retry_interval ?? config.retryInterval,
+      // A prepared message is due for its check-back; a submitted one is leased to this node.
+      dueIn: status === 'prepared' ? (options.timeout_to_fail ?? config.timeoutToFail) : delivering ? lease : delay,
+      owner: delivering ? this.ctx.nodeId : '',
+      branches,
+    };
+  }
+
+  private async prepareBatch(items: NewTransaction[]): Promise<PrepareOutcome[]> {
+    const { database } = this.ctx;
+    return database.db.transaction(async (tx) => {
+      const created = await insertTransactions(database, tx, items);
+      const inserted = new Set(firstPerGid(items).filter((t) => created.has(t.gid)));
+      const others = items.filter((t) => !inserted.has(t)).map((t) => t.gid);
+      const existing = await findTransactions(database, tx, [...new Set(others)], false);
+      return items.map((item) => {
+        if (inserted.has(item)) return { ok: true };
+        const row = existing.get(item.gid);
+        if (!row) return { error: new ConcordError('INTERNAL', `transaction ${item.gid} vanished during prepare`) };
+        const conflict = conflictOf(row, item, true);
+        if (conflict) return { error: conflict };
+        if (row.status !== 'prepared') return { error: new ConcordError('INVALID_STATE', `current status '${row.status}', cannot prepare`) };
+        return { ok: true };
+      });
+    });
+  }
+
+  private async submitBatch(items: { trans: NewTransaction; hasSteps: boolean }[]): Promise<SubmitOutcome[]> {
+    const { database, nodeId } = this.ctx;
+    const startedAt = performance.now();
+    const promoteLease = leaseSeconds(this.ctx.config.requestTimeout);
+    return database.db.transaction(async (tx) => {
+      const gids = [...new Set(items.map((i) => i.trans.gid))];
+      const existing = await findTransactions(database, tx, gids, true);
+      const decided = new Map<string, 'insert' | 'promote'>();
+      const outcomes: (SubmitOutcome | 'insert' | 'promote')[] = items.map(({ trans, hasSteps }) => {
+        const row = existing.get(trans.gid);
+        if (decided.has(trans.gid)) return { ok: true }; // the same gid twice in one batch: the first one does the work
+        if (!row) {
+          if (!hasSteps) return { error: new ConcordError('INVALID_REQUEST', 'a message needs at least one step', { field: 'steps' }) };
+          decided.set(trans.gid, 'insert');
+          return 'insert';
+        }
+        const conflict = conflictOf(row, trans, hasSteps);
+        if (conflict) return { error: conflict };
+        if (row.status === 'prepared') {
+          decided.set(trans.gid, 'promote');
+          return 'promote';
+        }
+        if (row.status === 'submitted' || row.status === 'succeed') return { ok: true };
+        return { error: new ConcordError('INVALID_STATE', `current status '${row.status}', cannot submit`) };
+      });
+      const toInsert = items.filter((_, i) => outcomes[i] === 'insert').map((i) => i.trans);
+      const created = await insertTransactions(database, tx, toInsert);
+      if (created.size !== toInsert.length) throw new Error('gid inserted concurrently; retrying the batch item by item');
+      const toPromote = items.filter((_, i) => outcomes[i] === 'promote').map((i) => i.trans.gid);
+      const promotedRows = new Map(
+        (await markSubmitted(database, tx, toPromote, nodeId, promoteLease)).map((row) => [row.gid, row]),
+      );
+      const stored = await pendingBranches(database, tx, [...promotedRows.keys()]);
+      return items.map(({ trans }, i): SubmitOutcome => {
+        const outcome = outcomes[i];
+        if (outcome === 'insert') {
+          if (trans.owner === '') return { ok: true }; // delayed: the scheduler delivers it when due
+          const branches = trans.branches.map((b) => asBranchRow(trans.gid, b));
+          return { ok: true, deliver: { trans: insertedRow(trans), branches, startedAt, lease: trans.dueIn } };
+        }
+        if (outcome === 'promote') {
+          const row = promotedRows.get(trans.gid);
+          if (!row) return { ok: true };
+          // A delayed message is handed over too: its pass gives the lease back until the delay ends.
+          return { ok: true, deliver: { trans: row, branches: stored.get(trans.gid) ?? [], startedAt, lease: promoteLease } };
+        }
+        return outcome as SubmitOutcome;
+      });
+    });
+  }
+}
+
+function throwUnlessSucceeded(gid: string, pass: PassResult): void {
+  if (pass.status === 'succeed') return;
+  if (pass.status === 'failed') throw new ConcordError('TRANSACTION_FAILED', pass.reason ?? `transaction ${gid} failed`);
+  throw new ConcordError('TRANSACTION_ONGOING', `transaction ${gid} is not finished: ${pass.reason ?? 'retrying'}`);
+}
+
+/** A re-sent request must describe the same transaction; without steps it only names the gid. */
+function conflictOf(row: TransRow, trans: NewTransaction, compareSteps: boolean): ConcordError | undefined {
+  if (row.trans_type !== trans.transType) {
+    return new ConcordError('GID_CONFLICT', `gid ${trans.gid} is a ${row.trans_type} transaction, not ${trans.transType}`, {
+      field: 'trans_type',
+    });
+  }
+  if (compareSteps && row.content_hash !== trans.contentHash) {
+    return new ConcordError('GID_CONFLICT', `gid ${trans.gid} already exists with other steps or payloads`, { field: 'steps' });
+  }
+  return undefined;
+}
+
+function contentHash(transType: string, branches: { url: string; data: string }[]): string {
+  return createHash('sha256')
+    .update(JSON.stringify([transType, branches.map((b) => [b.url, b.data])]))
+    .digest('hex');
+}
+
+function parseDelay(customData: string | undefined): number {
+  if (!customData) return 0;
+  const parsed = msgCustomDataSchema.safeParse(JSON.parse(customData));
+  if (!parsed.success) throw new ConcordError('INVALID_REQUEST', 'custom_data.delay must be a number of seconds', { field: 'custom_data' });
+  return parsed.data.delay ?? 0;
+}
+
+function insertedRow(trans: NewTransaction): TransRow {
+  return {
+    id: 0,
+    gid: trans.gid,
+    trans_type: trans.transType,
+    status: trans.status,
+    query_prepared: trans.queryPrepared,
+    options: trans.options,
+    custom_data: trans.customData,
+    content_hash: trans.contentHash,
+    next_cron_interval: trans.interval,
+    retry_count: 0,
+    owner: trans.owner,
+    create_ms: Date.now(),
+  };
+}
+
+function asBranchRow(gid: string, b: { branchId: string; op: string; url: string; data: string }): BranchRow {
+  return { id: 0, gid, url: b.url, data: b.data, branch_id: b.branchId, op: b.op, status: 'prepared' };
+}

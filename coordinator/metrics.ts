@@ -1,0 +1,64 @@
+/** Prometheus metrics of one coordinator, served at /api/metrics. */
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'concord_' });
+  const seconds = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+  return {
+    registry,
+    requests: new Counter({
+      name: 'concord_http_requests_total',
+      help: 'API requests by route and status code.',
+      labelNames: ['route', 'status'] as const,
+      registers: [registry],
+    }),
+    requestSeconds: new Histogram({
+      name: 'concord_http_request_seconds',
+      help: 'API request duration.',
+      labelNames: ['route'] as const,
+      buckets: seconds,
+      registers: [registry],
+    }),
+    transactions: new Counter({
+      name: 'concord_transactions_finished_total',
+      help: 'Transactions that reached a final status.',
+      labelNames: ['trans_type', 'status'] as const,
+      registers: [registry],
+    }),
+    branchCalls: new Counter({
+      name: 'concord_branch_calls_total',
+      help: 'Branch and check-back calls by outcome (SUCCESS, FAILURE, ONGOING, ERROR).',
+      labelNames: ['op', 'outcome'] as const,
+      registers: [registry],
+    }),
+    branchSeconds: new Histogram({
+      name: 'concord_branch_call_seconds',
+      help: 'Branch call duration.',
+      labelNames: ['op'] as const,
+      buckets: seconds,
+      registers: [registry],
+    }),
+    batchSize: new Histogram({
+      name: 'concord_store_batch_size',
+      help: 'Requests written per store transaction (group commit).',
+      labelNames: ['kind'] as const,
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+      registers: [registry],
+    }),
+    batchSeconds: new Histogram({
+      name: 'concord_store_batch_seconds',
+      help: 'Duration of one group-commit store transaction.',
+      labelNames: ['kind'] as const,
+      buckets: seconds,
+      registers: [registry],
+    }),
+    claimed: new Counter({
+      name: 'concord_scheduler_claimed_total',
+      help: 'Due transactions claimed by this node for retry or check-back.',
+      registers: [registry],
+    }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,0 +1,77 @@
+/**
+ * Finds due work in the store (retries, delayed messages, dangling prepares, work of dead nodes)
+ * and hands it to the engine. Submitted messages are delivered right after submit; this loop is
+ * only the safety net, so an idle scan every pollInterval is enough.
+ */
+import { leaseSeconds, type EngineContext } from './engine/context.js';
+import type { MsgProcessor } from './engine/msg-process.js';
+import { claimDue, pendingBranches } from './store/transactions.js';
+
+export class Scheduler {
+  private running = false;
+  private loop: Promise<void> | undefined;
+  private wake: (() => void) | undefined;
+  private active = 0;
+
+  constructor(
+    private readonly ctx: EngineContext,
+    private readonly processor: MsgProcessor,
+  ) {}
+
+  start(): void {
+    this.running = true;
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.wake?.();
+    await this.loop;
+  }
+
+  private async run(): Promise<void> {
+    const { config, database, logger, nodeId, metrics } = this.ctx;
+    const max = config.claimBatch;
+    while (this.running) {
+      let claimed = 0;
+      try {
+        const room = max - this.active;
+        if (room > 0) {
+          const startedAt = performance.now();
+          const lease = leaseSeconds(config.requestTimeout);
+          const rows = await claimDue(database, nodeId, room, lease);
+          claimed = rows.length;
+          metrics.claimed.inc(claimed);
+          const branches = await pendingBranches(database, database.db, rows.map((r) => r.gid));
+          for (const row of rows) {
+            this.active++;
+            void this.processor
+              .track(this.processor.run(row, branches.get(row.gid) ?? [], startedAt, lease))
+              .finally(() => {
+                // Room again after being full: scan now rather than after the idle wait.
+                if (this.active-- >= max) this.wake?.();
+              });
+          }
+        }
+      } catch (err) {
+        logger.error({ err }, 'scan for due work failed');
+      }
+      // A full claim means more may be due: scan again at once.
+      if (claimed === 0 || this.active >= max) await this.sleep(config.pollInterval * 1000);
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = () => {
+        this.wake = undefined;
+        done();
+      };
+    });
+  }
+}

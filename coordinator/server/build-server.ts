@@ -1,0 +1,66 @@
+/** The coordinator's HTTP server: Fastify with zod validation, one error handler, metrics per route. */
+import swagger from '@fastify/swagger';
+import Fastify, { LogController } from 'fastify';
+import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import type { Logger } from 'pino';
+import { ConcordError } from '../../schemas/errors.js';
+import type { MsgEngine } from '../engine/msg.js';
+import type { Metrics } from '../metrics.js';
+import type { Database } from '../store/database.js';
+import { dtmRoutes } from './dtm-routes.js';
+import { handleError } from './error-handler.js';
+import { opsRoutes } from './ops-routes.js';
+
+export interface ServerDeps {
+  logger: Logger;
+  database: Database;
+  metrics: Metrics;
+  msg: MsgEngine;
+  version: string;
+  /** True once shutdown began: new work is refused so it can go to another node. */
+  draining: () => boolean;
+}
+
+export async function buildServer(deps: ServerDeps) {
+  const app = Fastify({
+    loggerInstance: deps.logger.child({ component: 'api' }),
+    // One line per request would dominate the log at thousands of messages a second.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: 4 * 1024 * 1024,
+    forceCloseConnections: 'idle',
+  }).withTypeProvider<ZodTypeProvider>();
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  app.setErrorHandler(handleError);
+  // DTM reads bodies as JSON whatever the Content-Type says; so do we.
+  app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => {
+    try {
+      done(null, body === '' ? {} : JSON.parse(body as string));
+    } catch {
+      done(new ConcordError('INVALID_REQUEST', 'the body is not valid JSON'), undefined);
+    }
+  });
+  app.addHook('onRequest', async (request) => {
+    if (deps.draining() && request.method === 'POST') {
+      throw new ConcordError('SHUTTING_DOWN', 'this coordinator is shutting down; retry on another node');
+    }
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url ?? 'unknown';
+    deps.metrics.requests.inc({ route, status: String(reply.statusCode) });
+    deps.metrics.requestSeconds.observe({ route }, reply.elapsedTime / 1000);
+  });
+  await app.register(swagger, {
+    openapi: {
+      info: {
+        title: 'Concord coordinator API',
+        version: deps.version,
+        description: "DTM-compatible HTTP API. Errors answer { code, message, field? }; 409 and 425 keep DTM's FAILURE and ONGOING.",
+      },
+    },
+    transform: jsonSchemaTransform,
+  });
+  await app.register(dtmRoutes, { prefix: '/api/dtmsvr', database: deps.database, msg: deps.msg, version: deps.version });
+  await app.register(opsRoutes, { prefix: '/api', database: deps.database, metrics: deps.metrics });
+  return app;
+}

@@ -1,0 +1,44 @@
+/**
+ * The one error handler: every failure becomes `{ code, message, field? }` with the status of its
+ * code (schemas/errors.ts); 409 and 425 carry DTM's `dtm_result` so DTM's clients read them.
+ */
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
+import { ConcordError, isConcordError } from '../../schemas/errors.js';
+
+export function handleError(error: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const concord = toConcordError(error);
+  if (concord.code === 'INTERNAL') request.log.error({ err: error }, 'request failed');
+  else if (concord.code === 'STORE_UNAVAILABLE') request.log.warn({ err: error }, 'store unavailable');
+  const body: Record<string, string> = { code: concord.code, message: concord.message };
+  if (concord.field !== undefined) body.field = concord.field;
+  if (concord.status === 409) body.dtm_result = 'FAILURE';
+  if (concord.status === 425) body.dtm_result = 'ONGOING';
+  return reply.status(concord.status).send(body);
+}
+
+function toConcordError(error: FastifyError): ConcordError {
+  if (isConcordError(error)) return error;
+  if (hasZodFastifySchemaValidationErrors(error)) {
+    const issue = error.validation[0];
+    const field = (issue?.instancePath ?? '').split('/').filter(Boolean).join('.');
+    const where = error.validationContext === 'querystring' ? 'query parameter' : 'field';
+    const message = field ? `${where} ${field}: ${issue?.message ?? 'invalid'}` : (issue?.message ?? 'invalid request');
+    return new ConcordError('INVALID_REQUEST', message, field ? { field } : {});
+  }
+  if (isStoreOutage(error)) return new ConcordError('STORE_UNAVAILABLE', 'the store cannot be reached; nothing was written', { cause: error });
+  const status = error.statusCode ?? 500;
+  if (status >= 400 && status < 500) return new ConcordError('INVALID_REQUEST', error.message, { cause: error });
+  return new ConcordError('INTERNAL', 'internal error; see the coordinator log', { cause: error });
+}
+
+/** Connection-level failures of pg or PGlite: the request wrote nothing and may be retried. */
+function isStoreOutage(error: unknown): boolean {
+  const code = (error as { code?: string }).code ?? '';
+  const cause = (error as { cause?: unknown }).cause;
+  return (
+    ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', '57P01', '57P03', '08006', '08001', '08003'].includes(code) ||
+    /Connection terminated|connection timeout/i.test((error as Error).message ?? '') ||
+    (cause !== undefined && cause !== error && isStoreOutage(cause))
+  );
+}

@@ -1,0 +1,50 @@
+/** Operations endpoints: DTM's ping, a health check that tests the store, metrics, OpenAPI. */
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { errorReplySchema } from '../../schemas/dtm.js';
+import { ConcordError } from '../../schemas/errors.js';
+import type { Metrics } from '../metrics.js';
+import type { Database } from '../store/database.js';
+
+export interface OpsRoutesOptions {
+  database: Database;
+  metrics: Metrics;
+}
+
+const healthTimeoutMs = 2_000;
+
+export const opsRoutes: FastifyPluginAsyncZod<OpsRoutesOptions> = async (app, { database, metrics }) => {
+  app.all('/ping', { schema: { summary: 'Liveness, as DTM answers it.', response: { 200: z.object({ msg: z.literal('pong') }) } } }, async () => ({
+    msg: 'pong' as const,
+  }));
+
+  app.get(
+    '/health',
+    {
+      schema: {
+        summary: 'Readiness: 200 when the store answers, 503 otherwise.',
+        response: { 200: z.object({ status: z.literal('ok'), store: z.string() }), 503: errorReplySchema },
+      },
+    },
+    async () => {
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error('store ping timed out')), healthTimeoutMs);
+      });
+      try {
+        await Promise.race([database.ping(), timeout]);
+      } catch (cause) {
+        throw new ConcordError('STORE_UNAVAILABLE', `store unreachable: ${(cause as Error).message}`, { cause });
+      } finally {
+        clearTimeout(timer);
+      }
+      return { status: 'ok' as const, store: database.kind };
+    },
+  );
+
+  app.get('/metrics', { schema: { summary: 'Prometheus metrics.' } }, async (_request, reply) => {
+    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+};

@@ -1,0 +1,117 @@
+/**
+ * Opens the store: PGlite in a directory (the embedded default) or Postgres by URL, with the same
+ * drizzle schema and migrations on both. Migrations run at start under an advisory lock, so
+ * coordinators starting together do not race, and a store migrated by a newer Concord is refused.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PGlite } from '@electric-sql/pglite';
+import { sql } from 'drizzle-orm';
+import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
+import { drizzle as drizzlePg } from 'drizzle-orm/node-postgres';
+import { migrate as migratePg } from 'drizzle-orm/node-postgres/migrator';
+import { drizzle as drizzlePglite } from 'drizzle-orm/pglite';
+import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
+import pg from 'pg';
+import type { Logger } from 'pino';
+import { ConcordError } from '../../schemas/errors.js';
+
+export type Db = PgDatabase<PgQueryResultHKT>;
+
+export interface Database {
+  readonly db: Db;
+  readonly kind: 'pglite' | 'postgres';
+  /** Rows of a raw statement; the one way the store runs hand-written SQL. */
+  rows<T>(query: ReturnType<typeof sql>, on?: Db): Promise<T[]>;
+  /** Fails when the store cannot be reached. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+const migrationsFolder = findMigrations();
+const migrationLockKey = 0x636f6e63; // "conc"
+
+export async function openDatabase(store: string, options: { poolSize: number; logger: Logger }): Promise<Database> {
+  const isUrl = /^postgres(ql)?:\/\//.test(store);
+  if (isUrl) return openPostgres(store, options);
+  return openPglite(store);
+}
+
+async function openPostgres(url: string, options: { poolSize: number; logger: Logger }): Promise<Database> {
+  const pool = new pg.Pool({ connectionString: url, max: options.poolSize, connectionTimeoutMillis: 5_000 });
+  // An idle client losing its connection must not crash the process; the next query reports it.
+  pool.on('error', (err) => options.logger.warn({ err }, 'store connection lost'));
+  const db = drizzlePg(pool) as unknown as Db;
+  const database = makeDatabase(db, 'postgres', () => pool.end());
+  const lock = await pool.connect().catch((cause: unknown) => {
+    void pool.end();
+    throw new ConcordError('STORE_UNAVAILABLE', `cannot connect to the store: ${(cause as Error).message}`, { cause });
+  });
+  try {
+    await lock.query('select pg_advisory_lock($1)', [migrationLockKey]);
+    await refuseNewerStore(database);
+    await migratePg(drizzlePg(lock), { migrationsFolder });
+  } finally {
+    await lock.query('select pg_advisory_unlock($1)', [migrationLockKey]).catch(() => undefined);
+    lock.release();
+  }
+  return database;
+}
+
+async function openPglite(dir: string): Promise<Database> {
+  const client = await PGlite.create(dir);
+  const db = drizzlePglite(client) as unknown as Db;
+  const database = makeDatabase(db, 'pglite', () => client.close());
+  await refuseNewerStore(database);
+  await migratePglite(drizzlePglite(client), { migrationsFolder });
+  return database;
+}
+
+function makeDatabase(db: Db, kind: Database['kind'], close: () => Promise<void>): Database {
+  return {
+    db,
+    kind,
+    async rows<T>(query: ReturnType<typeof sql>, on: Db = db) {
+      const result = (await on.execute(query)) as unknown as { rows: T[] };
+      return result.rows;
+    },
+    async ping() {
+      await db.execute(sql`select 1`);
+    },
+    close,
+  };
+}
+
+/** A store that holds a migration this build does not know was written by a newer Concord. */
+async function refuseNewerStore(database: Database): Promise<void> {
+  const journal = JSON.parse(readFileSync(join(migrationsFolder, 'meta', '_journal.json'), 'utf8')) as {
+    entries: { when: number; tag: string }[];
+  };
+  const newest = Math.max(...journal.entries.map((e) => e.when));
+  const exists = await database.rows<{ t: string | null }>(sql`select to_regclass('drizzle.__drizzle_migrations')::text as t`);
+  if (!exists[0]?.t) return;
+  const applied = await database.rows<{ created_at: string }>(
+    sql`select created_at::text from drizzle.__drizzle_migrations order by created_at desc limit 1`,
+  );
+  const latest = Number(applied[0]?.created_at ?? 0);
+  if (latest > newest) {
+    throw new ConcordError(
+      'UNSUPPORTED',
+      `the store was migrated by a newer Concord (migration of ${new Date(latest).toISOString()}); upgrade this coordinator`,
+      { field: 'store' },
+    );
+  }
+}
+
+/** schemas/db/migrations, found from the source tree or from the build in dist/. */
+function findMigrations(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const candidate = join(dir, 'schemas', 'db', 'migrations');
+    if (existsSync(join(candidate, 'meta', '_journal.json'))) return candidate;
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error('schemas/db/migrations not found');
+    dir = parent;
+  }
+}

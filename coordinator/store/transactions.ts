@@ -1,0 +1,241 @@
+/**
+ * Store operations on transactions and their branches. Hot paths take whole batches (see
+ * group-commit.ts) and use unnest() so that one statement serves any batch size.
+ */
+import { sql } from 'drizzle-orm';
+import type { StoredOptions } from '../../schemas/db/tables.js';
+import type { Database, Db } from './database.js';
+
+const p = (value: unknown) => sql.param(value);
+
+export interface NewBranch {
+  branchId: string;
+  op: string;
+  url: string;
+  data: string;
+}
+
+export interface NewTransaction {
+  gid: string;
+  transType: string;
+  status: 'prepared' | 'submitted';
+  queryPrepared: string;
+  options: StoredOptions;
+  customData: string;
+  contentHash: string;
+  /** Retry delay in seconds to start with. */
+  interval: number;
+  /** Seconds from now until the row is due (or, when owner is set, until its lease ends). */
+  dueIn: number;
+  owner: string;
+  branches: NewBranch[];
+}
+
+/** What the engine needs of a stored transaction. */
+export interface TransRow {
+  id: number;
+  gid: string;
+  trans_type: string;
+  status: string;
+  query_prepared: string;
+  options: StoredOptions;
+  custom_data: string;
+  content_hash: string;
+  next_cron_interval: number;
+  retry_count: number;
+  owner: string;
+  /** create_time in epoch milliseconds. */
+  create_ms: number;
+}
+
+export interface BranchRow {
+  id: number;
+  gid: string;
+  url: string;
+  data: string;
+  branch_id: string;
+  op: string;
+  status: string;
+}
+
+const transColumns = sql`id::int as id, gid, trans_type, status, query_prepared, options, custom_data, content_hash,
+  next_cron_interval, retry_count, owner, (extract(epoch from create_time) * 1000)::float8 as create_ms`;
+
+/** Inserts the transactions whose gid is new; returns the set of gids it created. */
+export async function insertTransactions(database: Database, tx: Db, items: NewTransaction[]): Promise<Set<string>> {
+  const unique = firstPerGid(items);
+  if (unique.length === 0) return new Set();
+  const created = await database.rows<{ gid: string }>(
+    sql`insert into trans_global (gid, trans_type, status, query_prepared, options, custom_data, content_hash,
+          next_cron_interval, next_cron_time, owner)
+        select u.gid, u.trans_type, u.status, u.query_prepared, u.options::jsonb, u.custom_data, u.content_hash,
+          u.interval, now() + u.due * interval '1 second', u.owner
+        from unnest(${p(unique.map((t) => t.gid))}::text[], ${p(unique.map((t) => t.transType))}::text[],
+          ${p(unique.map((t) => t.status))}::text[], ${p(unique.map((t) => t.queryPrepared))}::text[],
+          ${p(unique.map((t) => JSON.stringify(t.options)))}::text[], ${p(unique.map((t) => t.customData))}::text[],
+          ${p(unique.map((t) => t.contentHash))}::text[], ${p(unique.map((t) => t.interval))}::float8[],
+          ${p(unique.map((t) => t.dueIn))}::float8[], ${p(unique.map((t) => t.owner))}::text[])
+          as u(gid, trans_type, status, query_prepared, options, custom_data, content_hash, interval, due, owner)
+        on conflict (gid) do nothing
+        returning gid`,
+    tx,
+  );
+  const gids = new Set(created.map((r) => r.gid));
+  const branches = unique.filter((t) => gids.has(t.gid)).flatMap((t) => t.branches.map((b) => ({ gid: t.gid, ...b })));
+  if (branches.length > 0) {
+    await tx.execute(
+      sql`insert into trans_branch_op (gid, url, data, branch_id, op, status)
+          select u.gid, u.url, u.data, u.branch_id, u.op, 'prepared'
+          from unnest(${p(branches.map((b) => b.gid))}::text[], ${p(branches.map((b) => b.url))}::text[],
+            ${p(branches.map((b) => b.data))}::text[], ${p(branches.map((b) => b.branchId))}::text[],
+            ${p(branches.map((b) => b.op))}::text[]) as u(gid, url, data, branch_id, op)`,
+    );
+  }
+  return gids;
+}
+
+/** The stored rows of these gids, locked for the rest of the transaction when `lock` is set. */
+export async function findTransactions(database: Database, tx: Db, gids: string[], lock: boolean): Promise<Map<string, TransRow>> {
+  if (gids.length === 0) return new Map();
+  const rows = await database.rows<TransRow>(
+    sql`select ${transColumns} from trans_global where gid = any(${p(gids)}::text[]) ${lock ? sql`for update` : sql``}`,
+    tx,
+  );
+  return new Map(rows.map((r) => [r.gid, r]));
+}
+
+/** Moves prepared transactions to submitted, leased to `owner` for `lease` seconds. */
+export async function markSubmitted(database: Database, tx: Db, gids: string[], owner: string, lease: number): Promise<TransRow[]> {
+  if (gids.length === 0) return [];
+  return database.rows<TransRow>(
+    sql`update trans_global set status = 'submitted', owner = ${owner}, next_cron_time = now() + ${lease} * interval '1 second',
+          update_time = now()
+        where gid = any(${p(gids)}::text[]) and status = 'prepared' and (owner = '' or owner = ${owner})
+        returning ${transColumns}`,
+    tx,
+  );
+}
+
+/** The first item of each gid, in order: a batch may carry the same gid twice. */
+export function firstPerGid<T extends { gid: string }>(items: T[]): T[] {
+  const seen = new Map<string, T>();
+  for (const item of items) if (!seen.has(item.gid)) seen.set(item.gid, item);
+  return [...seen.values()];
+}
+
+/** Branches of these transactions still to be called, in creation order. */
+export async function pendingBranches(database: Database, tx: Db, gids: string[]): Promise<Map<string, BranchRow[]>> {
+  const byGid = new Map<string, BranchRow[]>(gids.map((g) => [g, []]));
+  if (gids.length === 0) return byGid;
+  const rows = await database.rows<BranchRow>(
+    sql`select id::int as id, gid, url, data, branch_id, op, status from trans_branch_op
+        where gid = any(${p(gids)}::text[]) and status = 'prepared' order by id`,
+    tx,
+  );
+  for (const row of rows) byGid.get(row.gid)?.push(row);
+  return byGid;
+}
+
+/**
+ * Claims up to `limit` due, unfinished transactions for `owner` with a lease of `lease` seconds.
+ * SKIP LOCKED lets several coordinators scan at once without waiting on or sharing a row.
+ */
+export async function claimDue(database: Database, owner: string, limit: number, lease: number): Promise<TransRow[]> {
+  return database.rows<TransRow>(
+    sql`update trans_global g set owner = ${owner}, next_cron_time = now() + ${lease} * interval '1 second', update_time = now()
+        from (select id from trans_global
+              where status in ('prepared', 'submitted', 'aborting') and next_cron_time <= now()
+              order by next_cron_time limit ${limit} for update skip locked) d
+        where g.id = d.id
+        returning g.id::int as id, g.gid, g.trans_type, g.status, g.query_prepared, g.options, g.custom_data,
+          g.content_hash, g.next_cron_interval, g.retry_count, g.owner, (extract(epoch from g.create_time) * 1000)::float8 as create_ms`,
+  );
+}
+
+/** The end of one pass over a transaction: branch results and what becomes of the transaction. */
+export interface Settlement {
+  gid: string;
+  /** (branch_id, op) pairs delivered in this pass. */
+  succeeded: { branchId: string; op: string }[];
+  /** The branch call that did not succeed, and why. */
+  failed?: { branchId: string; op: string; error: string };
+  /** New status; unfinished statuses keep the row due after `delay` seconds. */
+  status: 'prepared' | 'submitted' | 'succeed' | 'failed';
+  interval: number;
+  delay: number;
+  retried: boolean;
+  reason?: string;
+}
+
+/**
+ * Writes many settlements in one statement. The transaction row changes only while `owner` still
+ * holds it and it is unfinished, so a node that lost its lease cannot overwrite newer work.
+ */
+export async function settle(database: Database, owner: string, items: Settlement[]): Promise<Set<string>> {
+  if (items.length === 0) return new Set();
+  const ok = items.flatMap((s) => s.succeeded.map((b) => ({ gid: s.gid, ...b })));
+  const bad = items.flatMap((s) => (s.failed ? [{ gid: s.gid, ...s.failed }] : []));
+  const rows = await database.rows<{ gid: string }>(
+    sql`with ok as (
+          update trans_branch_op b set status = 'succeed', attempts = b.attempts + 1, last_error = null,
+            finish_time = now(), update_time = now()
+          from unnest(${p(ok.map((b) => b.gid))}::text[], ${p(ok.map((b) => b.branchId))}::text[], ${p(ok.map((b) => b.op))}::text[])
+            as u(gid, branch_id, op)
+          where b.gid = u.gid and b.branch_id = u.branch_id and b.op = u.op and b.status = 'prepared'
+          returning 1
+        ), bad as (
+          update trans_branch_op b set attempts = b.attempts + 1, last_error = u.error, update_time = now()
+          from unnest(${p(bad.map((b) => b.gid))}::text[], ${p(bad.map((b) => b.branchId))}::text[], ${p(bad.map((b) => b.op))}::text[],
+            ${p(bad.map((b) => b.error))}::text[]) as u(gid, branch_id, op, error)
+          where b.gid = u.gid and b.branch_id = u.branch_id and b.op = u.op
+          returning 1
+        )
+        update trans_global g set
+          status = u.status,
+          owner = '',
+          next_cron_interval = u.interval,
+          next_cron_time = case when u.status in ('succeed', 'failed') then null else now() + u.delay * interval '1 second' end,
+          retry_count = g.retry_count + u.retried::int,
+          finish_time = case when u.status in ('succeed', 'failed') then now() else g.finish_time end,
+          rollback_time = case when u.status = 'failed' then now() else g.rollback_time end,
+          rollback_reason = case when u.reason <> '' then u.reason else g.rollback_reason end,
+          update_time = now()
+        from unnest(${p(items.map((s) => s.gid))}::text[], ${p(items.map((s) => s.status))}::text[],
+          ${p(items.map((s) => s.interval))}::float8[], ${p(items.map((s) => s.delay))}::float8[],
+          ${p(items.map((s) => s.retried))}::bool[], ${p(items.map((s) => s.reason ?? ''))}::text[])
+          as u(gid, status, interval, delay, retried, reason)
+        where g.gid = u.gid and g.owner = ${owner} and g.status in ('prepared', 'submitted', 'aborting')
+        returning g.gid`,
+  );
+  return new Set(rows.map((r) => r.gid));
+}
+
+/** Fails a prepared transaction (abort); returns false when it was not prepared. */
+export async function failPrepared(database: Database, gid: string, reason: string): Promise<boolean> {
+  const rows = await database.rows<{ gid: string }>(
+    sql`update trans_global set status = 'failed', owner = '', next_cron_time = null, rollback_reason = ${reason},
+          finish_time = now(), rollback_time = now(), update_time = now()
+        where gid = ${gid} and status = 'prepared'
+        returning gid`,
+  );
+  return rows.length > 0;
+}
+
+/** Gives back the leases of a stopping node, due at once, so other nodes take the work. */
+export async function releaseLeases(database: Database, owner: string): Promise<number> {
+  const rows = await database.rows<{ gid: string }>(
+    sql`update trans_global set owner = '', next_cron_time = now(), update_time = now()
+        where owner = ${owner} and status in ('prepared', 'submitted', 'aborting')
+        returning gid`,
+  );
+  return rows.length;
+}
+
+/** Lengthens `owner`'s lease on one transaction; false when the node no longer holds it. */
+export async function extendLease(database: Database, gid: string, owner: string, lease: number): Promise<boolean> {
+  const rows = await database.rows<{ gid: string }>(
+    sql`update trans_global set next_cron_time = now() + ${lease} * interval '1 second'
+        where gid = ${gid} and owner = ${owner} returning gid`,
+  );
+  return rows.length > 0;
+}

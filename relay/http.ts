@@ -1,0 +1,48 @@
+/**
+ * HTTP publisher: calls a branch the way DTM does. The DTM parameters are merged into the URL's
+ * own query; the method is POST when there is a payload, GET otherwise; the answer is read with
+ * DTM's rules (classifyDtmAnswer).
+ */
+import { Agent, request } from 'undici';
+import { classifyDtmAnswer } from '../schemas/dtm.js';
+import type { Delivery, DeliveryResult, Publisher } from './publisher.js';
+
+const maxDetail = 500;
+
+export function createHttpPublisher(options: { connections?: number } = {}): Publisher {
+  // Keep-alive connections per origin: branch services are few and called often.
+  const agent = new Agent({ connections: options.connections ?? 128, keepAliveTimeout: 30_000, pipelining: 1 });
+  return {
+    schemes: ['http', 'https'],
+    async publish(delivery: Delivery): Promise<DeliveryResult> {
+      const url = new URL(delivery.url);
+      for (const [key, value] of Object.entries(delivery.params)) url.searchParams.set(key, value);
+      const post = delivery.payload !== '';
+      try {
+        const res = await request(url, {
+          dispatcher: agent,
+          method: post ? 'POST' : 'GET',
+          headers: { 'content-type': 'application/json', ...delivery.headers },
+          body: post ? delivery.payload : undefined,
+          headersTimeout: delivery.timeoutMs,
+          bodyTimeout: delivery.timeoutMs,
+          signal: AbortSignal.timeout(delivery.timeoutMs),
+        });
+        const body = await res.body.text();
+        const outcome = classifyDtmAnswer(res.statusCode, body);
+        return { outcome, detail: `HTTP ${res.statusCode} ${body.slice(0, maxDetail)}`.trim() };
+      } catch (err) {
+        return { outcome: 'ERROR', detail: describe(err) };
+      }
+    },
+    close: () => agent.close(),
+  };
+}
+
+function describe(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as { code?: string }).code;
+    return `${err.name === 'TimeoutError' ? 'timeout' : (code ?? err.name)}: ${err.message}`.slice(0, maxDetail);
+  }
+  return String(err).slice(0, maxDetail);
+}

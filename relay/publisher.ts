@@ -1,0 +1,59 @@
+/**
+ * The relay's one interface: get a payload to a destination and report how it was taken. The
+ * engine picks a publisher by the destination's URL scheme and knows nothing else of it.
+ */
+import type { DtmOutcome } from '../schemas/dtm.js';
+
+export interface Delivery {
+  /** Destination; its scheme picks the publisher (http:, https:). */
+  url: string;
+  /** Query parameters the destination gets besides its own (DTM: gid, trans_type, branch_id, op). */
+  params: Record<string, string>;
+  /** Raw payload; empty means none. */
+  payload: string;
+  headers: Record<string, string>;
+  /** The call is abandoned after this many milliseconds. */
+  timeoutMs: number;
+}
+
+export interface DeliveryResult {
+  outcome: DtmOutcome;
+  /** A short human description of the answer, for logs and last_error. */
+  detail: string;
+}
+
+export interface Publisher {
+  /** URL schemes this publisher serves, without the colon. */
+  readonly schemes: readonly string[];
+  publish(delivery: Delivery): Promise<DeliveryResult>;
+  close(): Promise<void>;
+}
+
+/** Routes each delivery to the publisher serving its scheme. */
+export class Relay {
+  private readonly byScheme = new Map<string, Publisher>();
+
+  constructor(private readonly publishers: Publisher[]) {
+    for (const publisher of publishers) for (const scheme of publisher.schemes) this.byScheme.set(scheme, publisher);
+  }
+
+  /** True when some publisher serves this URL's scheme. */
+  serves(url: string): boolean {
+    return this.byScheme.has(schemeOf(url));
+  }
+
+  publish(delivery: Delivery): Promise<DeliveryResult> {
+    const publisher = this.byScheme.get(schemeOf(delivery.url));
+    if (!publisher) return Promise.resolve({ outcome: 'ERROR', detail: `no publisher for ${delivery.url}` });
+    return publisher.publish(delivery);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.publishers.map((p) => p.close()));
+  }
+}
+
+function schemeOf(url: string): string {
+  const colon = url.indexOf(':');
+  return colon > 0 ? url.slice(0, colon).toLowerCase() : '';
+}

@@ -1,0 +1,96 @@
+/**
+ * The coordinator's configuration: one zod object with defaults. Sources, weakest first: the
+ * defaults, a JSON config file, CONCORD_* environment variables, command-line flags. Nothing else
+ * in Concord reads process.env. docs/configuration.md is generated from this schema.
+ */
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { ConcordError } from './errors.js';
+
+const secondsSchema = (min: number) => z.coerce.number().min(min).max(86_400 * 365);
+
+export const configSchema = z
+  .object({
+    store: z
+      .string()
+      .min(1)
+      .default('./concord-data')
+      .describe('Where transactions are kept: a directory for the embedded PGlite database, or a postgres:// URL.'),
+    port: z.coerce.number().int().min(0).max(65_535).default(36_789).describe('HTTP port (DTM uses 36789).'),
+    host: z.string().min(1).default('0.0.0.0').describe('Address to listen on.'),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('pino log level.'),
+    nodeId: z.string().min(1).max(100).optional().describe('Name of this coordinator in row claims; default host-pid-random.'),
+    requestTimeout: secondsSchema(0.05).default(3).describe('Seconds a branch or check-back call may take (per message: request_timeout).'),
+    retryInterval: secondsSchema(0.05).default(10).describe('First retry delay in seconds (per message: retry_interval); doubles per failure.'),
+    maxRetryInterval: secondsSchema(0.05).default(300).describe('Cap of the retry delay in seconds; DTM has none.'),
+    timeoutToFail: secondsSchema(0.05)
+      .default(35)
+      .describe('Seconds after which a still-prepared message is checked back (per message: timeout_to_fail).'),
+    pollInterval: secondsSchema(0.01).default(1).describe('Seconds between scans for due work when the last scan found none.'),
+    claimBatch: z.coerce.number().int().min(1).max(10_000).default(100).describe('Due transactions claimed per scan.'),
+    storePoolSize: z.coerce.number().int().min(1).max(200).default(10).describe('Postgres connections per coordinator.'),
+    shutdownTimeout: secondsSchema(0).default(30).describe('Seconds SIGTERM waits for in-flight work before exiting.'),
+    alertWebhook: z.string().url().optional().describe('URL POSTed {gid, status, branch, error, retry_count} when retries pile up.'),
+    alertRetryLimit: z.coerce.number().int().min(1).default(3).describe('Failed attempts on a branch before the alert webhook is called.'),
+  })
+  .strict();
+
+export type Config = Readonly<z.infer<typeof configSchema>>;
+export type ConfigKey = keyof z.infer<typeof configSchema>;
+
+/** CONCORD_STORE for `store`, CONCORD_REQUEST_TIMEOUT for `requestTimeout`. */
+export function envName(key: string): string {
+  return `CONCORD_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
+}
+
+/** --store for `store`, --request-timeout for `requestTimeout`. */
+export function flagName(key: string): string {
+  return `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+}
+
+export const configKeys = Object.keys(configSchema.shape) as ConfigKey[];
+
+export interface LoadConfigOptions {
+  /** Environment to read CONCORD_* from (the caller passes process.env). */
+  env?: Record<string, string | undefined>;
+  /** Values given on the command line; they win over everything else. */
+  overrides?: Partial<Record<ConfigKey, unknown>>;
+  /** A JSON file; CONCORD_CONFIG in env names one too. */
+  file?: string;
+}
+
+/** Resolves, validates and freezes the configuration once. Errors name the key and its variable. */
+export function loadConfig(options: LoadConfigOptions = {}): Config {
+  const env = options.env ?? {};
+  const file = options.file ?? env.CONCORD_CONFIG;
+  const raw: Record<string, unknown> = file ? readConfigFile(file) : {};
+  for (const key of configKeys) {
+    const value = env[envName(key)];
+    if (value !== undefined && value !== '') raw[key] = value;
+  }
+  for (const [key, value] of Object.entries(options.overrides ?? {})) {
+    if (value !== undefined) raw[key] = value;
+  }
+  const parsed = configSchema.safeParse(raw);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => {
+      const key = String(issue.path[0] ?? '');
+      const where = configKeys.includes(key as ConfigKey) ? ` (${flagName(key)}, ${envName(key)})` : '';
+      return issue.code === 'unrecognized_keys' ? `unknown keys ${issue.keys.join(', ')}` : `${key}${where}: ${issue.message}`;
+    });
+    throw new ConcordError('INVALID_REQUEST', `invalid configuration: ${problems.join('; ')}`, {
+      field: String(parsed.error.issues[0]?.path[0] ?? ''),
+    });
+  }
+  return Object.freeze(parsed.data);
+}
+
+function readConfigFile(file: string): Record<string, unknown> {
+  try {
+    const value: unknown = JSON.parse(readFileSync(file, 'utf8'));
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('not a JSON object');
+    return { ...(value as Record<string, unknown>) };
+  } catch (cause) {
+    throw new ConcordError('INVALID_REQUEST', `cannot read config file ${file}: ${(cause as Error).message}`, { cause });
+  }
+}

@@ -1,0 +1,79 @@
+/**
+ * The coordinator's store: the same tables on PGlite and Postgres. Change a table here, then run
+ * `npm run generate` to write the next migration; committed migrations are never edited.
+ * Columns follow DTM's trans_global / trans_branch_op so its tools feel at home.
+ */
+import { sql } from 'drizzle-orm';
+import { bigserial, index, integer, jsonb, pgTable, real, text, timestamp, uniqueIndex, varchar } from 'drizzle-orm/pg-core';
+
+const time = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
+
+/** Options a transaction keeps for later retries (the flattened DTM options that matter after submit). */
+export interface StoredOptions {
+  timeout_to_fail?: number;
+  request_timeout?: number;
+  retry_interval?: number;
+  branch_headers?: Record<string, string>;
+  concurrent?: boolean;
+  delay?: number;
+}
+
+export const transGlobal = pgTable(
+  'trans_global',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    gid: varchar('gid', { length: 128 }).notNull(),
+    transType: varchar('trans_type', { length: 45 }).notNull(),
+    status: varchar('status', { length: 45 }).notNull(),
+    queryPrepared: varchar('query_prepared', { length: 1024 }).notNull().default(''),
+    protocol: varchar('protocol', { length: 45 }).notNull().default('http'),
+    options: jsonb('options').$type<StoredOptions>().notNull().default({}),
+    customData: varchar('custom_data', { length: 1024 }).notNull().default(''),
+    /** sha256 of the steps and payloads: a re-sent prepare or submit must match it. */
+    contentHash: varchar('content_hash', { length: 64 }).notNull(),
+    /** Current retry delay in seconds; doubles per failure up to the configured cap. */
+    nextCronInterval: real('next_cron_interval').notNull(),
+    /** When the transaction is next due; while a node works on it, the end of that node's lease. */
+    nextCronTime: time('next_cron_time'),
+    /** The node holding the lease, '' when none. */
+    owner: varchar('owner', { length: 128 }).notNull().default(''),
+    retryCount: integer('retry_count').notNull().default(0),
+    rollbackReason: text('rollback_reason').notNull().default(''),
+    result: text('result').notNull().default(''),
+    createTime: time('create_time').notNull().defaultNow(),
+    updateTime: time('update_time').notNull().defaultNow(),
+    finishTime: time('finish_time'),
+    rollbackTime: time('rollback_time'),
+  },
+  (t) => [
+    uniqueIndex('trans_global_gid_uniq').on(t.gid),
+    // The scheduler's scan: only unfinished rows, by due time.
+    index('trans_global_due_idx')
+      .on(t.nextCronTime)
+      .where(sql`${t.status} in ('prepared', 'submitted', 'aborting')`),
+  ],
+);
+
+export const transBranchOp = pgTable(
+  'trans_branch_op',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    gid: varchar('gid', { length: 128 }).notNull(),
+    url: varchar('url', { length: 1024 }).notNull(),
+    /** The payload as sent (DTM calls it bin_data and returns it base64). */
+    data: text('data').notNull().default(''),
+    branchId: varchar('branch_id', { length: 128 }).notNull(),
+    op: varchar('op', { length: 45 }).notNull(),
+    status: varchar('status', { length: 45 }).notNull(),
+    attempts: integer('attempts').notNull().default(0),
+    lastError: text('last_error'),
+    createTime: time('create_time').notNull().defaultNow(),
+    updateTime: time('update_time').notNull().defaultNow(),
+    finishTime: time('finish_time'),
+    rollbackTime: time('rollback_time'),
+  },
+  (t) => [uniqueIndex('trans_branch_op_uniq').on(t.gid, t.branchId, t.op)],
+);
+
+export type TransGlobalRow = typeof transGlobal.$inferSelect;
+export type TransBranchRow = typeof transBranchOp.$inferSelect;

@@ -1,0 +1,169 @@
+/**
+ * DTM's HTTP wire formats (see docs/protocol.md). DTM's clients send nulls for unset fields and
+ * extra keys we do not use; both are accepted. Types derive from these schemas.
+ */
+import { z } from 'zod';
+
+/** DTM treats JSON null as "unset"; so do we. */
+const optional = <T extends z.ZodType>(schema: T) => z.preprocess((v) => (v === null ? undefined : v), schema.optional());
+
+const seconds = (what: string) => optional(z.number().int().min(0).max(31_536_000).describe(what));
+
+export const transTypes = ['msg', 'saga', 'tcc', 'xa', 'workflow'] as const;
+export const transTypeSchema = z.enum(transTypes);
+export type TransType = z.infer<typeof transTypeSchema>;
+
+export const globalStatuses = ['prepared', 'submitted', 'aborting', 'succeed', 'failed'] as const;
+export type GlobalStatus = (typeof globalStatuses)[number];
+export const branchStatuses = ['prepared', 'succeed', 'failed'] as const;
+export type BranchStatus = (typeof branchStatuses)[number];
+
+export const gidSchema = z
+  .string()
+  .min(1, 'gid must not be empty')
+  .max(128, 'gid is longer than 128 characters')
+  .regex(/^[^\s;]+$/, 'gid must not contain whitespace or ";"')
+  .describe('Global transaction id, unique per transaction (GET /newGid makes one).');
+
+/** Options that DTM flattens into the transaction body. */
+export const transOptionsShape = {
+  wait_result: optional(z.boolean().describe('Answer submit only after the branches ran.')),
+  timeout_to_fail: seconds('A prepared message older than this is checked back (seconds; default from config).'),
+  request_timeout: seconds('Timeout of each branch call (seconds; default from config).'),
+  retry_interval: seconds('Base retry interval (seconds; default from config).'),
+  branch_headers: optional(z.record(z.string(), z.string()).describe('Headers added to every branch call.')),
+  concurrent: optional(z.boolean().describe('Call the branches of a message in parallel.')),
+  retry_limit: seconds('Saga only.'),
+  retry_count: seconds('Saga only.'),
+  passthrough_headers: optional(z.array(z.string()).describe('Ignored, as by DTM since 1.16.')),
+};
+
+/** Body of POST prepare / submit / abort. */
+export const transRequestSchema = z
+  .object({
+    gid: gidSchema,
+    trans_type: transTypeSchema,
+    steps: optional(z.array(z.record(z.string(), z.string())).max(1000).describe('One object per step: msg {"action": url}.')),
+    payloads: optional(z.array(z.string()).max(1000).describe('One raw request body per step.')),
+    query_prepared: optional(z.string().max(1024).describe('Check-back URL of a two-phase message.')),
+    custom_data: optional(z.string().max(1024).describe('JSON text; msg: {"delay": seconds}.')),
+    protocol: optional(z.string().describe('"" or "http"; gRPC and JSON-RPC are not served.')),
+    rollback_reason: optional(z.string().max(1024)),
+    ...transOptionsShape,
+  })
+  .superRefine((req, ctx) => {
+    const steps = req.steps ?? [];
+    const payloads = req.payloads ?? [];
+    if (payloads.length > 0 && payloads.length !== steps.length) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['payloads'],
+        message: `payloads has ${payloads.length} entries but steps has ${steps.length}; give one payload per step`,
+      });
+    }
+    if (req.protocol !== undefined && req.protocol !== '' && req.protocol !== 'http') {
+      ctx.addIssue({ code: 'custom', path: ['protocol'], message: `protocol "${req.protocol}" is not served; use http` });
+    }
+    if (req.custom_data !== undefined && req.custom_data !== '') {
+      try {
+        JSON.parse(req.custom_data);
+      } catch {
+        ctx.addIssue({ code: 'custom', path: ['custom_data'], message: 'custom_data must be JSON text' });
+      }
+    }
+  });
+export type TransRequest = z.infer<typeof transRequestSchema>;
+
+export const gidQuerySchema = z.object({ gid: gidSchema });
+
+export const allQuerySchema = z.object({
+  gid: optional(gidSchema),
+  position: optional(z.coerce.number().int().min(0).describe('Return rows with id below this (paging).')),
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+  status: optional(z.enum(globalStatuses)),
+  transType: optional(transTypeSchema),
+  createTimeStart: optional(z.coerce.number().int().min(0).describe('Epoch milliseconds.')),
+  createTimeEnd: optional(z.coerce.number().int().min(0).describe('Epoch milliseconds.')),
+});
+
+export const dtmResultSchema = z.object({ dtm_result: z.literal('SUCCESS') });
+export const newGidReplySchema = z.object({ gid: z.string(), dtm_result: z.literal('SUCCESS') });
+
+export const transactionViewSchema = z.object({
+  id: z.number(),
+  gid: z.string(),
+  trans_type: z.string(),
+  status: z.enum(globalStatuses),
+  query_prepared: z.string().optional(),
+  protocol: z.string(),
+  create_time: z.string(),
+  update_time: z.string(),
+  finish_time: z.string().optional(),
+  rollback_time: z.string().optional(),
+  options: z.string(),
+  custom_data: z.string().optional(),
+  rollback_reason: z.string().optional(),
+  result: z.string().optional(),
+  next_cron_interval: z.number(),
+  next_cron_time: z.string().optional(),
+  owner: z.string().optional(),
+  retry_count: z.number(),
+});
+export type TransactionView = z.infer<typeof transactionViewSchema>;
+
+export const branchViewSchema = z.object({
+  id: z.number(),
+  gid: z.string(),
+  url: z.string(),
+  bin_data: z.string().describe('Base64 of the payload, as DTM returns it.'),
+  branch_id: z.string(),
+  op: z.string(),
+  status: z.enum(branchStatuses),
+  create_time: z.string(),
+  update_time: z.string(),
+  finish_time: z.string().optional(),
+  attempts: z.number().describe('Calls made to this branch so far.'),
+  last_error: z.string().optional().describe('Why the last call did not succeed.'),
+});
+export type BranchView = z.infer<typeof branchViewSchema>;
+
+export const queryReplySchema = z.object({
+  transaction: transactionViewSchema.nullable(),
+  branches: z.array(branchViewSchema),
+});
+
+export const allReplySchema = z.object({
+  transactions: z.array(transactionViewSchema).nullable(),
+  next_position: z.string(),
+});
+
+export const errorReplySchema = z.object({
+  code: z.string(),
+  message: z.string(),
+  field: z.string().optional(),
+  dtm_result: z.enum(['FAILURE', 'ONGOING']).optional(),
+});
+
+/** Query parameters DTM adds to every call of a branch or check-back URL. */
+export const branchCallQuerySchema = z.object({
+  gid: gidSchema,
+  trans_type: transTypeSchema,
+  branch_id: z.string().min(1).max(128),
+  op: z.string().min(1).max(45),
+});
+export type BranchCallQuery = z.infer<typeof branchCallQuerySchema>;
+
+export type DtmOutcome = 'SUCCESS' | 'FAILURE' | 'ONGOING' | 'ERROR';
+
+/**
+ * How DTM reads the answer of a branch or check-back call, in DTM's order: 425 or a body with
+ * ONGOING, then 409 or a body with FAILURE, then anything but exactly 200 is an error to retry.
+ */
+export function classifyDtmAnswer(status: number, body: string): DtmOutcome {
+  if (status === 425 || body.includes('ONGOING')) return 'ONGOING';
+  if (status === 409 || body.includes('FAILURE')) return 'FAILURE';
+  return status === 200 ? 'SUCCESS' : 'ERROR';
+}
+
+/** Parsed `custom_data` of a message: `{"delay": seconds}`. */
+export const msgCustomDataSchema = z.object({ delay: z.number().min(0).max(31_536_000).optional() });

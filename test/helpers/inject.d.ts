@@ -1,0 +1,11 @@
+// Values the global setup (test/global-setup.ts) provides to every test file through inject().
+import 'vitest';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    /** Superuser URL of the test server, on its `postgres` database. */
+    pgUrl: string;
+    /** Prefix of the databases this run creates, e.g. concord_test_1a2b3c_. */
+    pgDatabasePrefix: string;
+  }
+}
