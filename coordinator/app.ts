@@ -27,11 +27,18 @@ export interface Coordinator {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-export const version: string = (
-  JSON.parse(readFileSync(new URL('../../package.json', import.meta.url).pathname.replace('/dist/package.json', '/package.json'), 'utf8')) as {
-    version: string;
+/** The package version, read from package.json whether this runs from source or from dist/. */
+export const version: string = (() => {
+  for (const up of ['../package.json', '../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(up, import.meta.url), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'concord' && pkg.version) return pkg.version;
+    } catch {
+      // not at this level
+    }
   }
-).version;
+  return '0.0.0';
+})();
 
 export async function startCoordinator(config: Config, logger: Logger): Promise<Coordinator> {
   const nodeId = config.nodeId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;

@@ -38,7 +38,7 @@ export class Scheduler {
         const room = max - this.active;
         if (room > 0) {
           const startedAt = performance.now();
-          const lease = leaseSeconds(config.requestTimeout);
+          const lease = leaseSeconds(config, config.requestTimeout);
           const rows = await claimDue(database, nodeId, room, lease);
           claimed = rows.length;
           metrics.claimed.inc(claimed);

@@ -26,6 +26,9 @@ export const configSchema = z
     timeoutToFail: secondsSchema(0.05)
       .default(35)
       .describe('Seconds after which a still-prepared message is checked back (per message: timeout_to_fail).'),
+    minLease: secondsSchema(1)
+      .default(30)
+      .describe('Seconds a node holds a transaction it works on; a dead node\'s work is taken over after this.'),
     pollInterval: secondsSchema(0.01).default(1).describe('Seconds between scans for due work when the last scan found none.'),
     claimBatch: z.coerce.number().int().min(1).max(10_000).default(100).describe('Due transactions claimed per scan.'),
     storePoolSize: z.coerce.number().int().min(1).max(200).default(10).describe('Postgres connections per coordinator.'),

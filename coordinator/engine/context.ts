@@ -15,7 +15,7 @@ export interface EngineContext {
   readonly nodeId: string;
 }
 
-/** Seconds a node may hold a transaction: long enough for two calls at the given timeout. */
-export function leaseSeconds(requestTimeout: number): number {
-  return Math.max(30, 2 * requestTimeout + 5);
+/** Seconds a node holds a transaction: at least minLease, and long enough for two calls. */
+export function leaseSeconds(config: Pick<Config, 'minLease'>, requestTimeout: number): number {
+  return Math.max(config.minLease, 2 * requestTimeout + 1);
 }

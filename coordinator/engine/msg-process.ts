@@ -91,7 +91,7 @@ export class MsgProcessor {
     const fits = async (): Promise<boolean> => {
       if (performance.now() + timeout * 1000 <= deadline) return true;
       const before = performance.now();
-      const longer = leaseSeconds(timeout);
+      const longer = leaseSeconds(this.ctx.config, timeout);
       if (!(await extendLease(database, trans.gid, nodeId, longer))) return false;
       deadline = before + longer * 1000 - leaseMarginMs;
       return true;
@@ -132,9 +132,9 @@ export class MsgProcessor {
       }
       if (answer.outcome !== 'SUCCESS') return retryLater(answer.outcome, 'prepared', [], undefined, `query_prepared: ${answer.detail}`);
       const before = performance.now();
-      const marked = await markSubmitted(database, database.db, [trans.gid], nodeId, leaseSeconds(timeout));
+      const marked = await markSubmitted(database, database.db, [trans.gid], nodeId, leaseSeconds(this.ctx.config, timeout));
       if (marked.length === 0) return { status: 'prepared', reason: 'lease lost to another node' };
-      deadline = before + leaseSeconds(timeout) * 1000 - leaseMarginMs;
+      deadline = before + leaseSeconds(this.ctx.config, timeout) * 1000 - leaseMarginMs;
       status = 'submitted';
       log.info('check-back found the local transaction committed');
       branches = (await pendingBranches(database, database.db, [trans.gid])).get(trans.gid) ?? [];

@@ -102,7 +102,7 @@ export class MsgEngine {
       delay: delay || undefined,
     };
     const config = this.ctx.config;
-    const lease = leaseSeconds(options.request_timeout ?? config.requestTimeout);
+    const lease = leaseSeconds(this.ctx.config, options.request_timeout ?? config.requestTimeout);
     const delivering = status === 'submitted' && delay === 0;
     return {
       gid: req.gid,
@@ -142,7 +142,7 @@ export class MsgEngine {
   private async submitBatch(items: { trans: NewTransaction; hasSteps: boolean }[]): Promise<SubmitOutcome[]> {
     const { database, nodeId } = this.ctx;
     const startedAt = performance.now();
-    const promoteLease = leaseSeconds(this.ctx.config.requestTimeout);
+    const promoteLease = leaseSeconds(this.ctx.config, this.ctx.config.requestTimeout);
     return database.db.transaction(async (tx) => {
       const gids = [...new Set(items.map((i) => i.trans.gid))];
       const existing = await findTransactions(database, tx, gids, true);

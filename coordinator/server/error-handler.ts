@@ -10,7 +10,9 @@ export function handleError(error: FastifyError, request: FastifyRequest, reply:
   const concord = toConcordError(error);
   if (concord.code === 'INTERNAL') request.log.error({ err: error }, 'request failed');
   else if (concord.code === 'STORE_UNAVAILABLE') request.log.warn({ err: error }, 'store unavailable');
-  const body: Record<string, string> = { code: concord.code, message: concord.message };
+  // The message always names the field, so a human reading only the message knows what to fix.
+  const named = concord.field && !concord.message.includes(concord.field) ? `${concord.field}: ${concord.message}` : concord.message;
+  const body: Record<string, string> = { code: concord.code, message: named };
   if (concord.field !== undefined) body.field = concord.field;
   if (concord.status === 409) body.dtm_result = 'FAILURE';
   if (concord.status === 425) body.dtm_result = 'ONGOING';

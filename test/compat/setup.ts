@@ -94,7 +94,7 @@ async function doBuildGoClient(): Promise<string> {
   try {
     r = await exec('go', args, { cwd: GO_DIR, env, timeoutMs: 600_000 });
   } catch (err) {
-    throw new Error(`compat: the Go toolchain is needed to build ${GO_DIR}: ${(err as Error).message}`);
+    throw new Error(`compat: the Go toolchain is needed to build ${GO_DIR}: ${(err as Error).message}`, { cause: err });
   }
   if (r.code !== 0) {
     await rm(tmp, { force: true });

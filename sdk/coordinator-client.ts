@@ -1,0 +1,66 @@
+/** The SDK's HTTP client for the coordinator's DTM-compatible API. */
+import { errorCodes, ConcordError, type ErrorCode } from '../schemas/errors.js';
+import type { TransRequest } from '../schemas/dtm.js';
+
+export interface ClientOptions {
+  /** Milliseconds a call to the coordinator may take. Default 10 000. */
+  timeoutMs?: number;
+  /** Cancels the call. */
+  signal?: AbortSignal;
+}
+
+/** Calls the coordinator at `server` (e.g. http://localhost:36789/api/dtmsvr). */
+export class CoordinatorClient {
+  constructor(
+    readonly server: string,
+    private readonly options: ClientOptions = {},
+  ) {}
+
+  async newGid(): Promise<string> {
+    const body = (await this.call('GET', '/newGid')) as { gid: string };
+    return body.gid;
+  }
+
+  async transCall(op: 'prepare' | 'submit' | 'abort', body: TransRequest): Promise<void> {
+    await this.call('POST', `/${op}`, body);
+  }
+
+  async query(gid: string): Promise<unknown> {
+    return this.call('GET', `/query?gid=${encodeURIComponent(gid)}`);
+  }
+
+  private async call(method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
+    const timeout = AbortSignal.timeout(this.options.timeoutMs ?? 10_000);
+    const signal = this.options.signal ? AbortSignal.any([timeout, this.options.signal]) : timeout;
+    const res = await fetch(`${this.server}${path}`, {
+      method,
+      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal,
+    });
+    const text = await res.text();
+    const parsed = parse(text);
+    if (res.status === 200) return parsed;
+    const code = typeof parsed?.code === 'string' && parsed.code in errorCodes ? (parsed.code as ErrorCode) : undefined;
+    const message = typeof parsed?.message === 'string' ? parsed.message : text.slice(0, 500);
+    const field = typeof parsed?.field === 'string' ? parsed.field : undefined;
+    throw new ConcordError(code ?? statusCode(res.status), `${method} ${path}: ${message}`, field ? { field } : {});
+  }
+}
+
+function parse(text: string): Record<string, unknown> | undefined {
+  try {
+    return JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A code for answers without one (another DTM-compatible server, a proxy). */
+function statusCode(status: number): ErrorCode {
+  if (status === 409) return 'INVALID_STATE';
+  if (status === 425) return 'TRANSACTION_ONGOING';
+  if (status === 503) return 'STORE_UNAVAILABLE';
+  if (status >= 400 && status < 500) return 'INVALID_REQUEST';
+  return 'INTERNAL';
+}

@@ -1,0 +1,11 @@
+/** Concord's SDK: everything a service imports, as `concord/sdk`. */
+export { Msg, type MsgOptions } from './msg.js';
+export { CoordinatorClient, type ClientOptions } from './coordinator-client.js';
+export { BranchBarrier, ensureBarrierTable } from './barrier.js';
+export { BranchFailure, BranchOngoing, isBranchFailure, isBranchOngoing, dtmAnswer } from './errors.js';
+export { inTransaction, pgExecutor, drizzleExecutor, type SqlExecutor, type TransactionSource, type DrizzleLike } from './sql-executor.js';
+export { fastifyBranch, fastifyQueryPrepared, type BranchHandler } from './adapters/fastify.js';
+export { expressBranch, expressQueryPrepared } from './adapters/express.js';
+export { ConcordError, isConcordError, type ErrorCode } from '../schemas/errors.js';
+export { barrierDdlPostgres } from '../schemas/db/barrier.js';
+export type { BranchCallQuery } from '../schemas/dtm.js';

@@ -1,0 +1,120 @@
+/**
+ * Two-phase message builder. The usual form is `doAndSubmit`: prepare at the coordinator, run the
+ * business change and the barrier row in one local transaction, then submit. If the process dies
+ * in between, the coordinator asks the query-prepared URL, and the barrier row answers.
+ */
+import type { TransRequest } from '../schemas/dtm.js';
+import { classifyDtmAnswer } from '../schemas/dtm.js';
+import { BranchBarrier } from './barrier.js';
+import { CoordinatorClient, type ClientOptions } from './coordinator-client.js';
+import { isBranchFailure } from './errors.js';
+import type { TransactionSource } from './sql-executor.js';
+
+export interface MsgOptions extends ClientOptions {
+  /** Answer submit only after the branches were delivered (or failed). */
+  waitResult?: boolean;
+  /** Seconds after which a prepared, unsubmitted message is checked back. */
+  timeoutToFail?: number;
+  /** Seconds each branch call may take. */
+  requestTimeout?: number;
+  /** First retry delay in seconds. */
+  retryInterval?: number;
+  /** Headers sent with every branch call. */
+  branchHeaders?: Record<string, string>;
+  /** Deliver the branches in parallel instead of in order. */
+  concurrent?: boolean;
+  /** Seconds to wait after submit before delivering. */
+  delay?: number;
+}
+
+export class Msg {
+  private readonly steps: { action: string }[] = [];
+  private readonly payloads: string[] = [];
+  private readonly client: CoordinatorClient;
+  private queryPrepared = '';
+
+  /** `server` is the coordinator's DTM API, e.g. http://localhost:36789/api/dtmsvr. */
+  constructor(
+    server: string,
+    readonly gid: string,
+    private readonly options: MsgOptions = {},
+  ) {
+    this.client = new CoordinatorClient(server, options);
+  }
+
+  /** Adds a branch: `payload` is POSTed to `url` (as JSON unless it is a string already). */
+  add(url: string, payload: unknown): this {
+    this.steps.push({ action: url });
+    this.payloads.push(typeof payload === 'string' ? payload : JSON.stringify(payload));
+    return this;
+  }
+
+  async prepare(queryPrepared: string): Promise<void> {
+    this.queryPrepared = queryPrepared;
+    await this.client.transCall('prepare', this.body());
+  }
+
+  async submit(): Promise<void> {
+    await this.client.transCall('submit', this.body());
+  }
+
+  async abort(reason?: string): Promise<void> {
+    await this.client.transCall('abort', { ...this.body(), rollback_reason: reason });
+  }
+
+  /**
+   * Prepares, runs `business` with the barrier row in one local transaction on `db`, and submits.
+   * A BranchFailure from `business` aborts the message. Any other error leaves the outcome
+   * unknown (did the commit land?), so the query-prepared URL is asked, as the coordinator would.
+   */
+  async doAndSubmit<T, Tx = unknown>(
+    queryPrepared: string,
+    db: TransactionSource,
+    business: (tx: Tx) => Promise<T>,
+  ): Promise<T | undefined> {
+    await this.prepare(queryPrepared);
+    const barrier = new BranchBarrier({ trans_type: 'msg', gid: this.gid, branch_id: '00', op: 'msg' });
+    let result: T | undefined;
+    try {
+      result = await barrier.run(db, business);
+    } catch (err) {
+      const decided = isBranchFailure(err) ? 'FAILURE' : await this.checkBack(queryPrepared).catch(() => 'ERROR');
+      if (decided === 'FAILURE') {
+        await this.abort(err instanceof Error ? err.message : String(err));
+        throw err;
+      }
+      // Unknown: leave it prepared; the coordinator's own check-back settles it.
+      if (decided !== 'SUCCESS') throw err;
+      // The commit landed and the error came after it: the message must go out.
+      await this.submit();
+      return undefined;
+    }
+    await this.submit();
+    return result;
+  }
+
+  private async checkBack(queryPrepared: string): Promise<string> {
+    const url = new URL(queryPrepared);
+    for (const [k, v] of Object.entries({ gid: this.gid, trans_type: 'msg', branch_id: '00', op: 'msg' })) url.searchParams.set(k, v);
+    const res = await fetch(url, { signal: AbortSignal.timeout(this.options.timeoutMs ?? 10_000) });
+    return classifyDtmAnswer(res.status, await res.text());
+  }
+
+  private body(): TransRequest {
+    const o = this.options;
+    return {
+      gid: this.gid,
+      trans_type: 'msg',
+      steps: this.steps,
+      payloads: this.payloads,
+      query_prepared: this.queryPrepared || undefined,
+      custom_data: o.delay ? JSON.stringify({ delay: o.delay }) : undefined,
+      wait_result: o.waitResult,
+      timeout_to_fail: o.timeoutToFail,
+      request_timeout: o.requestTimeout,
+      retry_interval: o.retryInterval,
+      branch_headers: o.branchHeaders,
+      concurrent: o.concurrent,
+    };
+  }
+}

@@ -1,0 +1,74 @@
+/**
+ * The barrier writes in the service's own transaction. This file is the one place that knows how
+ * to run SQL in a pg client or a drizzle transaction, and how to open a transaction on each.
+ */
+import { sql, type SQL } from 'drizzle-orm';
+import type pg from 'pg';
+
+export interface SqlExecutor {
+  /** Runs `text` with $1, $2… placeholders; returns the rows and how many rows it changed. */
+  execute(text: string, params: unknown[]): Promise<{ rowCount: number; rows: Record<string, unknown>[] }>;
+}
+
+/** A drizzle database or transaction (node-postgres or PGlite driver). */
+export interface DrizzleLike {
+  execute(query: SQL): Promise<unknown>;
+  transaction<T>(fn: (tx: DrizzleLike) => Promise<T>): Promise<T>;
+}
+
+/** Where a transaction can be opened: a pg Pool, a pg Client, or a drizzle database. */
+export type TransactionSource = pg.Pool | pg.ClientBase | DrizzleLike;
+
+export function pgExecutor(client: pg.ClientBase): SqlExecutor {
+  return {
+    async execute(text, params) {
+      const result = await client.query(text, params);
+      return { rowCount: result.rowCount ?? 0, rows: result.rows as Record<string, unknown>[] };
+    },
+  };
+}
+
+export function drizzleExecutor(tx: DrizzleLike): SqlExecutor {
+  return {
+    async execute(text, params) {
+      const result = (await tx.execute(withParams(text, params))) as { rows?: Record<string, unknown>[]; rowCount?: number | null; affectedRows?: number };
+      return { rowCount: result.rowCount ?? result.affectedRows ?? 0, rows: result.rows ?? [] };
+    },
+  };
+}
+
+/**
+ * Runs `fn` in a new transaction of `source`: committed when `fn` returns, rolled back when it
+ * throws. `fn` gets an executor for the barrier and the transaction handle for its own writes
+ * (a pg client, or a drizzle transaction).
+ */
+export async function inTransaction<T, Tx>(source: TransactionSource, fn: (exec: SqlExecutor, tx: Tx) => Promise<T>): Promise<T> {
+  if (isDrizzle(source)) return source.transaction((tx) => fn(drizzleExecutor(tx), tx as Tx));
+  const pool = 'totalCount' in source ? (source as pg.Pool) : undefined;
+  const client = pool ? await pool.connect() : (source as pg.ClientBase);
+  try {
+    await client.query('begin');
+    try {
+      const result = await fn(pgExecutor(client), client as Tx);
+      await client.query('commit');
+      return result;
+    } catch (err) {
+      await client.query('rollback').catch(() => undefined);
+      throw err;
+    }
+  } finally {
+    if (pool) (client as pg.PoolClient).release();
+  }
+}
+
+function isDrizzle(source: TransactionSource): source is DrizzleLike {
+  return typeof (source as DrizzleLike).transaction === 'function' && typeof (source as DrizzleLike).execute === 'function';
+}
+
+/** `text` with $n placeholders as a drizzle SQL object with bound parameters. */
+function withParams(text: string, params: unknown[]): SQL {
+  const parts = text.split(/\$(\d+)/);
+  const chunks: SQL[] = [];
+  parts.forEach((part, i) => chunks.push(i % 2 === 0 ? sql.raw(part) : sql`${params[Number(part) - 1]}`));
+  return sql.join(chunks, sql.raw(''));
+}
