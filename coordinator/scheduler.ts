@@ -42,15 +42,17 @@ export class Scheduler {
           const rows = await claimDue(database, nodeId, room, lease);
           claimed = rows.length;
           metrics.claimed.inc(claimed);
-          const branches = await pendingBranches(database, database.db, rows.map((r) => r.gid));
+          const branches = await pendingBranches(
+            database,
+            database.db,
+            rows.map((r) => r.gid),
+          );
           for (const row of rows) {
             this.active++;
-            void this.processor
-              .track(this.processor.run(row, branches.get(row.gid) ?? [], startedAt, lease))
-              .finally(() => {
-                // Room again after being full: scan now rather than after the idle wait.
-                if (this.active-- >= max) this.wake?.();
-              });
+            void this.processor.track(this.processor.run(row, branches.get(row.gid) ?? [], startedAt, lease)).finally(() => {
+              // Room again after being full: scan now rather than after the idle wait.
+              if (this.active-- >= max) this.wake?.();
+            });
           }
         }
       } catch (err) {

@@ -7,7 +7,11 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ConcordError } from './errors.js';
 
-const secondsSchema = (min: number) => z.coerce.number().min(min).max(86_400 * 365);
+const secondsSchema = (min: number) =>
+  z.coerce
+    .number()
+    .min(min)
+    .max(86_400 * 365);
 
 export const configSchema = z
   .object({
@@ -21,14 +25,16 @@ export const configSchema = z
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('pino log level.'),
     nodeId: z.string().min(1).max(100).optional().describe('Name of this coordinator in row claims; default host-pid-random.'),
     requestTimeout: secondsSchema(0.05).default(3).describe('Seconds a branch or check-back call may take (per message: request_timeout).'),
-    retryInterval: secondsSchema(0.05).default(10).describe('First retry delay in seconds (per message: retry_interval); doubles per failure.'),
+    retryInterval: secondsSchema(0.05)
+      .default(10)
+      .describe('First retry delay in seconds (per message: retry_interval); doubles per failure.'),
     maxRetryInterval: secondsSchema(0.05).default(300).describe('Cap of the retry delay in seconds; DTM has none.'),
     timeoutToFail: secondsSchema(0.05)
       .default(35)
       .describe('Seconds after which a still-prepared message is checked back (per message: timeout_to_fail).'),
     minLease: secondsSchema(1)
       .default(30)
-      .describe('Seconds a node holds a transaction it works on; a dead node\'s work is taken over after this.'),
+      .describe("Seconds a node holds a transaction it works on; a dead node's work is taken over after this."),
     pollInterval: secondsSchema(0.01).default(1).describe('Seconds between scans for due work when the last scan found none.'),
     claimBatch: z.coerce.number().int().min(1).max(10_000).default(100).describe('Due transactions claimed per scan.'),
     storePoolSize: z.coerce.number().int().min(1).max(200).default(10).describe('Postgres connections per coordinator.'),

@@ -85,6 +85,10 @@ export async function ensureBarrierTable(db: TransactionSource): Promise<void> {
   await inTransaction(db, async (exec) => {
     // Services starting together would race on CREATE ... IF NOT EXISTS.
     await exec.execute('select pg_advisory_xact_lock(4242)', []);
-    for (const statement of barrierDdlPostgres.split(';').map((s) => s.trim()).filter(Boolean)) await exec.execute(statement, []);
+    for (const statement of barrierDdlPostgres
+      .split(';')
+      .map((s) => s.trim())
+      .filter(Boolean))
+      await exec.execute(statement, []);
   });
 }

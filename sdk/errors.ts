@@ -37,6 +37,6 @@ export function dtmAnswer(error?: unknown): { status: number; body: Record<strin
   if (isBranchFailure(error)) return { status: 409, body: { dtm_result: 'FAILURE', message: error.message } };
   if (isBranchOngoing(error)) return { status: 425, body: { dtm_result: 'ONGOING', message: error.message } };
   // Neither FAILURE nor ONGOING may appear here, or the coordinator would read it as one.
-  const message = error instanceof Error ? error.message : String(error);
+  const message = error instanceof Error ? error.message : JSON.stringify(error);
   return { status: 500, body: { message: message.replace(/FAILURE|ONGOING/g, (m) => m.toLowerCase()) } };
 }

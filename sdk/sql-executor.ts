@@ -31,7 +31,11 @@ export function pgExecutor(client: pg.ClientBase): SqlExecutor {
 export function drizzleExecutor(tx: DrizzleLike): SqlExecutor {
   return {
     async execute(text, params) {
-      const result = (await tx.execute(withParams(text, params))) as { rows?: Record<string, unknown>[]; rowCount?: number | null; affectedRows?: number };
+      const result = (await tx.execute(withParams(text, params))) as {
+        rows?: Record<string, unknown>[];
+        rowCount?: number | null;
+        affectedRows?: number;
+      };
       return { rowCount: result.rowCount ?? result.affectedRows ?? 0, rows: result.rows ?? [] };
     },
   };
@@ -44,8 +48,8 @@ export function drizzleExecutor(tx: DrizzleLike): SqlExecutor {
  */
 export async function inTransaction<T, Tx>(source: TransactionSource, fn: (exec: SqlExecutor, tx: Tx) => Promise<T>): Promise<T> {
   if (isDrizzle(source)) return source.transaction((tx) => fn(drizzleExecutor(tx), tx as Tx));
-  const pool = 'totalCount' in source ? (source as pg.Pool) : undefined;
-  const client = pool ? await pool.connect() : (source as pg.ClientBase);
+  const pool = isPool(source) ? source : undefined;
+  const client = isPool(source) ? await source.connect() : source;
   try {
     await client.query('begin');
     try {
@@ -59,6 +63,10 @@ export async function inTransaction<T, Tx>(source: TransactionSource, fn: (exec:
   } finally {
     if (pool) (client as pg.PoolClient).release();
   }
+}
+
+function isPool(source: pg.Pool | pg.ClientBase): source is pg.Pool {
+  return 'totalCount' in source;
 }
 
 function isDrizzle(source: TransactionSource): source is DrizzleLike {

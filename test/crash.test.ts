@@ -92,8 +92,11 @@ describe('a late commit racing the check-back', () => {
       await expect
         .poll(
           async () =>
-            (await bank.pool.query(`select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and query like '%dtm_barrier%'`))
-              .rows[0].n,
+            (
+              await bank.pool.query(
+                `select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and query like '%dtm_barrier%'`,
+              )
+            ).rows[0].n,
           { timeout: 15_000, interval: 20 },
         )
         .toBeGreaterThan(0);
@@ -125,7 +128,9 @@ describe('several coordinators on one Postgres', () => {
       bank.failNext('/TransIn', 10, 'error');
       const answers = await Promise.all(gids.map((g, i) => post(`${i % 2 ? b.dtm : a.dtm}/submit`, transfer(g))));
       expect(answers.map((r) => r.status)).toEqual(gids.map(() => 200));
-      await expect.poll(() => gids.filter((g) => bank.received(g, '/TransOut') > 0).length, { timeout: 10_000, interval: 10 }).toBeGreaterThan(0);
+      await expect
+        .poll(() => gids.filter((g) => bank.received(g, '/TransOut') > 0).length, { timeout: 10_000, interval: 10 })
+        .toBeGreaterThan(0);
       expect(await a.stop('SIGKILL')).toBeNull();
       for (const g of gids) await waitForStatus(b.dtm, g, 'succeed', 30_000);
       for (const g of gids) {
@@ -146,7 +151,11 @@ describe('several coordinators on one Postgres', () => {
     bank.setLatency(300);
     const gids = Array.from({ length: 10 }, gid);
     try {
-      await Promise.all(gids.map((g) => new Msg(first.dtm, g).add(`${bank.url}/TransIn`, { amount: 1 }).add(`${bank.url}/TransOut`, { amount: 1 }).submit()));
+      await Promise.all(
+        gids.map((g) =>
+          new Msg(first.dtm, g).add(`${bank.url}/TransIn`, { amount: 1 }).add(`${bank.url}/TransOut`, { amount: 1 }).submit(),
+        ),
+      );
       expect(await first.stop('SIGTERM')).toBe(0);
     } finally {
       bank.setLatency(0);

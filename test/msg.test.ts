@@ -111,12 +111,18 @@ describe('two-phase message', () => {
     const { default: Fastify } = await import('fastify');
     const echo = Fastify();
     echo.post('/hook', async (request) => {
-      seen.push({ ...(request.query as Record<string, string>), header: String(request.headers['x-tenant']), body: JSON.stringify(request.body) });
+      seen.push({
+        ...(request.query as Record<string, string>),
+        header: String(request.headers['x-tenant']),
+        body: JSON.stringify(request.body),
+      });
       return { dtm_result: 'SUCCESS' };
     });
     const url = await echo.listen({ port: 0, host: '127.0.0.1' });
     try {
-      await new Msg(coordinator.dtm, g, { branchHeaders: { 'x-tenant': 'acme' }, waitResult: true }).add(`${url}/hook?keep=1`, { amount: 7 }).submit();
+      await new Msg(coordinator.dtm, g, { branchHeaders: { 'x-tenant': 'acme' }, waitResult: true })
+        .add(`${url}/hook?keep=1`, { amount: 7 })
+        .submit();
       expect(seen).toEqual([{ keep: '1', gid: g, trans_type: 'msg', branch_id: '01', op: 'action', header: 'acme', body: '{"amount":7}' }]);
     } finally {
       await echo.close();
@@ -125,7 +131,12 @@ describe('two-phase message', () => {
 });
 
 describe('API contract', () => {
-  const transfer = (g: string, amount = 1) => ({ gid: g, trans_type: 'msg', steps: [{ action: `${bank.url}/TransIn` }], payloads: [JSON.stringify({ amount })] });
+  const transfer = (g: string, amount = 1) => ({
+    gid: g,
+    trans_type: 'msg',
+    steps: [{ action: `${bank.url}/TransIn` }],
+    payloads: [JSON.stringify({ amount })],
+  });
 
   it.each([
     [{ trans_type: 'msg' }, 'gid'],
@@ -159,7 +170,10 @@ describe('API contract', () => {
     const g = gid();
     expect((await post(`${coordinator.dtm}/prepare`, transfer(g))).status).toBe(200);
     expect((await post(`${coordinator.dtm}/prepare`, transfer(g))).status).toBe(200);
-    expect(await post(`${coordinator.dtm}/prepare`, transfer(g, 2))).toMatchObject({ status: 409, body: { code: 'GID_CONFLICT', dtm_result: 'FAILURE' } });
+    expect(await post(`${coordinator.dtm}/prepare`, transfer(g, 2))).toMatchObject({
+      status: 409,
+      body: { code: 'GID_CONFLICT', dtm_result: 'FAILURE' },
+    });
     expect((await post(`${coordinator.dtm}/submit`, transfer(g))).status).toBe(200);
     expect((await post(`${coordinator.dtm}/submit`, transfer(g))).status).toBe(200);
     expect((await post(`${coordinator.dtm}/submit`, { gid: g, trans_type: 'msg' })).status).toBe(200);
@@ -168,7 +182,10 @@ describe('API contract', () => {
     expect(bank.received(g, '/TransIn')).toBe(1);
     expect(await post(`${coordinator.dtm}/prepare`, transfer(g))).toMatchObject({ status: 409, body: { code: 'INVALID_STATE' } });
     expect(await post(`${coordinator.dtm}/abort`, transfer(g))).toMatchObject({ status: 409, body: { code: 'INVALID_STATE' } });
-    expect(await post(`${coordinator.dtm}/abort`, transfer(gid()))).toMatchObject({ status: 404, body: { code: 'NOT_FOUND', field: 'gid' } });
+    expect(await post(`${coordinator.dtm}/abort`, transfer(gid()))).toMatchObject({
+      status: 404,
+      body: { code: 'NOT_FOUND', field: 'gid' },
+    });
   });
 
   it('keeps every submit of a burst of concurrent submits (group commit)', async () => {

@@ -142,7 +142,13 @@ export class MsgProcessor {
 
     const delayEnd = trans.create_ms + (trans.options.delay ?? 0) * 1000;
     if (delayEnd > Date.now()) {
-      return finish({ succeeded: [], status: 'submitted', interval: trans.next_cron_interval, delay: (delayEnd - Date.now()) / 1000, retried: false });
+      return finish({
+        succeeded: [],
+        status: 'submitted',
+        interval: trans.next_cron_interval,
+        delay: (delayEnd - Date.now()) / 1000,
+        retried: false,
+      });
     }
 
     const succeeded: Settlement['succeeded'] = [];
@@ -184,8 +190,11 @@ export class MsgProcessor {
     const { alertWebhook, alertRetryLimit } = this.ctx.config;
     if (!alertWebhook || trans.retry_count + 1 < alertRetryLimit) return;
     const body = JSON.stringify({ gid: trans.gid, status: trans.status, branch: branchId, error, retry_count: trans.retry_count + 1 });
-    fetch(alertWebhook, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(5_000) }).catch(
-      (err: unknown) => this.ctx.logger.warn({ err, gid: trans.gid }, 'alert webhook failed'),
-    );
+    fetch(alertWebhook, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body,
+      signal: AbortSignal.timeout(5_000),
+    }).catch((err: unknown) => this.ctx.logger.warn({ err, gid: trans.gid }, 'alert webhook failed'));
   }
 }

@@ -25,8 +25,7 @@ import type { MsgProcessor, PassResult } from './msg-process.js';
 type PrepareOutcome = { ok: true } | { error: ConcordError };
 /** `deliver`: this node holds the lease (from `startedAt`, local clock, for `lease` seconds) and delivers now. */
 type SubmitOutcome =
-  | { ok: true; deliver?: { trans: TransRow; branches: BranchRow[]; startedAt: number; lease: number } }
-  | { error: ConcordError };
+  { ok: true; deliver?: { trans: TransRow; branches: BranchRow[]; startedAt: number; lease: number } } | { error: ConcordError };
 
 export class MsgEngine {
   private readonly prepares: GroupCommit<NewTransaction, PrepareOutcome>;
@@ -133,7 +132,8 @@ export class MsgEngine {
         if (!row) return { error: new ConcordError('INTERNAL', `transaction ${item.gid} vanished during prepare`) };
         const conflict = conflictOf(row, item, true);
         if (conflict) return { error: conflict };
-        if (row.status !== 'prepared') return { error: new ConcordError('INVALID_STATE', `current status '${row.status}', cannot prepare`) };
+        if (row.status !== 'prepared')
+          return { error: new ConcordError('INVALID_STATE', `current status '${row.status}', cannot prepare`) };
         return { ok: true };
       });
     });
@@ -168,9 +168,7 @@ export class MsgEngine {
       const created = await insertTransactions(database, tx, toInsert);
       if (created.size !== toInsert.length) throw new Error('gid inserted concurrently; retrying the batch item by item');
       const toPromote = items.filter((_, i) => outcomes[i] === 'promote').map((i) => i.trans.gid);
-      const promotedRows = new Map(
-        (await markSubmitted(database, tx, toPromote, nodeId, promoteLease)).map((row) => [row.gid, row]),
-      );
+      const promotedRows = new Map((await markSubmitted(database, tx, toPromote, nodeId, promoteLease)).map((row) => [row.gid, row]));
       const stored = await pendingBranches(database, tx, [...promotedRows.keys()]);
       return items.map(({ trans }, i): SubmitOutcome => {
         const outcome = outcomes[i];

@@ -59,7 +59,9 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { 
 
   app.get(
     '/query',
-    { schema: { summary: 'One transaction and its branches.', querystring: gidQuerySchema, response: { 200: queryReplySchema, ...errors } } },
+    {
+      schema: { summary: 'One transaction and its branches.', querystring: gidQuerySchema, response: { 200: queryReplySchema, ...errors } },
+    },
     async (request) => {
       const { trans, branches } = await getTransaction(database, request.query.gid);
       return { transaction: trans ? transactionView(trans) : null, branches: branches.map(branchView) };
@@ -68,7 +70,13 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { 
 
   app.get(
     '/all',
-    { schema: { summary: 'Transactions, newest first, paged by id.', querystring: allQuerySchema, response: { 200: allReplySchema, ...errors } } },
+    {
+      schema: {
+        summary: 'Transactions, newest first, paged by id.',
+        querystring: allQuerySchema,
+        response: { 200: allReplySchema, ...errors },
+      },
+    },
     async (request) => {
       const rows = await listTransactions(database, request.query);
       if (request.query.gid !== undefined && rows.length === 0) return { transactions: null, next_position: '' };

@@ -28,7 +28,8 @@ function toConcordError(error: FastifyError): ConcordError {
     const message = field ? `${where} ${field}: ${issue?.message ?? 'invalid'}` : (issue?.message ?? 'invalid request');
     return new ConcordError('INVALID_REQUEST', message, field ? { field } : {});
   }
-  if (isStoreOutage(error)) return new ConcordError('STORE_UNAVAILABLE', 'the store cannot be reached; nothing was written', { cause: error });
+  if (isStoreOutage(error))
+    return new ConcordError('STORE_UNAVAILABLE', 'the store cannot be reached; nothing was written', { cause: error });
   const status = error.statusCode ?? 500;
   if (status >= 400 && status < 500) return new ConcordError('INVALID_REQUEST', error.message, { cause: error });
   return new ConcordError('INTERNAL', 'internal error; see the coordinator log', { cause: error });

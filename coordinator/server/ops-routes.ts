@@ -14,9 +14,13 @@ export interface OpsRoutesOptions {
 const healthTimeoutMs = 2_000;
 
 export const opsRoutes: FastifyPluginAsyncZod<OpsRoutesOptions> = async (app, { database, metrics }) => {
-  app.all('/ping', { schema: { summary: 'Liveness, as DTM answers it.', response: { 200: z.object({ msg: z.literal('pong') }) } } }, async () => ({
-    msg: 'pong' as const,
-  }));
+  app.all(
+    '/ping',
+    { schema: { summary: 'Liveness, as DTM answers it.', response: { 200: z.object({ msg: z.literal('pong') }) } } },
+    async () => ({
+      msg: 'pong' as const,
+    }),
+  );
 
   app.get(
     '/health',

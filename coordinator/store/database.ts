@@ -73,8 +73,8 @@ function makeDatabase(db: Db, kind: Database['kind'], close: () => Promise<void>
     db,
     kind,
     async rows<T>(query: ReturnType<typeof sql>, on: Db = db) {
-      const result = (await on.execute(query)) as unknown as { rows: T[] };
-      return result.rows;
+      const result = await on.execute(query);
+      return (result as { rows: T[] }).rows;
     },
     async ping() {
       await db.execute(sql`select 1`);

@@ -18,7 +18,8 @@ function findRepoRoot(): string {
   for (;;) {
     if (existsSync(join(dir, 'test', 'compat', 'go', 'go.mod'))) return dir;
     const parent = dirname(dir);
-    if (parent === dir) throw new Error('compat: cannot find the repository root (test/compat/go/go.mod) above ' + fileURLToPath(import.meta.url));
+    if (parent === dir)
+      throw new Error('compat: cannot find the repository root (test/compat/go/go.mod) above ' + fileURLToPath(import.meta.url));
     dir = parent;
   }
 }
@@ -204,6 +205,7 @@ export async function runClient(bin: string[], args: string[], options: RunClien
   const result: ClientResult = { ...base, ok: parsed.ok === true && r.code === 0 };
   if (typeof parsed.gid === 'string') result.gid = parsed.gid;
   if (typeof parsed.error === 'string') result.error = parsed.error;
-  else if (!result.ok) result.error = `compat: driver reported ok=${String(parsed.ok)} with ${r.signal ? `signal ${r.signal}` : `exit code ${r.code}`}`;
+  else if (!result.ok)
+    result.error = `compat: driver reported ok=${String(parsed.ok)} with ${r.signal ? `signal ${r.signal}` : `exit code ${r.code}`}`;
   return result;
 }

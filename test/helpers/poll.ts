@@ -1,7 +1,10 @@
 import { expect } from 'vitest';
 
 /** The coordinator's view of one transaction (GET /query). */
-export async function query(dtm: string, gid: string): Promise<{
+export async function query(
+  dtm: string,
+  gid: string,
+): Promise<{
   transaction: { status: string; rollback_reason?: string; retry_count: number; finish_time?: string; create_time: string } | null;
   branches: { branch_id: string; op: string; status: string; attempts: number; last_error?: string }[];
 }> {
@@ -16,7 +19,11 @@ export async function waitForStatus(dtm: string, gid: string, status: string, ti
 }
 
 export async function post(url: string, body: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
 

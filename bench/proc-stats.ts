@@ -1,0 +1,148 @@
+/**
+ * Linux /proc readings: CPU time per process group (coordinator, Postgres, the bench process
+ * itself, the whole machine) and a process's peak resident set size.
+ */
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+
+/** Clock ticks per second of the utime/stime fields (USER_HZ, 100 on Linux). */
+const ticksPerSecond = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+interface ProcStat {
+  ppid: number;
+  /** utime + stime, seconds. */
+  own: number;
+  /** cutime + cstime: CPU of children this process has reaped, seconds. */
+  reaped: number;
+}
+
+function readStat(pid: number | 'self'): ProcStat | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined; // gone
+  }
+  // The command name (field 2) may hold spaces and parentheses; the fields after its last ')' do not.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  const field = (n: number) => Number(fields[n - 3]); // n is the 1-based field number of proc(5)
+  return { ppid: field(4), own: (field(14) + field(15)) / ticksPerSecond, reaped: (field(16) + field(17)) / ticksPerSecond };
+}
+
+/** The postmaster listening on `port` (matched on its `-c port=N` argument), if it runs here. */
+export function findPostmaster(port: number): number | undefined {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let argv: string[];
+    try {
+      argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+    } catch {
+      continue;
+    }
+    if (argv[0]?.endsWith('/postgres') && argv.includes(`port=${port}`)) return Number(entry);
+  }
+  return undefined;
+}
+
+function childrenOf(parent: number): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    if (readStat(Number(entry))?.ppid === parent) pids.push(Number(entry));
+  }
+  return pids;
+}
+
+export interface CpuSnapshot {
+  at: number;
+  coordinator: number;
+  /** Per live Postgres process, and what the postmaster reaped from exited ones. */
+  postgres: Map<number, number>;
+  postgresReaped: number;
+  bench: number;
+  /** Whole machine, seconds summed over all cores: busy (not idle, not iowait) and iowait. */
+  machineBusy: number;
+  machineIowait: number;
+}
+
+export function cpuSnapshot(coordinatorPid: number, postmasterPid: number | undefined): CpuSnapshot {
+  const postgres = new Map<number, number>();
+  let postgresReaped = 0;
+  if (postmasterPid !== undefined) {
+    const postmaster = readStat(postmasterPid);
+    postgresReaped = postmaster?.reaped ?? 0;
+    for (const pid of [postmasterPid, ...childrenOf(postmasterPid)]) {
+      const stat = readStat(pid);
+      if (stat) postgres.set(pid, stat.own);
+    }
+  }
+  // cpu  user nice system idle iowait irq softirq steal ...
+  const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]?.trim().split(/\s+/).slice(1).map(Number) ?? [];
+  const total = cpu.slice(0, 8).reduce((a, b) => a + b, 0);
+  const idle = cpu[3] ?? 0;
+  const iowait = cpu[4] ?? 0;
+  return {
+    at: performance.now(),
+    coordinator: readStat(coordinatorPid)?.own ?? 0,
+    postgres,
+    postgresReaped,
+    bench: readStat('self')?.own ?? 0,
+    machineBusy: (total - idle - iowait) / ticksPerSecond,
+    machineIowait: iowait / ticksPerSecond,
+  };
+}
+
+/** CPU used between two snapshots, as a percentage of one core (200 % = both cores of a 2-core box). */
+export interface CpuSplit {
+  coordinator: number;
+  postgres: number;
+  bench: number;
+  machineBusy: number;
+  machineIowait: number;
+}
+
+export function cpuSplit(before: CpuSnapshot, after: CpuSnapshot): CpuSplit {
+  const wall = (after.at - before.at) / 1000;
+  const pct = (seconds: number) => (100 * seconds) / wall;
+  // A backend that exited in between shows up in the postmaster's reaped time with all its CPU,
+  // including what it had used before the window; take that part back out.
+  let postgres = after.postgresReaped - before.postgresReaped;
+  for (const [pid, seconds] of after.postgres) postgres += seconds - (before.postgres.get(pid) ?? 0);
+  for (const [pid, seconds] of before.postgres) if (!after.postgres.has(pid)) postgres -= seconds;
+  return {
+    coordinator: pct(after.coordinator - before.coordinator),
+    postgres: pct(postgres),
+    bench: pct(after.bench - before.bench),
+    machineBusy: pct(after.machineBusy - before.machineBusy),
+    machineIowait: pct(after.machineIowait - before.machineIowait),
+  };
+}
+
+/** VmHWM (peak resident set size) of a process, in MiB. */
+export function peakRssMiB(pid: number): number | undefined {
+  try {
+    const match = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return match?.[1] === undefined ? undefined : Number(match[1]) / 1024;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Resets a process's VmHWM to its current RSS (proc(5), clear_refs value 5), so the next reading
+ * is the peak of one configuration. False when not allowed (another user's process, not root).
+ */
+export function resetPeakRss(pid: number): boolean {
+  try {
+    writeFileSync(`/proc/${pid}/clear_refs`, '5');
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,244 @@
+/**
+ * `npm run bench`: two-phase messages per second end to end, for each store kind and concurrency,
+ * beside pgbench's insert rate on the same Postgres. Progress goes to stderr, the tables to stdout.
+ * Everything it starts (Postgres, coordinators, pgbench) is stopped at the end, on failure and on
+ * Ctrl-C. docs/benchmarks.md describes the workload and the knobs.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { ensureBarrierTable } from '../sdk/index.js';
+import { startCoordinator, type RunningCoordinator } from '../test/helpers/coordinator.js';
+import { createDatabase, dropDatabases, pgBinDir, randomDatabaseName, startPostgres } from '../test/services/postgres.js';
+import { startBranchService } from './branch-service.js';
+import { businessTableDdl, percentile, runClosedLoop } from './closed-loop.js';
+import { coordinatorFigures, scrapeMetrics, type Samples } from './coordinator-metrics.js';
+import { loadBenchOptions, type StoreKind } from './options.js';
+import { preparePgbench } from './pgbench.js';
+import { cpuSnapshot, cpuSplit, findPostmaster, peakRssMiB, resetPeakRss, type CpuSnapshot } from './proc-stats.js';
+import { coordinatorTable, cpuTable, machineLine, progress, resultsTable, type Row } from './report.js';
+
+const options = loadBenchOptions(process.env);
+const abort = new AbortController();
+/** Undone in reverse order at the end, whatever happened. */
+const cleanups: (() => Promise<unknown>)[] = [];
+const children = new Set<RunningCoordinator>();
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (abort.signal.aborted) process.exit(130); // a second Ctrl-C: the exit handlers below still kill the children
+    progress(`${signal}: stopping`);
+    abort.abort(new Error(`interrupted by ${signal}`));
+  });
+}
+// Last resort (process.exit, an uncaught error): a coordinator must not outlive us.
+process.on('exit', () => {
+  for (const c of children) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill('SIGKILL');
+});
+
+function checkAborted(): void {
+  if (abort.signal.aborted) throw abort.signal.reason;
+}
+
+interface Setup {
+  adminUrl: string;
+  serviceDbUrl: string;
+  postmasterPid: number | undefined;
+}
+
+async function main(): Promise<void> {
+  progress(`settings: ${JSON.stringify(options)}`);
+  const started = Date.now();
+  const server = await startPostgres({ durable: true });
+  cleanups.push(() => server.stop());
+  const prefix = randomDatabaseName('concord_bench_') + '_';
+  // A server of CONCORD_TEST_PG_URL outlives us: drop our databases there (a throwaway one just goes).
+  if (process.env.CONCORD_TEST_PG_URL) cleanups.push(() => dropDatabases(server.url, prefix));
+  const postmasterPid = findPostmaster(Number(new URL(server.url).port));
+  const postgresVersion = await scalar(server.url, 'select version()');
+  progress(`Postgres ready in ${((Date.now() - started) / 1000).toFixed(1)} s: ${postgresVersion}`);
+  if (postmasterPid === undefined) progress('Postgres runs elsewhere (container or CONCORD_TEST_PG_URL): its CPU is not measured');
+  progress(`synchronous_commit=${await scalar(server.url, 'show synchronous_commit')} fsync=${await scalar(server.url, 'show fsync')}`);
+
+  const serviceDbUrl = await createDatabase(server.url, `${prefix}service`);
+  const setupPool = new pg.Pool({ connectionString: serviceDbUrl, max: 1 });
+  await ensureBarrierTable(setupPool);
+  await setupPool.query(businessTableDdl);
+  await setupPool.end();
+
+  const ceilings = new Map<number, number>();
+  if (options.pgbench) {
+    const pgbench = await preparePgbench(await pgBinDir(), await createDatabase(server.url, `${prefix}pgbench`));
+    cleanups.push(() => pgbench.close());
+    for (const clients of options.concurrency) {
+      checkAborted();
+      progress(`pgbench: ${clients} clients for ${options.seconds} s`);
+      const tps = await pgbench.run(clients, options.seconds, abort.signal);
+      ceilings.set(clients, tps);
+      progress(`pgbench: ${clients} clients: ${tps.toFixed(0)} inserts/s`);
+    }
+  }
+
+  const setup: Setup = { adminUrl: server.url, serviceDbUrl, postmasterPid };
+  const rows: Row[] = [];
+  for (const store of options.stores) {
+    checkAborted();
+    const coordinator = await startFreshCoordinator(store, setup, prefix);
+    for (const concurrency of options.concurrency) {
+      checkAborted();
+      const row = await measure(store, concurrency, coordinator, setup);
+      rows.push({ ...row, pgbenchTps: ceilings.get(concurrency) });
+    }
+    const code = await stopCoordinator(coordinator);
+    if (code !== 0) progress(`coordinator (${store}) exited with ${code}:\n${coordinator.output().slice(-2_000)}`);
+  }
+
+  const cores = availableParallelism();
+  const out = [
+    `## Concord two-phase messages, end to end`,
+    '',
+    `Date: ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC  `,
+    `Machine: ${machineLine(postgresVersion)}  `,
+    `Settings: ${options.warmupSeconds} s warm-up, then ${options.seconds} s measured per row; Postgres with fsync and synchronous_commit on; ` +
+      'the bench process (client and branch service), the coordinator and Postgres share the machine.',
+    '',
+    resultsTable(rows),
+    '',
+    '### CPU during the measured window (% of one core)',
+    '',
+    cpuTable(rows, cores),
+    '',
+    '### Coordinator metrics during the measured window',
+    '',
+    'Batch columns: mean requests per group-commit store transaction (90th percentile bucket), store transactions per second, mean time of one.',
+    '',
+    coordinatorTable(rows),
+    '',
+  ];
+  for (const r of rows.filter((x) => x.errors > 0))
+    out.push(`- ${r.store} × ${r.concurrency}: ${r.errors} failed messages, first: ${r.firstError}`);
+  process.stdout.write(out.join('\n') + '\n');
+}
+
+async function startFreshCoordinator(store: StoreKind, setup: Setup, prefix: string): Promise<RunningCoordinator> {
+  let location: string;
+  if (store === 'postgres') {
+    location = await createDatabase(setup.adminUrl, `${prefix}store`);
+  } else {
+    location = await mkdtemp(join(tmpdir(), 'concord-bench-pglite-'));
+    const dir = location;
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  }
+  const coordinator = await startCoordinator({ store: location, env: { CONCORD_LOG_LEVEL: 'warn' } });
+  children.add(coordinator);
+  cleanups.push(() => stopCoordinator(coordinator));
+  progress(`coordinator (${store} store) started, pid ${coordinator.proc.pid}, ${coordinator.url}`);
+  return coordinator;
+}
+
+/** SIGTERM (a graceful drain), then SIGKILL if it is still there after 15 s. */
+async function stopCoordinator(coordinator: RunningCoordinator): Promise<number | null> {
+  const killer = setTimeout(() => coordinator.proc.kill('SIGKILL'), 15_000);
+  try {
+    return await coordinator.stop();
+  } finally {
+    clearTimeout(killer);
+    children.delete(coordinator);
+  }
+}
+
+async function measure(
+  store: StoreKind,
+  concurrency: number,
+  coordinator: RunningCoordinator,
+  setup: Setup,
+): Promise<Omit<Row, 'pgbenchTps'>> {
+  const pid = coordinator.proc.pid ?? 0;
+  const pool = new pg.Pool({ connectionString: setup.serviceDbUrl, max: Math.min(64, Math.max(concurrency, 4)) });
+  pool.on('error', () => {}); // a dropped idle connection shows up in the next query
+  const service = await startBranchService(pool);
+  const perConfigPeak = resetPeakRss(pid);
+  let before: { cpu: CpuSnapshot; metrics: Samples } | undefined;
+  let after: { cpu: CpuSnapshot; metrics: Samples } | undefined;
+  progress(`${store} × ${concurrency}: ${options.warmupSeconds} s warm-up, ${options.seconds} s measured`);
+  try {
+    const result = await runClosedLoop({
+      dtm: coordinator.dtm,
+      service,
+      pool,
+      concurrency,
+      warmupMs: options.warmupSeconds * 1000,
+      measureMs: options.seconds * 1000,
+      signal: abort.signal,
+      async onWindow(edge) {
+        if (edge === 'start') {
+          const metrics = await scrapeMetrics(coordinator.url);
+          before = { metrics, cpu: cpuSnapshot(pid, setup.postmasterPid) };
+        } else {
+          const cpu = cpuSnapshot(pid, setup.postmasterPid);
+          after = { cpu, metrics: await scrapeMetrics(coordinator.url) };
+        }
+      },
+    });
+    checkAborted();
+    if (coordinator.proc.exitCode !== null)
+      throw new Error(`the coordinator exited during the run:\n${coordinator.output().slice(-2_000)}`);
+    if (before === undefined || after === undefined) throw new Error('the measurement window never closed');
+    const row = {
+      store,
+      concurrency,
+      msgsPerSecond: result.completed / result.seconds,
+      p50Ms: percentile(result.latenciesMs, 0.5),
+      p99Ms: percentile(result.latenciesMs, 0.99),
+      completed: result.completed,
+      errors: result.errors,
+      ...(result.firstError ? { firstError: result.firstError } : {}),
+      peakRssMiB: peakRssMiB(pid),
+      cpu: cpuSplit(before.cpu, after.cpu),
+      coordinator: coordinatorFigures(before.metrics, after.metrics, result.seconds),
+    };
+    progress(
+      `${store} × ${concurrency}: ${row.msgsPerSecond.toFixed(0)} msgs/s, p50 ${row.p50Ms.toFixed(1)} ms, p99 ${row.p99Ms.toFixed(1)} ms, ` +
+        `${row.errors} errors, CPU coordinator ${row.cpu.coordinator.toFixed(0)}% postgres ${row.cpu.postgres.toFixed(0)}% ` +
+        `bench ${row.cpu.bench.toFixed(0)}%, peak RSS ${row.peakRssMiB?.toFixed(0)} MiB${perConfigPeak ? '' : ' (since start)'}` +
+        (service.unexpected > 0 ? `, ${service.unexpected} unexpected branch calls` : ''),
+    );
+    return row;
+  } finally {
+    await service.close();
+    await pool.end();
+  }
+}
+
+async function scalar(url: string, text: string): Promise<string> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const { rows } = await client.query<Record<string, string>>(text);
+    return String(Object.values(rows[0] ?? {})[0] ?? '');
+  } finally {
+    await client.end();
+  }
+}
+
+async function cleanUp(): Promise<void> {
+  for (const undo of cleanups.reverse()) {
+    try {
+      await undo();
+    } catch (err) {
+      progress(`cleanup step failed: ${(err as Error).message}`);
+    }
+  }
+}
+
+let exitCode = 0;
+try {
+  await main();
+} catch (err) {
+  exitCode = abort.signal.aborted ? 130 : 1;
+  progress(abort.signal.aborted ? 'interrupted' : `failed: ${(err as Error).stack ?? String(err)}`);
+} finally {
+  await cleanUp();
+}
+process.exit(exitCode);
