@@ -191,7 +191,7 @@ describe('API contract', () => {
   it('keeps every submit of a burst of concurrent submits (group commit)', async () => {
     const gids = Array.from({ length: 200 }, gid);
     const answers = await Promise.all(gids.map((g) => post(`${coordinator.dtm}/submit`, transfer(g))));
-    expect(answers.every((a) => a.status === 200)).toBe(true);
+    expect(answers.filter((a) => a.status !== 200)).toEqual([]);
     for (const g of gids) await waitForStatus(coordinator.dtm, g, 'succeed');
     expect(gids.map((g) => bank.received(g, '/TransIn'))).toEqual(gids.map(() => 1));
     const metrics = await (await fetch(`${coordinator.url}/api/metrics`)).text();

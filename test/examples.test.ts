@@ -1,0 +1,27 @@
+/** The examples run as users would run them, against a real coordinator and Postgres. */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
+import { freshDatabase } from './helpers/db.js';
+import { fastCoordinator } from './helpers/poll.js';
+
+let coordinator: RunningCoordinator;
+beforeAll(async () => {
+  coordinator = await startCoordinator({ store: await freshDatabase(), env: fastCoordinator });
+});
+afterAll(async () => {
+  await coordinator?.stop();
+});
+
+it('runs the bank-transfer quick start: one transfer lands, the overdraft rolls back', async () => {
+  const script = fileURLToPath(new URL('../dist/examples/bank-transfer/index.js', import.meta.url));
+  const { stdout } = await promisify(execFile)(process.execPath, [script], {
+    env: { ...process.env, CONCORD_URL: coordinator.dtm, DATABASE_URL: await freshDatabase() },
+    timeout: 30_000,
+  });
+  expect(stdout).toMatch(/transferred 30/);
+  expect(stdout).toMatch(/rolled back \(insufficient balance\)/);
+  expect(stdout).toContain('balances [{"id":1,"balance":70},{"id":2,"balance":30}]');
+});
