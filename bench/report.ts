@@ -62,6 +62,7 @@ export function cpuTable(rows: Row[], cores: number): string {
       'coordinator %',
       'postgres %',
       'bench (client + service) %',
+      'other processes %',
       `machine busy % (of ${cores * 100})`,
       'iowait %',
       'CPU ms per msg',
@@ -72,11 +73,18 @@ export function cpuTable(rows: Row[], cores: number): string {
       fixed(r.cpu.coordinator, 0),
       fixed(r.cpu.postgres, 0),
       fixed(r.cpu.bench, 0),
+      fixed(otherCpu(r.cpu), 0),
       fixed(r.cpu.machineBusy, 0),
       fixed(r.cpu.machineIowait, 0),
-      fixed((10 * r.cpu.machineBusy) / r.msgsPerSecond, 2),
+      // coordinator + Postgres + bench, in CPU milliseconds per message
+      fixed((10 * (r.cpu.coordinator + r.cpu.postgres + r.cpu.bench)) / r.msgsPerSecond, 2),
     ]),
   );
+}
+
+/** CPU of processes outside the benchmark (other jobs on the machine, the kernel's own threads). */
+export function otherCpu(cpu: CpuSplit): number {
+  return Math.max(0, cpu.machineBusy - cpu.coordinator - cpu.postgres - cpu.bench);
 }
 
 /** The coordinator's own view: group-commit batches and server-side latencies. */

@@ -11,13 +11,12 @@ import pg from 'pg';
 import { ensureBarrierTable } from '../sdk/index.js';
 import { startCoordinator, type RunningCoordinator } from '../test/helpers/coordinator.js';
 import { createDatabase, dropDatabases, pgBinDir, randomDatabaseName, startPostgres } from '../test/services/postgres.js';
-import { startBranchService } from './branch-service.js';
-import { businessTableDdl, percentile, runClosedLoop } from './closed-loop.js';
-import { coordinatorFigures, scrapeMetrics, type Samples } from './coordinator-metrics.js';
+import { businessTableDdl } from './closed-loop.js';
+import { measureConfiguration } from './measure.js';
 import { loadBenchOptions, type StoreKind } from './options.js';
 import { preparePgbench } from './pgbench.js';
-import { cpuSnapshot, cpuSplit, findPostmaster, peakRssMiB, resetPeakRss, type CpuSnapshot } from './proc-stats.js';
-import { coordinatorTable, cpuTable, machineLine, progress, resultsTable, type Row } from './report.js';
+import { findPostmaster } from './proc-stats.js';
+import { coordinatorTable, cpuTable, machineLine, otherCpu, progress, resultsTable, type Row } from './report.js';
 
 const options = loadBenchOptions(process.env);
 const abort = new AbortController();
@@ -87,7 +86,16 @@ async function main(): Promise<void> {
     const coordinator = await startFreshCoordinator(store, setup, prefix);
     for (const concurrency of options.concurrency) {
       checkAborted();
-      const row = await measure(store, concurrency, coordinator, setup);
+      const row = await measureConfiguration({
+        store,
+        concurrency,
+        coordinator,
+        serviceDbUrl: setup.serviceDbUrl,
+        postmasterPid: setup.postmasterPid,
+        warmupSeconds: options.warmupSeconds,
+        seconds: options.seconds,
+        signal: abort.signal,
+      });
       rows.push({ ...row, pgbenchTps: ceilings.get(concurrency) });
     }
     const code = await stopCoordinator(coordinator);
@@ -116,6 +124,11 @@ async function main(): Promise<void> {
     coordinatorTable(rows),
     '',
   ];
+  for (const r of rows.filter((x) => otherCpu(x.cpu) > 15)) {
+    out.push(
+      `- ${r.store} × ${r.concurrency}: other processes used ${otherCpu(r.cpu).toFixed(0)} % of a core in the window; its figures are low.`,
+    );
+  }
   for (const r of rows.filter((x) => x.errors > 0))
     out.push(`- ${r.store} × ${r.concurrency}: ${r.errors} failed messages, first: ${r.firstError}`);
   process.stdout.write(out.join('\n') + '\n');
@@ -145,69 +158,6 @@ async function stopCoordinator(coordinator: RunningCoordinator): Promise<number 
   } finally {
     clearTimeout(killer);
     children.delete(coordinator);
-  }
-}
-
-async function measure(
-  store: StoreKind,
-  concurrency: number,
-  coordinator: RunningCoordinator,
-  setup: Setup,
-): Promise<Omit<Row, 'pgbenchTps'>> {
-  const pid = coordinator.proc.pid ?? 0;
-  const pool = new pg.Pool({ connectionString: setup.serviceDbUrl, max: Math.min(64, Math.max(concurrency, 4)) });
-  pool.on('error', () => {}); // a dropped idle connection shows up in the next query
-  const service = await startBranchService(pool);
-  const perConfigPeak = resetPeakRss(pid);
-  let before: { cpu: CpuSnapshot; metrics: Samples } | undefined;
-  let after: { cpu: CpuSnapshot; metrics: Samples } | undefined;
-  progress(`${store} × ${concurrency}: ${options.warmupSeconds} s warm-up, ${options.seconds} s measured`);
-  try {
-    const result = await runClosedLoop({
-      dtm: coordinator.dtm,
-      service,
-      pool,
-      concurrency,
-      warmupMs: options.warmupSeconds * 1000,
-      measureMs: options.seconds * 1000,
-      signal: abort.signal,
-      async onWindow(edge) {
-        if (edge === 'start') {
-          const metrics = await scrapeMetrics(coordinator.url);
-          before = { metrics, cpu: cpuSnapshot(pid, setup.postmasterPid) };
-        } else {
-          const cpu = cpuSnapshot(pid, setup.postmasterPid);
-          after = { cpu, metrics: await scrapeMetrics(coordinator.url) };
-        }
-      },
-    });
-    checkAborted();
-    if (coordinator.proc.exitCode !== null)
-      throw new Error(`the coordinator exited during the run:\n${coordinator.output().slice(-2_000)}`);
-    if (before === undefined || after === undefined) throw new Error('the measurement window never closed');
-    const row = {
-      store,
-      concurrency,
-      msgsPerSecond: result.completed / result.seconds,
-      p50Ms: percentile(result.latenciesMs, 0.5),
-      p99Ms: percentile(result.latenciesMs, 0.99),
-      completed: result.completed,
-      errors: result.errors,
-      ...(result.firstError ? { firstError: result.firstError } : {}),
-      peakRssMiB: peakRssMiB(pid),
-      cpu: cpuSplit(before.cpu, after.cpu),
-      coordinator: coordinatorFigures(before.metrics, after.metrics, result.seconds),
-    };
-    progress(
-      `${store} × ${concurrency}: ${row.msgsPerSecond.toFixed(0)} msgs/s, p50 ${row.p50Ms.toFixed(1)} ms, p99 ${row.p99Ms.toFixed(1)} ms, ` +
-        `${row.errors} errors, CPU coordinator ${row.cpu.coordinator.toFixed(0)}% postgres ${row.cpu.postgres.toFixed(0)}% ` +
-        `bench ${row.cpu.bench.toFixed(0)}%, peak RSS ${row.peakRssMiB?.toFixed(0)} MiB${perConfigPeak ? '' : ' (since start)'}` +
-        (service.unexpected > 0 ? `, ${service.unexpected} unexpected branch calls` : ''),
-    );
-    return row;
-  } finally {
-    await service.close();
-    await pool.end();
   }
 }
 

@@ -1,0 +1,88 @@
+/**
+ * One row of the table: one store kind at one concurrency, against a running coordinator. Starts
+ * the branch service and the service's pool, runs the closed loop, and reads the coordinator's
+ * metrics, the CPU of every process and the coordinator's peak RSS around the measured window.
+ */
+import pg from 'pg';
+import type { RunningCoordinator } from '../test/helpers/coordinator.js';
+import { startBranchService } from './branch-service.js';
+import { percentile, runClosedLoop } from './closed-loop.js';
+import { coordinatorFigures, scrapeMetrics, type Samples } from './coordinator-metrics.js';
+import type { StoreKind } from './options.js';
+import { cpuSnapshot, cpuSplit, peakRssMiB, resetPeakRss, type CpuSnapshot } from './proc-stats.js';
+import { otherCpu, progress, type Row } from './report.js';
+
+export interface MeasureOptions {
+  store: StoreKind;
+  concurrency: number;
+  coordinator: RunningCoordinator;
+  serviceDbUrl: string;
+  /** The Postgres server's postmaster, when it runs on this machine. */
+  postmasterPid: number | undefined;
+  warmupSeconds: number;
+  seconds: number;
+  signal: AbortSignal;
+}
+
+export async function measureConfiguration(o: MeasureOptions): Promise<Omit<Row, 'pgbenchTps'>> {
+  const { store, concurrency, coordinator } = o;
+  const pid = coordinator.proc.pid ?? 0;
+  // One connection per worker (a message holds one for its local transaction), 4 to 64.
+  const pool = new pg.Pool({ connectionString: o.serviceDbUrl, max: Math.min(64, Math.max(concurrency, 4)) });
+  pool.on('error', () => {}); // a dropped idle connection shows up in the next query
+  const service = await startBranchService(pool);
+  const perConfigPeak = resetPeakRss(pid);
+  let before: { cpu: CpuSnapshot; metrics: Samples } | undefined;
+  let after: { cpu: CpuSnapshot; metrics: Samples } | undefined;
+  progress(`${store} × ${concurrency}: ${o.warmupSeconds} s warm-up, ${o.seconds} s measured`);
+  try {
+    const result = await runClosedLoop({
+      dtm: coordinator.dtm,
+      service,
+      pool,
+      concurrency,
+      warmupMs: o.warmupSeconds * 1000,
+      measureMs: o.seconds * 1000,
+      signal: o.signal,
+      async onWindow(edge) {
+        if (edge === 'start') {
+          const metrics = await scrapeMetrics(coordinator.url);
+          before = { metrics, cpu: cpuSnapshot(pid, o.postmasterPid) };
+        } else {
+          const cpu = cpuSnapshot(pid, o.postmasterPid);
+          after = { cpu, metrics: await scrapeMetrics(coordinator.url) };
+        }
+      },
+    });
+    if (o.signal.aborted) throw o.signal.reason;
+    if (coordinator.proc.exitCode !== null) {
+      throw new Error(`the coordinator exited during the run:\n${coordinator.output().slice(-2_000)}`);
+    }
+    if (before === undefined || after === undefined) throw new Error('the measurement window never closed');
+    const row = {
+      store,
+      concurrency,
+      msgsPerSecond: result.completed / result.seconds,
+      p50Ms: percentile(result.latenciesMs, 0.5),
+      p99Ms: percentile(result.latenciesMs, 0.99),
+      completed: result.completed,
+      errors: result.errors,
+      ...(result.firstError ? { firstError: result.firstError } : {}),
+      peakRssMiB: peakRssMiB(pid),
+      cpu: cpuSplit(before.cpu, after.cpu),
+      coordinator: coordinatorFigures(before.metrics, after.metrics, result.seconds),
+    };
+    const { cpu } = row;
+    progress(
+      `${store} × ${concurrency}: ${row.msgsPerSecond.toFixed(0)} msgs/s, p50 ${row.p50Ms.toFixed(1)} ms, p99 ${row.p99Ms.toFixed(1)} ms, ` +
+        `${row.errors} errors; CPU % coordinator ${cpu.coordinator.toFixed(0)}, postgres ${cpu.postgres.toFixed(0)}, ` +
+        `bench ${cpu.bench.toFixed(0)}, other ${otherCpu(cpu).toFixed(0)}; ` +
+        `peak RSS ${row.peakRssMiB?.toFixed(0)} MiB${perConfigPeak ? '' : ' (since start)'}` +
+        (service.unexpected > 0 ? `; ${service.unexpected} unexpected branch calls` : ''),
+    );
+    return row;
+  } finally {
+    await service.close();
+    await pool.end();
+  }
+}
