@@ -44,7 +44,6 @@ export class Scheduler {
           metrics.claimed.inc(claimed);
           const branches = await pendingBranches(
             database,
-            database.db,
             rows.map((r) => r.gid),
           );
           for (const row of rows) {

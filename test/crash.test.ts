@@ -113,8 +113,10 @@ describe('a late commit racing the check-back', () => {
 describe('several coordinators on one Postgres', () => {
   it('delivers every message when one node is killed mid-delivery, never calling a branch twice at once', async () => {
     const store = await freshDatabase();
-    const a = await startCoordinator({ store, env: fastCoordinator });
-    const b = await startCoordinator({ store, env: fastCoordinator });
+    // A shorter request timeout makes shorter leases (5 s), so node b takes over sooner.
+    const env = { ...fastCoordinator, CONCORD_REQUEST_TIMEOUT: '2' };
+    const a = await startCoordinator({ store, env });
+    const b = await startCoordinator({ store, env });
     bank.setLatency(150);
     try {
       const gids = Array.from({ length: 40 }, gid);

@@ -193,7 +193,9 @@ describe('API contract', () => {
     const answers = await Promise.all(gids.map((g) => post(`${coordinator.dtm}/submit`, transfer(g))));
     expect(answers.filter((a) => a.status !== 200)).toEqual([]);
     for (const g of gids) await waitForStatus(coordinator.dtm, g, 'succeed');
-    expect(gids.map((g) => bank.received(g, '/TransIn'))).toEqual(gids.map(() => 1));
+    // At least once to the branch (a slow answer can time out and be retried), exactly once in effect.
+    expect(gids.filter((g) => bank.received(g, '/TransIn') < 1)).toEqual([]);
+    for (const g of gids) expect(await bank.effects(g)).toBe(1);
     const metrics = await (await fetch(`${coordinator.url}/api/metrics`)).text();
     expect(metrics).toMatch(/concord_store_batch_size_sum\{kind="submit"\} (\d+)/);
   });

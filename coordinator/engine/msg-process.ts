@@ -8,8 +8,8 @@ import type { DtmOutcome } from '../../schemas/dtm.js';
 import { GroupCommit } from '../store/group-commit.js';
 import {
   extendLease,
-  markSubmitted,
   pendingBranches,
+  promoteToSubmitted,
   settle,
   type BranchRow,
   type Settlement,
@@ -132,12 +132,17 @@ export class MsgProcessor {
       }
       if (answer.outcome !== 'SUCCESS') return retryLater(answer.outcome, 'prepared', [], undefined, `query_prepared: ${answer.detail}`);
       const before = performance.now();
-      const marked = await markSubmitted(database, database.db, [trans.gid], nodeId, leaseSeconds(this.ctx.config, timeout));
+      const marked = await promoteToSubmitted(
+        database,
+        [{ gid: trans.gid, transType: trans.trans_type, contentHash: '' }],
+        nodeId,
+        leaseSeconds(this.ctx.config, timeout),
+      );
       if (marked.length === 0) return { status: 'prepared', reason: 'lease lost to another node' };
       deadline = before + leaseSeconds(this.ctx.config, timeout) * 1000 - leaseMarginMs;
       status = 'submitted';
       log.info('check-back found the local transaction committed');
-      branches = (await pendingBranches(database, database.db, [trans.gid])).get(trans.gid) ?? [];
+      branches = (await pendingBranches(database, [trans.gid])).get(trans.gid) ?? [];
     }
 
     const delayEnd = trans.create_ms + (trans.options.delay ?? 0) * 1000;

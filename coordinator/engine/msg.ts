@@ -13,8 +13,8 @@ import {
   findTransactions,
   firstPerGid,
   insertTransactions,
-  markSubmitted,
   pendingBranches,
+  promoteToSubmitted,
   type BranchRow,
   type NewTransaction,
   type TransRow,
@@ -72,7 +72,7 @@ export class MsgEngine {
       this.ctx.metrics.transactions.inc({ trans_type: 'msg', status: 'failed' });
       return;
     }
-    const existing = (await findTransactions(this.ctx.database, this.ctx.database.db, [req.gid], false)).get(req.gid);
+    const existing = (await findTransactions(this.ctx.database, [req.gid])).get(req.gid);
     if (!existing) throw new ConcordError('NOT_FOUND', `no transaction with gid ${req.gid}`, { field: 'gid' });
     if (existing.status === 'failed') return; // aborting twice is idempotent
     throw new ConcordError('INVALID_STATE', `current status '${existing.status}', cannot abort`);
@@ -119,72 +119,77 @@ export class MsgEngine {
     };
   }
 
+  /** One statement inserts the new ones; repeats are compared with what is stored. */
   private async prepareBatch(items: NewTransaction[]): Promise<PrepareOutcome[]> {
     const { database } = this.ctx;
-    return database.db.transaction(async (tx) => {
-      const created = await insertTransactions(database, tx, items);
-      const inserted = new Set(firstPerGid(items).filter((t) => created.has(t.gid)));
-      const others = items.filter((t) => !inserted.has(t)).map((t) => t.gid);
-      const existing = await findTransactions(database, tx, [...new Set(others)], false);
-      return items.map((item) => {
-        if (inserted.has(item)) return { ok: true };
-        const row = existing.get(item.gid);
-        if (!row) return { error: new ConcordError('INTERNAL', `transaction ${item.gid} vanished during prepare`) };
-        const conflict = conflictOf(row, item, true);
-        if (conflict) return { error: conflict };
-        if (row.status !== 'prepared')
-          return { error: new ConcordError('INVALID_STATE', `current status '${row.status}', cannot prepare`) };
-        return { ok: true };
-      });
+    const created = await insertTransactions(database, items);
+    const inserted = new Set(firstPerGid(items).filter((t) => created.has(t.gid)));
+    const existing = await findTransactions(database, [...new Set(items.filter((t) => !inserted.has(t)).map((t) => t.gid))]);
+    return items.map((item) => {
+      if (inserted.has(item)) return { ok: true };
+      const row = existing.get(item.gid);
+      if (!row) throw new Error(`transaction ${item.gid} vanished during prepare; retrying`);
+      const conflict = conflictOf(row, item, true);
+      if (conflict) return { error: conflict };
+      if (row.status !== 'prepared') return { error: new ConcordError('INVALID_STATE', `current status '${row.status}', cannot prepare`) };
+      return { ok: true };
     });
   }
 
+  /**
+   * The common cases take one statement each and no explicit transaction: promote the prepared
+   * ones, insert the new ones. Only the rest (repeats, conflicts) is looked up to be answered.
+   */
   private async submitBatch(items: { trans: NewTransaction; hasSteps: boolean }[]): Promise<SubmitOutcome[]> {
     const { database, nodeId } = this.ctx;
     const startedAt = performance.now();
-    const promoteLease = leaseSeconds(this.ctx.config, this.ctx.config.requestTimeout);
-    return database.db.transaction(async (tx) => {
-      const gids = [...new Set(items.map((i) => i.trans.gid))];
-      const existing = await findTransactions(database, tx, gids, true);
-      const decided = new Map<string, 'insert' | 'promote'>();
-      const outcomes: (SubmitOutcome | 'insert' | 'promote')[] = items.map(({ trans, hasSteps }) => {
-        const row = existing.get(trans.gid);
-        if (decided.has(trans.gid)) return { ok: true }; // the same gid twice in one batch: the first one does the work
-        if (!row) {
-          if (!hasSteps) return { error: new ConcordError('INVALID_REQUEST', 'a message needs at least one step', { field: 'steps' }) };
-          decided.set(trans.gid, 'insert');
-          return 'insert';
-        }
-        const conflict = conflictOf(row, trans, hasSteps);
-        if (conflict) return { error: conflict };
-        if (row.status === 'prepared') {
-          decided.set(trans.gid, 'promote');
-          return 'promote';
-        }
-        if (row.status === 'submitted' || row.status === 'succeed') return { ok: true };
-        return { error: new ConcordError('INVALID_STATE', `current status '${row.status}', cannot submit`) };
-      });
-      const toInsert = items.filter((_, i) => outcomes[i] === 'insert').map((i) => i.trans);
-      const created = await insertTransactions(database, tx, toInsert);
-      if (created.size !== toInsert.length) throw new Error('gid inserted concurrently; retrying the batch item by item');
-      const toPromote = items.filter((_, i) => outcomes[i] === 'promote').map((i) => i.trans.gid);
-      const promotedRows = new Map((await markSubmitted(database, tx, toPromote, nodeId, promoteLease)).map((row) => [row.gid, row]));
-      const stored = await pendingBranches(database, tx, [...promotedRows.keys()]);
-      return items.map(({ trans }, i): SubmitOutcome => {
-        const outcome = outcomes[i];
-        if (outcome === 'insert') {
-          if (trans.owner === '') return { ok: true }; // delayed: the scheduler delivers it when due
-          const branches = trans.branches.map((b) => asBranchRow(trans.gid, b));
-          return { ok: true, deliver: { trans: insertedRow(trans), branches, startedAt, lease: trans.dueIn } };
-        }
-        if (outcome === 'promote') {
-          const row = promotedRows.get(trans.gid);
-          if (!row) return { ok: true };
-          // A delayed message is handed over too: its pass gives the lease back until the delay ends.
-          return { ok: true, deliver: { trans: row, branches: stored.get(trans.gid) ?? [], startedAt, lease: promoteLease } };
-        }
-        return outcome as SubmitOutcome;
-      });
+    const lease = leaseSeconds(this.ctx.config, this.ctx.config.requestTimeout);
+    const unique = firstPerGid(items.map((item) => ({ gid: item.trans.gid, ...item, item })));
+    const promoted = new Map(
+      (
+        await promoteToSubmitted(
+          database,
+          unique.map(({ trans, hasSteps }) => ({
+            gid: trans.gid,
+            transType: trans.transType,
+            contentHash: hasSteps ? trans.contentHash : '',
+          })),
+          nodeId,
+          lease,
+        )
+      ).map((row) => [row.gid, row]),
+    );
+    const toInsert = unique.filter((i) => !promoted.has(i.gid) && i.hasSteps).map((i) => i.trans);
+    const created = await insertTransactions(database, toInsert);
+    const existing = await findTransactions(
+      database,
+      unique.filter((i) => !promoted.has(i.gid) && !created.has(i.gid)).map((i) => i.gid),
+    );
+    const branches = await pendingBranches(database, [...promoted.keys()]);
+    const firsts = new Set(unique.map((u) => u.item));
+    return items.map((item): SubmitOutcome => {
+      const { trans, hasSteps } = item;
+      const isFirst = firsts.has(item);
+      const row = promoted.get(trans.gid);
+      if (row && isFirst) return { ok: true, deliver: { trans: row, branches: branches.get(trans.gid) ?? [], startedAt, lease } };
+      if (created.has(trans.gid) && isFirst) {
+        if (trans.owner === '') return { ok: true }; // delayed: the scheduler delivers it when due
+        const own = trans.branches.map((b) => asBranchRow(trans.gid, b));
+        return { ok: true, deliver: { trans: insertedRow(trans), branches: own, startedAt, lease: trans.dueIn } };
+      }
+      if (row || created.has(trans.gid)) return { ok: true }; // the same gid twice in one batch: the first does the work
+      const stored = existing.get(trans.gid);
+      if (!stored) {
+        if (!hasSteps) return { error: new ConcordError('INVALID_REQUEST', 'a message needs at least one step', { field: 'steps' }) };
+        throw new Error(`transaction ${trans.gid} changed during submit; retrying`);
+      }
+      const conflict = conflictOf(stored, trans, hasSteps);
+      if (conflict) return { error: conflict };
+      if (stored.status === 'submitted' || stored.status === 'succeed') return { ok: true };
+      // Prepared but not promoted: another node holds it for its check-back, which delivers if the commit landed.
+      if (stored.status === 'prepared' && stored.owner !== '') return { ok: true };
+      if (stored.status === 'prepared') throw new Error(`transaction ${trans.gid} was prepared during submit; retrying`);
+      return { error: new ConcordError('INVALID_STATE', `current status '${stored.status}', cannot submit`) };
     });
   }
 }

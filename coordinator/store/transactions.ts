@@ -4,7 +4,7 @@
  */
 import { sql } from 'drizzle-orm';
 import type { StoredOptions } from '../../schemas/db/tables.js';
-import type { Database, Db } from './database.js';
+import type { Database } from './database.js';
 
 const p = (value: unknown) => sql.param(value);
 
@@ -61,58 +61,70 @@ export interface BranchRow {
 const transColumns = sql`id::int as id, gid, trans_type, status, query_prepared, options, custom_data, content_hash,
   next_cron_interval, retry_count, owner, (extract(epoch from create_time) * 1000)::float8 as create_ms`;
 
-/** Inserts the transactions whose gid is new; returns the set of gids it created. */
-export async function insertTransactions(database: Database, tx: Db, items: NewTransaction[]): Promise<Set<string>> {
+/**
+ * Inserts the transactions whose gid is new, with their branches, in one statement (so one
+ * commit, and nothing half-written); returns the gids it created.
+ */
+export async function insertTransactions(database: Database, items: NewTransaction[]): Promise<Set<string>> {
   const unique = firstPerGid(items);
   if (unique.length === 0) return new Set();
+  const branches = unique.flatMap((t) => t.branches.map((b) => ({ gid: t.gid, ...b })));
   const created = await database.rows<{ gid: string }>(
-    sql`insert into trans_global (gid, trans_type, status, query_prepared, options, custom_data, content_hash,
-          next_cron_interval, next_cron_time, owner)
-        select u.gid, u.trans_type, u.status, u.query_prepared, u.options::jsonb, u.custom_data, u.content_hash,
-          u.interval, now() + u.due * interval '1 second', u.owner
-        from unnest(${p(unique.map((t) => t.gid))}::text[], ${p(unique.map((t) => t.transType))}::text[],
-          ${p(unique.map((t) => t.status))}::text[], ${p(unique.map((t) => t.queryPrepared))}::text[],
-          ${p(unique.map((t) => JSON.stringify(t.options)))}::text[], ${p(unique.map((t) => t.customData))}::text[],
-          ${p(unique.map((t) => t.contentHash))}::text[], ${p(unique.map((t) => t.interval))}::float8[],
-          ${p(unique.map((t) => t.dueIn))}::float8[], ${p(unique.map((t) => t.owner))}::text[])
-          as u(gid, trans_type, status, query_prepared, options, custom_data, content_hash, interval, due, owner)
-        on conflict (gid) do nothing
-        returning gid`,
-    tx,
-  );
-  const gids = new Set(created.map((r) => r.gid));
-  const branches = unique.filter((t) => gids.has(t.gid)).flatMap((t) => t.branches.map((b) => ({ gid: t.gid, ...b })));
-  if (branches.length > 0) {
-    await tx.execute(
-      sql`insert into trans_branch_op (gid, url, data, branch_id, op, status)
+    sql`with created as (
+          insert into trans_global (gid, trans_type, status, query_prepared, options, custom_data, content_hash,
+            next_cron_interval, next_cron_time, owner)
+          select u.gid, u.trans_type, u.status, u.query_prepared, u.options::jsonb, u.custom_data, u.content_hash,
+            u.interval, now() + u.due * interval '1 second', u.owner
+          from unnest(${p(unique.map((t) => t.gid))}::text[], ${p(unique.map((t) => t.transType))}::text[],
+            ${p(unique.map((t) => t.status))}::text[], ${p(unique.map((t) => t.queryPrepared))}::text[],
+            ${p(unique.map((t) => JSON.stringify(t.options)))}::text[], ${p(unique.map((t) => t.customData))}::text[],
+            ${p(unique.map((t) => t.contentHash))}::text[], ${p(unique.map((t) => t.interval))}::float8[],
+            ${p(unique.map((t) => t.dueIn))}::float8[], ${p(unique.map((t) => t.owner))}::text[])
+            as u(gid, trans_type, status, query_prepared, options, custom_data, content_hash, interval, due, owner)
+          on conflict (gid) do nothing
+          returning gid
+        ), branches as (
+          insert into trans_branch_op (gid, url, data, branch_id, op, status)
           select u.gid, u.url, u.data, u.branch_id, u.op, 'prepared'
           from unnest(${p(branches.map((b) => b.gid))}::text[], ${p(branches.map((b) => b.url))}::text[],
             ${p(branches.map((b) => b.data))}::text[], ${p(branches.map((b) => b.branchId))}::text[],
-            ${p(branches.map((b) => b.op))}::text[]) as u(gid, url, data, branch_id, op)`,
-    );
-  }
-  return gids;
+            ${p(branches.map((b) => b.op))}::text[]) as u(gid, url, data, branch_id, op)
+          where u.gid in (select gid from created)
+        )
+        select gid from created`,
+  );
+  return new Set(created.map((r) => r.gid));
 }
 
-/** The stored rows of these gids, locked for the rest of the transaction when `lock` is set. */
-export async function findTransactions(database: Database, tx: Db, gids: string[], lock: boolean): Promise<Map<string, TransRow>> {
+/** The stored rows of these gids. */
+export async function findTransactions(database: Database, gids: string[]): Promise<Map<string, TransRow>> {
   if (gids.length === 0) return new Map();
-  const rows = await database.rows<TransRow>(
-    sql`select ${transColumns} from trans_global where gid = any(${p(gids)}::text[]) ${lock ? sql`for update` : sql``}`,
-    tx,
-  );
+  const rows = await database.rows<TransRow>(sql`select ${transColumns} from trans_global where gid = any(${p(gids)}::text[])`);
   return new Map(rows.map((r) => [r.gid, r]));
 }
 
-/** Moves prepared transactions to submitted, leased to `owner` for `lease` seconds. */
-export async function markSubmitted(database: Database, tx: Db, gids: string[], owner: string, lease: number): Promise<TransRow[]> {
-  if (gids.length === 0) return [];
+/**
+ * Moves prepared transactions to submitted, leased to `owner` for `lease` seconds, when their type
+ * and content hash match (an empty hash matches any). A row another node holds a live lease on
+ * (a check-back in flight) is left to that node.
+ */
+export async function promoteToSubmitted(
+  database: Database,
+  items: { gid: string; transType: string; contentHash: string }[],
+  owner: string,
+  lease: number,
+): Promise<TransRow[]> {
+  if (items.length === 0) return [];
   return database.rows<TransRow>(
-    sql`update trans_global set status = 'submitted', owner = ${owner}, next_cron_time = now() + ${lease} * interval '1 second',
-          update_time = now()
-        where gid = any(${p(gids)}::text[]) and status = 'prepared' and (owner = '' or owner = ${owner})
-        returning ${transColumns}`,
-    tx,
+    sql`update trans_global g set status = 'submitted', owner = ${owner},
+          next_cron_time = now() + ${lease} * interval '1 second', update_time = now()
+        from unnest(${p(items.map((i) => i.gid))}::text[], ${p(items.map((i) => i.transType))}::text[],
+          ${p(items.map((i) => i.contentHash))}::text[]) as u(gid, trans_type, content_hash)
+        where g.gid = u.gid and g.status = 'prepared' and g.trans_type = u.trans_type
+          and (u.content_hash = '' or g.content_hash = u.content_hash)
+          and (g.owner = '' or g.owner = ${owner} or g.next_cron_time < now())
+        returning g.id::int as id, g.gid, g.trans_type, g.status, g.query_prepared, g.options, g.custom_data, g.content_hash,
+          g.next_cron_interval, g.retry_count, g.owner, (extract(epoch from g.create_time) * 1000)::float8 as create_ms`,
   );
 }
 
@@ -124,13 +136,12 @@ export function firstPerGid<T extends { gid: string }>(items: T[]): T[] {
 }
 
 /** Branches of these transactions still to be called, in creation order. */
-export async function pendingBranches(database: Database, tx: Db, gids: string[]): Promise<Map<string, BranchRow[]>> {
+export async function pendingBranches(database: Database, gids: string[]): Promise<Map<string, BranchRow[]>> {
   const byGid = new Map<string, BranchRow[]>(gids.map((g) => [g, []]));
   if (gids.length === 0) return byGid;
   const rows = await database.rows<BranchRow>(
     sql`select id::int as id, gid, url, data, branch_id, op, status from trans_branch_op
         where gid = any(${p(gids)}::text[]) and status = 'prepared' order by id`,
-    tx,
   );
   for (const row of rows) byGid.get(row.gid)?.push(row);
   return byGid;

@@ -33,6 +33,7 @@ export const fastCoordinator = {
   CONCORD_MAX_RETRY_INTERVAL: '1',
   CONCORD_TIMEOUT_TO_FAIL: '1',
   CONCORD_POLL_INTERVAL: '0.1',
-  CONCORD_REQUEST_TIMEOUT: '2',
+  // Generous: a loaded 2-core CI machine can be slow to answer, and a timeout means a redelivery.
+  CONCORD_REQUEST_TIMEOUT: '5',
   CONCORD_MIN_LEASE: '3',
 };
