@@ -1,4 +1,5 @@
 /** The SDK's HTTP client for the coordinator's DTM-compatible API. */
+import { Agent, request } from 'undici';
 import { errorCodes, ConcordError, type ErrorCode } from '../schemas/errors.js';
 import type { TransRequest } from '../schemas/dtm.js';
 
@@ -7,6 +8,31 @@ export interface ClientOptions {
   timeoutMs?: number;
   /** Cancels the call. */
   signal?: AbortSignal;
+}
+
+/**
+ * One keep-alive connection pool for the process. undici's request() costs a fraction of the CPU
+ * of the global fetch(), and a service sending thousands of messages a second feels it.
+ */
+const agent = new Agent({ keepAliveTimeout: 30_000, connections: 128 });
+
+/** GET or POST with the SDK's connection pool; the answer's status and body text. */
+export async function httpCall(
+  method: 'GET' | 'POST',
+  url: string | URL,
+  body: string | undefined,
+  options: ClientOptions,
+): Promise<{ status: number; text: string }> {
+  const timeout = AbortSignal.timeout(options.timeoutMs ?? 10_000);
+  const signal = options.signal ? AbortSignal.any([timeout, options.signal]) : timeout;
+  const res = await request(url, {
+    dispatcher: agent,
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body,
+    signal,
+  });
+  return { status: res.statusCode, text: await res.body.text() };
 }
 
 /** Calls the coordinator at `server` (e.g. http://localhost:36789/api/dtmsvr). */
@@ -30,15 +56,8 @@ export class CoordinatorClient {
   }
 
   private async call(method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
-    const timeout = AbortSignal.timeout(this.options.timeoutMs ?? 10_000);
-    const signal = this.options.signal ? AbortSignal.any([timeout, this.options.signal]) : timeout;
-    const res = await fetch(`${this.server}${path}`, {
-      method,
-      headers: body === undefined ? {} : { 'content-type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal,
-    });
-    const text = await res.text();
+    const res = await httpCall(method, `${this.server}${path}`, body === undefined ? undefined : JSON.stringify(body), this.options);
+    const { text } = res;
     const parsed = parse(text);
     if (res.status === 200) return parsed;
     const code = typeof parsed?.code === 'string' && parsed.code in errorCodes ? (parsed.code as ErrorCode) : undefined;

@@ -6,7 +6,7 @@
 import type { TransRequest } from '../schemas/dtm.js';
 import { classifyDtmAnswer } from '../schemas/dtm.js';
 import { BranchBarrier } from './barrier.js';
-import { CoordinatorClient, type ClientOptions } from './coordinator-client.js';
+import { CoordinatorClient, httpCall, type ClientOptions } from './coordinator-client.js';
 import { isBranchFailure } from './errors.js';
 import type { TransactionSource } from './sql-executor.js';
 
@@ -96,8 +96,8 @@ export class Msg {
   private async checkBack(queryPrepared: string): Promise<string> {
     const url = new URL(queryPrepared);
     for (const [k, v] of Object.entries({ gid: this.gid, trans_type: 'msg', branch_id: '00', op: 'msg' })) url.searchParams.set(k, v);
-    const res = await fetch(url, { signal: AbortSignal.timeout(this.options.timeoutMs ?? 10_000) });
-    return classifyDtmAnswer(res.status, await res.text());
+    const res = await httpCall('GET', url, undefined, this.options);
+    return classifyDtmAnswer(res.status, res.text);
   }
 
   private body(): TransRequest {

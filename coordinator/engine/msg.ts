@@ -165,13 +165,17 @@ export class MsgEngine {
       database,
       unique.filter((i) => !promoted.has(i.gid) && !created.has(i.gid)).map((i) => i.gid),
     );
-    const branches = await pendingBranches(database, [...promoted.keys()]);
+    // A submit that carries its steps matched the stored hash, so its branches are the stored ones, all
+    // still pending: only a submit without steps needs them read back.
+    const bare = unique.filter((i) => promoted.has(i.gid) && !i.hasSteps).map((i) => i.gid);
+    const stored = await pendingBranches(database, bare);
+    const branchesOf = (trans: NewTransaction) => stored.get(trans.gid) ?? trans.branches.map((b) => asBranchRow(trans.gid, b));
     const firsts = new Set(unique.map((u) => u.item));
     return items.map((item): SubmitOutcome => {
       const { trans, hasSteps } = item;
       const isFirst = firsts.has(item);
       const row = promoted.get(trans.gid);
-      if (row && isFirst) return { ok: true, deliver: { trans: row, branches: branches.get(trans.gid) ?? [], startedAt, lease } };
+      if (row && isFirst) return { ok: true, deliver: { trans: row, branches: branchesOf(trans), startedAt, lease } };
       if (created.has(trans.gid) && isFirst) {
         if (trans.owner === '') return { ok: true }; // delayed: the scheduler delivers it when due
         const own = trans.branches.map((b) => asBranchRow(trans.gid, b));

@@ -39,7 +39,9 @@ export interface CoordinatorOptions {
 export async function startCoordinator(options: CoordinatorOptions): Promise<RunningCoordinator> {
   const port = options.port ?? (await freePort());
   let log = '';
-  const proc = spawn(process.execPath, [cliPath(), 'start', '--store', options.store, '--port', String(port), '--host', '127.0.0.1'], {
+  // CONCORD_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the coordinator; NODE_OPTIONS refuses those flags.
+  const nodeArgs = (process.env.CONCORD_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const proc = spawn(process.execPath, [...nodeArgs, cliPath(), 'start', '--store', options.store, '--port', String(port), '--host', '127.0.0.1'], {
     env: { ...process.env, CONCORD_LOG_LEVEL: 'warn', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
