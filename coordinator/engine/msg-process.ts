@@ -77,7 +77,7 @@ export class MsgProcessor {
     } catch (err) {
       // The store failed mid-pass: the lease runs out and another pass (here or elsewhere) resumes.
       this.ctx.logger.error({ err, gid: trans.gid }, 'message pass failed');
-      return { status: 'submitted', reason: (err as Error).message };
+      return { status: trans.status as PassResult['status'], reason: (err as Error).message };
     }
   }
 
