@@ -6,8 +6,10 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
-import type { Config } from '../schemas/config.js';
+import { brokerConnections, type Config } from '../schemas/config.js';
 import { createHttpPublisher } from '../relay/http.js';
+import { createKafkaPublisher } from '../relay/kafka.js';
+import { createRabbitPublisher } from '../relay/rabbitmq.js';
 import { Relay } from '../relay/publisher.js';
 import type { EngineContext } from './engine/context.js';
 import { MsgEngine } from './engine/msg.js';
@@ -43,14 +45,19 @@ export const version: string = (() => {
 export async function startCoordinator(config: Config, logger: Logger): Promise<Coordinator> {
   const nodeId = config.nodeId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   const database = await openDatabase(config.store, { poolSize: config.storePoolSize, logger });
-  const relay = new Relay([createHttpPublisher()]);
+  const brokers = brokerConnections(config);
+  const relay = new Relay([
+    createHttpPublisher(),
+    createKafkaPublisher(brokers.kafka, logger.child({ component: 'relay.kafka' })),
+    createRabbitPublisher(brokers.rabbitmq, logger.child({ component: 'relay.rabbitmq' })),
+  ]);
   const metrics = createMetrics();
   const ctx: EngineContext = { config, database, relay, logger: logger.child({ component: 'engine' }), metrics, nodeId };
   const processor = new MsgProcessor(ctx);
   const msg = new MsgEngine(ctx, processor);
   const scheduler = new Scheduler(ctx, processor);
   let draining = false;
-  const server = await buildServer({ logger, database, metrics, msg, version, draining: () => draining });
+  const server = await buildServer({ logger, database, metrics, msg, relay, version, draining: () => draining });
   const address = await server.listen({ port: config.port, host: config.host });
   scheduler.start();
   logger.info({ address, store: database.kind, nodeId, version }, 'coordinator started');

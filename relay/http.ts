@@ -14,6 +14,7 @@ export function createHttpPublisher(options: { connections?: number } = {}): Pub
   const agent = new Agent({ connections: options.connections ?? 128, keepAliveTimeout: 30_000, pipelining: 1 });
   return {
     schemes: ['http', 'https'],
+    problem: (url) => (URL.canParse(url) ? undefined : `"${url}" is not a valid URL`),
     async publish(delivery: Delivery): Promise<DeliveryResult> {
       const url = new URL(delivery.url);
       for (const [key, value] of Object.entries(delivery.params)) url.searchParams.set(key, value);

@@ -14,6 +14,8 @@ export interface Delivery {
   headers: Record<string, string>;
   /** The call is abandoned after this many milliseconds. */
   timeoutMs: number;
+  /** Broker message key (Kafka partitioning); HTTP ignores it. */
+  key?: string;
 }
 
 export interface DeliveryResult {
@@ -25,6 +27,8 @@ export interface DeliveryResult {
 export interface Publisher {
   /** URL schemes this publisher serves, without the colon. */
   readonly schemes: readonly string[];
+  /** Why this destination can never be delivered (unknown connection, bad shape), or undefined. */
+  problem(url: string): string | undefined;
   publish(delivery: Delivery): Promise<DeliveryResult>;
   close(): Promise<void>;
 }
@@ -37,9 +41,12 @@ export class Relay {
     for (const publisher of publishers) for (const scheme of publisher.schemes) this.byScheme.set(scheme, publisher);
   }
 
-  /** True when some publisher serves this URL's scheme. */
-  serves(url: string): boolean {
-    return this.byScheme.has(schemeOf(url));
+  /** Why a destination can never be delivered, or undefined when it can; checked before anything is stored. */
+  problem(url: string): string | undefined {
+    const publisher = this.byScheme.get(schemeOf(url));
+    if (!publisher)
+      return `no destination for "${url}": use http(s)://, kafka://<connection>/<topic> or rabbitmq://<connection>/<exchange>/<routing key>`;
+    return publisher.problem(url);
   }
 
   publish(delivery: Delivery): Promise<DeliveryResult> {

@@ -13,6 +13,22 @@ const secondsSchema = (min: number) =>
     .min(min)
     .max(86_400 * 365);
 
+/** A broker connection that destinations name: kafka://<name>/<topic>, rabbitmq://<name>/<exchange>/<key>. */
+export const connectionSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('kafka'), brokers: z.array(z.string().min(1)).min(1) }),
+  z.object({ kind: z.literal('rabbitmq'), url: z.string().regex(/^amqps?:\/\//, 'an amqp:// or amqps:// URL') }),
+]);
+
+/** Environment variables and flags carry JSON as text. */
+const jsonText = (v: unknown) => {
+  if (typeof v !== 'string') return v;
+  try {
+    return JSON.parse(v) as unknown;
+  } catch {
+    return v; // the schema then reports what it expected
+  }
+};
+
 export const configSchema = z
   .object({
     store: z
@@ -39,6 +55,22 @@ export const configSchema = z
     claimBatch: z.coerce.number().int().min(1).max(10_000).default(100).describe('Due transactions claimed per scan.'),
     storePoolSize: z.coerce.number().int().min(1).max(200).default(10).describe('Postgres connections per coordinator.'),
     shutdownTimeout: secondsSchema(0).default(30).describe('Seconds SIGTERM waits for in-flight work before exiting.'),
+    kafkaBrokers: z
+      .string()
+      .regex(/^[^,\s]+(,[^,\s]+)*$/, 'host:port, comma-separated')
+      .optional()
+      .describe('Kafka bootstrap servers (host:port, comma-separated) of the connection named "default".'),
+    amqpUrl: z
+      .string()
+      .regex(/^amqps?:\/\//, 'an amqp:// or amqps:// URL')
+      .optional()
+      .describe('RabbitMQ URL of the connection named "default".'),
+    connections: z
+      .preprocess(jsonText, z.record(z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and -'), connectionSchema))
+      .default({})
+      .describe(
+        'Named broker connections, JSON: {"orders": {"kind": "kafka", "brokers": ["h:9092"]}, "jobs": {"kind": "rabbitmq", "url": "amqp://…"}}.',
+      ),
     alertWebhook: z.string().url().optional().describe('URL POSTed {gid, status, branch, error, retry_count} when retries pile up.'),
     alertRetryLimit: z.coerce.number().int().min(1).default(3).describe('Failed attempts on a branch before the alert webhook is called.'),
   })
@@ -94,6 +126,19 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   return Object.freeze(parsed.data);
 }
 
+/**
+ * Broker connections by kind and name. kafkaBrokers and amqpUrl are the connections named
+ * "default" of their kind; the scheme of a destination says which kind it means.
+ */
+export function brokerConnections(config: Config): { kafka: Record<string, string[]>; rabbitmq: Record<string, string> } {
+  const kafka: Record<string, string[]> = config.kafkaBrokers ? { default: config.kafkaBrokers.split(',') } : {};
+  const rabbitmq: Record<string, string> = config.amqpUrl ? { default: config.amqpUrl } : {};
+  for (const [name, c] of Object.entries(config.connections)) {
+    if (c.kind === 'kafka') kafka[name] = c.brokers;
+    else rabbitmq[name] = c.url;
+  }
+  return { kafka, rabbitmq };
+}
 function readConfigFile(file: string): Record<string, unknown> {
   try {
     const value: unknown = JSON.parse(readFileSync(file, 'utf8'));

@@ -76,6 +76,23 @@ export type TransRequest = z.infer<typeof transRequestSchema>;
 
 export const gidQuerySchema = z.object({ gid: gidSchema });
 
+const topicName = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[^\s/]+$/, 'topic must not contain whitespace or "/"');
+export const subscribeQuerySchema = z.object({
+  topic: topicName,
+  url: z
+    .string()
+    .min(1)
+    .max(1024)
+    .describe('http(s)://…, kafka://<connection>/<topic> or rabbitmq://<connection>/<exchange>/<routing key>'),
+  remark: optional(z.string().max(256)),
+});
+export const unsubscribeQuerySchema = z.object({ topic: topicName, url: z.string().min(1).max(1024) });
+export const topicParamsSchema = z.object({ topicName });
+
 export const allQuerySchema = z.object({
   gid: optional(gidSchema),
   position: optional(z.coerce.number().int().min(0).describe('Return rows with id below this (paging).')),

@@ -12,6 +12,7 @@ import { createMetrics } from '../coordinator/metrics.js';
 import { buildServer } from '../coordinator/server/build-server.js';
 import type { Database } from '../coordinator/store/database.js';
 import type { MsgEngine } from '../coordinator/engine/msg.js';
+import type { Relay } from '../relay/publisher.js';
 import { version } from '../coordinator/app.js';
 
 export function renderConfigurationDoc(): string {
@@ -64,6 +65,7 @@ export async function renderOpenApi(): Promise<string> {
     database: {} as Database,
     metrics: createMetrics(),
     msg: {} as MsgEngine,
+    relay: {} as Relay,
     version,
     draining: () => false,
   });

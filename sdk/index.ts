@@ -1,5 +1,5 @@
 /** Concord's SDK: everything a service imports, as `concord/sdk`. */
-export { Msg, type MsgOptions } from './msg.js';
+export { Msg, type MsgOptions, type DestinationOptions } from './msg.js';
 export { CoordinatorClient, type ClientOptions } from './coordinator-client.js';
 export { BranchBarrier, ensureBarrierTable } from './barrier.js';
 export { BranchFailure, BranchOngoing, isBranchFailure, isBranchOngoing, dtmAnswer } from './errors.js';

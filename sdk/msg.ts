@@ -27,8 +27,15 @@ export interface MsgOptions extends ClientOptions {
   delay?: number;
 }
 
+export interface DestinationOptions {
+  /** Broker message key: Kafka partitions by it, so messages of one key keep their order per partition. */
+  key?: string;
+  /** Headers added to this branch's message or request. */
+  headers?: Record<string, string>;
+}
+
 export class Msg {
-  private readonly steps: { action: string }[] = [];
+  private readonly steps: Record<string, string>[] = [];
   private readonly payloads: string[] = [];
   private readonly client: CoordinatorClient;
   private queryPrepared = '';
@@ -42,11 +49,22 @@ export class Msg {
     this.client = new CoordinatorClient(server, options);
   }
 
-  /** Adds a branch: `payload` is POSTed to `url` (as JSON unless it is a string already). */
-  add(url: string, payload: unknown): this {
-    this.steps.push({ action: url });
+  /**
+   * Adds a branch: `payload` (JSON unless it is a string already) goes to `destination`, an HTTP
+   * URL (POSTed), kafka://<connection>/<topic> or rabbitmq://<connection>/<exchange>/<routing key>.
+   */
+  add(destination: string, payload: unknown, options: DestinationOptions = {}): this {
+    const step: Record<string, string> = { action: destination };
+    if (options.key !== undefined) step.key = options.key;
+    if (options.headers !== undefined) step.headers = JSON.stringify(options.headers);
+    this.steps.push(step);
     this.payloads.push(typeof payload === 'string' ? payload : JSON.stringify(payload));
     return this;
+  }
+
+  /** Adds a branch per subscriber of `topic` (see the subscribe API), as DTM's AddTopic does. */
+  addTopic(topic: string, payload: unknown, options: DestinationOptions = {}): this {
+    return this.add(`topic://${topic}`, payload, options);
   }
 
   async prepare(queryPrepared: string): Promise<void> {

@@ -5,6 +5,7 @@
  */
 import { doubled, jitter, type BackoffPolicy } from '../../schemas/backoff.js';
 import type { DtmOutcome } from '../../schemas/dtm.js';
+import type { BranchMeta } from '../../schemas/db/tables.js';
 import { GroupCommit } from '../store/group-commit.js';
 import {
   extendLease,
@@ -160,7 +161,7 @@ export class MsgProcessor {
     const calls = trans.options.concurrent ? [branches] : branches.map((b) => [b]);
     for (const group of calls) {
       if (!(await fits())) return release(succeeded);
-      const answers = await Promise.all(group.map((b) => this.call(trans, b.url, b.branch_id, b.op, b.data, timeout)));
+      const answers = await Promise.all(group.map((b) => this.call(trans, b.url, b.branch_id, b.op, b.data, timeout, b.meta)));
       let failed: { branch: BranchRow; outcome: DtmOutcome; detail: string } | undefined;
       group.forEach((branch, i) => {
         const answer = answers[i]!;
@@ -175,15 +176,16 @@ export class MsgProcessor {
     return finish({ succeeded, status: 'succeed', interval: policy.base, delay: 0, retried: false });
   }
 
-  private async call(trans: TransRow, url: string, branchId: string, op: string, payload: string, timeout: number) {
+  private async call(trans: TransRow, url: string, branchId: string, op: string, payload: string, timeout: number, meta: BranchMeta = {}) {
     if (url === '') return { outcome: 'SUCCESS' as const, detail: 'empty URL' };
     const started = performance.now();
     const answer = await this.ctx.relay.publish({
       url,
       params: { gid: trans.gid, trans_type: trans.trans_type, branch_id: branchId, op },
       payload,
-      headers: trans.options.branch_headers ?? {},
+      headers: { ...trans.options.branch_headers, ...meta.headers },
       timeoutMs: timeout * 1000,
+      key: meta.key,
     });
     this.ctx.metrics.branchCalls.inc({ op, outcome: answer.outcome });
     this.ctx.metrics.branchSeconds.observe({ op }, (performance.now() - started) / 1000);

@@ -5,7 +5,9 @@
  */
 import { createHash } from 'node:crypto';
 import { msgCustomDataSchema, type TransRequest } from '../../schemas/dtm.js';
-import type { StoredOptions } from '../../schemas/db/tables.js';
+import { z } from 'zod';
+import type { BranchMeta, StoredOptions } from '../../schemas/db/tables.js';
+import { subscribersOf } from '../store/topics.js';
 import { ConcordError } from '../../schemas/errors.js';
 import { GroupCommit } from '../store/group-commit.js';
 import {
@@ -16,6 +18,7 @@ import {
   pendingBranches,
   promoteToSubmitted,
   type BranchRow,
+  type NewBranch,
   type NewTransaction,
   type TransRow,
 } from '../store/transactions.js';
@@ -48,14 +51,14 @@ export class MsgEngine {
   }
 
   async prepare(req: TransRequest): Promise<void> {
-    const outcome = await this.prepares.run(this.toTransaction(req, 'prepared'));
+    const outcome = await this.prepares.run(await this.toTransaction(req, 'prepared'));
     if ('error' in outcome) throw outcome.error;
   }
 
   /** Submits; with wait_result, answers only after one delivery pass. */
   async submit(req: TransRequest): Promise<void> {
     const hasSteps = (req.steps ?? []).length > 0;
-    const trans = this.toTransaction(req, 'submitted', hasSteps);
+    const trans = await this.toTransaction(req, 'submitted', hasSteps);
     const outcome = await this.submits.run({ trans, hasSteps });
     if ('error' in outcome) throw outcome.error;
     if (!outcome.deliver) {
@@ -78,18 +81,36 @@ export class MsgEngine {
     throw new ConcordError('INVALID_STATE', `current status '${existing.status}', cannot abort`);
   }
 
-  private toTransaction(req: TransRequest, status: 'prepared' | 'submitted', requireSteps = true): NewTransaction {
+  /**
+   * The stored form of a request: one branch per step, or per subscriber of a `topic://` step
+   * (ids 01-01, 01-02… when a topic has several). Every destination is checked before anything is
+   * stored. The content hash covers the request's steps, not the subscribers, so a subscription
+   * changing between prepare and submit is no conflict.
+   */
+  private async toTransaction(req: TransRequest, status: 'prepared' | 'submitted', requireSteps = true): Promise<NewTransaction> {
     const steps = req.steps ?? [];
     if (requireSteps && steps.length === 0) {
       throw new ConcordError('INVALID_REQUEST', 'a message needs at least one step', { field: 'steps' });
     }
-    const branches = steps.map((step, i) => {
-      const url = step.action ?? '';
-      if (url !== '' && !this.ctx.relay.serves(url)) {
-        const field = `steps.${i}.action`;
-        throw new ConcordError(url.startsWith('topic://') ? 'UNSUPPORTED' : 'INVALID_REQUEST', `no destination for "${url}"`, { field });
-      }
-      return { branchId: String(i + 1).padStart(2, '0'), op: 'action', url, data: req.payloads?.[i] ?? step.data ?? '' };
+    const topics = steps.map((s) => s.action ?? '').filter((a) => a.startsWith('topic://'));
+    const subscribers = await subscribersOf(this.ctx.database, [...new Set(topics.map((t) => t.slice('topic://'.length)))]);
+    const branches = steps.flatMap((step, i): NewBranch[] => {
+      const field = `steps.${i}`;
+      const id = String(i + 1).padStart(2, '0');
+      const data = req.payloads?.[i] ?? step.data ?? '';
+      const meta = branchMeta(step, field);
+      const action = step.action ?? '';
+      if (!action.startsWith('topic://')) return [{ branchId: id, op: 'action', url: this.checked(action, `${field}.action`), data, meta }];
+      const targets = subscribers.get(action.slice('topic://'.length)) ?? [];
+      if (targets.length === 0)
+        throw new ConcordError('INVALID_REQUEST', `topic "${action}" has no subscribers`, { field: `${field}.action` });
+      return targets.map((t, j) => ({
+        branchId: targets.length === 1 ? id : `${id}-${String(j + 1).padStart(2, '0')}`,
+        op: 'action',
+        url: this.checked(t.url, `${field}.action`),
+        data,
+        meta,
+      }));
     });
     const delay = parseDelay(req.custom_data);
     const options: StoredOptions = {
@@ -110,13 +131,20 @@ export class MsgEngine {
       queryPrepared: req.query_prepared ?? '',
       options: JSON.parse(JSON.stringify(options)) as StoredOptions,
       customData: req.custom_data ?? '',
-      contentHash: contentHash(req.trans_type, branches),
+      contentHash: contentHash(req),
       interval: options.retry_interval ?? config.retryInterval,
       // A prepared message is due for its check-back; a submitted one is leased to this node.
       dueIn: status === 'prepared' ? (options.timeout_to_fail ?? config.timeoutToFail) : delivering ? lease : delay,
       owner: delivering ? this.ctx.nodeId : '',
       branches,
     };
+  }
+
+  /** The destination URL, when the relay can ever deliver to it; a 400 naming the field otherwise. */
+  private checked(url: string, field: string): string {
+    const problem = url === '' ? undefined : this.ctx.relay.problem(url);
+    if (problem) throw new ConcordError('INVALID_REQUEST', problem, { field });
+    return url;
   }
 
   /** One statement inserts the new ones; repeats are compared with what is stored. */
@@ -217,10 +245,32 @@ function conflictOf(row: TransRow, trans: NewTransaction, compareSteps: boolean)
   return undefined;
 }
 
-function contentHash(transType: string, branches: { url: string; data: string }[]): string {
+function contentHash(req: TransRequest): string {
+  const steps = (req.steps ?? []).map((step, i) => [step, req.payloads?.[i] ?? step.data ?? '']);
   return createHash('sha256')
-    .update(JSON.stringify([transType, branches.map((b) => [b.url, b.data])]))
+    .update(JSON.stringify([req.trans_type, steps]))
     .digest('hex');
+}
+
+/** A step's "key" (the broker message key) and "headers" (JSON text of a string map). */
+function branchMeta(step: Record<string, string>, field: string): BranchMeta {
+  const meta: BranchMeta = {};
+  if (step.key !== undefined) meta.key = step.key;
+  if (step.headers !== undefined && step.headers !== '') {
+    const parsed = z.record(z.string(), z.string()).safeParse(parseJson(step.headers));
+    if (!parsed.success)
+      throw new ConcordError('INVALID_REQUEST', 'headers must be JSON text of a string map', { field: `${field}.headers` });
+    meta.headers = parsed.data;
+  }
+  return meta;
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }
 
 function parseDelay(customData: string | undefined): number {
@@ -247,6 +297,6 @@ function insertedRow(trans: NewTransaction): TransRow {
   };
 }
 
-function asBranchRow(gid: string, b: { branchId: string; op: string; url: string; data: string }): BranchRow {
-  return { id: 0, gid, url: b.url, data: b.data, branch_id: b.branchId, op: b.op, status: 'prepared' };
+function asBranchRow(gid: string, b: NewBranch): BranchRow {
+  return { id: 0, gid, url: b.url, data: b.data, meta: b.meta, branch_id: b.branchId, op: b.op, status: 'prepared' };
 }

@@ -5,6 +5,7 @@ import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTyp
 import type { Logger } from 'pino';
 import { ConcordError } from '../../schemas/errors.js';
 import type { MsgEngine } from '../engine/msg.js';
+import type { Relay } from '../../relay/publisher.js';
 import type { Metrics } from '../metrics.js';
 import type { Database } from '../store/database.js';
 import { dtmRoutes } from './dtm-routes.js';
@@ -16,6 +17,7 @@ export interface ServerDeps {
   database: Database;
   metrics: Metrics;
   msg: MsgEngine;
+  relay: Relay;
   version: string;
   /** True once shutdown began: new work is refused so it can go to another node. */
   draining: () => boolean;
@@ -60,7 +62,13 @@ export async function buildServer(deps: ServerDeps) {
     },
     transform: jsonSchemaTransform,
   });
-  await app.register(dtmRoutes, { prefix: '/api/dtmsvr', database: deps.database, msg: deps.msg, version: deps.version });
+  await app.register(dtmRoutes, {
+    prefix: '/api/dtmsvr',
+    database: deps.database,
+    msg: deps.msg,
+    relay: deps.relay,
+    version: deps.version,
+  });
   await app.register(opsRoutes, { prefix: '/api', database: deps.database, metrics: deps.metrics });
   return app;
 }

@@ -3,7 +3,7 @@
  * group-commit.ts) and use unnest() so that one statement serves any batch size.
  */
 import { sql } from 'drizzle-orm';
-import type { StoredOptions } from '../../schemas/db/tables.js';
+import type { BranchMeta, StoredOptions } from '../../schemas/db/tables.js';
 import type { Database } from './database.js';
 
 const p = (value: unknown) => sql.param(value);
@@ -13,6 +13,7 @@ export interface NewBranch {
   op: string;
   url: string;
   data: string;
+  meta: BranchMeta;
 }
 
 export interface NewTransaction {
@@ -53,6 +54,7 @@ export interface BranchRow {
   gid: string;
   url: string;
   data: string;
+  meta: BranchMeta;
   branch_id: string;
   op: string;
   status: string;
@@ -84,11 +86,12 @@ export async function insertTransactions(database: Database, items: NewTransacti
           on conflict (gid) do nothing
           returning gid
         ), branches as (
-          insert into trans_branch_op (gid, url, data, branch_id, op, status)
-          select u.gid, u.url, u.data, u.branch_id, u.op, 'prepared'
+          insert into trans_branch_op (gid, url, data, meta, branch_id, op, status)
+          select u.gid, u.url, u.data, u.meta::jsonb, u.branch_id, u.op, 'prepared'
           from unnest(${p(branches.map((b) => b.gid))}::text[], ${p(branches.map((b) => b.url))}::text[],
-            ${p(branches.map((b) => b.data))}::text[], ${p(branches.map((b) => b.branchId))}::text[],
-            ${p(branches.map((b) => b.op))}::text[]) as u(gid, url, data, branch_id, op)
+            ${p(branches.map((b) => b.data))}::text[], ${p(branches.map((b) => JSON.stringify(b.meta)))}::text[],
+            ${p(branches.map((b) => b.branchId))}::text[], ${p(branches.map((b) => b.op))}::text[])
+            as u(gid, url, data, meta, branch_id, op)
           where u.gid in (select gid from created)
         )
         select gid from created`,
@@ -140,7 +143,7 @@ export async function pendingBranches(database: Database, gids: string[]): Promi
   const byGid = new Map<string, BranchRow[]>(gids.map((g) => [g, []]));
   if (gids.length === 0) return byGid;
   const rows = await database.rows<BranchRow>(
-    sql`select id::int as id, gid, url, data, branch_id, op, status from trans_branch_op
+    sql`select id::int as id, gid, url, data, meta, branch_id, op, status from trans_branch_op
         where gid = any(${p(gids)}::text[]) and status = 'prepared' order by id`,
   );
   for (const row of rows) byGid.get(row.gid)?.push(row);

@@ -4,7 +4,7 @@
  * Columns follow DTM's trans_global / trans_branch_op so its tools feel at home.
  */
 import { sql } from 'drizzle-orm';
-import { bigserial, index, integer, jsonb, pgTable, real, text, timestamp, uniqueIndex, varchar } from 'drizzle-orm/pg-core';
+import { bigint, bigserial, index, integer, jsonb, pgTable, real, text, timestamp, uniqueIndex, varchar } from 'drizzle-orm/pg-core';
 
 const time = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
 
@@ -16,6 +16,12 @@ export interface StoredOptions {
   branch_headers?: Record<string, string>;
   concurrent?: boolean;
   delay?: number;
+}
+
+/** What a broker branch carries besides its payload (from the step's "key" and "headers"). */
+export interface BranchMeta {
+  key?: string;
+  headers?: Record<string, string>;
 }
 
 export const transGlobal = pgTable(
@@ -62,6 +68,8 @@ export const transBranchOp = pgTable(
     url: varchar('url', { length: 1024 }).notNull(),
     /** The payload as sent (DTM calls it bin_data and returns it base64). */
     data: text('data').notNull().default(''),
+    /** Per-branch delivery details: the broker message key and extra headers. */
+    meta: jsonb('meta').$type<BranchMeta>().notNull().default({}),
     branchId: varchar('branch_id', { length: 128 }).notNull(),
     op: varchar('op', { length: 45 }).notNull(),
     status: varchar('status', { length: 45 }).notNull(),
@@ -77,3 +85,24 @@ export const transBranchOp = pgTable(
 
 export type TransGlobalRow = typeof transGlobal.$inferSelect;
 export type TransBranchRow = typeof transBranchOp.$inferSelect;
+
+/** One subscriber of a topic: where messages sent to topic://<name> go. */
+export interface Subscriber {
+  url: string;
+  remark: string;
+}
+
+/** DTM's key-value table; category "topics" maps a topic name to its subscribers. */
+export const kv = pgTable(
+  'kv',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    cat: varchar('cat', { length: 45 }).notNull(),
+    k: varchar('k', { length: 128 }).notNull(),
+    v: jsonb('v').$type<Subscriber[]>().notNull(),
+    version: bigint('version', { mode: 'number' }).notNull().default(1),
+    createTime: time('create_time').notNull().defaultNow(),
+    updateTime: time('update_time').notNull().defaultNow(),
+  },
+  (t) => [uniqueIndex('kv_cat_k_uniq').on(t.cat, t.k)],
+);
