@@ -46,9 +46,17 @@ export class Scheduler {
             database,
             rows.map((r) => r.gid),
           );
-          for (const row of rows) {
+          // Keyed broker messages of one key run one after another, in submit order, so a backlog
+          // of one key drains in one scan instead of one message per scan.
+          const chains = new Map<string, Promise<unknown>>();
+          for (const row of [...rows].sort((a, b) => (a.submit_seq ?? 0) - (b.submit_seq ?? 0))) {
             this.active++;
-            void this.processor.track(this.processor.run(row, branches.get(row.gid) ?? [], startedAt, lease)).finally(() => {
+            const pending = branches.get(row.gid) ?? [];
+            const key = pending.find((b) => b.order_key !== null)?.order_key;
+            const start = () => this.processor.run(row, pending, startedAt, lease);
+            const pass = key ? (chains.get(key) ?? Promise.resolve()).then(start) : start();
+            if (key) chains.set(key, pass);
+            void this.processor.track(pass).finally(() => {
               // Room again after being full: scan now rather than after the idle wait.
               if (this.active-- >= max) this.wake?.();
             });

@@ -1,19 +1,55 @@
 import { randomBytes } from 'node:crypto';
 import type { TestProject } from 'vitest/node';
+import { startKafka } from './services/kafka.js';
 import { dropDatabases, startPostgres } from './services/postgres.js';
+import { startRabbitMQ } from './services/rabbitmq.js';
 
-/** Starts one PostgreSQL server for the whole run; test files get databases on it (test/helpers/db.ts). */
+/**
+ * Starts one PostgreSQL server, one Kafka broker and one RabbitMQ broker for the whole run, all at
+ * once; test files get databases on the server (test/helpers/db.ts), and topics and queues with
+ * random names. A service that does not start fails the run: nothing is skipped.
+ */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  const started = Date.now();
-  const server = await startPostgres({ durable: false });
-  console.log(`[concord test services] PostgreSQL ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  const [postgres, kafka, rabbitmq] = await Promise.allSettled([
+    timed('PostgreSQL', () => startPostgres({ durable: false })),
+    timed('Kafka', startKafka),
+    timed('RabbitMQ', startRabbitMQ),
+  ]);
+  if (postgres.status === 'rejected' || kafka.status === 'rejected' || rabbitmq.status === 'rejected') {
+    const results = { PostgreSQL: postgres, Kafka: kafka, RabbitMQ: rabbitmq };
+    // Stop the ones that did start, so that a failed setup leaves nothing running.
+    const started = Object.values(results).flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
+    await Promise.all(started.map((service) => service.stop().catch(() => {})));
+    const failures = Object.entries(results).flatMap(([name, result]) =>
+      result.status === 'rejected' ? [`${name}: ${(result.reason as Error).message}`] : [],
+    );
+    throw new Error(`[concord test services] could not start every test service\n\n${failures.join('\n\n')}`);
+  }
   // A prefix per run, so that teardown drops only this run's databases on a shared server.
   const prefix = `concord_test_${randomBytes(3).toString('hex')}_`;
-  project.provide('pgUrl', server.url);
+  project.provide('pgUrl', postgres.value.url);
   project.provide('pgDatabasePrefix', prefix);
+  project.provide('kafkaBrokers', kafka.value.brokers);
+  project.provide('amqpUrl', rabbitmq.value.url);
   return async () => {
-    // A throwaway server goes with all its databases; on a server given by CONCORD_TEST_PG_URL, drop ours.
-    if (process.env.CONCORD_TEST_PG_URL) await dropDatabases(server.url, prefix);
-    await server.stop();
+    const stopped = await Promise.allSettled([
+      (async () => {
+        // A throwaway server goes with all its databases; on a server given by CONCORD_TEST_PG_URL, drop ours.
+        if (process.env.CONCORD_TEST_PG_URL) await dropDatabases(postgres.value.url, prefix);
+        await postgres.value.stop();
+      })(),
+      kafka.value.stop(),
+      rabbitmq.value.stop(),
+    ]);
+    const errors = stopped.flatMap((result) => (result.status === 'rejected' ? [result.reason as Error] : []));
+    if (errors.length > 0)
+      throw new AggregateError(errors, `[concord test services] teardown failed: ${errors.map((e) => e.message).join('; ')}`);
   };
+}
+
+async function timed<T>(name: string, start: () => Promise<T>): Promise<T> {
+  const started = Date.now();
+  const service = await start();
+  console.log(`[concord test services] ${name} ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  return service;
 }

@@ -11,6 +11,7 @@ import {
   extendLease,
   pendingBranches,
   promoteToSubmitted,
+  waitingOrderKeys,
   settle,
   type BranchRow,
   type Settlement,
@@ -22,6 +23,9 @@ export interface PassResult {
   status: 'prepared' | 'submitted' | 'succeed' | 'failed';
   reason?: string;
 }
+
+/** Seconds a keyed message waits before it looks again whether the messages before it are out. */
+const orderWait = 0.05;
 
 /** Time kept between the end of the last possible call and the end of the lease. */
 const leaseMarginMs = 1_000;
@@ -89,6 +93,7 @@ export class MsgProcessor {
     const policy: BackoffPolicy = { base: trans.options.retry_interval ?? config.retryInterval, cap: config.maxRetryInterval };
     let deadline = startedAt + lease * 1000 - leaseMarginMs;
     let status = trans.status as 'prepared' | 'submitted';
+    let seq = trans.submit_seq;
     const fits = async (): Promise<boolean> => {
       if (performance.now() + timeout * 1000 <= deadline) return true;
       const before = performance.now();
@@ -140,6 +145,7 @@ export class MsgProcessor {
         leaseSeconds(this.ctx.config, timeout),
       );
       if (marked.length === 0) return { status: 'prepared', reason: 'lease lost to another node' };
+      seq = marked[0]?.submit_seq ?? null;
       deadline = before + leaseSeconds(this.ctx.config, timeout) * 1000 - leaseMarginMs;
       status = 'submitted';
       log.info('check-back found the local transaction committed');
@@ -161,6 +167,11 @@ export class MsgProcessor {
     const calls = trans.options.concurrent ? [branches] : branches.map((b) => [b]);
     for (const group of calls) {
       if (!(await fits())) return release(succeeded);
+      const keys = group.flatMap((b) => (b.order_key ? [b.order_key] : []));
+      if (seq !== null && keys.length > 0 && (await waitingOrderKeys(database, seq, keys)).size > 0) {
+        // An earlier message with the same key is still pending: wait for it, without counting a failure.
+        return finish({ succeeded, status, interval: trans.next_cron_interval, delay: orderWait, retried: false });
+      }
       const answers = await Promise.all(group.map((b) => this.call(trans, b.url, b.branch_id, b.op, b.data, timeout, b.meta)));
       let failed: { branch: BranchRow; outcome: DtmOutcome; detail: string } | undefined;
       group.forEach((branch, i) => {

@@ -100,7 +100,10 @@ export class MsgEngine {
       const data = req.payloads?.[i] ?? step.data ?? '';
       const meta = branchMeta(step, field);
       const action = step.action ?? '';
-      if (!action.startsWith('topic://')) return [{ branchId: id, op: 'action', url: this.checked(action, `${field}.action`), data, meta }];
+      if (!action.startsWith('topic://')) {
+        const url = this.checked(action, `${field}.action`);
+        return [{ branchId: id, op: 'action', url, data, meta, orderKey: orderKeyOf(url, meta) }];
+      }
       const targets = subscribers.get(action.slice('topic://'.length)) ?? [];
       if (targets.length === 0)
         throw new ConcordError('INVALID_REQUEST', `topic "${action}" has no subscribers`, { field: `${field}.action` });
@@ -110,6 +113,7 @@ export class MsgEngine {
         url: this.checked(t.url, `${field}.action`),
         data,
         meta,
+        orderKey: orderKeyOf(t.url, meta),
       }));
     });
     const delay = parseDelay(req.custom_data);
@@ -207,7 +211,7 @@ export class MsgEngine {
       if (created.has(trans.gid) && isFirst) {
         if (trans.owner === '') return { ok: true }; // delayed: the scheduler delivers it when due
         const own = trans.branches.map((b) => asBranchRow(trans.gid, b));
-        return { ok: true, deliver: { trans: insertedRow(trans), branches: own, startedAt, lease: trans.dueIn } };
+        return { ok: true, deliver: { trans: insertedRow(trans, created.get(trans.gid) ?? null), branches: own, startedAt, lease: trans.dueIn } };
       }
       if (row || created.has(trans.gid)) return { ok: true }; // the same gid twice in one batch: the first does the work
       const stored = existing.get(trans.gid);
@@ -265,6 +269,11 @@ function branchMeta(step: Record<string, string>, field: string): BranchMeta {
   return meta;
 }
 
+/** Keyed messages to a broker keep their submit order; HTTP calls and unkeyed messages need none. */
+function orderKeyOf(url: string, meta: BranchMeta): string | null {
+  return meta.key !== undefined && /^(kafka|rabbitmq):/.test(url) ? `${url}#${meta.key}` : null;
+}
+
 function parseJson(text: string): unknown {
   try {
     return JSON.parse(text);
@@ -280,7 +289,7 @@ function parseDelay(customData: string | undefined): number {
   return parsed.data.delay ?? 0;
 }
 
-function insertedRow(trans: NewTransaction): TransRow {
+function insertedRow(trans: NewTransaction, submitSeq: number | null): TransRow {
   return {
     id: 0,
     gid: trans.gid,
@@ -294,9 +303,10 @@ function insertedRow(trans: NewTransaction): TransRow {
     retry_count: 0,
     owner: trans.owner,
     create_ms: Date.now(),
+    submit_seq: submitSeq,
   };
 }
 
 function asBranchRow(gid: string, b: NewBranch): BranchRow {
-  return { id: 0, gid, url: b.url, data: b.data, meta: b.meta, branch_id: b.branchId, op: b.op, status: 'prepared' };
+  return { id: 0, gid, url: b.url, data: b.data, meta: b.meta, order_key: b.orderKey, branch_id: b.branchId, op: b.op, status: 'prepared' };
 }

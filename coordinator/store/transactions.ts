@@ -14,6 +14,8 @@ export interface NewBranch {
   url: string;
   data: string;
   meta: BranchMeta;
+  /** Destination and key of a keyed broker branch (delivered in submit order), else null. */
+  orderKey: string | null;
 }
 
 export interface NewTransaction {
@@ -47,6 +49,8 @@ export interface TransRow {
   owner: string;
   /** create_time in epoch milliseconds. */
   create_ms: number;
+  /** Order of submission (null while prepared). */
+  submit_seq: number | null;
 }
 
 export interface BranchRow {
@@ -55,28 +59,30 @@ export interface BranchRow {
   url: string;
   data: string;
   meta: BranchMeta;
+  order_key: string | null;
   branch_id: string;
   op: string;
   status: string;
 }
 
 const transColumns = sql`id::int as id, gid, trans_type, status, query_prepared, options, custom_data, content_hash,
-  next_cron_interval, retry_count, owner, (extract(epoch from create_time) * 1000)::float8 as create_ms`;
+  next_cron_interval, retry_count, owner, (extract(epoch from create_time) * 1000)::float8 as create_ms, submit_seq::float8 as submit_seq`;
 
 /**
  * Inserts the transactions whose gid is new, with their branches, in one statement (so one
  * commit, and nothing half-written); returns the gids it created.
  */
-export async function insertTransactions(database: Database, items: NewTransaction[]): Promise<Set<string>> {
+export async function insertTransactions(database: Database, items: NewTransaction[]): Promise<Map<string, number | null>> {
   const unique = firstPerGid(items);
-  if (unique.length === 0) return new Set();
+  if (unique.length === 0) return new Map();
   const branches = unique.flatMap((t) => t.branches.map((b) => ({ gid: t.gid, ...b })));
-  const created = await database.rows<{ gid: string }>(
+  const created = await database.rows<{ gid: string; submit_seq: number | null }>(
     sql`with created as (
           insert into trans_global (gid, trans_type, status, query_prepared, options, custom_data, content_hash,
-            next_cron_interval, next_cron_time, owner)
+            next_cron_interval, next_cron_time, owner, submit_seq)
           select u.gid, u.trans_type, u.status, u.query_prepared, u.options::jsonb, u.custom_data, u.content_hash,
-            u.interval, now() + u.due * interval '1 second', u.owner
+            u.interval, now() + u.due * interval '1 second', u.owner,
+            case when u.status = 'submitted' then nextval('trans_submit_seq') end
           from unnest(${p(unique.map((t) => t.gid))}::text[], ${p(unique.map((t) => t.transType))}::text[],
             ${p(unique.map((t) => t.status))}::text[], ${p(unique.map((t) => t.queryPrepared))}::text[],
             ${p(unique.map((t) => JSON.stringify(t.options)))}::text[], ${p(unique.map((t) => t.customData))}::text[],
@@ -84,19 +90,20 @@ export async function insertTransactions(database: Database, items: NewTransacti
             ${p(unique.map((t) => t.dueIn))}::float8[], ${p(unique.map((t) => t.owner))}::text[])
             as u(gid, trans_type, status, query_prepared, options, custom_data, content_hash, interval, due, owner)
           on conflict (gid) do nothing
-          returning gid
+          returning gid, submit_seq
         ), branches as (
-          insert into trans_branch_op (gid, url, data, meta, branch_id, op, status)
-          select u.gid, u.url, u.data, u.meta::jsonb, u.branch_id, u.op, 'prepared'
+          insert into trans_branch_op (gid, url, data, meta, order_key, branch_id, op, status)
+          select u.gid, u.url, u.data, u.meta::jsonb, u.order_key, u.branch_id, u.op, 'prepared'
           from unnest(${p(branches.map((b) => b.gid))}::text[], ${p(branches.map((b) => b.url))}::text[],
             ${p(branches.map((b) => b.data))}::text[], ${p(branches.map((b) => JSON.stringify(b.meta)))}::text[],
-            ${p(branches.map((b) => b.branchId))}::text[], ${p(branches.map((b) => b.op))}::text[])
-            as u(gid, url, data, meta, branch_id, op)
+            ${p(branches.map((b) => b.orderKey))}::text[], ${p(branches.map((b) => b.branchId))}::text[],
+            ${p(branches.map((b) => b.op))}::text[])
+            as u(gid, url, data, meta, order_key, branch_id, op)
           where u.gid in (select gid from created)
         )
-        select gid from created`,
+        select gid, submit_seq::float8 as submit_seq from created`,
   );
-  return new Set(created.map((r) => r.gid));
+  return new Map(created.map((r) => [r.gid, r.submit_seq]));
 }
 
 /** The stored rows of these gids. */
@@ -119,7 +126,7 @@ export async function promoteToSubmitted(
 ): Promise<TransRow[]> {
   if (items.length === 0) return [];
   return database.rows<TransRow>(
-    sql`update trans_global g set status = 'submitted', owner = ${owner},
+    sql`update trans_global g set status = 'submitted', owner = ${owner}, submit_seq = nextval('trans_submit_seq'),
           next_cron_time = now() + ${lease} * interval '1 second', update_time = now()
         from unnest(${p(items.map((i) => i.gid))}::text[], ${p(items.map((i) => i.transType))}::text[],
           ${p(items.map((i) => i.contentHash))}::text[]) as u(gid, trans_type, content_hash)
@@ -127,7 +134,8 @@ export async function promoteToSubmitted(
           and (u.content_hash = '' or g.content_hash = u.content_hash)
           and (g.owner = '' or g.owner = ${owner} or g.next_cron_time < now())
         returning g.id::int as id, g.gid, g.trans_type, g.status, g.query_prepared, g.options, g.custom_data, g.content_hash,
-          g.next_cron_interval, g.retry_count, g.owner, (extract(epoch from g.create_time) * 1000)::float8 as create_ms`,
+          g.next_cron_interval, g.retry_count, g.owner, (extract(epoch from g.create_time) * 1000)::float8 as create_ms,
+          g.submit_seq::float8 as submit_seq`,
   );
 }
 
@@ -143,7 +151,7 @@ export async function pendingBranches(database: Database, gids: string[]): Promi
   const byGid = new Map<string, BranchRow[]>(gids.map((g) => [g, []]));
   if (gids.length === 0) return byGid;
   const rows = await database.rows<BranchRow>(
-    sql`select id::int as id, gid, url, data, meta, branch_id, op, status from trans_branch_op
+    sql`select id::int as id, gid, url, data, meta, order_key, branch_id, op, status from trans_branch_op
         where gid = any(${p(gids)}::text[]) and status = 'prepared' order by id`,
   );
   for (const row of rows) byGid.get(row.gid)?.push(row);
@@ -162,7 +170,8 @@ export async function claimDue(database: Database, owner: string, limit: number,
               order by next_cron_time limit ${limit} for update skip locked) d
         where g.id = d.id
         returning g.id::int as id, g.gid, g.trans_type, g.status, g.query_prepared, g.options, g.custom_data,
-          g.content_hash, g.next_cron_interval, g.retry_count, g.owner, (extract(epoch from g.create_time) * 1000)::float8 as create_ms`,
+          g.content_hash, g.next_cron_interval, g.retry_count, g.owner, (extract(epoch from g.create_time) * 1000)::float8 as create_ms,
+          g.submit_seq::float8 as submit_seq`,
   );
 }
 
@@ -252,4 +261,18 @@ export async function extendLease(database: Database, gid: string, owner: string
         where gid = ${gid} and owner = ${owner} returning gid`,
   );
   return rows.length > 0;
+}
+
+/**
+ * Order keys (destination and key) among these that must wait: a transaction submitted earlier
+ * still has a pending branch with the same key. Keyed broker messages thus leave in submit order.
+ */
+export async function waitingOrderKeys(database: Database, seq: number, orderKeys: string[]): Promise<Set<string>> {
+  if (orderKeys.length === 0) return new Set();
+  const rows = await database.rows<{ order_key: string }>(
+    sql`select distinct b.order_key from trans_branch_op b join trans_global g on g.gid = b.gid
+        where b.order_key = any(${p(orderKeys)}::text[]) and b.status = 'prepared'
+          and g.status = 'submitted' and g.submit_seq < ${seq}`,
+  );
+  return new Set(rows.map((r) => r.order_key));
 }

@@ -4,7 +4,7 @@
  * Columns follow DTM's trans_global / trans_branch_op so its tools feel at home.
  */
 import { sql } from 'drizzle-orm';
-import { bigint, bigserial, index, integer, jsonb, pgTable, real, text, timestamp, uniqueIndex, varchar } from 'drizzle-orm/pg-core';
+import { bigint, bigserial, index, integer, jsonb, pgSequence, pgTable, real, text, timestamp, uniqueIndex, varchar } from 'drizzle-orm/pg-core';
 
 const time = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
 
@@ -23,6 +23,8 @@ export interface BranchMeta {
   key?: string;
   headers?: Record<string, string>;
 }
+
+export const transSubmitSeq = pgSequence('trans_submit_seq');
 
 export const transGlobal = pgTable(
   'trans_global',
@@ -44,6 +46,8 @@ export const transGlobal = pgTable(
     /** The node holding the lease, '' when none. */
     owner: varchar('owner', { length: 128 }).notNull().default(''),
     retryCount: integer('retry_count').notNull().default(0),
+    /** Order of submission, from trans_submit_seq: keyed broker messages are delivered in this order. */
+    submitSeq: bigint('submit_seq', { mode: 'number' }),
     rollbackReason: text('rollback_reason').notNull().default(''),
     result: text('result').notNull().default(''),
     createTime: time('create_time').notNull().defaultNow(),
@@ -70,6 +74,8 @@ export const transBranchOp = pgTable(
     data: text('data').notNull().default(''),
     /** Per-branch delivery details: the broker message key and extra headers. */
     meta: jsonb('meta').$type<BranchMeta>().notNull().default({}),
+    /** Destination and key of a keyed broker branch: such branches are delivered in submit order. */
+    orderKey: text('order_key'),
     branchId: varchar('branch_id', { length: 128 }).notNull(),
     op: varchar('op', { length: 45 }).notNull(),
     status: varchar('status', { length: 45 }).notNull(),
@@ -80,7 +86,13 @@ export const transBranchOp = pgTable(
     finishTime: time('finish_time'),
     rollbackTime: time('rollback_time'),
   },
-  (t) => [uniqueIndex('trans_branch_op_uniq').on(t.gid, t.branchId, t.op)],
+  (t) => [
+    uniqueIndex('trans_branch_op_uniq').on(t.gid, t.branchId, t.op),
+    // The ordering check: pending branches of one destination and key.
+    index('trans_branch_op_order_idx')
+      .on(t.orderKey)
+      .where(sql`${t.orderKey} is not null and ${t.status} = 'prepared'`),
+  ],
 );
 
 export type TransGlobalRow = typeof transGlobal.$inferSelect;

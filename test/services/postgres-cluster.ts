@@ -1,8 +1,6 @@
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
-import { once } from 'node:events';
 import { chown, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -10,6 +8,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import pg from 'pg';
 import { pgBinDir } from './postgres-install.js';
 import { runChecked, tail } from './run-command.js';
+import { freePort, within } from './supervised-process.js';
 
 export interface LocalCluster {
   url: string;
@@ -227,31 +226,12 @@ async function waitUntilReady(url: string, exitStatus: () => string | undefined)
   }
 }
 
-/** Resolves true if the promise settles within the time, false otherwise. */
-async function within(promise: Promise<void>, ms: number): Promise<boolean> {
-  const timer = new AbortController();
-  const timeout = delay(ms, false, { signal: timer.signal }).catch(() => false);
-  const result = await Promise.race([promise.then(() => true), timeout]);
-  timer.abort();
-  return result;
-}
-
 function signal(pid: number, name: NodeJS.Signals): void {
   try {
     process.kill(pid, name);
   } catch {
     // already gone
   }
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const address = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  if (address === null || typeof address === 'string') throw new Error('could not find a free port');
-  return address.port;
 }
 
 async function osUser(name: string): Promise<OsUser> {

@@ -1,6 +1,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { runChecked, runCommand } from './run-command.js';
+import { aptInstall } from './apt-install.js';
+import { runCommand } from './run-command.js';
 
 const DEBIAN_PG_ROOT = '/usr/lib/postgresql';
 
@@ -40,30 +41,11 @@ export async function pgBinDir(): Promise<string> {
 
 async function installPostgres(): Promise<void> {
   const alternatives =
+    `No server binaries were found under ${DEBIAN_PG_ROOT}/<version>/bin. ` +
     'Set CONCORD_TEST_PG_URL to the URL of a PostgreSQL superuser (e.g. postgres://postgres@127.0.0.1:5432/postgres), ' +
     'or start a Docker engine, or install PostgreSQL yourself (apt-get install postgresql).';
-  if (process.platform !== 'linux' || process.getuid?.() !== 0) {
-    throw new Error(
-      `PostgreSQL server binaries were not found under ${DEBIAN_PG_ROOT}/*/bin, and installing them needs root. ${alternatives}`,
-    );
-  }
-  if ((await runCommand('sh', ['-c', 'command -v apt-get']).catch(() => ({ code: 1 }))).code !== 0) {
-    throw new Error(
-      `PostgreSQL server binaries were not found under ${DEBIAN_PG_ROOT}/*/bin, and apt-get is not available. ${alternatives}`,
-    );
-  }
-  const started = Date.now();
-  console.log(
-    '[concord test services] PostgreSQL is not installed; installing it as root with apt-get (apt-get update && apt-get install -y postgresql)',
-  );
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  // Wait for a concurrent apt/dpkg run rather than failing on its lock.
-  const lock = ['-o', 'DPkg::Lock::Timeout=300'];
-  const timeoutMs = 15 * 60_000;
-  await runChecked('apt-get', [...lock, 'update'], { env, timeoutMs });
-  await runChecked('apt-get', [...lock, 'install', '-y', '--no-install-recommends', 'postgresql'], { env, timeoutMs });
+  await aptInstall(['postgresql'], 'PostgreSQL', alternatives);
   await stopPackageClusters();
-  console.log(`[concord test services] PostgreSQL installed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 }
 
 /**

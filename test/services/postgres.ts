@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { startLocalCluster } from './postgres-cluster.js';
-import { runCommand } from './run-command.js';
+import { dockerAnswers } from './docker.js';
 
 export { findPgBinDir, pgBinDir } from './postgres-install.js';
 
@@ -49,11 +49,6 @@ function serverSettings(durable: boolean): Record<string, string> {
   // A crash loses a throwaway test cluster anyway; these make commits and CREATE DATABASE cheap.
   if (!durable) Object.assign(settings, { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off' });
   return settings;
-}
-
-async function dockerAnswers(): Promise<boolean> {
-  const result = await runCommand('docker', ['info'], { timeoutMs: 5_000 }).catch(() => undefined);
-  return result?.code === 0;
 }
 
 async function startContainer(settings: Record<string, string>): Promise<PostgresService> {
