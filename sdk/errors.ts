@@ -4,6 +4,8 @@
  * HTTP 425). Any other error is retried with backoff. Checks use Symbol.for markers, so they hold
  * across duplicate copies of the SDK.
  */
+import { isConcordError } from '../schemas/errors.js';
+
 const failureMark = Symbol.for('concord.branch-failure');
 const ongoingMark = Symbol.for('concord.branch-ongoing');
 
@@ -36,6 +38,8 @@ export function dtmAnswer(error?: unknown): { status: number; body: Record<strin
   if (error === undefined) return { status: 200, body: { dtm_result: 'SUCCESS' } };
   if (isBranchFailure(error)) return { status: 409, body: { dtm_result: 'FAILURE', message: error.message } };
   if (isBranchOngoing(error)) return { status: 425, body: { dtm_result: 'ONGOING', message: error.message } };
+  // A request the handler cannot take (e.g. without DTM's query parameters) is the caller's error.
+  if (isConcordError(error) && error.status === 400) return { status: 400, body: { code: error.code, message: error.message } };
   // Neither FAILURE nor ONGOING may appear here, or the coordinator would read it as one.
   const message = error instanceof Error ? error.message : JSON.stringify(error);
   return { status: 500, body: { message: message.replace(/FAILURE|ONGOING/g, (m) => m.toLowerCase()) } };

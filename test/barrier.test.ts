@@ -4,7 +4,7 @@ import { drizzle } from 'drizzle-orm/node-postgres';
 import { sql } from 'drizzle-orm';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BranchBarrier, ensureBarrierTable, isBranchFailure, type DrizzleLike } from '../sdk/index.js';
+import { BranchBarrier, BranchFailure, ensureBarrierTable, expressBranch, isBranchFailure, type DrizzleLike } from '../sdk/index.js';
 import { backoffInterval, doubled, jitter } from '../schemas/backoff.js';
 import { freshDatabase } from './helpers/db.js';
 
@@ -95,5 +95,45 @@ describe('backoff', () => {
   it('draws the delay from the upper half of the interval', () => {
     expect(jitter(10, () => 0)).toBe(5);
     expect(jitter(10, () => 0.999)).toBeCloseTo(9.995);
+  });
+});
+
+describe('Express adapter', () => {
+  it('answers DTM calls: 200 once per branch, 409 for BranchFailure, 400 naming a missing parameter', async () => {
+    const { default: express } = await import('express');
+    const app = express();
+    app.use(express.json());
+    let applied = 0;
+    app.post(
+      '/pay',
+      expressBranch<{ fail?: boolean }>(async ({ barrier, body }) => {
+        if (body.fail) throw new BranchFailure('card declined');
+        await barrier.run(pool, async () => applied++);
+      }),
+    );
+    const server = app.listen(0, '127.0.0.1');
+    await new Promise((r) => server.once('listening', r));
+    const { port } = server.address() as { port: number };
+    const call = (query: string, body: unknown) =>
+      fetch(`http://127.0.0.1:${port}/pay?${query}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    try {
+      const gid = randomUUID();
+      const q = `gid=${gid}&trans_type=msg&branch_id=01&op=action`;
+      expect((await call(q, {})).status).toBe(200);
+      expect((await call(q, {})).status).toBe(200);
+      expect(applied).toBe(1);
+      const declined = await call(`gid=${randomUUID()}&trans_type=msg&branch_id=01&op=action`, { fail: true });
+      expect(declined.status).toBe(409);
+      expect(await declined.json()).toEqual({ dtm_result: 'FAILURE', message: 'card declined' });
+      const missing = await call(`gid=${gid}&trans_type=msg&op=action`, {});
+      expect(missing.status).toBe(400);
+      expect(((await missing.json()) as { message: string }).message).toContain('branch_id');
+    } finally {
+      server.close();
+    }
   });
 });

@@ -3,14 +3,9 @@
  * Structural types keep Express out of the SDK's dependencies; needs express.json() for bodies.
  */
 import { BranchBarrier } from '../barrier.js';
-import { dtmAnswer } from '../errors.js';
 import type { TransactionSource } from '../sql-executor.js';
-import type { BranchHandler } from './fastify.js';
+import { answerBranch, type BranchHandler } from './answer-branch.js';
 
-interface RequestLike {
-  query: unknown;
-  body: unknown;
-}
 interface ResponseLike {
   status(code: number): ResponseLike;
   json(body: unknown): unknown;
@@ -18,15 +13,8 @@ interface ResponseLike {
 
 /** Wraps a branch handler for `app.post(url, expressBranch(...))`. */
 export function expressBranch<B = unknown>(handler: BranchHandler<B>) {
-  return async (req: RequestLike, res: ResponseLike): Promise<void> => {
-    let answer;
-    try {
-      const barrier = BranchBarrier.from(req.query);
-      await handler({ barrier, body: req.body as B, query: req.query as Record<string, string> });
-      answer = dtmAnswer();
-    } catch (err) {
-      answer = dtmAnswer(err);
-    }
+  return async (req: { query: unknown; body: unknown }, res: ResponseLike): Promise<void> => {
+    const answer = await answerBranch(req.query, req.body, handler);
     res.status(answer.status).json(answer.body);
   };
 }

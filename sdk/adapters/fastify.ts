@@ -4,31 +4,20 @@
  * Structural types keep Fastify out of the SDK's dependencies.
  */
 import { BranchBarrier } from '../barrier.js';
-import { dtmAnswer } from '../errors.js';
 import type { TransactionSource } from '../sql-executor.js';
+import { answerBranch, type BranchHandler } from './answer-branch.js';
 
-interface RequestLike {
-  query: unknown;
-  body: unknown;
-}
+export type { BranchHandler } from './answer-branch.js';
+
 interface ReplyLike {
   status(code: number): ReplyLike;
   send(body: unknown): unknown;
 }
 
-export type BranchHandler<B> = (ctx: { barrier: BranchBarrier; body: B; query: Record<string, string> }) => Promise<unknown>;
-
 /** Wraps a branch handler: `async (req, reply) => …` for `app.post(url, handler)`. */
 export function fastifyBranch<B = unknown>(handler: BranchHandler<B>) {
-  return async (request: RequestLike, reply: ReplyLike): Promise<unknown> => {
-    let answer;
-    try {
-      const barrier = BranchBarrier.from(request.query);
-      await handler({ barrier, body: request.body as B, query: request.query as Record<string, string> });
-      answer = dtmAnswer();
-    } catch (err) {
-      answer = dtmAnswer(err);
-    }
+  return async (request: { query: unknown; body: unknown }, reply: ReplyLike): Promise<unknown> => {
+    const answer = await answerBranch(request.query, request.body, handler);
     return reply.status(answer.status).send(answer.body);
   };
 }
