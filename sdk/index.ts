@@ -9,3 +9,15 @@ export { expressBranch, expressQueryPrepared } from './adapters/express.js';
 export { ConcordError, isConcordError, type ErrorCode } from '../schemas/errors.js';
 export { barrierDdlPostgres } from '../schemas/db/barrier.js';
 export type { BranchCallQuery } from '../schemas/dtm.js';
+export {
+  consume,
+  type Consumer,
+  type ConsumeOptions,
+  type ConsumeSource,
+  type ConsumeHandler,
+  type ConsumedMessage,
+  type KafkaSource,
+  type RabbitSource,
+} from './consume.js';
+export { ensureInboxTables, type ParkedMessage, type InboxMessage } from './inbox.js';
+export { inboxDdlPostgres } from '../schemas/db/inbox.js';
