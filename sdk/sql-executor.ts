@@ -2,6 +2,7 @@
  * The barrier writes in the service's own transaction. This file is the one place that knows how
  * to run SQL in a pg client or a drizzle transaction, and how to open a transaction on each.
  */
+import { createHash } from 'node:crypto';
 import { sql, type SQL } from 'drizzle-orm';
 import type pg from 'pg';
 
@@ -22,7 +23,9 @@ export type TransactionSource = pg.Pool | pg.ClientBase | DrizzleLike;
 export function pgExecutor(client: pg.ClientBase): SqlExecutor {
   return {
     async execute(text, params) {
-      const result = await client.query(text, params);
+      // The barrier's few statements are prepared once per connection (named), not parsed per call.
+      const name = params.length > 0 ? `concord_${createHash('sha1').update(text).digest('hex').slice(0, 16)}` : undefined;
+      const result = await client.query({ name, text, values: params });
       return { rowCount: result.rowCount ?? 0, rows: result.rows as Record<string, unknown>[] };
     },
   };

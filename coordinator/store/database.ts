@@ -7,7 +7,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
-import { sql } from 'drizzle-orm';
+import { createHash } from 'node:crypto';
+import { sql, type SQL } from 'drizzle-orm';
+import { PgDialect } from 'drizzle-orm/pg-core';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
 import { drizzle as drizzlePg } from 'drizzle-orm/node-postgres';
 import { migrate as migratePg } from 'drizzle-orm/node-postgres/migrator';
@@ -23,7 +25,7 @@ export interface Database {
   readonly db: Db;
   readonly kind: 'pglite' | 'postgres';
   /** Rows of a raw statement; the one way the store runs hand-written SQL. */
-  rows<T>(query: ReturnType<typeof sql>, on?: Db): Promise<T[]>;
+  rows<T>(query: SQL): Promise<T[]>;
   /** Fails when the store cannot be reached. */
   ping(): Promise<void>;
   close(): Promise<void>;
@@ -43,7 +45,15 @@ async function openPostgres(url: string, options: { poolSize: number; logger: Lo
   // An idle client losing its connection must not crash the process; the next query reports it.
   pool.on('error', (err) => options.logger.warn({ err }, 'store connection lost'));
   const db = drizzlePg(pool) as unknown as Db;
-  const database = makeDatabase(db, 'postgres', () => pool.end());
+  const dialect = new PgDialect();
+  // Hot statements run as named prepared statements: Postgres parses and plans each once per
+  // connection instead of on every batch.
+  const rows = async <T>(query: SQL): Promise<T[]> => {
+    const { sql: text, params } = dialect.sqlToQuery(query);
+    const result = await pool.query({ name: `concord_${createHash('sha1').update(text).digest('hex').slice(0, 16)}`, text, values: params });
+    return result.rows as T[];
+  };
+  const database = makeDatabase(db, 'postgres', () => pool.end(), rows);
   const lock = await pool.connect().catch((cause: unknown) => {
     void pool.end();
     throw new ConcordError('STORE_UNAVAILABLE', `cannot connect to the store: ${(cause as Error).message}`, { cause });
@@ -68,14 +78,16 @@ async function openPglite(dir: string): Promise<Database> {
   return database;
 }
 
-function makeDatabase(db: Db, kind: Database['kind'], close: () => Promise<void>): Database {
+function makeDatabase(
+  db: Db,
+  kind: Database['kind'],
+  close: () => Promise<void>,
+  rows = async <T>(query: SQL): Promise<T[]> => ((await db.execute(query)) as { rows: T[] }).rows,
+): Database {
   return {
     db,
     kind,
-    async rows<T>(query: ReturnType<typeof sql>, on: Db = db) {
-      const result = await on.execute(query);
-      return (result as { rows: T[] }).rows;
-    },
+    rows,
     async ping() {
       await db.execute(sql`select 1`);
     },
