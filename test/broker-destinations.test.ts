@@ -105,7 +105,9 @@ describe('RabbitMQ destinations', () => {
   it('shows an unroutable message as a failing branch, never as delivered', async () => {
     const g = gid();
     await new Msg(coordinator.dtm, g).add(`rabbitmq://default//no-queue-${randomUUID()}`, { x: 1 }).submit();
-    await expect.poll(async () => (await query(coordinator.dtm, g)).branches[0]?.last_error ?? '', { timeout: 10_000 }).toMatch(/unroutable/);
+    await expect
+      .poll(async () => (await query(coordinator.dtm, g)).branches[0]?.last_error ?? '', { timeout: 10_000 })
+      .toMatch(/unroutable/);
     expect((await query(coordinator.dtm, g)).transaction?.status).toBe('submitted');
   });
 });
@@ -117,7 +119,9 @@ describe('per-key order', () => {
     // Nothing is bound yet: every delivery is unroutable, so the first message fails and retries.
     const gids = Array.from({ length: 5 }, gid);
     for (const [i, g] of gids.entries()) await new Msg(coordinator.dtm, g).add(destination, { i }, { key: 'account-1' }).submit();
-    await expect.poll(async () => (await query(coordinator.dtm, gids[0]!)).branches[0]?.attempts ?? 0, { timeout: 10_000 }).toBeGreaterThan(1);
+    await expect
+      .poll(async () => (await query(coordinator.dtm, gids[0]!)).branches[0]?.attempts ?? 0, { timeout: 10_000 })
+      .toBeGreaterThan(1);
     for (const g of gids.slice(1)) expect((await query(coordinator.dtm, g)).branches[0]?.attempts).toBe(0);
     const channel = await amqp.createChannel();
     const { queue } = await channel.assertQueue('', { exclusive: true });
@@ -159,7 +163,10 @@ describe('topics', () => {
     expect(await sub(`topic=${name}&url=kafka://nowhere/x`)).toMatchObject({ status: 400, body: { field: 'url' } });
     expect(await sub(`topic=${name}`)).toMatchObject({ status: 400, body: { field: 'url' } });
     expect(await sub(`topic=${name}&url=${encodeURIComponent(bank.url + '/TransIn')}`)).toMatchObject({ status: 200 });
-    expect(await sub(`topic=${name}&url=${encodeURIComponent(bank.url + '/TransIn')}`)).toMatchObject({ status: 409, body: { field: 'url' } });
+    expect(await sub(`topic=${name}&url=${encodeURIComponent(bank.url + '/TransIn')}`)).toMatchObject({
+      status: 409,
+      body: { field: 'url' },
+    });
     const unsub = await fetch(`${coordinator.dtm}/unsubscribe?topic=${name}&url=http://other/x`);
     expect(unsub.status).toBe(404);
     const res = await fetch(`${coordinator.dtm}/submit`, {

@@ -50,7 +50,11 @@ async function openPostgres(url: string, options: { poolSize: number; logger: Lo
   // connection instead of on every batch.
   const rows = async <T>(query: SQL): Promise<T[]> => {
     const { sql: text, params } = dialect.sqlToQuery(query);
-    const result = await pool.query({ name: `concord_${createHash('sha1').update(text).digest('hex').slice(0, 16)}`, text, values: params });
+    const result = await pool.query({
+      name: `concord_${createHash('sha1').update(text).digest('hex').slice(0, 16)}`,
+      text,
+      values: params,
+    });
     return result.rows as T[];
   };
   const database = makeDatabase(db, 'postgres', () => pool.end(), rows);

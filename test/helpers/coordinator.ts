@@ -41,10 +41,14 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
   let log = '';
   // CONCORD_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the coordinator; NODE_OPTIONS refuses those flags.
   const nodeArgs = (process.env.CONCORD_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const proc = spawn(process.execPath, [...nodeArgs, cliPath(), 'start', '--store', options.store, '--port', String(port), '--host', '127.0.0.1'], {
-    env: { ...process.env, CONCORD_LOG_LEVEL: 'warn', ...options.env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const proc = spawn(
+    process.execPath,
+    [...nodeArgs, cliPath(), 'start', '--store', options.store, '--port', String(port), '--host', '127.0.0.1'],
+    {
+      env: { ...process.env, CONCORD_LOG_LEVEL: 'warn', ...options.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   proc.stdout?.on('data', (d: Buffer) => (log += d.toString()));
   proc.stderr?.on('data', (d: Buffer) => (log += d.toString()));
   const url = `http://127.0.0.1:${port}`;
