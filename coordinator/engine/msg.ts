@@ -211,7 +211,10 @@ export class MsgEngine {
       if (created.has(trans.gid) && isFirst) {
         if (trans.owner === '') return { ok: true }; // delayed: the scheduler delivers it when due
         const own = trans.branches.map((b) => asBranchRow(trans.gid, b));
-        return { ok: true, deliver: { trans: insertedRow(trans, created.get(trans.gid) ?? null), branches: own, startedAt, lease: trans.dueIn } };
+        return {
+          ok: true,
+          deliver: { trans: insertedRow(trans, created.get(trans.gid) ?? null), branches: own, startedAt, lease: trans.dueIn },
+        };
       }
       if (row || created.has(trans.gid)) return { ok: true }; // the same gid twice in one batch: the first does the work
       const stored = existing.get(trans.gid);

@@ -79,11 +79,65 @@ export async function startLocalKafka(): Promise<LocalKafka> {
   }
 }
 
+export interface RestartableKafka extends LocalKafka {
+  /** Stops the broker (SIGTERM, as an operator would), keeping its data dir and ports. */
+  halt(): Promise<void>;
+  /** Starts the halted broker again on the same data and ports, and waits until it answers. */
+  restart(): Promise<void>;
+}
+
+/**
+ * Like startLocalKafka, but the broker can be halted and restarted on the same port and data (for
+ * tests of a broker outage). A dedicated instance: the run's shared broker is never halted.
+ */
+export async function startRestartableLocalKafka(): Promise<RestartableKafka> {
+  await ensureJavaAndMaven();
+  const dir = await makeServiceDir('concord-kafka-');
+  try {
+    for (let attempt = 1; ; attempt++) {
+      const work = join(dir.path, `attempt-${attempt}`);
+      await mkdir(work);
+      const port = await freePort();
+      let controllerPort = await freePort();
+      while (controllerPort === port) controllerPort = await freePort();
+      let broker: LocalKafka | undefined;
+      try {
+        broker = await launch(work, port, controllerPort);
+      } catch (error) {
+        if (!(error instanceof PortTakenError) || attempt >= PORT_ATTEMPTS) throw error;
+        continue;
+      }
+      let runs = 1;
+      let stopping: Promise<void> | undefined;
+      return {
+        brokers: broker.brokers,
+        async halt() {
+          const running = broker;
+          broker = undefined;
+          await running?.stop();
+        },
+        async restart() {
+          if (broker !== undefined) throw new Error('the broker is running');
+          broker = await launch(work, port, controllerPort, `kafka-${++runs}.log`);
+        },
+        stop: () =>
+          (stopping ??= (async () => {
+            await broker?.stop();
+            await dir.remove();
+          })()),
+      };
+    }
+  } catch (error) {
+    await dir.remove();
+    throw error;
+  }
+}
+
 class PortTakenError extends Error {}
 
 /** Runs start-kafka.sh and waits until the broker answers; its stop() leaves the files. */
-async function launch(work: string, port: number, controllerPort: number): Promise<LocalKafka> {
-  const log = join(work, 'kafka.log');
+async function launch(work: string, port: number, controllerPort: number, logName = 'kafka.log'): Promise<LocalKafka> {
+  const log = join(work, logName);
   const server = startSupervised({
     // Through sh, so that a checkout without the executable bit works too; the script execs java.
     command: '/bin/sh',

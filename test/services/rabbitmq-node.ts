@@ -67,12 +67,78 @@ export async function startLocalRabbitMQ(): Promise<LocalRabbitMQ> {
 class PortTakenError extends Error {}
 
 /** Starts epmd, then the node, and waits until the node accepts AMQP connections; stop() leaves the files. */
-async function launch(binaries: { server: string; epmd: string }, work: string): Promise<LocalRabbitMQ> {
-  const [epmdPort, amqpPort, distPort] = await threeFreePorts();
+interface NodeIdentity {
+  epmdPort: number;
+  amqpPort: number;
+  distPort: number;
+  nodeName: string;
+}
+
+export interface RestartableRabbitMQ extends LocalRabbitMQ {
+  /** Stops the node (and its epmd) gracefully, keeping its Mnesia dir, name and ports. */
+  halt(): Promise<void>;
+  /** Starts the halted node again with the same name, data and ports, and waits until it accepts AMQP. */
+  restart(): Promise<void>;
+}
+
+/**
+ * Like startLocalRabbitMQ, but the node can be halted and restarted with the same data (durable
+ * queues and persistent messages survive) on the same port, for tests of a broker outage. A
+ * dedicated instance: the run's shared broker is never halted.
+ */
+export async function startRestartableLocalRabbitMQ(): Promise<RestartableRabbitMQ> {
+  const binaries = await rabbitMQBinaries();
+  const dir = await makeServiceDir('concord-rabbitmq-');
+  try {
+    for (let attempt = 1; ; attempt++) {
+      const work = join(dir.path, `attempt-${attempt}`);
+      await mkdir(work);
+      const [epmdPort, amqpPort, distPort] = await threeFreePorts();
+      const identity = { epmdPort, amqpPort, distPort, nodeName: `concord-test-${randomBytes(4).toString('hex')}@localhost` };
+      let node: LocalRabbitMQ | undefined;
+      try {
+        node = await launch(binaries, work, identity);
+      } catch (error) {
+        if (!(error instanceof PortTakenError) || attempt >= PORT_ATTEMPTS) throw error;
+        continue;
+      }
+      let runs = 1;
+      let stopping: Promise<void> | undefined;
+      return {
+        url: node.url,
+        async halt() {
+          const running = node;
+          node = undefined;
+          await running?.stop();
+        },
+        async restart() {
+          if (node !== undefined) throw new Error('the node is running');
+          node = await launch(binaries, work, identity, `-${++runs}`);
+        },
+        stop: () =>
+          (stopping ??= (async () => {
+            await node?.stop();
+            await dir.remove();
+          })()),
+      };
+    }
+  } catch (error) {
+    await dir.remove();
+    throw error;
+  }
+}
+
+async function launch(
+  binaries: { server: string; epmd: string },
+  work: string,
+  identity?: NodeIdentity,
+  logSuffix = '',
+): Promise<LocalRabbitMQ> {
+  const [epmdPort, amqpPort, distPort] = identity ? [identity.epmdPort, identity.amqpPort, identity.distPort] : await threeFreePorts();
   const env = isolatedEnv();
   env.ERL_EPMD_PORT = String(epmdPort);
 
-  const epmdLog = join(work, 'epmd.log');
+  const epmdLog = join(work, `epmd${logSuffix}.log`);
   const epmd = startSupervised({
     command: binaries.epmd,
     args: ['-port', String(epmdPort)],
@@ -94,8 +160,8 @@ async function launch(binaries: { server: string; epmd: string }, work: string):
     throw new Error(`epmd did not start: ${(error as Error).message}\n--- ${epmdLog} ---\n${tail(log)}`, { cause: error });
   }
 
-  const nodeName = `concord-test-${randomBytes(4).toString('hex')}@localhost`;
-  const serverLog = join(work, 'rabbitmq.log');
+  const nodeName = identity?.nodeName ?? `concord-test-${randomBytes(4).toString('hex')}@localhost`;
+  const serverLog = join(work, `rabbitmq${logSuffix}.log`);
   let server: SupervisedProcess | undefined;
   const url = `amqp://guest:guest@127.0.0.1:${amqpPort}`;
   const stop = async (): Promise<void> => {

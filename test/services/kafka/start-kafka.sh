@@ -5,7 +5,7 @@
 #   start-kafka.sh DIR PORT CONTROLLER_PORT [KEY=VALUE ...]
 #       Writes DIR/server.properties (client listener on 127.0.0.1:PORT, controller on
 #       127.0.0.1:CONTROLLER_PORT; each KEY=VALUE is added last and so overrides), formats
-#       DIR/data and runs the broker in the foreground; the script's pid becomes the broker's.
+#       DIR/data (unless an earlier run did: a restart keeps the data) and runs the broker in the foreground; the script's pid becomes the broker's.
 #       Lines starting with "[start-kafka]" mark its phases; test/services/kafka-local.ts reads them.
 #   start-kafka.sh --resolve-only
 #       Only makes sure that the jars are in the cache, and prints their directory.
@@ -112,11 +112,16 @@ while [ "${cluster_id#-}" != "$cluster_id" ]; do
   cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
 done
 
-echo "[start-kafka] formatting $dir/data" >&2
-# A short-lived tool: a small heap and the quick JIT tier start it faster. No hsperfdata files in /tmp.
-"$java" -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:-UsePerfData -Dlog4j2.configurationFile="$dir/log4j2.properties" \
-  -cp "$libs/*" kafka.tools.StorageTool format --config "$dir/server.properties" --cluster-id "$cluster_id" >&2 ||
-  fail "kafka.tools.StorageTool could not format $dir/data"
+# A dir formatted by an earlier run is a restart of the same broker (same data, same ports): keep it.
+if [ -f "$dir/data/meta.properties" ]; then
+  echo "[start-kafka] restarting on the existing storage in $dir/data" >&2
+else
+  echo "[start-kafka] formatting $dir/data" >&2
+  # A short-lived tool: a small heap and the quick JIT tier start it faster. No hsperfdata files in /tmp.
+  "$java" -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:-UsePerfData -Dlog4j2.configurationFile="$dir/log4j2.properties" \
+    -cp "$libs/*" kafka.tools.StorageTool format --config "$dir/server.properties" --cluster-id "$cluster_id" >&2 ||
+    fail "kafka.tools.StorageTool could not format $dir/data"
+fi
 
 echo "[start-kafka] starting broker on 127.0.0.1:$port (controller on 127.0.0.1:$controller_port)" >&2
 exec "$java" -Xms512m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError -XX:-UsePerfData \
