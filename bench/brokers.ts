@@ -1,0 +1,97 @@
+/**
+ * Broker benchmark (part of `npm run bench`): two-phase messages from the service's local commit
+ * to the broker's ack, for Kafka and RabbitMQ at several concurrencies. Each of N workers sends one
+ * message at a time: prepare, local transaction (business row + barrier row), submit with
+ * wait_result, which answers once the coordinator has the broker's ack. Prints a markdown table.
+ *
+ * BENCH_SECONDS (default 10), BENCH_CONCURRENCY (default 1,16,64), BENCH_BROKERS (kafka,rabbitmq).
+ */
+import { randomUUID } from 'node:crypto';
+import { connect } from 'amqplib';
+import { Kafka, logLevel } from 'kafkajs';
+import pg from 'pg';
+import { Msg, ensureBarrierTable } from '../sdk/index.js';
+import { startCoordinator } from '../test/helpers/coordinator.js';
+import { startKafka } from '../test/services/kafka.js';
+import { createDatabase, startPostgres } from '../test/services/postgres.js';
+import { startRabbitMQ } from '../test/services/rabbitmq.js';
+
+const seconds = Number(process.env.BENCH_SECONDS ?? 10);
+const concurrencies = (process.env.BENCH_CONCURRENCY ?? '1,16,64').split(',').map(Number);
+const brokers = (process.env.BENCH_BROKERS ?? 'kafka,rabbitmq').split(',');
+
+const cleanups: (() => Promise<unknown>)[] = [];
+const cleanup = async () => {
+  for (const c of cleanups.reverse()) await c().catch(() => undefined);
+};
+process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));
+
+try {
+  const [postgres, kafka, rabbit] = await Promise.all([startPostgres({ durable: true }), startKafka(), startRabbitMQ()]);
+  cleanups.push(
+    () => postgres.stop(),
+    () => kafka.stop(),
+    () => rabbit.stop(),
+  );
+  const pool = new pg.Pool({ connectionString: await createDatabase(postgres.url), max: 64 });
+  cleanups.push(() => pool.end());
+  await ensureBarrierTable(pool);
+  await pool.query('create table bench_orders (id bigserial primary key, gid text not null)');
+  const coordinator = await startCoordinator({
+    store: await createDatabase(postgres.url),
+    env: { CONCORD_LOG_LEVEL: 'warn', CONCORD_KAFKA_BROKERS: kafka.brokers, CONCORD_AMQP_URL: rabbit.url },
+  });
+  cleanups.push(() => coordinator.stop());
+
+  const topic = `bench-${randomUUID()}`;
+  const admin = new Kafka({ brokers: kafka.brokers.split(','), logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  await admin.createTopics({ topics: [{ topic, numPartitions: 6 }], waitForLeaders: true });
+  await admin.disconnect();
+  const amqp = await connect(rabbit.url);
+  const channel = await amqp.createChannel();
+  const queue = `bench-${randomUUID()}`;
+  await channel.assertQueue(queue, { durable: true });
+  cleanups.push(() => amqp.close());
+  const destinations: Record<string, string> = { kafka: `kafka://default/${topic}`, rabbitmq: `rabbitmq://default//${queue}` };
+
+  const rows: string[] = [];
+  for (const broker of brokers) {
+    for (const n of concurrencies) {
+      process.stderr.write(`bench: ${broker} × ${n}\n`);
+      const latencies: number[] = [];
+      let measuring = false;
+      let stop = false;
+      const worker = async (w: number) => {
+        for (let i = 0; !stop; i++) {
+          const gid = `${broker}-${n}-${w}-${i}-${randomUUID()}`;
+          const started = performance.now();
+          await new Msg(coordinator.dtm, gid, { waitResult: true })
+            .add(destinations[broker]!, { gid }, { key: `customer-${w % 16}` })
+            .doAndSubmit<void, pg.PoolClient>(`http://127.0.0.1:1/unused`, pool, async (tx) => {
+              await tx.query('insert into bench_orders (gid) values ($1)', [gid]);
+            });
+          if (measuring) latencies.push(performance.now() - started);
+        }
+      };
+      const workers = Array.from({ length: n }, (_, w) => worker(w));
+      await new Promise((r) => setTimeout(r, 2_000)); // warm-up
+      measuring = true;
+      const t0 = performance.now();
+      await new Promise((r) => setTimeout(r, seconds * 1000));
+      measuring = false;
+      const elapsed = (performance.now() - t0) / 1000;
+      stop = true;
+      await Promise.all(workers);
+      latencies.sort((a, b) => a - b);
+      const pct = (p: number) => (latencies[Math.min(latencies.length - 1, Math.floor((latencies.length * p) / 100))] ?? 0).toFixed(1);
+      rows.push(`| ${broker} | ${n} | ${Math.round(latencies.length / elapsed)} | ${pct(50)} | ${pct(99)} |`);
+    }
+  }
+  await channel.purgeQueue(queue);
+  console.log('\n### Two-phase messages to brokers: prepare, local commit, submit, broker ack (wait_result)\n');
+  console.log('| broker | concurrency | msgs/s | p50 ms | p99 ms |\n| --- | --- | --- | --- | --- |');
+  console.log(rows.join('\n'));
+} finally {
+  await cleanup();
+}
