@@ -66,6 +66,11 @@ export interface CoordinatorFigures {
   routesMs: Record<string, number>;
   /** Mean duration of the coordinator's branch call (as it measured it), milliseconds. */
   branchCallMs: number;
+  /**
+   * The coordinator's event-loop delay over the window (prom-client resets it at each scrape),
+   * milliseconds. Sampled with a 10 ms timer, so an idle loop reads about 10.
+   */
+  loopDelayMs: { p99: number; max: number };
 }
 
 export function coordinatorFigures(before: Samples, after: Samples, seconds: number): CoordinatorFigures {
@@ -86,5 +91,9 @@ export function coordinatorFigures(before: Samples, after: Samples, seconds: num
     routesMs[route] = h.count === 0 ? NaN : (1000 * h.sum) / h.count;
   }
   const branch = histogramDelta(before, after, 'concord_branch_call_seconds', 'op="action"');
-  return { batches, routesMs, branchCallMs: branch.count === 0 ? NaN : (1000 * branch.sum) / branch.count };
+  const loopDelayMs = {
+    p99: 1000 * (after.get('concord_nodejs_eventloop_lag_p99_seconds') ?? NaN),
+    max: 1000 * (after.get('concord_nodejs_eventloop_lag_max_seconds') ?? NaN),
+  };
+  return { batches, routesMs, branchCallMs: branch.count === 0 ? NaN : (1000 * branch.sum) / branch.count, loopDelayMs };
 }

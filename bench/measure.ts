@@ -9,7 +9,17 @@ import { startBranchService } from './branch-service.js';
 import { percentile, runClosedLoop } from './closed-loop.js';
 import { coordinatorFigures, scrapeMetrics, type Samples } from './coordinator-metrics.js';
 import type { StoreKind } from './options.js';
-import { cpuSnapshot, cpuSplit, peakRssMiB, resetPeakRss, type CpuSnapshot } from './proc-stats.js';
+import {
+  cpuSnapshot,
+  cpuSplit,
+  peakRssMiB,
+  peakRssSinceStartMiB,
+  quietPercent,
+  resetPeakRss,
+  waitForIdleMachine,
+  type CpuSnapshot,
+} from './proc-stats.js';
+import { watchPostgres, type ActivityWatch, type DatabaseActivity } from './postgres-activity.js';
 import { otherCpu, progress, type Row } from './report.js';
 
 export interface MeasureOptions {
@@ -17,23 +27,37 @@ export interface MeasureOptions {
   concurrency: number;
   coordinator: RunningCoordinator;
   serviceDbUrl: string;
+  /** A superuser URL of the server, to watch pg_stat_activity, and the store's database (Postgres store only). */
+  adminUrl: string;
+  storeDbName: string | undefined;
   /** The Postgres server's postmaster, when it runs on this machine. */
   postmasterPid: number | undefined;
   warmupSeconds: number;
   seconds: number;
+  /** Most seconds to wait for an idle machine first. */
+  idleWaitSeconds: number;
   signal: AbortSignal;
 }
 
 export async function measureConfiguration(o: MeasureOptions): Promise<Omit<Row, 'pgbenchTps'>> {
   const { store, concurrency, coordinator } = o;
+  if (o.idleWaitSeconds > 0) {
+    const busy = await waitForIdleMachine(quietPercent, o.idleWaitSeconds * 1000, o.signal);
+    if (busy > quietPercent)
+      progress(`the machine is still busy (${busy.toFixed(0)} % of a core) after ${o.idleWaitSeconds} s; measuring anyway`);
+  }
   const pid = coordinator.proc.pid ?? 0;
   // One connection per worker (a message holds one for its local transaction), 4 to 64.
   const pool = new pg.Pool({ connectionString: o.serviceDbUrl, max: Math.min(64, Math.max(concurrency, 4)) });
-  pool.on('error', () => {}); // a dropped idle connection shows up in the next query
+  // A connection dropped while idle, or while checked out between two statements of the SDK's
+  // local transaction, emits 'error' on its client; the next query reports it anyway.
+  pool.on('error', () => {});
+  pool.on('connect', (client) => client.on('error', () => {}));
   const service = await startBranchService(pool);
   const perConfigPeak = resetPeakRss(pid);
-  let before: { cpu: CpuSnapshot; metrics: Samples } | undefined;
-  let after: { cpu: CpuSnapshot; metrics: Samples } | undefined;
+  const databases = { service: new URL(o.serviceDbUrl).pathname.slice(1), store: o.storeDbName };
+  let before: { cpu: CpuSnapshot; metrics: Samples; watch: ActivityWatch } | undefined;
+  let after: { cpu: CpuSnapshot; metrics: Samples; activity: Map<string, DatabaseActivity> } | undefined;
   progress(`${store} × ${concurrency}: ${o.warmupSeconds} s warm-up, ${o.seconds} s measured`);
   try {
     const result = await runClosedLoop({
@@ -47,10 +71,12 @@ export async function measureConfiguration(o: MeasureOptions): Promise<Omit<Row,
       async onWindow(edge) {
         if (edge === 'start') {
           const metrics = await scrapeMetrics(coordinator.url);
-          before = { metrics, cpu: cpuSnapshot(pid, o.postmasterPid) };
+          const watch = await watchPostgres(o.adminUrl, [databases.service, ...(databases.store ? [databases.store] : [])]);
+          before = { metrics, watch, cpu: cpuSnapshot(pid, o.postmasterPid) };
         } else {
           const cpu = cpuSnapshot(pid, o.postmasterPid);
-          after = { cpu, metrics: await scrapeMetrics(coordinator.url) };
+          const activity = (await before?.watch.stop()) ?? new Map<string, DatabaseActivity>();
+          after = { cpu, activity, metrics: await scrapeMetrics(coordinator.url) };
         }
       },
     });
@@ -68,20 +94,27 @@ export async function measureConfiguration(o: MeasureOptions): Promise<Omit<Row,
       completed: result.completed,
       errors: result.errors,
       ...(result.firstError ? { firstError: result.firstError } : {}),
-      peakRssMiB: peakRssMiB(pid),
+      peakRssMiB: perConfigPeak ? peakRssMiB(pid) : undefined,
+      peakRssSinceStartMiB: peakRssSinceStartMiB(pid),
       cpu: cpuSplit(before.cpu, after.cpu),
       coordinator: coordinatorFigures(before.metrics, after.metrics, result.seconds),
+      phasesMs: result.phasesMs,
+      postgres: {
+        service: after.activity.get(databases.service),
+        store: databases.store === undefined ? undefined : after.activity.get(databases.store),
+      },
     };
     const { cpu } = row;
     progress(
       `${store} × ${concurrency}: ${row.msgsPerSecond.toFixed(0)} msgs/s, p50 ${row.p50Ms.toFixed(1)} ms, p99 ${row.p99Ms.toFixed(1)} ms, ` +
-        `${row.errors} errors; CPU % coordinator ${cpu.coordinator.toFixed(0)}, postgres ${cpu.postgres.toFixed(0)}, ` +
+        `max ${(result.latenciesMs.at(-1) ?? NaN).toFixed(0)} ms, ${row.errors} errors; CPU % coordinator ${cpu.coordinator.toFixed(0)}, postgres ${cpu.postgres.toFixed(0)}, ` +
         `bench ${cpu.bench.toFixed(0)}, other ${otherCpu(cpu).toFixed(0)}; ` +
-        `peak RSS ${row.peakRssMiB?.toFixed(0)} MiB${perConfigPeak ? '' : ' (since start)'}` +
+        `peak RSS ${row.peakRssMiB?.toFixed(0) ?? '?'} MiB (since start ${row.peakRssSinceStartMiB?.toFixed(0)})` +
         (service.unexpected > 0 ? `; ${service.unexpected} unexpected branch calls` : ''),
     );
     return row;
   } finally {
+    if (after === undefined) await before?.watch.stop().catch(() => undefined); // interrupted inside the window
     await service.close();
     await pool.end();
   }

@@ -31,6 +31,21 @@ export const benchOptionsSchema = z.object({
     .pipe(z.array(z.enum(storeKinds)).min(1))
     .default(['postgres', 'pglite'])
     .describe("BENCH_STORES: the coordinator's store kinds, comma-separated (postgres, pglite)."),
+  idleWaitSeconds: z.coerce
+    .number()
+    .min(0)
+    .max(3_600)
+    .default(120)
+    .describe(
+      'BENCH_IDLE_WAIT_SECONDS: before each run, wait up to this long for other processes to leave the machine idle (0: do not wait).',
+    ),
+  busyRetries: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(10)
+    .default(2)
+    .describe('BENCH_BUSY_RETRIES: how many times a row is measured again when other processes used over 15 % of a core during it.'),
   pgbench: z
     .enum(['0', '1'])
     .default('1')
@@ -45,6 +60,8 @@ const envNames: Record<keyof BenchOptions, string> = {
   warmupSeconds: 'BENCH_WARMUP_SECONDS',
   concurrency: 'BENCH_CONCURRENCY',
   stores: 'BENCH_STORES',
+  idleWaitSeconds: 'BENCH_IDLE_WAIT_SECONDS',
+  busyRetries: 'BENCH_BUSY_RETRIES',
   pgbench: 'BENCH_PGBENCH',
 };
 

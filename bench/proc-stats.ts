@@ -4,6 +4,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { setTimeout as delay } from 'node:timers/promises';
 
 /** Clock ticks per second of the utime/stime fields (USER_HZ, 100 on Linux). */
 const ticksPerSecond = (() => {
@@ -134,15 +135,49 @@ export function peakRssMiB(pid: number): number | undefined {
   }
 }
 
+/** The highest VmHWM seen before the last reset, per pid. */
+const peakBeforeReset = new Map<number, number>();
+
+/** Peak RSS since the process started, in MiB, across resets of VmHWM. */
+export function peakRssSinceStartMiB(pid: number): number | undefined {
+  const now = peakRssMiB(pid);
+  const earlier = peakBeforeReset.get(pid);
+  return now === undefined ? earlier : Math.max(now, earlier ?? 0);
+}
+
 /**
  * Resets a process's VmHWM to its current RSS (proc(5), clear_refs value 5), so the next reading
  * is the peak of one configuration. False when not allowed (another user's process, not root).
  */
 export function resetPeakRss(pid: number): boolean {
+  peakBeforeReset.set(pid, peakRssSinceStartMiB(pid) ?? 0);
   try {
     writeFileSync(`/proc/${pid}/clear_refs`, '5');
     return true;
   } catch {
     return false;
+  }
+}
+
+function machineBusySeconds(): number {
+  const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]?.trim().split(/\s+/).slice(1).map(Number) ?? [];
+  return (cpu.slice(0, 8).reduce((a, b) => a + b, 0) - (cpu[3] ?? 0) - (cpu[4] ?? 0)) / ticksPerSecond;
+}
+
+/** CPU (% of one core) that other processes may use while the machine counts as quiet. */
+export const quietPercent = 15;
+
+/**
+ * Waits until the machine is idle (under `maxBusyPercent` of one core over a second), at most
+ * `timeoutMs`, so that another job on a shared machine does not skew a measurement. Returns the
+ * busy percentage last seen.
+ */
+export async function waitForIdleMachine(maxBusyPercent: number, timeoutMs: number, signal?: AbortSignal): Promise<number> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const before = machineBusySeconds();
+    await delay(1_000, undefined, { signal }).catch(() => undefined);
+    const busy = 100 * (machineBusySeconds() - before);
+    if (busy <= maxBusyPercent || performance.now() >= deadline || signal?.aborted) return busy;
   }
 }

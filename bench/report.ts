@@ -1,8 +1,13 @@
 /** The benchmark's output: progress lines on stderr, markdown tables on stdout. */
+import { execFileSync } from 'node:child_process';
 import { availableParallelism, cpus, release, totalmem } from 'node:os';
+import { fixed, table } from './markdown.js';
+import { batchTable, latencyTable, postgresTable } from './report-profile.js';
+import type { Phases } from './closed-loop.js';
 import type { CoordinatorFigures } from './coordinator-metrics.js';
-import type { StoreKind } from './options.js';
-import type { CpuSplit } from './proc-stats.js';
+import type { BenchOptions, StoreKind } from './options.js';
+import type { DatabaseActivity } from './postgres-activity.js';
+import { quietPercent, type CpuSplit } from './proc-stats.js';
 
 export interface Row {
   store: StoreKind;
@@ -13,14 +18,31 @@ export interface Row {
   completed: number;
   errors: number;
   firstError?: string;
+  /** VmHWM of the coordinator during this row (reset when the row started); undefined when it could not be reset. */
   peakRssMiB: number | undefined;
+  /** VmHWM of the coordinator since it started (before the first row: migrations, store start-up). */
+  peakRssSinceStartMiB: number | undefined;
   pgbenchTps: number | undefined;
   cpu: CpuSplit;
   coordinator: CoordinatorFigures;
+  phasesMs: Phases;
+  /** Postgres activity in the service's database and (Postgres store) the coordinator's. */
+  postgres: { service: DatabaseActivity | undefined; store: DatabaseActivity | undefined };
 }
 
 export function progress(line: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
+}
+
+/** The commit measured, and whether the coordinator's or SDK's sources differ from it. */
+function codeVersion(): string {
+  const git = (args: string[]) => execFileSync('git', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  try {
+    const dirty = git(['status', '--porcelain', '--', 'coordinator', 'relay', 'sdk', 'schemas']) !== '';
+    return `${git(['rev-parse', '--short', 'HEAD'])}${dirty ? ' with uncommitted changes in coordinator/, relay/, sdk/ or schemas/' : ''}`;
+  } catch {
+    return 'unknown (not a git checkout)';
+  }
 }
 
 export function machineLine(postgresVersion: string): string {
@@ -29,25 +51,17 @@ export function machineLine(postgresVersion: string): string {
   return `${availableParallelism()} cores (${model}), ${memory}, ${process.platform} ${release()}, Node ${process.version}, ${postgresVersion}`;
 }
 
-const fixed = (value: number | undefined, digits: number) =>
-  value === undefined || Number.isNaN(value) ? '–' : Number.isFinite(value) ? value.toFixed(digits) : '∞';
-
-function table(header: string[], rows: string[][]): string {
-  const line = (cells: string[]) => `| ${cells.join(' | ')} |`;
-  return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
-}
-
 /** The main table: throughput, latency, memory, and the pgbench ceiling beside each row. */
 export function resultsTable(rows: Row[]): string {
   return table(
-    ['store', 'concurrency', 'msgs/s', 'p50 ms', 'p99 ms', 'coordinator peak RSS MB', 'pgbench inserts/s'],
+    ['store', 'concurrency', 'msgs/s', 'p50 ms', 'p99 ms', 'coordinator peak RSS MB: row / since start', 'pgbench inserts/s'],
     rows.map((r) => [
       r.store,
       String(r.concurrency),
       fixed(r.msgsPerSecond, 0),
       fixed(r.p50Ms, 1),
       fixed(r.p99Ms, 1),
-      fixed(r.peakRssMiB, 0),
+      `${fixed(r.peakRssMiB, 0)} / ${fixed(r.peakRssSinceStartMiB, 0)}`,
       fixed(r.pgbenchTps, 0),
     ]),
   );
@@ -87,32 +101,46 @@ export function otherCpu(cpu: CpuSplit): number {
   return Math.max(0, cpu.machineBusy - cpu.coordinator - cpu.postgres - cpu.bench);
 }
 
-/** The coordinator's own view: group-commit batches and server-side latencies. */
-export function coordinatorTable(rows: Row[]): string {
-  const batch = (r: Row, kind: string) => {
-    const b = r.coordinator.batches.find((x) => x.kind === kind);
-    return b === undefined
-      ? '–'
-      : `${fixed(b.meanSize, 1)} (p90 ≤ ${fixed(b.p90SizeAtMost, 0)}), ${fixed(b.perSecond, 0)}/s, ${fixed(b.meanMs, 1)} ms`;
-  };
-  return table(
-    [
-      'store',
-      'concurrency',
-      'prepare batches: size, rate, time',
-      'submit batches',
-      'settle batches',
-      'HTTP prepare / submit ms',
-      'branch call ms',
-    ],
-    rows.map((r) => [
-      r.store,
-      String(r.concurrency),
-      batch(r, 'prepare'),
-      batch(r, 'submit'),
-      batch(r, 'settle'),
-      `${fixed(r.coordinator.routesMs.prepare, 1)} / ${fixed(r.coordinator.routesMs.submit, 1)}`,
-      fixed(r.coordinator.branchCallMs, 1),
-    ]),
-  );
+/** The whole markdown document printed on stdout. */
+export function renderReport(rows: Row[], options: BenchOptions, postgresVersion: string): string {
+  const out = [
+    `## Concord two-phase messages, end to end`,
+    '',
+    `Date: ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC  `,
+    `Machine: ${machineLine(postgresVersion)}  `,
+    `Code: ${codeVersion()}  `,
+    `Settings: ${options.warmupSeconds} s warm-up, then ${options.seconds} s measured per row; Postgres with fsync and synchronous_commit on; ` +
+      'the bench process (client and branch service), the coordinator and Postgres share the machine.',
+    '',
+    resultsTable(rows),
+    '',
+    '### CPU during the measured window (% of one core)',
+    '',
+    cpuTable(rows, availableParallelism()),
+    '',
+    '### Where a message spends its time (means, ms)',
+    '',
+    latencyTable(rows),
+    '',
+    '### Postgres during the measured window',
+    '',
+    'Sessions: mean number of sessions of each database in each state, sampled from pg_stat_activity every 50 ms.',
+    '',
+    postgresTable(rows),
+    '',
+    '### Group commit in the coordinator during the measured window',
+    '',
+    'Mean requests per store transaction (90th percentile bucket bound), store transactions per second, mean duration of one.',
+    '',
+    batchTable(rows),
+    '',
+  ];
+  for (const r of rows.filter((x) => otherCpu(x.cpu) > quietPercent)) {
+    out.push(
+      `- ${r.store} × ${r.concurrency}: other processes used ${otherCpu(r.cpu).toFixed(0)} % of a core in the window; its figures are low (measured again up to BENCH_BUSY_RETRIES times).`,
+    );
+  }
+  for (const r of rows.filter((x) => x.errors > 0))
+    out.push(`- ${r.store} × ${r.concurrency}: ${r.errors} failed messages, first: ${r.firstError}`);
+  return out.join('\n') + '\n';
 }

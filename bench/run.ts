@@ -5,7 +5,7 @@
  * Ctrl-C. docs/benchmarks.md describes the workload and the knobs.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
-import { availableParallelism, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { ensureBarrierTable } from '../sdk/index.js';
@@ -15,8 +15,8 @@ import { businessTableDdl } from './closed-loop.js';
 import { measureConfiguration } from './measure.js';
 import { loadBenchOptions, type StoreKind } from './options.js';
 import { preparePgbench } from './pgbench.js';
-import { findPostmaster } from './proc-stats.js';
-import { coordinatorTable, cpuTable, machineLine, otherCpu, progress, resultsTable, type Row } from './report.js';
+import { findPostmaster, quietPercent, waitForIdleMachine } from './proc-stats.js';
+import { otherCpu, progress, renderReport, type Row } from './report.js';
 
 const options = loadBenchOptions(process.env);
 const abort = new AbortController();
@@ -38,12 +38,6 @@ process.on('exit', () => {
 
 function checkAborted(): void {
   if (abort.signal.aborted) throw abort.signal.reason;
-}
-
-interface Setup {
-  adminUrl: string;
-  serviceDbUrl: string;
-  postmasterPid: number | undefined;
 }
 
 async function main(): Promise<void> {
@@ -72,6 +66,7 @@ async function main(): Promise<void> {
     cleanups.push(() => pgbench.close());
     for (const clients of options.concurrency) {
       checkAborted();
+      if (options.idleWaitSeconds > 0) await waitForIdleMachine(quietPercent, options.idleWaitSeconds * 1000, abort.signal);
       progress(`pgbench: ${clients} clients for ${options.seconds} s`);
       const tps = await pgbench.run(clients, options.seconds, abort.signal);
       ceilings.set(clients, tps);
@@ -79,65 +74,47 @@ async function main(): Promise<void> {
     }
   }
 
-  const setup: Setup = { adminUrl: server.url, serviceDbUrl, postmasterPid };
   const rows: Row[] = [];
   for (const store of options.stores) {
     checkAborted();
-    const coordinator = await startFreshCoordinator(store, setup, prefix);
+    const coordinator = await startFreshCoordinator(store, server.url, prefix);
     for (const concurrency of options.concurrency) {
       checkAborted();
-      const row = await measureConfiguration({
-        store,
-        concurrency,
-        coordinator,
-        serviceDbUrl: setup.serviceDbUrl,
-        postmasterPid: setup.postmasterPid,
-        warmupSeconds: options.warmupSeconds,
-        seconds: options.seconds,
-        signal: abort.signal,
-      });
+      const measure = () =>
+        measureConfiguration({
+          store,
+          concurrency,
+          coordinator,
+          serviceDbUrl,
+          adminUrl: server.url,
+          storeDbName: store === 'postgres' ? `${prefix}store` : undefined,
+          postmasterPid,
+          warmupSeconds: options.warmupSeconds,
+          seconds: options.seconds,
+          idleWaitSeconds: options.idleWaitSeconds,
+          signal: abort.signal,
+        });
+      let row = await measure();
+      // Another job that started during the window took CPU from us: measure again (while waiting helps).
+      for (let retry = 1; retry <= options.busyRetries && otherCpu(row.cpu) > quietPercent; retry++) {
+        progress(
+          `other processes used ${otherCpu(row.cpu).toFixed(0)} % of a core during the window; measuring again (${retry}/${options.busyRetries})`,
+        );
+        row = await measure();
+      }
       rows.push({ ...row, pgbenchTps: ceilings.get(concurrency) });
     }
     const code = await stopCoordinator(coordinator);
     if (code !== 0) progress(`coordinator (${store}) exited with ${code}:\n${coordinator.output().slice(-2_000)}`);
   }
 
-  const cores = availableParallelism();
-  const out = [
-    `## Concord two-phase messages, end to end`,
-    '',
-    `Date: ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC  `,
-    `Machine: ${machineLine(postgresVersion)}  `,
-    `Settings: ${options.warmupSeconds} s warm-up, then ${options.seconds} s measured per row; Postgres with fsync and synchronous_commit on; ` +
-      'the bench process (client and branch service), the coordinator and Postgres share the machine.',
-    '',
-    resultsTable(rows),
-    '',
-    '### CPU during the measured window (% of one core)',
-    '',
-    cpuTable(rows, cores),
-    '',
-    '### Coordinator metrics during the measured window',
-    '',
-    'Batch columns: mean requests per group-commit store transaction (90th percentile bucket), store transactions per second, mean time of one.',
-    '',
-    coordinatorTable(rows),
-    '',
-  ];
-  for (const r of rows.filter((x) => otherCpu(x.cpu) > 15)) {
-    out.push(
-      `- ${r.store} × ${r.concurrency}: other processes used ${otherCpu(r.cpu).toFixed(0)} % of a core in the window; its figures are low.`,
-    );
-  }
-  for (const r of rows.filter((x) => x.errors > 0))
-    out.push(`- ${r.store} × ${r.concurrency}: ${r.errors} failed messages, first: ${r.firstError}`);
-  process.stdout.write(out.join('\n') + '\n');
+  process.stdout.write(renderReport(rows, options, postgresVersion));
 }
 
-async function startFreshCoordinator(store: StoreKind, setup: Setup, prefix: string): Promise<RunningCoordinator> {
+async function startFreshCoordinator(store: StoreKind, adminUrl: string, prefix: string): Promise<RunningCoordinator> {
   let location: string;
   if (store === 'postgres') {
-    location = await createDatabase(setup.adminUrl, `${prefix}store`);
+    location = await createDatabase(adminUrl, `${prefix}store`);
   } else {
     location = await mkdtemp(join(tmpdir(), 'concord-bench-pglite-'));
     const dir = location;
@@ -152,7 +129,14 @@ async function startFreshCoordinator(store: StoreKind, setup: Setup, prefix: str
 
 /** SIGTERM (a graceful drain), then SIGKILL if it is still there after 15 s. */
 async function stopCoordinator(coordinator: RunningCoordinator): Promise<number | null> {
-  const killer = setTimeout(() => coordinator.proc.kill('SIGKILL'), 15_000);
+  // After Ctrl-C there is nothing to drain for: do not wait long for a graceful exit.
+  const patienceMs = abort.signal.aborted ? 3_000 : 15_000;
+  const killer = setTimeout(() => {
+    progress(
+      `the coordinator did not exit within ${patienceMs / 1000} s of SIGTERM; killing it. Its last output:\n${coordinator.output().slice(-1_500)}`,
+    );
+    coordinator.proc.kill('SIGKILL');
+  }, patienceMs);
   try {
     return await coordinator.stop();
   } finally {
