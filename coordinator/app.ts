@@ -68,8 +68,14 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
       draining = true;
       logger.info({ inFlight: processor.busy }, 'coordinator stopping');
       await scheduler.stop();
-      await server.close();
-      const drained = await processor.drain(config.shutdownTimeout * 1000);
+      // Keep-alive clients may hold connections for a long time: answer with "Connection: close"
+      // while draining (build-server.ts), and cut what is still open when the timeout is over.
+      const deadline = Date.now() + config.shutdownTimeout * 1000;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([server.close(), new Promise((resolve) => (timer = setTimeout(resolve, config.shutdownTimeout * 1000)))]);
+      clearTimeout(timer);
+      server.server.closeAllConnections();
+      const drained = await processor.drain(Math.max(0, deadline - Date.now()));
       const released = await releaseLeases(database, nodeId).catch(() => 0);
       await relay.close();
       await database.close();

@@ -2,10 +2,11 @@
  * The RabbitMQ side of `consume`, on amqplib: manual acks, a prefetch window, and one message at a
  * time in delivery order. A message is acked only after the handler's transaction committed or the
  * message was parked; one left unacked when the channel closes is requeued by the broker, and the
- * inbox absorbs the redelivery.
+ * inbox absorbs the redelivery. A lost connection is reopened with capped, jittered backoff.
  */
 import { createHash } from 'node:crypto';
-import { connect, type ConsumeMessage } from 'amqplib';
+import { connect, type ChannelModel, type ConsumeMessage } from 'amqplib';
+import { backoffInterval, jitter } from '../schemas/backoff.js';
 import type { Logger } from 'pino';
 import type { Deliver, RunningSource } from './consume.js';
 
@@ -20,52 +21,85 @@ export interface RabbitSource {
 
 export async function startRabbitSource(source: RabbitSource, deliver: Deliver, logger: Logger): Promise<RunningSource> {
   const log = logger.child({ queue: source.queue });
-  const model = await connect(source.url);
   let stopping = false;
-  model.on('error', (err: unknown) => log.error({ err }, 'rabbitmq connection error'));
-  model.on('close', () => {
-    if (!stopping) log.error('rabbitmq connection closed; this consumer receives nothing more');
-  });
-  try {
-    const channel = await model.createChannel();
-    channel.on('error', (err: unknown) => log.error({ err }, 'rabbitmq channel error'));
-    await channel.prefetch(source.prefetch ?? 16);
-    let chain = Promise.resolve();
+  let current: { model: ChannelModel; consumerTag: string; chain: Promise<void> } | undefined;
+  let reconnecting: NodeJS.Timeout | undefined;
 
-    const handle = async (msg: ConsumeMessage): Promise<void> => {
-      if (stopping) return; // unacked: the broker requeues it when the channel closes
-      try {
-        await deliver(toInboxMessage(source.queue, msg));
-        channel.ack(msg);
-      } catch (err) {
+  /** One connection's life: consume until it closes, then come back (unless stopping). */
+  const session = async (): Promise<void> => {
+    const model = await connect(source.url);
+    try {
+      const channel = await model.createChannel();
+      channel.on('error', (err: unknown) => log.error({ err }, 'rabbitmq channel error'));
+      await channel.prefetch(source.prefetch ?? 16);
+      const state = { model, consumerTag: '', chain: Promise.resolve() };
+      const handle = async (msg: ConsumeMessage): Promise<void> => {
+        if (stopping) return; // unacked: the broker requeues it when the channel closes
+        try {
+          await deliver(toInboxMessage(source.queue, msg));
+          channel.ack(msg);
+        } catch (err) {
+          if (stopping) return;
+          log.error({ err }, 'message not handled, requeued');
+          try {
+            channel.nack(msg, false, true);
+          } catch {
+            // the channel is gone; the broker requeues the message anyway
+          }
+        }
+      };
+      state.consumerTag = (
+        await channel.consume(
+          source.queue,
+          (msg) => {
+            if (msg === null) log.error('rabbitmq cancelled the consumer (queue deleted?)');
+            // One at a time, in delivery order: the prefetch only saves round trips.
+            else state.chain = state.chain.then(() => handle(msg));
+          },
+          { noAck: false },
+        )
+      ).consumerTag;
+      model.on('error', (err: unknown) => log.warn({ err }, 'rabbitmq connection error'));
+      model.on('close', () => {
         if (stopping) return;
-        log.error({ err }, 'message not handled, requeued');
-        channel.nack(msg, false, true);
-      }
-    };
+        log.warn('rabbitmq connection closed; reconnecting');
+        current = undefined;
+        reconnect(0);
+      });
+      current = state;
+    } catch (err) {
+      await model.close().catch(() => undefined);
+      throw err;
+    }
+  };
 
-    const { consumerTag } = await channel.consume(
-      source.queue,
-      (msg) => {
-        if (msg === null) log.error('rabbitmq cancelled the consumer (queue deleted?)');
-        // One at a time, in delivery order: the prefetch only saves round trips.
-        else chain = chain.then(() => handle(msg));
-      },
-      { noAck: false },
-    );
-    return {
-      async stop() {
-        stopping = true;
-        await channel.cancel(consumerTag).catch(() => undefined);
-        await chain;
-        await model.close().catch(() => undefined);
-      },
-    };
-  } catch (err) {
-    stopping = true;
-    await model.close().catch(() => undefined);
-    throw err;
-  }
+  // A lost broker is retried with the one backoff schedule until it is back or the consumer stops.
+  const reconnect = (failures: number): void => {
+    const delay = jitter(backoffInterval({ base: 0.5, cap: 10 }, failures));
+    reconnecting = setTimeout(() => {
+      if (stopping) return;
+      session().then(
+        () => log.info('rabbitmq consumer reconnected'),
+        (err: unknown) => {
+          log.warn({ err, failures: failures + 1 }, 'rabbitmq reconnect failed');
+          reconnect(failures + 1);
+        },
+      );
+    }, delay * 1000);
+  };
+
+  await session();
+  return {
+    async stop() {
+      stopping = true;
+      clearTimeout(reconnecting);
+      const last = current;
+      if (!last) return;
+      const channelGone = last.model.close.bind(last.model);
+      await last.chain;
+      await channelGone().catch(() => undefined);
+    },
+  };
 }
 
 function toInboxMessage(queue: string, msg: ConsumeMessage) {

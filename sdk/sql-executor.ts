@@ -53,6 +53,11 @@ export async function inTransaction<T, Tx>(source: TransactionSource, fn: (exec:
   if (isDrizzle(source)) return source.transaction((tx) => fn(drizzleExecutor(tx), tx as Tx));
   const pool = isPool(source) ? source : undefined;
   const client = isPool(source) ? await source.connect() : source;
+  // A connection the server drops between two statements emits 'error' on the client; without a
+  // listener that would crash the process. The next statement then fails and rolls back instead.
+  let lost: Error | undefined;
+  const onError = (err: Error) => (lost = err);
+  client.on('error', onError);
   try {
     await client.query('begin');
     try {
@@ -64,7 +69,9 @@ export async function inTransaction<T, Tx>(source: TransactionSource, fn: (exec:
       throw err;
     }
   } finally {
-    if (pool) (client as pg.PoolClient).release();
+    client.off('error', onError);
+    // A broken connection goes back destroyed, not into the pool.
+    if (pool) (client as pg.PoolClient).release(lost);
   }
 }
 

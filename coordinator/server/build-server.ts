@@ -47,6 +47,9 @@ export async function buildServer(deps: ServerDeps) {
       throw new ConcordError('SHUTTING_DOWN', 'this coordinator is shutting down; retry on another node');
     }
   });
+  app.addHook('onSend', async (_request, reply) => {
+    if (deps.draining()) reply.header('connection', 'close');
+  });
   app.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unknown';
     deps.metrics.requests.inc({ route, status: String(reply.statusCode) });

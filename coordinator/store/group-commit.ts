@@ -1,7 +1,7 @@
 /**
- * Group commit: requests that arrive while a store transaction is in flight wait for it and then
- * go together in the next one. Under load many prepares or submits share one commit; alone, a
- * request goes at once, so nothing waits on a timer.
+ * Group commit: requests that arrive in the same event-loop turn, or while a store transaction is
+ * in flight, go together in the next one. Under load many prepares or submits share one commit;
+ * alone, a request waits only for the end of the current turn, never on a timer.
  *
  * If a batch fails as a whole, each of its items is retried alone, so one bad item cannot fail
  * the others and every caller gets the answer its own item deserves.
@@ -26,6 +26,7 @@ export interface GroupCommitOptions {
 export class GroupCommit<I, O> {
   private queue: Pending<I, O>[] = [];
   private inFlight = 0;
+  private scheduled = false;
 
   constructor(
     private readonly runBatch: BatchRunner<I, O>,
@@ -35,7 +36,15 @@ export class GroupCommit<I, O> {
   run(item: I): Promise<O> {
     return new Promise<O>((resolve, reject) => {
       this.queue.push({ item, resolve, reject });
-      this.pump();
+      // Requests that arrive in the same turn of the event loop go together, even when a store
+      // slot is free (PGlite answers so fast that otherwise every batch would hold one request).
+      if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => {
+          this.scheduled = false;
+          this.pump();
+        });
+      }
     });
   }
 
