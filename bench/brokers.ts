@@ -61,17 +61,27 @@ try {
       process.stderr.write(`bench: ${broker} × ${n}\n`);
       const latencies: number[] = [];
       let measuring = false;
+      let errors = 0;
       let stop = false;
       const worker = async (w: number) => {
         for (let i = 0; !stop; i++) {
           const gid = `${broker}-${n}-${w}-${i}-${randomUUID()}`;
           const started = performance.now();
-          await new Msg(coordinator.dtm, gid, { waitResult: true })
-            .add(destinations[broker]!, { gid }, { key: `customer-${w % 16}` })
+          const sent = new Msg(coordinator.dtm, gid, { waitResult: true })
+            // One key per worker: a closed loop waits for each message, so a key shared by two
+            // workers would measure the order-per-key wait, not the broker path.
+            .add(destinations[broker]!, { gid }, { key: `customer-${w}` })
             .doAndSubmit<void, pg.PoolClient>(`http://127.0.0.1:1/unused`, pool, async (tx) => {
               await tx.query('insert into bench_orders (gid) values ($1)', [gid]);
             });
-          if (measuring) latencies.push(performance.now() - started);
+          const ok = await sent.then(
+            () => true,
+            () => false,
+          );
+          if (measuring) {
+            if (ok) latencies.push(performance.now() - started);
+            else errors++;
+          }
         }
       };
       const workers = Array.from({ length: n }, (_, w) => worker(w));
@@ -85,12 +95,12 @@ try {
       await Promise.all(workers);
       latencies.sort((a, b) => a - b);
       const pct = (p: number) => (latencies[Math.min(latencies.length - 1, Math.floor((latencies.length * p) / 100))] ?? 0).toFixed(1);
-      rows.push(`| ${broker} | ${n} | ${Math.round(latencies.length / elapsed)} | ${pct(50)} | ${pct(99)} |`);
+      rows.push(`| ${broker} | ${n} | ${Math.round(latencies.length / elapsed)} | ${pct(50)} | ${pct(99)} | ${errors} |`);
     }
   }
   await channel.purgeQueue(queue);
   console.log('\n### Two-phase messages to brokers: prepare, local commit, submit, broker ack (wait_result)\n');
-  console.log('| broker | concurrency | msgs/s | p50 ms | p99 ms |\n| --- | --- | --- | --- | --- |');
+  console.log('| broker | concurrency | msgs/s | p50 ms | p99 ms | errors |\n| --- | --- | --- | --- | --- | --- |');
   console.log(rows.join('\n'));
 } finally {
   await cleanup();
