@@ -157,6 +157,22 @@ describe('topics', () => {
     await channel.close();
   });
 
+  it('delivers to the subscribers of prepare time, even when the topic changes before submit', async () => {
+    const name = `t-${randomUUID()}`;
+    const sub = (verb: string, path: string) =>
+      fetch(`${coordinator.dtm}/${verb}?topic=${name}&url=${encodeURIComponent(bank.url + path)}`);
+    expect((await sub('subscribe', '/TransIn')).status).toBe(200);
+    const g = gid();
+    const msg = new Msg(coordinator.dtm, g, { waitResult: true }).addTopic(name, { amount: 2 });
+    await msg.prepare(`${bank.url}/QueryPrepared`);
+    expect((await sub('unsubscribe', '/TransIn')).status).toBe(200);
+    expect((await sub('subscribe', '/TransOut')).status).toBe(200);
+    await msg.submit();
+    expect(bank.received(g, '/TransIn')).toBe(1);
+    expect(bank.received(g, '/TransOut')).toBe(0);
+    expect((await query(coordinator.dtm, g)).branches).toMatchObject([{ branch_id: '01', status: 'succeed' }]);
+  });
+
   it('validates subscriptions and topic steps with errors that name the field', async () => {
     const name = `t-${randomUUID()}`;
     const sub = (q: string) => fetch(`${coordinator.dtm}/subscribe?${q}`).then(async (r) => ({ status: r.status, body: await r.json() }));

@@ -114,6 +114,7 @@ export class MsgEngine {
         data,
         meta,
         orderKey: orderKeyOf(t.url, meta),
+        fromTopic: true,
       }));
     });
     const delay = parseDelay(req.custom_data);
@@ -198,8 +199,10 @@ export class MsgEngine {
       unique.filter((i) => !promoted.has(i.gid) && !created.has(i.gid)).map((i) => i.gid),
     );
     // A submit that carries its steps matched the stored hash, so its branches are the stored ones, all
-    // still pending: only a submit without steps needs them read back.
-    const bare = unique.filter((i) => promoted.has(i.gid) && !i.hasSteps).map((i) => i.gid);
+    // still pending. Only a submit without steps, or with topics (whose subscribers may have changed
+    // since prepare), needs them read back.
+    const readBack = (i: { hasSteps: boolean; trans: NewTransaction }) => !i.hasSteps || i.trans.branches.some((b) => b.fromTopic);
+    const bare = unique.filter((i) => promoted.has(i.gid) && readBack(i)).map((i) => i.gid);
     const stored = await pendingBranches(database, bare);
     const branchesOf = (trans: NewTransaction) => stored.get(trans.gid) ?? trans.branches.map((b) => asBranchRow(trans.gid, b));
     const firsts = new Set(unique.map((u) => u.item));

@@ -16,6 +16,8 @@ export interface NewBranch {
   meta: BranchMeta;
   /** Destination and key of a keyed broker branch (delivered in submit order), else null. */
   orderKey: string | null;
+  /** Resolved from a topic's subscribers when the request came (not stored). */
+  fromTopic?: boolean;
 }
 
 export interface NewTransaction {
