@@ -186,7 +186,8 @@ function kafkaAdapter(): Adapter {
       const rec = recorder(topic);
       const groupId = `g-${randomUUID()}`;
       const consumerName = `c-${randomUUID()}`;
-      const source = () => ({ kafka: { brokers: [broker.brokers], topic, groupId } });
+      // The broker's minimum session timeout: a killed member's partitions move on after 6 s, not 30.
+      const source = () => ({ kafka: { brokers: [broker.brokers], topic, groupId, sessionTimeout: 6_000 } });
       let consumer: Consumer | undefined;
       return {
         url: `kafka://default/${topic}`,
