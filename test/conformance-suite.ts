@@ -224,8 +224,6 @@ function kafkaAdapter(): Adapter {
 function rabbitAdapter(): Adapter {
   let broker: RestartableRabbitMQ;
   let amqp: ChannelModel | undefined;
-  /** Receivers to restart after a broker restart: consume() does not reconnect (docs/consumers.md, Limits). */
-  const live = new Set<{ receive(): Promise<void>; stopReceiving(): Promise<void> }>();
   const channel = async () => {
     amqp ??= await connect(broker.url);
     return amqp.createChannel();
@@ -246,13 +244,8 @@ function rabbitAdapter(): Adapter {
       amqp = undefined;
       await broker.halt();
     },
-    async restart() {
-      await broker.restart();
-      for (const r of [...live]) {
-        await r.stopReceiving();
-        await r.receive();
-      }
-    },
+    // consume() reconnects by itself: the running consumers are left to recover, as with Kafka.
+    restart: () => broker.restart(),
     async destination() {
       const routingKey = `rk-${randomUUID()}`;
       const queue = `conf-${randomUUID()}`;
@@ -280,11 +273,9 @@ function rabbitAdapter(): Adapter {
             retry: fastRetry,
             logger: rec.logger,
           });
-          live.add(destination);
           receivers.add(closer);
         },
         async stopReceiving() {
-          live.delete(destination);
           receivers.delete(closer);
           await consumer?.close();
         },
