@@ -47,36 +47,9 @@ export async function kafkaVersion(): Promise<string> {
  * <repo>/.cache/kafka-libs. stop() ends the broker and removes the dir.
  */
 export async function startLocalKafka(): Promise<LocalKafka> {
-  await ensureJavaAndMaven();
-  const dir = await makeServiceDir('concord-kafka-');
-  try {
-    for (let attempt = 1; ; attempt++) {
-      // A fresh dir per attempt: the storage tool refuses a formatted one.
-      const work = join(dir.path, `attempt-${attempt}`);
-      await mkdir(work);
-      const port = await freePort();
-      let controllerPort = await freePort();
-      while (controllerPort === port) controllerPort = await freePort();
-      let broker: LocalKafka;
-      try {
-        broker = await launch(work, port, controllerPort);
-      } catch (error) {
-        // Another process may have taken a port between freePort() and the bind.
-        if (!(error instanceof PortTakenError) || attempt >= PORT_ATTEMPTS) throw error;
-        continue;
-      }
-      let stopping: Promise<void> | undefined;
-      const stop = (): Promise<void> =>
-        (stopping ??= (async () => {
-          await broker.stop();
-          await dir.remove();
-        })());
-      return { brokers: broker.brokers, stop };
-    }
-  } catch (error) {
-    await dir.remove();
-    throw error;
-  }
+  // One way to start a broker: the restartable one, without its halt and restart.
+  const broker = await startRestartableLocalKafka();
+  return { brokers: broker.brokers, stop: () => broker.stop() };
 }
 
 export interface RestartableKafka extends LocalKafka {

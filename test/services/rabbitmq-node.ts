@@ -36,32 +36,9 @@ log.file = false
  * epmd on the standard port 4369 cannot matter. stop() ends both and removes the dir.
  */
 export async function startLocalRabbitMQ(): Promise<LocalRabbitMQ> {
-  const binaries = await rabbitMQBinaries();
-  const dir = await makeServiceDir('concord-rabbitmq-');
-  try {
-    for (let attempt = 1; ; attempt++) {
-      const work = join(dir.path, `attempt-${attempt}`);
-      await mkdir(work);
-      let node: LocalRabbitMQ;
-      try {
-        node = await launch(binaries, work);
-      } catch (error) {
-        // Another process may have taken a port between freePort() and the bind.
-        if (!(error instanceof PortTakenError) || attempt >= PORT_ATTEMPTS) throw error;
-        continue;
-      }
-      let stopping: Promise<void> | undefined;
-      const stop = (): Promise<void> =>
-        (stopping ??= (async () => {
-          await node.stop();
-          await dir.remove();
-        })());
-      return { url: node.url, stop };
-    }
-  } catch (error) {
-    await dir.remove();
-    throw error;
-  }
+  // One way to start a node: the restartable one, without its halt and restart.
+  const node = await startRestartableLocalRabbitMQ();
+  return { url: node.url, stop: () => node.stop() };
 }
 
 class PortTakenError extends Error {}
@@ -131,10 +108,10 @@ export async function startRestartableLocalRabbitMQ(): Promise<RestartableRabbit
 async function launch(
   binaries: { server: string; epmd: string },
   work: string,
-  identity?: NodeIdentity,
+  identity: NodeIdentity,
   logSuffix = '',
 ): Promise<LocalRabbitMQ> {
-  const [epmdPort, amqpPort, distPort] = identity ? [identity.epmdPort, identity.amqpPort, identity.distPort] : await threeFreePorts();
+  const { epmdPort, amqpPort, distPort, nodeName } = identity;
   const env = isolatedEnv();
   env.ERL_EPMD_PORT = String(epmdPort);
 
@@ -160,7 +137,6 @@ async function launch(
     throw new Error(`epmd did not start: ${(error as Error).message}\n--- ${epmdLog} ---\n${tail(log)}`, { cause: error });
   }
 
-  const nodeName = identity?.nodeName ?? `concord-test-${randomBytes(4).toString('hex')}@localhost`;
   const serverLog = join(work, `rabbitmq${logSuffix}.log`);
   let server: SupervisedProcess | undefined;
   const url = `amqp://guest:guest@127.0.0.1:${amqpPort}`;
