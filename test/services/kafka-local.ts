@@ -1,11 +1,11 @@
 import { existsSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { aptInstall } from './apt-install.js';
 import { probeKafka } from './kafka-probe.js';
 import { runCommand, tail } from './run-command.js';
-import { makeServiceDir } from './service-dir.js';
+import { PortTakenError, startRestartable } from './service-dir.js';
 import { freePort, startSupervised, waitUntilReady } from './supervised-process.js';
 
 export interface LocalKafka {
@@ -65,48 +65,19 @@ export interface RestartableKafka extends LocalKafka {
  */
 export async function startRestartableLocalKafka(): Promise<RestartableKafka> {
   await ensureJavaAndMaven();
-  const dir = await makeServiceDir('concord-kafka-');
-  try {
-    for (let attempt = 1; ; attempt++) {
-      const work = join(dir.path, `attempt-${attempt}`);
-      await mkdir(work);
+  const service = await startRestartable({
+    prefix: 'concord-kafka-',
+    attempts: PORT_ATTEMPTS,
+    plan: async () => {
       const port = await freePort();
       let controllerPort = await freePort();
       while (controllerPort === port) controllerPort = await freePort();
-      let broker: LocalKafka | undefined;
-      try {
-        broker = await launch(work, port, controllerPort);
-      } catch (error) {
-        if (!(error instanceof PortTakenError) || attempt >= PORT_ATTEMPTS) throw error;
-        continue;
-      }
-      let runs = 1;
-      let stopping: Promise<void> | undefined;
-      return {
-        brokers: broker.brokers,
-        async halt() {
-          const running = broker;
-          broker = undefined;
-          await running?.stop();
-        },
-        async restart() {
-          if (broker !== undefined) throw new Error('the broker is running');
-          broker = await launch(work, port, controllerPort, `kafka-${++runs}.log`);
-        },
-        stop: () =>
-          (stopping ??= (async () => {
-            await broker?.stop();
-            await dir.remove();
-          })()),
-      };
-    }
-  } catch (error) {
-    await dir.remove();
-    throw error;
-  }
+      return { port, controllerPort };
+    },
+    launch: (work, { port, controllerPort }, run) => launch(work, port, controllerPort, run === 1 ? 'kafka.log' : `kafka-${run}.log`),
+  });
+  return { brokers: service.first.brokers, halt: service.halt, restart: service.restart, stop: service.stop };
 }
-
-class PortTakenError extends Error {}
 
 /** Runs start-kafka.sh and waits until the broker answers; its stop() leaves the files. */
 async function launch(work: string, port: number, controllerPort: number, logName = 'kafka.log'): Promise<LocalKafka> {

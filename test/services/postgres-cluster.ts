@@ -9,6 +9,7 @@ import pg from 'pg';
 import { pgBinDir } from './postgres-install.js';
 import { runChecked, tail } from './run-command.js';
 import { freePort, within } from './supervised-process.js';
+import { alive } from './service-dir.js';
 
 export interface LocalCluster {
   url: string;
@@ -191,15 +192,6 @@ async function removeStaleClusters(parent: string): Promise<void> {
     const pidFile = await readFile(join(dir, 'data', 'postmaster.pid'), 'utf8').catch(() => undefined);
     if (pidFile !== undefined && alive(Number(pidFile.split('\n')[0]))) continue;
     await rm(dir, { recursive: true, force: true }).catch(() => {});
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { probeAmqp } from './amqp-probe.js';
 import { rabbitMQBinaries } from './rabbitmq-install.js';
 import { tail } from './run-command.js';
-import { makeServiceDir } from './service-dir.js';
+import { PortTakenError, startRestartable } from './service-dir.js';
 import { freePort, startSupervised, waitUntilReady, type SupervisedProcess } from './supervised-process.js';
 
 export interface LocalRabbitMQ {
@@ -41,8 +41,6 @@ export async function startLocalRabbitMQ(): Promise<LocalRabbitMQ> {
   return { url: node.url, stop: () => node.stop() };
 }
 
-class PortTakenError extends Error {}
-
 /** Starts epmd, then the node, and waits until the node accepts AMQP connections; stop() leaves the files. */
 interface NodeIdentity {
   epmdPort: number;
@@ -65,44 +63,16 @@ export interface RestartableRabbitMQ extends LocalRabbitMQ {
  */
 export async function startRestartableLocalRabbitMQ(): Promise<RestartableRabbitMQ> {
   const binaries = await rabbitMQBinaries();
-  const dir = await makeServiceDir('concord-rabbitmq-');
-  try {
-    for (let attempt = 1; ; attempt++) {
-      const work = join(dir.path, `attempt-${attempt}`);
-      await mkdir(work);
+  const service = await startRestartable({
+    prefix: 'concord-rabbitmq-',
+    attempts: PORT_ATTEMPTS,
+    plan: async (): Promise<NodeIdentity> => {
       const [epmdPort, amqpPort, distPort] = await threeFreePorts();
-      const identity = { epmdPort, amqpPort, distPort, nodeName: `concord-test-${randomBytes(4).toString('hex')}@localhost` };
-      let node: LocalRabbitMQ | undefined;
-      try {
-        node = await launch(binaries, work, identity);
-      } catch (error) {
-        if (!(error instanceof PortTakenError) || attempt >= PORT_ATTEMPTS) throw error;
-        continue;
-      }
-      let runs = 1;
-      let stopping: Promise<void> | undefined;
-      return {
-        url: node.url,
-        async halt() {
-          const running = node;
-          node = undefined;
-          await running?.stop();
-        },
-        async restart() {
-          if (node !== undefined) throw new Error('the node is running');
-          node = await launch(binaries, work, identity, `-${++runs}`);
-        },
-        stop: () =>
-          (stopping ??= (async () => {
-            await node?.stop();
-            await dir.remove();
-          })()),
-      };
-    }
-  } catch (error) {
-    await dir.remove();
-    throw error;
-  }
+      return { epmdPort, amqpPort, distPort, nodeName: `concord-test-${randomBytes(4).toString('hex')}@localhost` };
+    },
+    launch: (work, identity, run) => launch(binaries, work, identity, run === 1 ? '' : `-${run}`),
+  });
+  return { url: service.first.url, halt: service.halt, restart: service.restart, stop: service.stop };
 }
 
 async function launch(

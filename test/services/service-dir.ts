@@ -1,5 +1,5 @@
 import { rmSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -48,11 +48,76 @@ async function removeStaleDirs(parent: string, prefix: string): Promise<void> {
   }
 }
 
-function alive(pid: number): boolean {
+/** True while a process with this pid exists (also one we may not signal). */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** A launch lost a port it had just found free to another process; try again on new ports. */
+export class PortTakenError extends Error {}
+
+/** A local service that can be halted and started again on the same ports and data. */
+export interface RestartableService<S> {
+  /** The first run, for its addresses. */
+  first: S;
+  halt: () => Promise<void>;
+  restart: () => Promise<void>;
+  /** Ends the service and removes its directory. */
+  stop: () => Promise<void>;
+}
+
+/**
+ * The shared life of a local broker: a service dir; up to `attempts` launches, each with fresh
+ * ports (`plan`) in a fresh work dir, retried when a port was taken meanwhile; then halt and
+ * restart with the same plan and work dir, and a stop that removes everything.
+ */
+export async function startRestartable<P, S extends { stop(): Promise<void> }>(options: {
+  prefix: string;
+  attempts: number;
+  plan: () => Promise<P>;
+  launch: (work: string, plan: P, run: number) => Promise<S>;
+}): Promise<RestartableService<S>> {
+  const dir = await makeServiceDir(options.prefix);
+  try {
+    for (let attempt = 1; ; attempt++) {
+      const work = join(dir.path, `attempt-${attempt}`);
+      await mkdir(work);
+      const plan = await options.plan();
+      let running: S | undefined;
+      try {
+        running = await options.launch(work, plan, 1);
+      } catch (error) {
+        if (!(error instanceof PortTakenError) || attempt >= options.attempts) throw error;
+        continue;
+      }
+      const first = running;
+      let runs = 1;
+      let stopping: Promise<void> | undefined;
+      return {
+        first,
+        halt: async () => {
+          const current = running;
+          running = undefined;
+          await current?.stop();
+        },
+        restart: async () => {
+          if (running !== undefined) throw new Error('the service is running');
+          running = await options.launch(work, plan, ++runs);
+        },
+        stop: () =>
+          (stopping ??= (async () => {
+            await running?.stop();
+            await dir.remove();
+          })()),
+      };
+    }
+  } catch (error) {
+    await dir.remove();
+    throw error;
   }
 }
