@@ -14,6 +14,10 @@ import { Relay } from '../relay/publisher.js';
 import type { EngineContext } from './engine/context.js';
 import { MsgEngine } from './engine/msg.js';
 import { MsgProcessor } from './engine/msg-process.js';
+import { InFlight } from './engine/in-flight.js';
+import { SagaEngine } from './engine/saga.js';
+import { SagaProcessor } from './engine/saga-process.js';
+import { listenForReplies, type ReplyListener } from '../relay/replies.js';
 import { createMetrics } from './metrics.js';
 import { Scheduler } from './scheduler.js';
 import { buildServer } from './server/build-server.js';
@@ -52,21 +56,30 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
     createRabbitPublisher(brokers.rabbitmq, logger.child({ component: 'relay.rabbitmq' })),
   ]);
   const metrics = createMetrics();
-  const ctx: EngineContext = { config, database, relay, logger: logger.child({ component: 'engine' }), metrics, nodeId };
+  const inFlight = new InFlight();
+  const ctx: EngineContext = { config, database, relay, logger: logger.child({ component: 'engine' }), metrics, nodeId, inFlight };
   const processor = new MsgProcessor(ctx);
   const msg = new MsgEngine(ctx, processor);
-  const scheduler = new Scheduler(ctx, processor);
+  const sagaProcessor = new SagaProcessor(ctx);
+  const saga = new SagaEngine(ctx, sagaProcessor);
+  const scheduler = new Scheduler(ctx, { msg: processor, saga: sagaProcessor });
   let draining = false;
-  const server = await buildServer({ logger, database, metrics, msg, relay, version, draining: () => draining });
+  const server = await buildServer({ logger, database, metrics, msg, saga, relay, version, draining: () => draining });
   const address = await server.listen({ port: config.port, host: config.host });
   scheduler.start();
+  // Replies are read in the background: a broker that is down must not keep the coordinator from starting.
+  const replies: ReplyListener | undefined =
+    config.replyTopic === ''
+      ? undefined
+      : listenForReplies(brokers, config.replyTopic, (reply) => saga.onReply(reply), logger.child({ component: 'relay.replies' }));
   logger.info({ address, store: database.kind, nodeId, version }, 'coordinator started');
 
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
       draining = true;
-      logger.info({ inFlight: processor.busy }, 'coordinator stopping');
+      logger.info({ inFlight: inFlight.busy }, 'coordinator stopping');
+      await replies?.close();
       await scheduler.stop();
       // Keep-alive clients may hold connections for a long time: answer with "Connection: close"
       // while draining (build-server.ts), and cut what is still open when the timeout is over.
@@ -75,7 +88,7 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
       await Promise.race([server.close(), new Promise((resolve) => (timer = setTimeout(resolve, config.shutdownTimeout * 1000)))]);
       clearTimeout(timer);
       server.server.closeAllConnections();
-      const drained = await processor.drain(Math.max(0, deadline - Date.now()));
+      const drained = await inFlight.drain(Math.max(0, deadline - Date.now()));
       const released = await releaseLeases(database, nodeId).catch(() => 0);
       await relay.close();
       await database.close();

@@ -5,6 +5,7 @@
  */
 import { leaseSeconds, type EngineContext } from './engine/context.js';
 import type { MsgProcessor } from './engine/msg-process.js';
+import type { SagaProcessor } from './engine/saga-process.js';
 import { claimDue, pendingBranches } from './store/transactions.js';
 
 export class Scheduler {
@@ -15,7 +16,7 @@ export class Scheduler {
 
   constructor(
     private readonly ctx: EngineContext,
-    private readonly processor: MsgProcessor,
+    private readonly processors: { msg: MsgProcessor; saga: SagaProcessor },
   ) {}
 
   start(): void {
@@ -42,9 +43,10 @@ export class Scheduler {
           const rows = await claimDue(database, nodeId, room, lease);
           claimed = rows.length;
           metrics.claimed.inc(claimed);
+          // A saga pass reads its own branches; a message pass is given its pending ones.
           const branches = await pendingBranches(
             database,
-            rows.map((r) => r.gid),
+            rows.filter((r) => r.trans_type !== 'saga').map((r) => r.gid),
           );
           // Keyed broker messages of one key run one after another, in submit order, so a backlog
           // of one key drains in one scan instead of one message per scan.
@@ -53,10 +55,12 @@ export class Scheduler {
             this.active++;
             const pending = branches.get(row.gid) ?? [];
             const key = pending.find((b) => b.order_key !== null)?.order_key;
-            const start = () => this.processor.run(row, pending, startedAt, lease);
+            const { msg, saga } = this.processors;
+            const start = (): Promise<unknown> =>
+              row.trans_type === 'saga' ? saga.run(row, startedAt, lease) : msg.run(row, pending, startedAt, lease);
             const pass = key ? (chains.get(key) ?? Promise.resolve()).then(start) : start();
             if (key) chains.set(key, pass);
-            void this.processor.track(pass).finally(() => {
+            void this.ctx.inFlight.track(pass).finally(() => {
               // Room again after being full: scan now rather than after the idle wait.
               if (this.active-- >= max) this.wake?.();
             });

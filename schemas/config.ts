@@ -71,6 +71,25 @@ export const configSchema = z
       .describe(
         'Named broker connections, JSON: {"orders": {"kind": "kafka", "brokers": ["h:9092"]}, "jobs": {"kind": "rabbitmq", "url": "amqp://…"}}.',
       ),
+    replyTopic: z
+      .string()
+      .max(200)
+      .default('concord.saga.replies')
+      .describe(
+        'Kafka topic (on every Kafka connection) and RabbitMQ queue (on every RabbitMQ connection) that saga participants reply on; "" turns reply listening off.',
+      ),
+    replyTimeout: secondsSchema(0.05)
+      .default(30)
+      .describe("Seconds a saga broker step waits for its participant's reply (per step: timeout) before the attempt counts as failed."),
+    compensateAttempts: z.coerce
+      .number()
+      .int()
+      .min(1)
+      .default(10)
+      .describe('Runs of a saga compensation before the saga goes to needs_attention (per step: compensate_attempts).'),
+    waitResultTimeout: secondsSchema(0)
+      .default(30)
+      .describe('Seconds a saga submit with wait_result waits for the end before answering 425 (ONGOING).'),
     alertWebhook: z.string().url().optional().describe('URL POSTed {gid, status, branch, error, retry_count} when retries pile up.'),
     alertRetryLimit: z.coerce.number().int().min(1).default(3).describe('Failed attempts on a branch before the alert webhook is called.'),
   })

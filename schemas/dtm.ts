@@ -13,7 +13,8 @@ export const transTypes = ['msg', 'saga', 'tcc', 'xa', 'workflow'] as const;
 export const transTypeSchema = z.enum(transTypes);
 export type TransType = z.infer<typeof transTypeSchema>;
 
-export const globalStatuses = ['prepared', 'submitted', 'aborting', 'succeed', 'failed'] as const;
+/** DTM's statuses, and needs_attention: a saga whose compensation kept failing, waiting for an operator's redrive. */
+export const globalStatuses = ['prepared', 'submitted', 'aborting', 'succeed', 'failed', 'needs_attention'] as const;
 export type GlobalStatus = (typeof globalStatuses)[number];
 export const branchStatuses = ['prepared', 'succeed', 'failed'] as const;
 export type BranchStatus = (typeof branchStatuses)[number];
@@ -33,8 +34,8 @@ export const transOptionsShape = {
   retry_interval: seconds('Base retry interval (seconds; default from config).'),
   branch_headers: optional(z.record(z.string(), z.string()).describe('Headers added to every branch call.')),
   concurrent: optional(z.boolean().describe('Call the branches of a message in parallel.')),
-  retry_limit: seconds('Saga only.'),
-  retry_count: seconds('Saga only.'),
+  retry_limit: seconds('Saga: runs of an action after its first before the saga rolls back.'),
+  retry_count: seconds('Saga: ignored (DTM keeps it in memory).'),
   passthrough_headers: optional(z.array(z.string()).describe('Ignored, as by DTM since 1.16.')),
 };
 
@@ -75,6 +76,7 @@ export const transRequestSchema = z
 export type TransRequest = z.infer<typeof transRequestSchema>;
 
 export const gidQuerySchema = z.object({ gid: gidSchema });
+export const gidBodySchema = z.object({ gid: gidSchema });
 
 const topicName = z
   .string()
@@ -120,6 +122,7 @@ export const transactionViewSchema = z.object({
   options: z.string(),
   custom_data: z.string().optional(),
   rollback_reason: z.string().optional(),
+  attention_reason: z.string().optional().describe('needs_attention: the compensation that keeps failing, and why.'),
   result: z.string().optional(),
   next_cron_interval: z.number(),
   next_cron_time: z.string().optional(),
@@ -141,6 +144,7 @@ export const branchViewSchema = z.object({
   finish_time: z.string().optional(),
   attempts: z.number().describe('Calls made to this branch so far.'),
   last_error: z.string().optional().describe('Why the last call did not succeed.'),
+  result: z.string().optional().describe("Saga broker step: the participant's result."),
 });
 export type BranchView = z.infer<typeof branchViewSchema>;
 

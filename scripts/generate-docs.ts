@@ -12,6 +12,7 @@ import { createMetrics } from '../coordinator/metrics.js';
 import { buildServer } from '../coordinator/server/build-server.js';
 import type { Database } from '../coordinator/store/database.js';
 import type { MsgEngine } from '../coordinator/engine/msg.js';
+import type { SagaEngine } from '../coordinator/engine/saga.js';
 import type { Relay } from '../relay/publisher.js';
 import { version } from '../coordinator/app.js';
 
@@ -65,6 +66,7 @@ export async function renderOpenApi(): Promise<string> {
     database: {} as Database,
     metrics: createMetrics(),
     msg: {} as MsgEngine,
+    saga: {} as SagaEngine,
     relay: {} as Relay,
     version,
     draining: () => false,

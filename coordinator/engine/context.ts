@@ -1,9 +1,10 @@
-/** What every engine module is given: configuration, store, relay, logger and metrics. */
+/** What every engine module is given: configuration, store, relay, logger, metrics and the passes in flight. */
 import type { Logger } from 'pino';
 import type { Config } from '../../schemas/config.js';
 import type { Relay } from '../../relay/publisher.js';
 import type { Metrics } from '../metrics.js';
 import type { Database } from '../store/database.js';
+import type { InFlight } from './in-flight.js';
 
 export interface EngineContext {
   readonly config: Config;
@@ -13,6 +14,8 @@ export interface EngineContext {
   readonly metrics: Metrics;
   /** This coordinator's name in row claims (the owner column). */
   readonly nodeId: string;
+  /** Passes running on this node; shutdown waits for them. */
+  readonly inFlight: InFlight;
 }
 
 /** Seconds a node holds a transaction: at least minLease, and long enough for two calls. */

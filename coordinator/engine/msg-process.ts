@@ -17,6 +17,7 @@ import {
   type Settlement,
   type TransRow,
 } from '../store/transactions.js';
+import { sendAlert } from './alert.js';
 import { leaseSeconds, type EngineContext } from './context.js';
 
 export interface PassResult {
@@ -32,7 +33,6 @@ const leaseMarginMs = 1_000;
 
 export class MsgProcessor {
   private readonly settles: GroupCommit<Settlement, boolean>;
-  private readonly inFlight = new Set<Promise<unknown>>();
 
   constructor(private readonly ctx: EngineContext) {
     this.settles = new GroupCommit(
@@ -49,27 +49,6 @@ export class MsgProcessor {
         },
       },
     );
-  }
-
-  /** Keeps a pass in the set that shutdown waits for. */
-  track<T>(pass: Promise<T>): Promise<T> {
-    this.inFlight.add(pass);
-    void pass.finally(() => this.inFlight.delete(pass)).catch(() => undefined);
-    return pass;
-  }
-
-  get busy(): number {
-    return this.inFlight.size;
-  }
-
-  /** Waits for the passes in flight, at most `timeoutMs`; true when all ended. */
-  async drain(timeoutMs: number): Promise<boolean> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
-    const done = Promise.allSettled([...this.inFlight]).then(() => true);
-    const ended = await Promise.race([done, timeout]);
-    clearTimeout(timer);
-    return ended;
   }
 
   /**
@@ -203,16 +182,9 @@ export class MsgProcessor {
     return answer;
   }
 
-  /** Tells the alert webhook that a transaction keeps failing (fire and forget). */
+  /** Tells the alert webhook that a transaction keeps failing. */
   private alert(trans: TransRow, branchId: string, error: string): void {
-    const { alertWebhook, alertRetryLimit } = this.ctx.config;
-    if (!alertWebhook || trans.retry_count + 1 < alertRetryLimit) return;
-    const body = JSON.stringify({ gid: trans.gid, status: trans.status, branch: branchId, error, retry_count: trans.retry_count + 1 });
-    fetch(alertWebhook, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body,
-      signal: AbortSignal.timeout(5_000),
-    }).catch((err: unknown) => this.ctx.logger.warn({ err, gid: trans.gid }, 'alert webhook failed'));
+    if (trans.retry_count + 1 < this.ctx.config.alertRetryLimit) return;
+    sendAlert(this.ctx, { gid: trans.gid, status: trans.status, branch: branchId, error, retry_count: trans.retry_count + 1 });
   }
 }

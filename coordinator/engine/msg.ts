@@ -3,9 +3,7 @@
  * group-committed; a submitted message is delivered at once in this process, and the scheduler
  * only handles retries, delays and check-backs.
  */
-import { createHash } from 'node:crypto';
 import { msgCustomDataSchema, type TransRequest } from '../../schemas/dtm.js';
-import { z } from 'zod';
 import type { BranchMeta, StoredOptions } from '../../schemas/db/tables.js';
 import { subscribersOf } from '../store/topics.js';
 import { ConcordError } from '../../schemas/errors.js';
@@ -23,6 +21,7 @@ import {
   type TransRow,
 } from '../store/transactions.js';
 import { leaseSeconds, type EngineContext } from './context.js';
+import { branchMeta, conflictOf, contentHash } from './request.js';
 import type { MsgProcessor, PassResult } from './msg-process.js';
 
 type PrepareOutcome = { ok: true } | { error: ConcordError };
@@ -66,7 +65,7 @@ export class MsgEngine {
       return;
     }
     const { trans: row, branches, startedAt, lease } = outcome.deliver;
-    const pass = this.processor.track(this.processor.run(row, branches, startedAt, lease));
+    const pass = this.ctx.inFlight.track(this.processor.run(row, branches, startedAt, lease));
     if (req.wait_result) throwUnlessSucceeded(req.gid, await pass);
   }
 
@@ -242,50 +241,9 @@ function throwUnlessSucceeded(gid: string, pass: PassResult): void {
   throw new ConcordError('TRANSACTION_ONGOING', `transaction ${gid} is not finished: ${pass.reason ?? 'retrying'}`);
 }
 
-/** A re-sent request must describe the same transaction; without steps it only names the gid. */
-function conflictOf(row: TransRow, trans: NewTransaction, compareSteps: boolean): ConcordError | undefined {
-  if (row.trans_type !== trans.transType) {
-    return new ConcordError('GID_CONFLICT', `gid ${trans.gid} is a ${row.trans_type} transaction, not ${trans.transType}`, {
-      field: 'trans_type',
-    });
-  }
-  if (compareSteps && row.content_hash !== trans.contentHash) {
-    return new ConcordError('GID_CONFLICT', `gid ${trans.gid} already exists with other steps or payloads`, { field: 'steps' });
-  }
-  return undefined;
-}
-
-function contentHash(req: TransRequest): string {
-  const steps = (req.steps ?? []).map((step, i) => [step, req.payloads?.[i] ?? step.data ?? '']);
-  return createHash('sha256')
-    .update(JSON.stringify([req.trans_type, steps]))
-    .digest('hex');
-}
-
-/** A step's "key" (the broker message key) and "headers" (JSON text of a string map). */
-function branchMeta(step: Record<string, string>, field: string): BranchMeta {
-  const meta: BranchMeta = {};
-  if (step.key !== undefined) meta.key = step.key;
-  if (step.headers !== undefined && step.headers !== '') {
-    const parsed = z.record(z.string(), z.string()).safeParse(parseJson(step.headers));
-    if (!parsed.success)
-      throw new ConcordError('INVALID_REQUEST', 'headers must be JSON text of a string map', { field: `${field}.headers` });
-    meta.headers = parsed.data;
-  }
-  return meta;
-}
-
 /** Keyed messages to a broker keep their submit order; HTTP calls and unkeyed messages need none. */
 function orderKeyOf(url: string, meta: BranchMeta): string | null {
   return meta.key !== undefined && /^(kafka|rabbitmq):/.test(url) ? `${url}#${meta.key}` : null;
-}
-
-function parseJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
 }
 
 function parseDelay(customData: string | undefined): number {

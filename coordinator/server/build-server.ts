@@ -5,6 +5,7 @@ import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTyp
 import type { Logger } from 'pino';
 import { ConcordError } from '../../schemas/errors.js';
 import type { MsgEngine } from '../engine/msg.js';
+import type { SagaEngine } from '../engine/saga.js';
 import type { Relay } from '../../relay/publisher.js';
 import type { Metrics } from '../metrics.js';
 import type { Database } from '../store/database.js';
@@ -17,6 +18,7 @@ export interface ServerDeps {
   database: Database;
   metrics: Metrics;
   msg: MsgEngine;
+  saga: SagaEngine;
   relay: Relay;
   version: string;
   /** True once shutdown began: new work is refused so it can go to another node. */
@@ -34,7 +36,8 @@ export async function buildServer(deps: ServerDeps) {
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   app.setErrorHandler(handleError);
-  // DTM reads bodies as JSON whatever the Content-Type says; so do we.
+  // DTM reads bodies as JSON whatever the Content-Type says; so do we (text/plain too, fetch's default).
+  app.removeContentTypeParser('text/plain');
   app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => {
     try {
       done(null, body === '' ? {} : JSON.parse(body as string));
@@ -69,6 +72,7 @@ export async function buildServer(deps: ServerDeps) {
     prefix: '/api/dtmsvr',
     database: deps.database,
     msg: deps.msg,
+    saga: deps.saga,
     relay: deps.relay,
     version: deps.version,
   });

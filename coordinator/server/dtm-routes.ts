@@ -1,4 +1,4 @@
-/** DTM's coordinator API under /api/dtmsvr: the part the two-phase message needs. */
+/** DTM's coordinator API under /api/dtmsvr for two-phase messages and sagas, and Concord's redrive. */
 import { randomBytes } from 'node:crypto';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import {
@@ -6,6 +6,7 @@ import {
   allReplySchema,
   dtmResultSchema,
   errorReplySchema,
+  gidBodySchema,
   gidQuerySchema,
   newGidReplySchema,
   queryReplySchema,
@@ -19,6 +20,7 @@ import type { Relay } from '../../relay/publisher.js';
 import { deleteTopic, subscribe, unsubscribe } from '../store/topics.js';
 import { ConcordError } from '../../schemas/errors.js';
 import type { MsgEngine } from '../engine/msg.js';
+import type { SagaEngine } from '../engine/saga.js';
 import type { Database } from '../store/database.js';
 import { getTransaction, listTransactions } from '../store/queries.js';
 import { branchView, transactionView } from './views.js';
@@ -26,6 +28,7 @@ import { branchView, transactionView } from './views.js';
 export interface DtmRoutesOptions {
   database: Database;
   msg: MsgEngine;
+  saga: SagaEngine;
   relay: Relay;
   version: string;
 }
@@ -33,13 +36,14 @@ export interface DtmRoutesOptions {
 const errors = { 400: errorReplySchema, 404: errorReplySchema, 409: errorReplySchema, 425: errorReplySchema, 503: errorReplySchema };
 const success = { dtm_result: 'SUCCESS' } as const;
 
-export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { database, msg, relay, version }) => {
-  /** Only the two-phase message is served so far; other types get a clear 400, not a half-made transaction. */
-  const msgOnly = (req: TransRequest): MsgEngine => {
-    if (req.trans_type !== 'msg') {
-      throw new ConcordError('UNSUPPORTED', `trans_type "${req.trans_type}" is not served yet; use msg`, { field: 'trans_type' });
+export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { database, msg, saga, relay, version }) => {
+  /** Types not served (yet) get a clear 400, not a half-made transaction. */
+  const served = (req: TransRequest, types: string[], what: string): void => {
+    if (!types.includes(req.trans_type)) {
+      throw new ConcordError('UNSUPPORTED', `${what} serves trans_type ${types.join(' or ')}, not "${req.trans_type}"`, {
+        field: 'trans_type',
+      });
     }
-    return msg;
   };
   const transRoute = { body: transRequestSchema, response: { 200: dtmResultSchema, ...errors } };
 
@@ -49,19 +53,37 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { 
   }));
 
   app.post('/prepare', { schema: { summary: 'Prepare a two-phase message.', ...transRoute } }, async (request) => {
-    await msgOnly(request.body).prepare(request.body);
+    served(request.body, ['msg'], 'prepare');
+    await msg.prepare(request.body);
     return success;
   });
 
-  app.post('/submit', { schema: { summary: 'Submit a message (prepared or not).', ...transRoute } }, async (request) => {
-    await msgOnly(request.body).submit(request.body);
+  app.post('/submit', { schema: { summary: 'Submit a message (prepared or not) or a saga.', ...transRoute } }, async (request) => {
+    served(request.body, ['msg', 'saga'], 'submit');
+    await (request.body.trans_type === 'saga' ? saga.submit(request.body) : msg.submit(request.body));
     return success;
   });
 
   app.post('/abort', { schema: { summary: 'Abort a prepared message.', ...transRoute } }, async (request) => {
-    await msgOnly(request.body).abort(request.body);
+    served(request.body, ['msg'], 'abort');
+    await msg.abort(request.body);
     return success;
   });
+
+  app.post(
+    '/redrive',
+    {
+      schema: {
+        summary: 'Concord: compensate a saga in needs_attention again (after its cause was fixed).',
+        body: gidBodySchema,
+        response: { 200: dtmResultSchema, ...errors },
+      },
+    },
+    async (request) => {
+      await saga.redrive(request.body.gid);
+      return success;
+    },
+  );
 
   app.get(
     '/query',

@@ -19,6 +19,7 @@ export function transactionView(t: TransGlobalRow): TransactionView {
     options: JSON.stringify(t.options),
     custom_data: t.customData || undefined,
     rollback_reason: t.rollbackReason || undefined,
+    attention_reason: t.attentionReason || undefined,
     result: t.result || undefined,
     next_cron_interval: t.nextCronInterval,
     next_cron_time: time(t.nextCronTime),
@@ -41,5 +42,6 @@ export function branchView(b: TransBranchRow): BranchView {
     finish_time: time(b.finishTime),
     attempts: b.attempts,
     last_error: b.lastError ?? undefined,
+    result: b.result ?? undefined,
   };
 }

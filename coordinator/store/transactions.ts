@@ -36,7 +36,7 @@ export interface NewTransaction {
   branches: NewBranch[];
 }
 
-/** What the engine needs of a stored transaction. */
+/** What the engine needs of a stored transaction (selected with `transColumns`). */
 export interface TransRow {
   id: number;
   gid: string;
@@ -67,7 +67,7 @@ export interface BranchRow {
   status: string;
 }
 
-const transColumns = sql`id::int as id, gid, trans_type, status, query_prepared, options, custom_data, content_hash,
+export const transColumns = sql`id::int as id, gid, trans_type, status, query_prepared, options, custom_data, content_hash,
   next_cron_interval, retry_count, owner, (extract(epoch from create_time) * 1000)::float8 as create_ms, submit_seq::float8 as submit_seq`;
 
 /**

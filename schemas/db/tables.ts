@@ -7,6 +7,7 @@ import { sql } from 'drizzle-orm';
 import {
   bigint,
   bigserial,
+  boolean,
   index,
   integer,
   jsonb,
@@ -29,12 +30,26 @@ export interface StoredOptions {
   branch_headers?: Record<string, string>;
   concurrent?: boolean;
   delay?: number;
+  /** Saga: step i (0-based) starts after the steps listed for it succeeded (implies concurrent). */
+  orders?: Record<string, number[]>;
+  /** Saga: DTM's retry_limit (an action runs at most retry_limit + 1 times). */
+  retry_limit?: number;
 }
 
 /** What a broker branch carries besides its payload (from the step's "key" and "headers"). */
 export interface BranchMeta {
   key?: string;
   headers?: Record<string, string>;
+  /** Saga broker step: the command type the participant dispatches on. */
+  command?: string;
+  /** Saga step: seconds per call, or to wait for a broker step's reply. */
+  timeout?: number;
+  /** Saga step: runs before giving up (action: roll back; compensation: needs attention). */
+  maxAttempts?: number;
+  /** Saga step: first retry delay in seconds. */
+  backoff?: number;
+  /** Saga compensation: its attempts when an operator last redrove the saga (maxAttempts count from here). */
+  redriveBase?: number;
 }
 
 export const transSubmitSeq = pgSequence('trans_submit_seq');
@@ -62,6 +77,10 @@ export const transGlobal = pgTable(
     /** Order of submission, from trans_submit_seq: keyed broker messages are delivered in this order. */
     submitSeq: bigint('submit_seq', { mode: 'number' }),
     rollbackReason: text('rollback_reason').notNull().default(''),
+    /** Why a saga needs an operator (status needs_attention): the compensation that keeps failing. */
+    attentionReason: text('attention_reason').notNull().default(''),
+    /** A saga step's reply arrived while a node held the lease: that node runs another pass at once. */
+    poked: boolean('poked').notNull().default(false),
     result: text('result').notNull().default(''),
     createTime: time('create_time').notNull().defaultNow(),
     updateTime: time('update_time').notNull().defaultNow(),
@@ -94,6 +113,12 @@ export const transBranchOp = pgTable(
     status: varchar('status', { length: 45 }).notNull(),
     attempts: integer('attempts').notNull().default(0),
     lastError: text('last_error'),
+    /** What the branch answered on success (a saga participant's reply result). */
+    result: text('result'),
+    /** Saga broker step: its command is out and the reply is expected by then. */
+    replyDue: time('reply_due'),
+    /** Saga step: failed, and is run again at this time (or given up on, by its policy). */
+    retryAt: time('retry_at'),
     createTime: time('create_time').notNull().defaultNow(),
     updateTime: time('update_time').notNull().defaultNow(),
     finishTime: time('finish_time'),

@@ -1,0 +1,48 @@
+/** What msg and saga requests share: their content hash, conflict check and per-step broker details. */
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import type { TransRequest } from '../../schemas/dtm.js';
+import type { BranchMeta } from '../../schemas/db/tables.js';
+import { ConcordError } from '../../schemas/errors.js';
+import type { NewTransaction, TransRow } from '../store/transactions.js';
+
+/** A re-sent request must describe the same transaction; without steps it only names the gid. */
+export function conflictOf(row: TransRow, trans: NewTransaction, compareSteps: boolean): ConcordError | undefined {
+  if (row.trans_type !== trans.transType) {
+    return new ConcordError('GID_CONFLICT', `gid ${trans.gid} is a ${row.trans_type} transaction, not ${trans.transType}`, {
+      field: 'trans_type',
+    });
+  }
+  if (compareSteps && row.content_hash !== trans.contentHash) {
+    return new ConcordError('GID_CONFLICT', `gid ${trans.gid} already exists with other steps or payloads`, { field: 'steps' });
+  }
+  return undefined;
+}
+
+export function contentHash(req: TransRequest): string {
+  const steps = (req.steps ?? []).map((step, i) => [step, req.payloads?.[i] ?? step.data ?? '']);
+  return createHash('sha256')
+    .update(JSON.stringify([req.trans_type, steps]))
+    .digest('hex');
+}
+
+/** A step's "key" (the broker message key) and "headers" (JSON text of a string map). */
+export function branchMeta(step: Record<string, string>, field: string): BranchMeta {
+  const meta: BranchMeta = {};
+  if (step.key !== undefined) meta.key = step.key;
+  if (step.headers !== undefined && step.headers !== '') {
+    const parsed = z.record(z.string(), z.string()).safeParse(parseJson(step.headers));
+    if (!parsed.success)
+      throw new ConcordError('INVALID_REQUEST', 'headers must be JSON text of a string map', { field: `${field}.headers` });
+    meta.headers = parsed.data;
+  }
+  return meta;
+}
+
+export function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,235 @@
+/**
+ * Saga: submit as the API calls it, the operator's redrive, and replies of broker steps. A
+ * submitted saga is stored in one statement (group-committed with others) and its first pass runs
+ * at once in this process; the scheduler only picks up sagas that wait (retries, reply timeouts)
+ * or whose node died.
+ */
+import type { TransRequest } from '../../schemas/dtm.js';
+import type { BranchMeta, StoredOptions } from '../../schemas/db/tables.js';
+import { ConcordError } from '../../schemas/errors.js';
+import { sagaCustomDataSchema, sagaStepPolicySchema, type SagaReply } from '../../schemas/saga.js';
+import { recordReply, redriveSaga } from '../store/sagas.js';
+import { GroupCommit } from '../store/group-commit.js';
+import {
+  findTransactions,
+  firstPerGid,
+  insertTransactions,
+  type NewBranch,
+  type NewTransaction,
+  type TransRow,
+} from '../store/transactions.js';
+import { leaseSeconds, type EngineContext } from './context.js';
+import { branchMeta, conflictOf, contentHash, parseJson } from './request.js';
+import { isBrokerUrl, type SagaPassResult, type SagaProcessor } from './saga-process.js';
+
+type SubmitOutcome = { created: true } | { existing: TransRow } | { error: ConcordError };
+
+export class SagaEngine {
+  private readonly submits: GroupCommit<NewTransaction, SubmitOutcome>;
+
+  constructor(
+    private readonly ctx: EngineContext,
+    private readonly processor: SagaProcessor,
+  ) {
+    this.submits = new GroupCommit((items) => this.submitBatch(items), {
+      maxBatch: 256,
+      concurrency: 2,
+      onBatch: (size, seconds) => {
+        ctx.metrics.batchSize.observe({ kind: 'saga' }, size);
+        ctx.metrics.batchSeconds.observe({ kind: 'saga' }, seconds);
+      },
+    });
+  }
+
+  /** Stores the saga and starts it; with wait_result, answers once it ended (or waitResultTimeout passed). */
+  async submit(req: TransRequest): Promise<void> {
+    const trans = this.toTransaction(req);
+    const startedAt = performance.now();
+    const outcome = await this.submits.run(trans);
+    if ('error' in outcome) throw outcome.error;
+    const waitMs = this.ctx.config.waitResultTimeout * 1000;
+    if ('existing' in outcome) {
+      // The same saga sent again: it is already under way (or done).
+      if (!req.wait_result) return;
+      const status = outcome.existing.status;
+      if (status === 'succeed' || status === 'failed' || status === 'needs_attention') return throwUnlessSucceeded(req.gid, { status });
+      return throwUnlessSucceeded(req.gid, await this.processor.waitForEnd(req.gid, waitMs));
+    }
+    const ended = req.wait_result ? this.processor.waitForEnd(req.gid, waitMs) : undefined;
+    const row = insertedRow(trans);
+    const pass = this.ctx.inFlight.track(this.processor.run(row, startedAt, trans.dueIn));
+    if (ended) throwUnlessSucceeded(req.gid, await Promise.race([ended, pass.then((r) => (isEnd(r) ? r : ended))]));
+  }
+
+  /** Puts a saga that needs attention back to compensating (an operator fixed the cause). */
+  async redrive(gid: string): Promise<void> {
+    if (await redriveSaga(this.ctx.database, gid)) {
+      this.ctx.logger.info({ gid }, 'saga redriven');
+      return;
+    }
+    const row = (await findTransactions(this.ctx.database, [gid])).get(gid);
+    if (!row) throw new ConcordError('NOT_FOUND', `no transaction with gid ${gid}`, { field: 'gid' });
+    throw new ConcordError('INVALID_STATE', `current status '${row.status}': only a saga in needs_attention can be redriven`);
+  }
+
+  /** A participant's reply: recorded (duplicates and stale attempts change nothing), then the saga advances here. */
+  async onReply(reply: SagaReply): Promise<void> {
+    const { config, database, nodeId, logger } = this.ctx;
+    const startedAt = performance.now();
+    const lease = leaseSeconds(config, config.requestTimeout);
+    const { recorded, claimed } = await recordReply(database, nodeId, lease, reply);
+    logger.debug({ gid: reply.gid, branchId: reply.branch_id, op: reply.op, attempt: reply.attempt, recorded }, 'saga reply');
+    if (claimed) void this.ctx.inFlight.track(this.processor.run(claimed, startedAt, lease));
+  }
+
+  /** The stored form: per step a compensate and an action branch (DTM's order), each with its policy. */
+  private toTransaction(req: TransRequest): NewTransaction {
+    const { config, relay, nodeId } = this.ctx;
+    const steps = req.steps ?? [];
+    if (steps.length === 0) throw new ConcordError('INVALID_REQUEST', 'a saga needs at least one step', { field: 'steps' });
+    const custom = parseCustomData(req.custom_data);
+    const orders = custom.orders;
+    if (orders) checkOrders(orders, steps.length);
+    const branches = steps.flatMap((step, i): NewBranch[] => {
+      const field = `steps.${i}`;
+      const parsed = sagaStepPolicySchema.safeParse(step);
+      if (!parsed.success) {
+        const issue = parsed.error.issues[0];
+        throw new ConcordError('INVALID_REQUEST', `${field}.${issue?.path.join('.')}: ${issue?.message}`, {
+          field: `${field}.${issue?.path.join('.')}`,
+        });
+      }
+      const policy = parsed.data;
+      const shared = branchMeta(step, field);
+      const branch = (op: 'action' | 'compensate', meta: BranchMeta): NewBranch => {
+        const url = step[op] ?? '';
+        if (op === 'action' && url === '' && step.action === undefined) {
+          throw new ConcordError('INVALID_REQUEST', 'a saga step needs an action URL', { field: `${field}.action` });
+        }
+        const problem = url === '' ? undefined : relay.problem(url);
+        if (problem) throw new ConcordError('INVALID_REQUEST', problem, { field: `${field}.${op}` });
+        if (isBrokerUrl(url) && config.replyTopic === '') {
+          throw new ConcordError('INVALID_REQUEST', 'broker steps need replies: the coordinator runs with replyTopic ""', {
+            field: `${field}.${op}`,
+          });
+        }
+        const data = req.payloads?.[i] ?? step.data ?? '';
+        return {
+          branchId: String(i + 1).padStart(2, '0'),
+          op,
+          url,
+          data,
+          meta: JSON.parse(JSON.stringify(meta)) as BranchMeta,
+          orderKey: null,
+        };
+      };
+      const common = { ...shared, timeout: policy.timeout, backoff: policy.backoff };
+      return [
+        branch('compensate', { ...common, command: policy.compensate_command, maxAttempts: policy.compensate_attempts }),
+        branch('action', { ...common, command: policy.command, maxAttempts: policy.attempts }),
+      ];
+    });
+    const options: StoredOptions = {
+      timeout_to_fail: req.timeout_to_fail || undefined,
+      request_timeout: req.request_timeout || undefined,
+      retry_interval: req.retry_interval || undefined,
+      branch_headers: req.branch_headers,
+      concurrent: custom.concurrent || orders !== undefined || undefined,
+      orders,
+      retry_limit: req.retry_limit || undefined,
+    };
+    const lease = leaseSeconds(config, options.request_timeout ?? config.requestTimeout);
+    return {
+      gid: req.gid,
+      transType: 'saga',
+      status: 'submitted',
+      queryPrepared: '',
+      options: JSON.parse(JSON.stringify(options)) as StoredOptions,
+      customData: req.custom_data ?? '',
+      contentHash: contentHash(req),
+      interval: options.retry_interval ?? config.retryInterval,
+      dueIn: lease,
+      owner: nodeId,
+      branches,
+    };
+  }
+
+  private async submitBatch(items: NewTransaction[]): Promise<SubmitOutcome[]> {
+    const { database } = this.ctx;
+    const created = await insertTransactions(database, items);
+    const firsts = new Set(firstPerGid(items).filter((t) => created.has(t.gid)));
+    const existing = await findTransactions(database, [...new Set(items.filter((t) => !firsts.has(t)).map((t) => t.gid))]);
+    return items.map((item): SubmitOutcome => {
+      if (firsts.has(item)) return { created: true };
+      const row = existing.get(item.gid);
+      if (!row) throw new Error(`transaction ${item.gid} vanished during submit; retrying`);
+      const conflict = conflictOf(row, item, true);
+      return conflict ? { error: conflict } : { existing: row };
+    });
+  }
+}
+
+function isEnd(r: SagaPassResult): boolean {
+  return r.status === 'succeed' || r.status === 'failed' || r.status === 'needs_attention';
+}
+
+function throwUnlessSucceeded(gid: string, result: SagaPassResult | undefined): void {
+  if (result?.status === 'succeed') return;
+  if (result?.status === 'failed') throw new ConcordError('TRANSACTION_FAILED', result.reason ?? `saga ${gid} failed`);
+  if (result?.status === 'needs_attention') {
+    throw new ConcordError('TRANSACTION_ONGOING', `saga ${gid} needs attention: ${result.reason ?? 'a compensation keeps failing'}`);
+  }
+  throw new ConcordError('TRANSACTION_ONGOING', `saga ${gid} is not finished yet`);
+}
+
+function parseCustomData(text: string | undefined): { concurrent?: boolean | undefined; orders?: Record<string, number[]> | undefined } {
+  if (!text) return {};
+  const parsed = sagaCustomDataSchema.safeParse(parseJson(text));
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new ConcordError('INVALID_REQUEST', `custom_data${issue?.path.length ? '.' + issue.path.join('.') : ''}: ${issue?.message}`, {
+      field: 'custom_data',
+    });
+  }
+  return parsed.data;
+}
+
+/** Orders name existing steps, never the step itself, and have no cycle (it would never start). */
+function checkOrders(orders: Record<string, number[]>, count: number): void {
+  const bad = (message: string) => new ConcordError('INVALID_REQUEST', `custom_data.orders: ${message}`, { field: 'custom_data' });
+  for (const [key, deps] of Object.entries(orders)) {
+    const i = Number(key);
+    if (i >= count) throw bad(`step ${i} does not exist (the saga has ${count} steps)`);
+    for (const j of deps) {
+      if (j >= count) throw bad(`step ${i} waits for step ${j}, which does not exist`);
+      if (j === i) throw bad(`step ${i} waits for itself`);
+    }
+  }
+  const state = new Map<number, 'visiting' | 'done'>();
+  const visit = (i: number): void => {
+    if (state.get(i) === 'done') return;
+    if (state.get(i) === 'visiting') throw bad(`the steps wait for each other in a cycle through step ${i}`);
+    state.set(i, 'visiting');
+    for (const j of orders[String(i)] ?? []) visit(j);
+    state.set(i, 'done');
+  };
+  for (let i = 0; i < count; i++) visit(i);
+}
+
+function insertedRow(trans: NewTransaction): TransRow {
+  return {
+    id: 0,
+    gid: trans.gid,
+    trans_type: 'saga',
+    status: 'submitted',
+    query_prepared: '',
+    options: trans.options,
+    custom_data: trans.customData,
+    content_hash: trans.contentHash,
+    next_cron_interval: trans.interval,
+    retry_count: 0,
+    owner: trans.owner,
+    create_ms: Date.now(),
+    submit_seq: null,
+  };
+}

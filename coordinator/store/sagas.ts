@@ -1,0 +1,176 @@
+/**
+ * Store operations of the saga engine. Every write of a pass is conditioned on the node still
+ * holding the saga's lease, so a node that lost it cannot overwrite newer work. Times are kept
+ * relative to the store's clock (seconds from now()), so nodes with skewed clocks agree.
+ */
+import { sql } from 'drizzle-orm';
+import type { BranchMeta } from '../../schemas/db/tables.js';
+import type { SagaReply } from '../../schemas/saga.js';
+import type { Database } from './database.js';
+import { transColumns, type TransRow } from './transactions.js';
+
+export interface SagaBranchRow {
+  branch_id: string;
+  op: 'action' | 'compensate';
+  url: string;
+  data: string;
+  meta: BranchMeta;
+  status: 'prepared' | 'succeed' | 'failed';
+  attempts: number;
+  last_error: string | null;
+  /** Seconds until the awaited reply is overdue (negative: overdue); null when no command is out. */
+  reply_due_in: number | null;
+  /** Seconds until the next run after a failure; null when none is scheduled. */
+  retry_in: number | null;
+}
+
+export async function sagaBranches(database: Database, gid: string): Promise<SagaBranchRow[]> {
+  return database.rows<SagaBranchRow>(
+    sql`select branch_id, op, url, data, meta, status, attempts, last_error,
+          extract(epoch from reply_due - now())::float8 as reply_due_in,
+          extract(epoch from retry_at - now())::float8 as retry_in
+        from trans_branch_op where gid = ${gid} order by id`,
+  );
+}
+
+/** A branch's state after a run (or the publication of its command). */
+export interface BranchUpdate {
+  status: SagaBranchRow['status'];
+  attempts: number;
+  lastError: string | null;
+  result?: string | undefined;
+  replyIn: number | null;
+  retryIn: number | null;
+}
+
+/** Writes one branch's new state while `owner` holds the saga; false when the lease was lost. */
+export async function updateSagaBranch(
+  database: Database,
+  owner: string,
+  gid: string,
+  branch: { branch_id: string; op: string },
+  u: BranchUpdate,
+): Promise<boolean> {
+  const rows = await database.rows<{ id: number }>(
+    sql`update trans_branch_op b set status = ${u.status}, attempts = ${u.attempts}, last_error = ${u.lastError},
+          result = coalesce(${u.result ?? null}::text, b.result),
+          reply_due = now() + ${u.replyIn}::float8 * interval '1 second',
+          retry_at = now() + ${u.retryIn}::float8 * interval '1 second',
+          finish_time = case when ${u.status} = 'prepared' then null else now() end, update_time = now()
+        where b.gid = ${gid} and b.branch_id = ${branch.branch_id} and b.op = ${branch.op}
+          and exists (select 1 from trans_global g where g.gid = ${gid} and g.owner = ${owner})
+        returning b.id`,
+  );
+  return rows.length > 0;
+}
+
+/** Moves a saga this node holds to another unfinished status (submitted → aborting). */
+export async function moveSaga(database: Database, owner: string, gid: string, status: string, reason: string): Promise<boolean> {
+  const rows = await database.rows<{ gid: string }>(
+    sql`update trans_global set status = ${status}, rollback_reason = ${reason}, update_time = now()
+        where gid = ${gid} and owner = ${owner} and status in ('submitted', 'aborting') returning gid`,
+  );
+  return rows.length > 0;
+}
+
+export interface SagaSettlement {
+  status: 'submitted' | 'aborting' | 'succeed' | 'failed' | 'needs_attention';
+  /** Seconds until the saga is due again (unfinished statuses). */
+  delay: number;
+  attention?: string;
+}
+
+/**
+ * Ends a pass: the new status and when the saga is due again, the lease given back. `poked`
+ * says a reply arrived during the pass; the saga is then due at once.
+ */
+export async function settleSaga(
+  database: Database,
+  owner: string,
+  gid: string,
+  s: SagaSettlement,
+): Promise<{ applied: boolean; poked: boolean }> {
+  const rows = await database.rows<{ poked: boolean }>(
+    sql`update trans_global g set status = ${s.status}, owner = '', poked = false,
+          next_cron_time = case when ${s.status} in ('succeed', 'failed', 'needs_attention') then null
+                                when old.poked then now() else now() + ${s.delay}::float8 * interval '1 second' end,
+          finish_time = case when ${s.status} in ('succeed', 'failed') then now() else g.finish_time end,
+          rollback_time = case when ${s.status} = 'failed' then now() else g.rollback_time end,
+          attention_reason = ${s.attention ?? ''},
+          update_time = now()
+        from (select gid, poked from trans_global where gid = ${gid} for update) old
+        where g.gid = old.gid and g.owner = ${owner} and g.status in ('submitted', 'aborting')
+        returning old.poked`,
+  );
+  return { applied: rows.length > 0, poked: rows[0]?.poked === true };
+}
+
+/** Claims one unfinished saga for `owner` when nobody holds a live lease on it. */
+export async function claimSaga(database: Database, owner: string, gid: string, lease: number): Promise<TransRow | undefined> {
+  const [row] = await database.rows<TransRow>(
+    sql`update trans_global set owner = ${owner}, poked = false, next_cron_time = now() + ${lease} * interval '1 second', update_time = now()
+        where gid = ${gid} and status in ('submitted', 'aborting') and (owner = '' or next_cron_time < now())
+        returning ${transColumns}`,
+  );
+  return row;
+}
+
+/**
+ * Records a participant's reply to the command of the branch's current attempt (a duplicate or a
+ * reply to an older attempt changes nothing), then claims the saga for `owner` so it advances at
+ * once, or, when another pass holds it, pokes that pass.
+ */
+export async function recordReply(
+  database: Database,
+  owner: string,
+  lease: number,
+  reply: SagaReply,
+): Promise<{ recorded: boolean; claimed?: TransRow }> {
+  const status = reply.outcome === 'SUCCESS' ? 'succeed' : reply.outcome === 'FAILURE' && reply.op === 'action' ? 'failed' : 'prepared';
+  const error = reply.outcome === 'SUCCESS' ? null : `${reply.outcome} reply: ${reply.error ?? 'no reason given'}`;
+  const [row] = await database.rows<TransRow & { claimed: boolean | null; recorded: number }>(
+    sql`with b as (
+          update trans_branch_op set status = ${status}, last_error = ${error}, result = ${reply.result ?? null},
+            reply_due = null, retry_at = null,
+            finish_time = case when ${status} = 'prepared' then null else now() end, update_time = now()
+          where gid = ${reply.gid} and branch_id = ${reply.branch_id} and op = ${reply.op}
+            and status = 'prepared' and attempts = ${reply.attempt}
+          returning gid
+        ), g as (
+          update trans_global set
+            poked = not (owner = '' or next_cron_time < now()),
+            owner = case when owner = '' or next_cron_time < now() then ${owner} else owner end,
+            next_cron_time = case when owner = '' or next_cron_time < now() then now() + ${lease} * interval '1 second'
+                                  else next_cron_time end,
+            update_time = now()
+          where gid in (select gid from b) and status in ('submitted', 'aborting')
+          returning ${transColumns}, not poked as claimed
+        )
+        select (select count(*)::int from b) as recorded, g.* from (select 1) one left join g on true`,
+  );
+  if (!row || row.recorded === 0) return { recorded: false };
+  if (!row.claimed) return { recorded: true };
+  const { claimed: _claimed, recorded: _recorded, ...trans } = row;
+  return { recorded: true, claimed: trans };
+}
+
+/**
+ * Puts a saga that needs attention back to compensating; each unfinished compensation gets its
+ * attempts afresh (counted from `redriveBase`; the attempt numbers go on, so a late reply to an
+ * old attempt is still told apart).
+ */
+export async function redriveSaga(database: Database, gid: string): Promise<boolean> {
+  const rows = await database.rows<{ gid: string }>(
+    sql`with g as (
+          update trans_global set status = 'aborting', attention_reason = '', owner = '', poked = false,
+            next_cron_time = now(), update_time = now()
+          where gid = ${gid} and status = 'needs_attention' returning gid
+        ), b as (
+          update trans_branch_op set meta = meta || jsonb_build_object('redriveBase', attempts), retry_at = null,
+            reply_due = null, update_time = now()
+          where gid in (select gid from g) and op = 'compensate' and status = 'prepared' returning 1
+        )
+        select gid from g`,
+  );
+  return rows.length > 0;
+}

@@ -1,0 +1,140 @@
+/**
+ * Listens for saga participants' replies: the reply topic on every Kafka connection (one consumer
+ * group shared by all coordinators) and the reply queue on every RabbitMQ connection. A reply is
+ * acknowledged only once `onReply` has recorded it, so replies sent while no coordinator runs, or
+ * while the store is down, wait in the broker and are handled when it is back. A connection that
+ * cannot be made, or is lost, is retried with capped, jittered backoff.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { connect, type ChannelModel } from 'amqplib';
+import { Kafka, logLevel, type Consumer } from 'kafkajs';
+import type { Logger } from 'pino';
+import { backoffInterval, jitter } from '../schemas/backoff.js';
+import { sagaReplySchema, type SagaReply } from '../schemas/saga.js';
+
+export interface ReplyListener {
+  close(): Promise<void>;
+}
+
+const reconnect = { base: 0.5, cap: 15 };
+
+export function listenForReplies(
+  connections: { kafka: Record<string, string[]>; rabbitmq: Record<string, string> },
+  topic: string,
+  onReply: (reply: SagaReply) => Promise<void>,
+  logger: Logger,
+): ReplyListener {
+  const stopping = new AbortController();
+  const closers: (() => Promise<void>)[] = [];
+
+  /** The reply in a message body, or undefined (logged and dropped: a malformed reply can never be used). */
+  const parse = (body: string, where: string): SagaReply | undefined => {
+    let json: unknown;
+    try {
+      json = JSON.parse(body);
+    } catch {
+      json = undefined;
+    }
+    const parsed = sagaReplySchema.safeParse(json);
+    if (parsed.success) return parsed.data;
+    logger.warn({ where, body: body.slice(0, 200), issue: parsed.error?.issues[0]?.message }, 'malformed saga reply dropped');
+    return undefined;
+  };
+
+  /** Runs `session` again and again (after a failure, with backoff) until the listener closes. */
+  const keepRunning = (name: string, session: () => Promise<void>) => {
+    void (async () => {
+      for (let failures = 0; !stopping.signal.aborted;) {
+        try {
+          await session();
+          failures = 0;
+        } catch (err) {
+          if (stopping.signal.aborted) return;
+          logger.warn({ err, connection: name }, 'reply listener lost its connection, retrying');
+          await sleep(jitter(backoffInterval(reconnect, failures++)) * 1000, undefined, { signal: stopping.signal }).catch(() => undefined);
+        }
+      }
+    })();
+  };
+
+  for (const [name, brokers] of Object.entries(connections.kafka)) {
+    let consumer: Consumer | undefined;
+    closers.push(async () => {
+      await consumer?.disconnect().catch(() => undefined);
+    });
+    keepRunning(name, async () => {
+      const kafka = new Kafka({ clientId: 'concord-replies', brokers, logLevel: logLevel.NOTHING });
+      const admin = kafka.admin();
+      await admin.connect();
+      await admin.createTopics({ topics: [{ topic }] }).finally(() => admin.disconnect());
+      const c = kafka.consumer({ groupId: topic });
+      consumer = c;
+      const crashed = new Promise<void>((_, reject) =>
+        c.on(c.events.CRASH, (event) => {
+          if (!event.payload.restart) reject(event.payload.error);
+        }),
+      );
+      crashed.catch(() => undefined); // raced below; never unhandled
+      await c.connect();
+      await c.subscribe({ topic, fromBeginning: true });
+      await c.run({
+        // The offset is committed only after this resolves: a reply not yet recorded comes again.
+        eachMessage: async ({ message, partition }) => {
+          const reply = parse(message.value?.toString() ?? '', `kafka ${name} ${topic}/${partition}/${message.offset}`);
+          if (reply) await onReply(reply);
+        },
+      });
+      logger.info({ connection: name, topic }, 'listening for saga replies on kafka');
+      // kafkajs restarts itself after retriable errors; a crash it gives up on starts a new session.
+      await Promise.race([crashed, new Promise((resolve) => stopping.signal.addEventListener('abort', resolve, { once: true }))]);
+      await c.disconnect().catch(() => undefined);
+    });
+  }
+
+  for (const [name, url] of Object.entries(connections.rabbitmq)) {
+    let model: ChannelModel | undefined;
+    closers.push(async () => {
+      await model?.close().catch(() => undefined);
+    });
+    keepRunning(name, async () => {
+      const m = await connect(url);
+      model = m;
+      const closed = new Promise<void>((resolve, reject) => {
+        m.on('close', () => (stopping.signal.aborted ? resolve() : reject(new Error('rabbitmq connection closed'))));
+        m.on('error', () => undefined); // 'close' follows
+      });
+      closed.catch(() => undefined); // awaited below; never unhandled
+      const channel = await m.createChannel();
+      channel.on('error', () => undefined); // the connection's 'close' follows
+      await channel.assertQueue(topic, { durable: true });
+      await channel.prefetch(64);
+      await channel.consume(topic, (msg) => {
+        if (!msg) return;
+        const reply = parse(msg.content.toString(), `rabbitmq ${name} ${topic}`);
+        // Acked only once recorded; a failure requeues it for another try.
+        (reply ? onReply(reply) : Promise.resolve()).then(
+          () => channel.ack(msg),
+          (err: unknown) => {
+            logger.warn({ err, connection: name }, 'saga reply not recorded, requeued');
+            setTimeout(() => {
+              try {
+                channel.nack(msg, false, true);
+              } catch {
+                // the channel is gone; the broker requeues it anyway
+              }
+            }, 500);
+          },
+        );
+      });
+      logger.info({ connection: name, queue: topic }, 'listening for saga replies on rabbitmq');
+      await closed;
+    });
+  }
+
+  return {
+    async close() {
+      stopping.abort();
+      await Promise.all(closers.map((close) => close()));
+    },
+  };
+}
