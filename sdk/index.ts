@@ -21,3 +21,14 @@ export {
 } from './consume.js';
 export { ensureInboxTables, type ParkedMessage, type InboxMessage } from './inbox.js';
 export { inboxDdlPostgres } from '../schemas/db/inbox.js';
+export { Saga, type SagaOptions, type StepOptions } from './saga.js';
+export {
+  participant,
+  type Participant,
+  type ParticipantOptions,
+  type ParticipantKafkaSource,
+  type ParticipantRabbitSource,
+  type SagaCommand,
+  type CommandHandler,
+} from './participant.js';
+export { commandHeaders, type SagaReply } from '../schemas/saga.js';

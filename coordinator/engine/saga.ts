@@ -124,10 +124,8 @@ export class SagaEngine {
         };
       };
       const common = { ...shared, timeout: policy.timeout, backoff: policy.backoff };
-      return [
-        branch('compensate', { ...common, command: policy.compensate_command, maxAttempts: policy.compensate_attempts }),
-        branch('action', { ...common, command: policy.command, maxAttempts: policy.attempts }),
-      ];
+      const action = branch('action', { ...common, command: policy.command, maxAttempts: policy.attempts });
+      return [branch('compensate', { ...common, command: policy.compensate_command, maxAttempts: policy.compensate_attempts }), action];
     });
     const options: StoredOptions = {
       timeout_to_fail: req.timeout_to_fail || undefined,

@@ -1,0 +1,137 @@
+/**
+ * How a saga participant answers the coordinator: the reply (schemas/saga.ts) goes to the
+ * command's `concord-reply-to`, a Kafka topic on the participant's brokers or a RabbitMQ queue on
+ * its broker. A send resolves only once the broker has the reply (Kafka acks from all in-sync
+ * replicas, RabbitMQ publisher confirm); the command is acknowledged only after that.
+ */
+import { randomUUID } from 'node:crypto';
+import { connect, type ChannelModel, type ConfirmChannel } from 'amqplib';
+import { Kafka, logLevel, type Producer } from 'kafkajs';
+import type { Logger } from 'pino';
+import { sagaReplySchema, type SagaReply } from '../schemas/saga.js';
+import type { KafkaSource } from './consume-kafka.js';
+
+export interface ReplyPublisher {
+  /** Resolves when the broker acknowledged the reply; rejects otherwise. */
+  send(replyTo: string, reply: SagaReply): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A reply the broker has not acknowledged by then is treated as lost (and the command redelivered). */
+const replyTimeoutMs = 30_000;
+
+function replyHeaders(reply: SagaReply): Record<string, string> {
+  return {
+    'content-type': 'application/json',
+    'dtm-gid': reply.gid,
+    'dtm-branch-id': reply.branch_id,
+    'dtm-op': reply.op,
+  };
+}
+
+/** One idempotent producer for every reply topic, connected once. */
+export async function kafkaReplyPublisher(source: Omit<KafkaSource, 'topic'>): Promise<ReplyPublisher> {
+  const kafka = new Kafka({ clientId: source.clientId ?? 'concord-participant', brokers: source.brokers, logLevel: logLevel.NOTHING });
+  // Idempotent: a retried produce request cannot write a reply twice.
+  const producer: Producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  return {
+    async send(replyTo, reply) {
+      const value = JSON.stringify(sagaReplySchema.parse(reply));
+      await withTimeout(
+        producer.send({
+          topic: replyTo,
+          acks: -1,
+          timeout: replyTimeoutMs,
+          messages: [{ key: reply.gid, value, headers: replyHeaders(reply) }],
+        }),
+      );
+    },
+    close: () => producer.disconnect(),
+  };
+}
+
+interface Link {
+  model: ChannelModel;
+  channel: ConfirmChannel;
+  /** Replies the broker returned as unroutable (no such queue), by message id, until their confirm. */
+  returned: Map<string, string>;
+}
+
+/**
+ * A confirm channel on its own connection, reopened on the next reply after it is lost. `queue`
+ * (the participant's command queue) is asserted durable on it when it opens.
+ */
+export async function rabbitReplyPublisher(url: string, queue: string, logger: Logger): Promise<ReplyPublisher> {
+  let link: Promise<Link> | undefined;
+  let closing = false;
+  const open = (): Promise<Link> => {
+    if (link) return link;
+    const current: Promise<Link> = (async () => {
+      const model = await connect(url);
+      try {
+        const channel = await model.createConfirmChannel();
+        await channel.assertQueue(queue, { durable: true });
+        const returned = new Map<string, string>();
+        channel.on('return', (msg: { properties: { messageId?: string }; fields: { replyText?: string } }) => {
+          if (msg.properties.messageId) returned.set(msg.properties.messageId, msg.fields.replyText ?? 'NO_ROUTE');
+        });
+        const drop = (err?: unknown) => {
+          if (err && !closing) logger.warn({ err }, 'rabbitmq reply connection lost');
+          if (link === current) link = undefined;
+        };
+        model.on('error', drop);
+        model.on('close', () => drop());
+        channel.on('error', drop);
+        channel.on('close', () => drop());
+        return { model, channel, returned };
+      } catch (err) {
+        await model.close().catch(() => undefined);
+        throw err;
+      }
+    })();
+    link = current;
+    current.catch(() => {
+      if (link === current) link = undefined;
+    });
+    return current;
+  };
+  await open();
+  return {
+    async send(replyTo, reply) {
+      const body = Buffer.from(JSON.stringify(sagaReplySchema.parse(reply)));
+      const { channel, returned } = await open();
+      const messageId = randomUUID();
+      await withTimeout(
+        new Promise<void>((resolve, reject) => {
+          channel.sendToQueue(
+            replyTo,
+            body,
+            // mandatory: a reply queue that does not exist shows up in the log instead of nowhere.
+            { persistent: true, mandatory: true, contentType: 'application/json', messageId, headers: replyHeaders(reply) },
+            (err: unknown) => (err ? reject(err instanceof Error ? err : new Error('reply nacked by the broker')) : resolve()),
+          );
+        }),
+      );
+      // The return arrives before the confirm. The reply is gone for good; redelivering the
+      // command would only loop, so the coordinator's reply timeout (a new attempt) takes over.
+      const reason = returned.get(messageId);
+      returned.delete(messageId);
+      if (reason) logger.error({ replyTo, reason, gid: reply.gid, branchId: reply.branch_id }, 'reply unroutable: no such queue');
+    },
+    async close() {
+      closing = true;
+      const last = link;
+      link = undefined;
+      if (last) await last.then((l) => l.model.close()).catch(() => undefined);
+    },
+  };
+}
+
+function withTimeout<T>(promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no broker acknowledgement of the reply within ${replyTimeoutMs} ms`)), replyTimeoutMs);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
