@@ -67,7 +67,8 @@ export function listenForReplies(
       const admin = kafka.admin();
       await admin.connect();
       await admin.createTopics({ topics: [{ topic }] }).finally(() => admin.disconnect());
-      const c = kafka.consumer({ groupId: topic });
+      // A coordinator that died holds its partitions until the session times out: keep that short.
+      const c = kafka.consumer({ groupId: topic, sessionTimeout: 10_000, heartbeatInterval: 1_000 });
       consumer = c;
       const crashed = new Promise<void>((_, reject) =>
         c.on(c.events.CRASH, (event) => {

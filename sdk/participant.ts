@@ -166,7 +166,7 @@ class SagaParticipant<Tx> implements Participant<Tx> {
       if ('kafka' in source) {
         await this.ensureKafkaTopic(source.kafka);
         this.replies = await kafkaReplyPublisher(source.kafka);
-        this.running = await startKafkaSource({ ...source.kafka, topic: this.topic }, deliver, this.base);
+        this.running = await retryWhileRetriable(() => startKafkaSource({ ...source.kafka, topic: this.topic }, deliver, this.base));
       } else {
         this.replies = await rabbitReplyPublisher(source.rabbitmq.url, this.topic, this.log);
         this.running = await startRabbitSource({ ...source.rabbitmq, queue: this.topic }, deliver, this.base);
@@ -303,4 +303,19 @@ class SagaParticipant<Tx> implements Participant<Tx> {
 function errorText(error: unknown): string {
   const text = error instanceof Error ? error.message : String(error);
   return text.length > maxError ? `${text.slice(0, maxError - 1)}…` : text;
+}
+
+/**
+ * Runs `start` again (a few times, with backoff) while it fails with an error Kafka calls
+ * retriable: a topic created a moment ago may not be known to every broker yet.
+ */
+async function retryWhileRetriable<T>(start: () => Promise<T>): Promise<T> {
+  for (let failures = 0; ; failures++) {
+    try {
+      return await start();
+    } catch (err) {
+      if (failures >= 5 || (err as { retriable?: boolean }).retriable !== true) throw err;
+      await sleep(jitter(backoffInterval({ base: 0.2, cap: 2 }, failures)) * 1000);
+    }
+  }
 }

@@ -1,6 +1,6 @@
-// Command compat-client drives Concord's two-phase message ("msg") with DTM's
-// own Go client (github.com/dtm-labs/client/dtmcli, v1.17.3), so the tests
-// can check that an unchanged DTM client works against Concord.
+// Command compat-client drives Concord's two-phase message ("msg") and saga
+// with DTM's own Go client (github.com/dtm-labs/client/dtmcli, v1.17.3), so
+// the tests can check that an unchanged DTM client works against Concord.
 //
 // Build (what test/compat/setup.ts runs):
 //
@@ -19,9 +19,9 @@
 // Usage:
 //
 //	compat-client -dtm http://127.0.0.1:PORT/api/dtmsvr -busi http://127.0.0.1:PORT2 -mode MODE [-gid GID]
-//	  [-timeout-to-fail S] [-retry-interval S] [-request-timeout S] [-wait-result] [-delay S]
+//	  [-timeout-to-fail S] [-retry-interval S] [-request-timeout S] [-wait-result] [-delay S] [-retry-limit N]
 //
-// Modes (the message always has two steps, busi/TransOut and busi/TransIn,
+// Msg modes (the message always has two steps, busi/TransOut and busi/TransIn,
 // each with payload {"amount":30}; busi/QueryPrepared is the check-back URL):
 //
 //	submit                 Add, Add, Submit
@@ -38,6 +38,21 @@
 //	                       (?dtm&gid&trans_type=msg&branch_id=00&op=msg) and
 //	                       aborts on FAILURE / submits on 200; prints ok:false
 //	                       with the local error either way
+//
+// Saga modes (step i, named s1, s2, s3, has action busi/si/action and
+// compensate busi/si/compensate, payload {"amount":30}; the paths of
+// test/helpers/saga-service.ts):
+//
+//	saga                   NewSaga, Add(s1), Add(s2), Submit
+//	saga-wait              the same with WaitResult = true (as -wait-result): the
+//	                       coordinator answers when the saga ended, 409 if it failed;
+//	                       prints ok:false with the coordinator's answer then
+//	saga-concurrent        three steps, SetConcurrent(), AddBranchOrder(2, []int{0, 1}):
+//	                       s1 and s2 at once, s3 after both
+//	saga-headers           BranchHeaders {"test_header": "x"}: the coordinator adds it
+//	                       to every branch call
+//
+// -retry-limit sets the saga's RetryLimit (saga modes only).
 //
 // Without -gid, a gid is fetched with MustGenGid first. The last stdout line
 // is always one JSON object: {"ok":true} (plus "gid" for new-gid) or
@@ -80,16 +95,33 @@ func finish(r result) {
 
 var errLocal = errors.New("compat-client: simulated local transaction error")
 
+// options are the TransOptions flags, the same for every mode.
+type options struct {
+	timeoutToFail, retryInterval, requestTimeout, retryLimit int64
+	waitResult                                               bool
+}
+
+func (o options) apply(t *dtmimp.TransBase) {
+	t.TimeoutToFail = o.timeoutToFail
+	t.RetryInterval = o.retryInterval
+	t.RequestTimeout = o.requestTimeout
+	t.WaitResult = o.waitResult
+}
+
+func isSaga(mode string) bool { return strings.HasPrefix(mode, "saga") }
+
 func main() {
 	dtm := flag.String("dtm", "", "DTM API base, e.g. http://127.0.0.1:36789/api/dtmsvr")
-	busi := flag.String("busi", "", "business server base; TransOut, TransIn and QueryPrepared are appended")
-	mode := flag.String("mode", "", "submit | prepare-submit | prepare-only | prepare-abort | new-gid | do-and-submit | do-and-submit-failure | do-and-submit-error")
+	busi := flag.String("busi", "", "business server base; msg: TransOut, TransIn and QueryPrepared are appended; saga: s1/action, s1/compensate, ...")
+	mode := flag.String("mode", "", "submit | prepare-submit | prepare-only | prepare-abort | new-gid | do-and-submit | do-and-submit-failure | do-and-submit-error | saga | saga-wait | saga-concurrent | saga-headers")
 	gid := flag.String("gid", "", "global transaction id (fetched with newGid when empty)")
-	timeoutToFail := flag.Int64("timeout-to-fail", 0, "TimeoutToFail option in seconds (0: not sent)")
-	retryInterval := flag.Int64("retry-interval", 0, "RetryInterval option in seconds (0: not sent)")
-	requestTimeout := flag.Int64("request-timeout", 0, "RequestTimeout option in seconds (0: not sent)")
-	waitResult := flag.Bool("wait-result", false, "WaitResult option")
-	delay := flag.Uint64("delay", 0, "SetDelay in seconds, sent as custom_data {\"delay\":N} on submit (0: none)")
+	var opts options
+	flag.Int64Var(&opts.timeoutToFail, "timeout-to-fail", 0, "TimeoutToFail option in seconds (0: not sent)")
+	flag.Int64Var(&opts.retryInterval, "retry-interval", 0, "RetryInterval option in seconds (0: not sent)")
+	flag.Int64Var(&opts.requestTimeout, "request-timeout", 0, "RequestTimeout option in seconds (0: not sent)")
+	flag.BoolVar(&opts.waitResult, "wait-result", false, "WaitResult option")
+	flag.Int64Var(&opts.retryLimit, "retry-limit", 0, "saga RetryLimit option (0: not sent; saga modes only)")
+	delay := flag.Uint64("delay", 0, "SetDelay in seconds, sent as custom_data {\"delay\":N} on submit (0: none; msg modes only)")
 	flag.Parse()
 
 	// dtm-labs/logger writes to stdout by default; send it to stderr so stdout
@@ -100,6 +132,10 @@ func main() {
 	if *dtm == "" || *mode == "" {
 		fmt.Fprintln(os.Stderr, "usage: compat-client -dtm URL -busi URL -mode MODE [-gid GID]")
 		flag.PrintDefaults()
+		os.Exit(2)
+	}
+	if isSaga(*mode) && *delay > 0 || !isSaga(*mode) && opts.retryLimit > 0 {
+		fmt.Fprintln(os.Stderr, "-delay is for msg modes, -retry-limit for saga modes")
 		os.Exit(2)
 	}
 
@@ -116,46 +152,11 @@ func main() {
 			*gid = dtmcli.MustGenGid(*dtm)
 		}
 		base := strings.TrimSuffix(*busi, "/")
-		req := map[string]interface{}{"amount": 30}
-		msg := dtmcli.NewMsg(*dtm, *gid).
-			Add(base+"/TransOut", req).
-			Add(base+"/TransIn", req)
-		msg.TimeoutToFail = *timeoutToFail
-		msg.RetryInterval = *retryInterval
-		msg.RequestTimeout = *requestTimeout
-		msg.WaitResult = *waitResult
-		if *delay > 0 {
-			msg.SetDelay(*delay)
-		}
-		queryPrepared := base + "/QueryPrepared"
-
 		var err error
-		switch *mode {
-		case "submit":
-			err = msg.Submit()
-		case "prepare-submit":
-			err = msg.Prepare(queryPrepared)
-			if err == nil {
-				err = msg.Submit()
-			}
-		case "prepare-only":
-			err = msg.Prepare(queryPrepared)
-		case "prepare-abort":
-			err = msg.Prepare(queryPrepared)
-			if err == nil {
-				err = dtmimp.TransCallDtm(&msg.TransBase, "abort")
-			}
-		case "do-and-submit":
-			err = msg.DoAndSubmit(queryPrepared, func(bb *dtmcli.BranchBarrier) error { return nil })
-		case "do-and-submit-failure":
-			err = msg.DoAndSubmit(queryPrepared, func(bb *dtmcli.BranchBarrier) error {
-				return fmt.Errorf("compat-client: simulated business failure %w", dtmcli.ErrFailure)
-			})
-		case "do-and-submit-error":
-			err = msg.DoAndSubmit(queryPrepared, func(bb *dtmcli.BranchBarrier) error { return errLocal })
-		default:
-			fmt.Fprintln(os.Stderr, "unknown mode: "+*mode)
-			os.Exit(2)
+		if isSaga(*mode) {
+			err = runSaga(*mode, *dtm, *gid, base, opts)
+		} else {
+			err = runMsg(*mode, *dtm, *gid, base, opts, *delay)
 		}
 		if err != nil {
 			panic(err)
@@ -165,4 +166,77 @@ func main() {
 		finish(result{Ok: false, Error: err.Error()})
 	}
 	finish(result{Ok: true})
+}
+
+func usage(mode string) {
+	fmt.Fprintln(os.Stderr, "unknown mode: "+mode)
+	os.Exit(2)
+}
+
+func runMsg(mode, dtm, gid, base string, opts options, delay uint64) error {
+	req := map[string]interface{}{"amount": 30}
+	msg := dtmcli.NewMsg(dtm, gid).
+		Add(base+"/TransOut", req).
+		Add(base+"/TransIn", req)
+	opts.apply(&msg.TransBase)
+	if delay > 0 {
+		msg.SetDelay(delay)
+	}
+	queryPrepared := base + "/QueryPrepared"
+
+	switch mode {
+	case "submit":
+		return msg.Submit()
+	case "prepare-submit":
+		if err := msg.Prepare(queryPrepared); err != nil {
+			return err
+		}
+		return msg.Submit()
+	case "prepare-only":
+		return msg.Prepare(queryPrepared)
+	case "prepare-abort":
+		if err := msg.Prepare(queryPrepared); err != nil {
+			return err
+		}
+		return dtmimp.TransCallDtm(&msg.TransBase, "abort")
+	case "do-and-submit":
+		return msg.DoAndSubmit(queryPrepared, func(bb *dtmcli.BranchBarrier) error { return nil })
+	case "do-and-submit-failure":
+		return msg.DoAndSubmit(queryPrepared, func(bb *dtmcli.BranchBarrier) error {
+			return fmt.Errorf("compat-client: simulated business failure %w", dtmcli.ErrFailure)
+		})
+	case "do-and-submit-error":
+		return msg.DoAndSubmit(queryPrepared, func(bb *dtmcli.BranchBarrier) error { return errLocal })
+	}
+	usage(mode)
+	return nil
+}
+
+func runSaga(mode, dtm, gid, base string, opts options) error {
+	req := map[string]interface{}{"amount": 30}
+	saga := dtmcli.NewSaga(dtm, gid)
+	steps := 2
+	if mode == "saga-concurrent" {
+		steps = 3
+	}
+	for i := 1; i <= steps; i++ {
+		step := fmt.Sprintf("%s/s%d", base, i)
+		saga.Add(step+"/action", step+"/compensate", req)
+	}
+	opts.apply(&saga.TransBase)
+	saga.RetryLimit = opts.retryLimit
+
+	switch mode {
+	case "saga":
+	case "saga-wait":
+		saga.WaitResult = true
+	case "saga-concurrent":
+		saga.SetConcurrent()
+		saga.AddBranchOrder(2, []int{0, 1})
+	case "saga-headers":
+		saga.BranchHeaders = map[string]string{"test_header": "x"}
+	default:
+		usage(mode)
+	}
+	return saga.Submit()
 }

@@ -1,4 +1,4 @@
-"""Drives Concord's two-phase message ("msg") with DTM's own Python client.
+"""Drives Concord's two-phase message ("msg") and saga with DTM's own Python client.
 
 Uses PyPI dtmcli 1.7.7.0 (see requirements.txt) unchanged, so the tests can
 check that it works against Concord. Same command line and output as the Go
@@ -8,7 +8,7 @@ driver in ../go/main.go:
         -busi http://127.0.0.1:PORT2 -mode MODE [-gid GID] \
         [-timeout-to-fail S] [-retry-interval S] [-request-timeout S] [-wait-result]
 
-Modes (two steps, busi/TransOut and busi/TransIn, each with payload
+Msg modes (two steps, busi/TransOut and busi/TransIn, each with payload
 {"amount": 30}; busi/QueryPrepared is the check-back URL):
 
     submit                 add, add, submit
@@ -22,6 +22,22 @@ Modes (two steps, busi/TransOut and busi/TransIn, each with payload
     do-and-submit-error    do_and_submit, local transaction raises another error:
                            prepare, the client GETs QueryPrepared itself, then
                            abort on 409 / submit on 200; prints ok:false
+
+Saga modes (steps s1 and s2: action busi/si/action, compensate
+busi/si/compensate, payload {"amount": 30}; the paths of
+test/helpers/saga-service.ts):
+
+    saga                   Saga, add(s1), add(s2), submit
+    saga-wait              the same with trans_base.wait_result = True (as
+                           -wait-result; dtmcli-py's Saga has no setter): the
+                           coordinator answers when the saga ended, 409 if it
+                           failed (DTMFailureError); prints ok:false then
+    saga-headers           trans_base.branch_headers = {"test_header": "x"}
+
+dtmcli 1.7.7.0's concurrent saga is broken client-side (add_branch_order and
+build_custom_options use attributes Saga never sets), so there is no
+saga-concurrent mode; its TransBase has no retry_limit, so -retry-limit is
+refused like -delay.
 
 dtmcli 1.7.7.0 has no Msg.abort: like its own do_and_submit, prepare-abort
 posts the whole message object to /abort with dtmimp.trans_call_dtm. It has
@@ -38,7 +54,7 @@ import sys
 import traceback
 
 import requests
-from dtmcli import dtmimp, msg, utils
+from dtmcli import dtmimp, msg, saga, utils
 
 _send = requests.Session.send
 
@@ -63,7 +79,36 @@ MODES = [
     "do-and-submit",
     "do-and-submit-failure",
     "do-and-submit-error",
+    "saga",
+    "saga-wait",
+    "saga-headers",
 ]
+
+
+def apply_options(tb, args):
+    """The option flags, on a TransBase (0 / unset: leave dtmcli's default)."""
+    if args.timeout_to_fail:
+        tb.timeout_to_fail = args.timeout_to_fail
+    if args.retry_interval:
+        tb.retry_interval = args.retry_interval
+    if args.request_timeout:
+        tb.request_timeout = args.request_timeout
+    if args.wait_result:
+        tb.wait_result = True
+
+
+def run_saga(args, gid, base):
+    s = saga.Saga(args.dtm, gid)
+    for step in ("s1", "s2"):
+        # argument order of dtmcli-py: add(body, action, compensate)
+        s.add({"amount": 30}, "%s/%s/action" % (base, step), "%s/%s/compensate" % (base, step))
+    tb = s.trans_base
+    apply_options(tb, args)
+    if args.mode == "saga-wait":
+        tb.wait_result = True
+    elif args.mode == "saga-headers":
+        tb.branch_headers = {"test_header": "x"}
+    s.submit()
 
 
 def finish(ok, error=None, gid=None):
@@ -86,21 +131,19 @@ def run(args):
         raise ValueError("-busi is required for mode " + args.mode)
     if args.delay:
         raise ValueError("-delay is not supported by dtmcli 1.7.7.0")
+    if args.retry_limit:
+        raise ValueError("-retry-limit is not supported by dtmcli 1.7.7.0")
     gid = args.gid or utils.gen_gid(args.dtm)
     base = args.busi.rstrip("/")
+    if args.mode.startswith("saga"):
+        run_saga(args, gid, base)
+        return None
     req = {"amount": 30}
     m = msg.Msg(args.dtm, gid)
     # note the argument order of dtmcli-py: add(body, url)
     m.add(req, base + "/TransOut").add(req, base + "/TransIn")
     tb = m.trans_base
-    if args.timeout_to_fail:
-        tb.timeout_to_fail = args.timeout_to_fail
-    if args.retry_interval:
-        tb.retry_interval = args.retry_interval
-    if args.request_timeout:
-        tb.request_timeout = args.request_timeout
-    if args.wait_result:
-        m.set_wait_result()
+    apply_options(tb, args)
     query_prepared = base + "/QueryPrepared"
 
     if args.mode == "submit":
@@ -141,6 +184,7 @@ def main():
     p.add_argument("-request-timeout", dest="request_timeout", type=int, default=0)
     p.add_argument("-wait-result", dest="wait_result", action="store_true")
     p.add_argument("-delay", type=int, default=0)
+    p.add_argument("-retry-limit", dest="retry_limit", type=int, default=0)
     args = p.parse_args()
     try:
         gid = run(args)
