@@ -23,6 +23,7 @@ import { Scheduler } from './scheduler.js';
 import { buildServer } from './server/build-server.js';
 import { openDatabase } from './store/database.js';
 import { releaseLeases } from './store/transactions.js';
+import { storeId } from './store/store-id.js';
 
 export interface Coordinator {
   /** e.g. http://127.0.0.1:36789 */
@@ -57,7 +58,18 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   ]);
   const metrics = createMetrics();
   const inFlight = new InFlight();
-  const ctx: EngineContext = { config, database, relay, logger: logger.child({ component: 'engine' }), metrics, nodeId, inFlight };
+  // Named after the store by default: coordinators of one store share it, and no other coordinator reads it.
+  const replyTopic = config.replyTopic ?? `concord.saga.replies.${await storeId(database)}`;
+  const ctx: EngineContext = {
+    config,
+    database,
+    relay,
+    logger: logger.child({ component: 'engine' }),
+    metrics,
+    nodeId,
+    inFlight,
+    replyTopic,
+  };
   const processor = new MsgProcessor(ctx);
   const msg = new MsgEngine(ctx, processor);
   const sagaProcessor = new SagaProcessor(ctx);
@@ -69,10 +81,10 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   scheduler.start();
   // Replies are read in the background: a broker that is down must not keep the coordinator from starting.
   const replies: ReplyListener | undefined =
-    config.replyTopic === ''
+    replyTopic === ''
       ? undefined
-      : listenForReplies(brokers, config.replyTopic, (reply) => saga.onReply(reply), logger.child({ component: 'relay.replies' }));
-  logger.info({ address, store: database.kind, nodeId, version }, 'coordinator started');
+      : listenForReplies(brokers, replyTopic, (reply) => saga.onReply(reply), logger.child({ component: 'relay.replies' }));
+  logger.info({ address, store: database.kind, nodeId, version, replyTopic }, 'coordinator started');
 
   let stopping: Promise<void> | undefined;
   const stop = () =>

@@ -74,9 +74,10 @@ export const configSchema = z
     replyTopic: z
       .string()
       .max(200)
-      .default('concord.saga.replies')
+      .regex(/^[A-Za-z0-9._-]*$/, 'letters, digits, ".", "_" and "-"')
+      .optional()
       .describe(
-        'Kafka topic (on every Kafka connection) and RabbitMQ queue (on every RabbitMQ connection) that saga participants reply on; "" turns reply listening off.',
+        'Kafka topic (on every Kafka connection) and RabbitMQ queue (on every RabbitMQ connection) that saga participants reply on; default concord.saga.replies.<store id>, so coordinators share it exactly when they share a store; "" turns broker saga steps off.',
       ),
     replyTimeout: secondsSchema(0.05)
       .default(30)

@@ -16,6 +16,8 @@ export interface EngineContext {
   readonly nodeId: string;
   /** Passes running on this node; shutdown waits for them. */
   readonly inFlight: InFlight;
+  /** Where saga participants reply (config replyTopic, or one named after the store); '' when off. */
+  readonly replyTopic: string;
 }
 
 /** Seconds a node holds a transaction: at least minLease, and long enough for two calls. */

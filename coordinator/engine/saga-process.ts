@@ -206,7 +206,7 @@ export class SagaProcessor {
             [commandHeaders.op]: b.op,
             [commandHeaders.command]: b.meta.command ?? b.op,
             [commandHeaders.attempt]: String(attempts),
-            [commandHeaders.replyTo]: config.replyTopic,
+            [commandHeaders.replyTo]: this.ctx.replyTopic,
           },
           timeoutMs: config.requestTimeout * 1000,
           key: b.meta.key ?? trans.gid,

@@ -108,7 +108,7 @@ export class SagaEngine {
         }
         const problem = url === '' ? undefined : relay.problem(url);
         if (problem) throw new ConcordError('INVALID_REQUEST', problem, { field: `${field}.${op}` });
-        if (isBrokerUrl(url) && config.replyTopic === '') {
+        if (isBrokerUrl(url) && this.ctx.replyTopic === '') {
           throw new ConcordError('INVALID_REQUEST', 'broker steps need replies: the coordinator runs with replyTopic ""', {
             field: `${field}.${op}`,
           });
