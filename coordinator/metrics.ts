@@ -53,6 +53,12 @@ export function createMetrics() {
       buckets: seconds,
       registers: [registry],
     }),
+    sagaReplies: new Counter({
+      name: 'concord_saga_replies_total',
+      help: 'Saga participant replies read, by outcome; recorded="false" for duplicates and stale attempts.',
+      labelNames: ['outcome', 'recorded'] as const,
+      registers: [registry],
+    }),
     claimed: new Counter({
       name: 'concord_scheduler_claimed_total',
       help: 'Due transactions claimed by this node for retry or check-back.',

@@ -78,6 +78,7 @@ export class SagaEngine {
     const startedAt = performance.now();
     const lease = leaseSeconds(config, config.requestTimeout);
     const { recorded, claimed } = await recordReply(database, nodeId, lease, reply);
+    this.ctx.metrics.sagaReplies.inc({ outcome: reply.outcome, recorded: String(recorded) });
     logger.debug({ gid: reply.gid, branchId: reply.branch_id, op: reply.op, attempt: reply.attempt, recorded }, 'saga reply');
     if (claimed) void this.ctx.inFlight.track(this.processor.run(claimed, startedAt, lease));
   }
