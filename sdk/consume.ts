@@ -38,20 +38,23 @@ export interface ConsumedMessage<Tx> extends Omit<InboxMessage, 'source'> {
 /** Runs once per message id in effect. Throw BranchFailure to park the message without retrying. */
 export type ConsumeHandler<Tx> = (message: ConsumedMessage<Tx>) => Promise<void>;
 
+/** How often a handler runs before its message is given up on, and the backoff between runs. */
+export interface HandlerRetry {
+  /** Runs in all, the first included. */
+  attempts?: number;
+  /** First delay, seconds (default 0.2). */
+  base?: number;
+  /** Largest delay, seconds (default 10). */
+  cap?: number;
+}
+
 export interface ConsumeOptions {
   /** The consumer's own database (pg Pool or drizzle database): inbox, dead-letter table and the handler's transaction. */
   db: TransactionSource;
   /** Names the inbox rows and parked messages of this consumer; keep it stable across restarts. */
   consumerName: string;
-  /** Handler runs per message before it is parked, and the backoff between them. */
-  retry?: {
-    /** Runs in all, the first included (default 5). */
-    attempts?: number;
-    /** First delay, seconds (default 0.2). */
-    base?: number;
-    /** Largest delay, seconds (default 10). */
-    cap?: number;
-  };
+  /** Handler runs per message before it is parked (default 5), and the backoff between them. */
+  retry?: HandlerRetry;
   /** Aborting it closes the consumer. */
   signal?: AbortSignal;
   /** A pino logger; the consumer logs through a child `{ component: 'sdk.consume', consumer }`. Silent by default. */

@@ -14,7 +14,7 @@ import { backoffInterval, jitter, type BackoffPolicy } from '../schemas/backoff.
 import { gidSchema } from '../schemas/dtm.js';
 import { commandHeaders, type SagaReply } from '../schemas/saga.js';
 import { BranchBarrier, ensureBarrierTable } from './barrier.js';
-import type { Deliver, RunningSource } from './consume.js';
+import type { Deliver, HandlerRetry, RunningSource } from './consume.js';
 import { startKafkaSource, type KafkaSource } from './consume-kafka.js';
 import { startRabbitSource, type RabbitSource } from './consume-rabbitmq.js';
 import { isBranchFailure } from './errors.js';
@@ -32,15 +32,8 @@ export interface ParticipantOptions {
   source: { kafka: ParticipantKafkaSource } | { rabbitmq: ParticipantRabbitSource };
   /** The participant's own database (pg Pool or drizzle database): the barrier table and the handlers' transactions. */
   db: TransactionSource;
-  /** Handler runs per command before the reply is ERROR, and the backoff between them. */
-  retry?: {
-    /** Runs in all, the first included (default 3). */
-    attempts?: number;
-    /** First delay, seconds (default 0.2). */
-    base?: number;
-    /** Largest delay, seconds (default 10). */
-    cap?: number;
-  };
+  /** Handler runs per command before the reply is ERROR (default 3), and the backoff between them. */
+  retry?: HandlerRetry;
   /** Aborting it closes the participant. */
   signal?: AbortSignal;
   /** A pino logger; the participant logs through a child `{ component: 'sdk.participant', topic }`. Silent by default. */

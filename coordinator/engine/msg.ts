@@ -13,6 +13,7 @@ import {
   findTransactions,
   firstPerGid,
   insertTransactions,
+  insertedRow,
   pendingBranches,
   promoteToSubmitted,
   type BranchRow,
@@ -251,24 +252,6 @@ function parseDelay(customData: string | undefined): number {
   const parsed = msgCustomDataSchema.safeParse(JSON.parse(customData));
   if (!parsed.success) throw new ConcordError('INVALID_REQUEST', 'custom_data.delay must be a number of seconds', { field: 'custom_data' });
   return parsed.data.delay ?? 0;
-}
-
-function insertedRow(trans: NewTransaction, submitSeq: number | null): TransRow {
-  return {
-    id: 0,
-    gid: trans.gid,
-    trans_type: trans.transType,
-    status: trans.status,
-    query_prepared: trans.queryPrepared,
-    options: trans.options,
-    custom_data: trans.customData,
-    content_hash: trans.contentHash,
-    next_cron_interval: trans.interval,
-    retry_count: 0,
-    owner: trans.owner,
-    create_ms: Date.now(),
-    submit_seq: submitSeq,
-  };
 }
 
 function asBranchRow(gid: string, b: NewBranch): BranchRow {

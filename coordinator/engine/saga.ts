@@ -13,6 +13,7 @@ import { GroupCommit } from '../store/group-commit.js';
 import {
   findTransactions,
   firstPerGid,
+  insertedRow,
   insertTransactions,
   type NewBranch,
   type NewTransaction,
@@ -56,7 +57,7 @@ export class SagaEngine {
       return throwUnlessSucceeded(req.gid, await this.processor.waitForEnd(req.gid, waitMs));
     }
     const ended = req.wait_result ? this.processor.waitForEnd(req.gid, waitMs) : undefined;
-    const row = insertedRow(trans);
+    const row = insertedRow(trans, null);
     const pass = this.ctx.inFlight.track(this.processor.run(row, startedAt, trans.dueIn));
     if (ended) throwUnlessSucceeded(req.gid, await Promise.race([ended, pass.then((r) => (isEnd(r) ? r : ended))]));
   }
@@ -213,22 +214,4 @@ function checkOrders(orders: Record<string, number[]>, count: number): void {
     state.set(i, 'done');
   };
   for (let i = 0; i < count; i++) visit(i);
-}
-
-function insertedRow(trans: NewTransaction): TransRow {
-  return {
-    id: 0,
-    gid: trans.gid,
-    trans_type: 'saga',
-    status: 'submitted',
-    query_prepared: '',
-    options: trans.options,
-    custom_data: trans.customData,
-    content_hash: trans.contentHash,
-    next_cron_interval: trans.interval,
-    retry_count: 0,
-    owner: trans.owner,
-    create_ms: Date.now(),
-    submit_seq: null,
-  };
 }

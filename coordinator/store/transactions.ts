@@ -108,6 +108,25 @@ export async function insertTransactions(database: Database, items: NewTransacti
   return new Map(created.map((r) => [r.gid, r.submit_seq]));
 }
 
+/** The row `insertTransactions` wrote for `trans` (ids and times as this process sees them). */
+export function insertedRow(trans: NewTransaction, submitSeq: number | null): TransRow {
+  return {
+    id: 0,
+    gid: trans.gid,
+    trans_type: trans.transType,
+    status: trans.status,
+    query_prepared: trans.queryPrepared,
+    options: trans.options,
+    custom_data: trans.customData,
+    content_hash: trans.contentHash,
+    next_cron_interval: trans.interval,
+    retry_count: 0,
+    owner: trans.owner,
+    create_ms: Date.now(),
+    submit_seq: submitSeq,
+  };
+}
+
 /** The stored rows of these gids. */
 export async function findTransactions(database: Database, gids: string[]): Promise<Map<string, TransRow>> {
   if (gids.length === 0) return new Map();
