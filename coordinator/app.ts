@@ -24,6 +24,7 @@ import { buildServer } from './server/build-server.js';
 import { openDatabase } from './store/database.js';
 import { releaseLeases } from './store/transactions.js';
 import { storeId } from './store/store-id.js';
+import { pendingSagaBrokerUrls } from './store/sagas.js';
 
 export interface Coordinator {
   /** e.g. http://127.0.0.1:36789 */
@@ -60,6 +61,10 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   const inFlight = new InFlight();
   // Named after the store by default: coordinators of one store share it, and no other coordinator reads it.
   const replyTopic = config.replyTopic ?? `concord.saga.replies.${await storeId(database)}`;
+  const replies: ReplyListener =
+    replyTopic === ''
+      ? { listen: () => undefined, close: async () => undefined }
+      : listenForReplies(brokers, replyTopic, (reply) => saga.onReply(reply), logger.child({ component: 'relay.replies' }));
   const ctx: EngineContext = {
     config,
     database,
@@ -69,6 +74,7 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
     nodeId,
     inFlight,
     replyTopic,
+    replies,
   };
   const processor = new MsgProcessor(ctx);
   const msg = new MsgEngine(ctx, processor);
@@ -79,11 +85,8 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   const server = await buildServer({ logger, database, metrics, msg, saga, relay, version, draining: () => draining });
   const address = await server.listen({ port: config.port, host: config.host });
   scheduler.start();
-  // Replies are read in the background: a broker that is down must not keep the coordinator from starting.
-  const replies: ReplyListener | undefined =
-    replyTopic === ''
-      ? undefined
-      : listenForReplies(brokers, replyTopic, (reply) => saga.onReply(reply), logger.child({ component: 'relay.replies' }));
+  // Replies to unfinished sagas may wait in the brokers (sent while no coordinator ran): read them now.
+  for (const url of await pendingSagaBrokerUrls(database)) replies.listen(url);
   logger.info({ address, store: database.kind, nodeId, version, replyTopic }, 'coordinator started');
 
   let stopping: Promise<void> | undefined;
@@ -91,7 +94,7 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
     (stopping ??= (async () => {
       draining = true;
       logger.info({ inFlight: inFlight.busy }, 'coordinator stopping');
-      await replies?.close();
+      await replies.close();
       await scheduler.stop();
       // Keep-alive clients may hold connections for a long time: answer with "Connection: close"
       // while draining (build-server.ts), and cut what is still open when the timeout is over.

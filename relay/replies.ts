@@ -1,6 +1,8 @@
 /**
- * Listens for saga participants' replies: the reply topic on every Kafka connection (one consumer
- * group shared by all coordinators) and the reply queue on every RabbitMQ connection. A reply is
+ * Listens for saga participants' replies: the reply topic on a Kafka connection (one consumer
+ * group shared by the coordinators of a store) and the reply queue on a RabbitMQ connection, from
+ * the moment a saga uses that connection (`listen`): a coordinator that only sends messages never
+ * creates a reply topic or joins a group. A reply is
  * acknowledged only once `onReply` has recorded it, so replies sent while no coordinator runs, or
  * while the store is down, wait in the broker and are handled when it is back. A connection that
  * cannot be made, or is lost, is retried with capped, jittered backoff.
@@ -10,9 +12,12 @@ import { connect, type ChannelModel } from 'amqplib';
 import { Kafka, logLevel, type Consumer } from 'kafkajs';
 import type { Logger } from 'pino';
 import { backoffInterval, jitter } from '../schemas/backoff.js';
+import { parseDestination } from './destination.js';
 import { sagaReplySchema, type SagaReply } from '../schemas/saga.js';
 
 export interface ReplyListener {
+  /** Starts listening on the connection of this broker destination, unless it already does. */
+  listen(url: string): void;
   close(): Promise<void>;
 }
 
@@ -57,7 +62,7 @@ export function listenForReplies(
     })();
   };
 
-  for (const [name, brokers] of Object.entries(connections.kafka)) {
+  const listenKafka = (name: string, brokers: string[]) => {
     let consumer: Consumer | undefined;
     closers.push(async () => {
       await consumer?.disconnect().catch(() => undefined);
@@ -90,9 +95,9 @@ export function listenForReplies(
       await Promise.race([crashed, new Promise((resolve) => stopping.signal.addEventListener('abort', resolve, { once: true }))]);
       await c.disconnect().catch(() => undefined);
     });
-  }
+  };
 
-  for (const [name, url] of Object.entries(connections.rabbitmq)) {
+  const listenRabbit = (name: string, url: string) => {
     let model: ChannelModel | undefined;
     closers.push(async () => {
       await model?.close().catch(() => undefined);
@@ -130,9 +135,22 @@ export function listenForReplies(
       logger.info({ connection: name, queue: topic }, 'listening for saga replies on rabbitmq');
       await closed;
     });
-  }
+  };
 
+  const listening = new Set<string>();
   return {
+    listen(url) {
+      const dest = parseDestination(url);
+      if (!dest || stopping.signal.aborted) return;
+      const id = `${dest.scheme}://${dest.connection}`;
+      if (listening.has(id)) return;
+      const brokers = dest.scheme === 'kafka' ? connections.kafka[dest.connection] : undefined;
+      const amqpUrl = dest.scheme === 'rabbitmq' ? connections.rabbitmq[dest.connection] : undefined;
+      if (brokers) listenKafka(dest.connection, brokers);
+      else if (amqpUrl) listenRabbit(dest.connection, amqpUrl);
+      else return;
+      listening.add(id);
+    },
     async close() {
       stopping.abort();
       await Promise.all(closers.map((close) => close()));

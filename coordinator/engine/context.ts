@@ -2,6 +2,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../../schemas/config.js';
 import type { Relay } from '../../relay/publisher.js';
+import type { ReplyListener } from '../../relay/replies.js';
 import type { Metrics } from '../metrics.js';
 import type { Database } from '../store/database.js';
 import type { InFlight } from './in-flight.js';
@@ -18,6 +19,8 @@ export interface EngineContext {
   readonly inFlight: InFlight;
   /** Where saga participants reply (config replyTopic, or one named after the store); '' when off. */
   readonly replyTopic: string;
+  /** Reads the replies; a saga pass makes it listen on the connections of its broker steps. */
+  readonly replies: Pick<ReplyListener, 'listen'>;
 }
 
 /** Seconds a node holds a transaction: at least minLease, and long enough for two calls. */

@@ -102,7 +102,9 @@ export class SagaProcessor {
     const { config, database, nodeId } = this.ctx;
     const log = this.ctx.logger.child({ gid: trans.gid });
     const options = trans.options;
-    const steps = toSteps(await sagaBranches(database, trans.gid));
+    const branches = await sagaBranches(database, trans.gid);
+    for (const b of branches) if (isBrokerUrl(b.url)) this.ctx.replies.listen(b.url);
+    const steps = toSteps(branches);
     const orders = options.orders ?? {};
     const concurrent = options.concurrent === true || options.orders !== undefined;
     let status = trans.status as 'submitted' | 'aborting';

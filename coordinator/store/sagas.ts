@@ -174,3 +174,13 @@ export async function redriveSaga(database: Database, gid: string): Promise<bool
   );
   return rows.length > 0;
 }
+
+/** Broker destinations of unfinished sagas: their replies may be waiting in the brokers. */
+export async function pendingSagaBrokerUrls(database: Database): Promise<string[]> {
+  const rows = await database.rows<{ url: string }>(
+    sql`select distinct b.url from trans_branch_op b join trans_global g on g.gid = b.gid
+        where g.trans_type = 'saga' and g.status in ('submitted', 'aborting', 'needs_attention')
+          and (b.url like 'kafka:%' or b.url like 'rabbitmq:%')`,
+  );
+  return rows.map((r) => r.url);
+}
