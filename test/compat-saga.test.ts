@@ -204,43 +204,46 @@ describe.each(clients.map((c) => [c.name, c] as const))('DTM %s client, saga', (
     for (const c of calls) expect(c.headers, `${c.step}/${c.op}`).toMatchObject({ test_header: 'x' });
   });
 
-  it.runIf(client.full)('saga-concurrent with orders: s1 and s2 at once, s3 only after both ended', async () => {
-    const gid = newGid();
-    service.setLatency('s1', 400);
-    service.setLatency('s2', 200);
-    expectOk(await drive('saga-concurrent', gid));
-    await waitForStatus(coordinator.dtm, gid, 'succeed');
-    const calls = service.calls(gid);
-    const [s1, s2, s3] = ['s1', 's2', 's3'].map((step) => {
-      const found = calls.filter((c) => c.step === step && c.op === 'action');
-      expect(found, step).toHaveLength(1);
-      return found[0]!;
+  // Registered for the Go client only (no skipped tests): Python's client cannot express these.
+  if (client.full) {
+    it('saga-concurrent with orders: s1 and s2 at once, s3 only after both ended', async () => {
+      const gid = newGid();
+      service.setLatency('s1', 400);
+      service.setLatency('s2', 200);
+      expectOk(await drive('saga-concurrent', gid));
+      await waitForStatus(coordinator.dtm, gid, 'succeed');
+      const calls = service.calls(gid);
+      const [s1, s2, s3] = ['s1', 's2', 's3'].map((step) => {
+        const found = calls.filter((c) => c.step === step && c.op === 'action');
+        expect(found, step).toHaveLength(1);
+        return found[0]!;
+      });
+      expect(s2!.arrivedAt).toBeLessThan(s1!.endedAt!); // no order between s1 and s2: they overlapped
+      expect(s3!.arrivedAt).toBeGreaterThanOrEqual(Math.max(s1!.endedAt!, s2!.endedAt!));
+      expect(calls.filter((c) => c.op === 'compensate')).toEqual([]);
+      expect(new Set(names(await service.effects(gid)))).toEqual(new Set(['s1/action', 's2/action', 's3/action']));
+      await expectBranches(gid, ['s1', 's2', 's3'], { 's1/action': 'succeed', 's2/action': 'succeed', 's3/action': 'succeed' });
     });
-    expect(s2!.arrivedAt).toBeLessThan(s1!.endedAt!); // no order between s1 and s2: they overlapped
-    expect(s3!.arrivedAt).toBeGreaterThanOrEqual(Math.max(s1!.endedAt!, s2!.endedAt!));
-    expect(calls.filter((c) => c.op === 'compensate')).toEqual([]);
-    expect(new Set(names(await service.effects(gid)))).toEqual(new Set(['s1/action', 's2/action', 's3/action']));
-    await expectBranches(gid, ['s1', 's2', 's3'], { 's1/action': 'succeed', 's2/action': 'succeed', 's3/action': 'succeed' });
-  });
 
-  it.runIf(client.full)('retry_limit 1: a step that keeps erroring is run twice, then the saga rolls back', async () => {
-    const gid = newGid();
-    service.failAlways('s2', 'action', 'error');
-    expectOk(await drive('saga', gid, ['-retry-limit', '1']));
-    await waitForStatus(coordinator.dtm, gid, 'failed');
-    const { transaction } = await view(gid);
-    expect(transaction?.rollback_reason).toContain('RetryCount is greater than RetryLimit, RetryLimit: 1');
-    // The first run and one retry; then, as DTM, s2's action counts as possibly done and is compensated too.
-    expect(names(service.calls(gid))).toEqual(['s1/action', 's2/action', 's2/action', 's2/compensate', 's1/compensate']);
-    expect(names(await service.effects(gid))).toEqual(['s1/action', 's1/compensate']);
-  });
+    it('retry_limit 1: a step that keeps erroring is run twice, then the saga rolls back', async () => {
+      const gid = newGid();
+      service.failAlways('s2', 'action', 'error');
+      expectOk(await drive('saga', gid, ['-retry-limit', '1']));
+      await waitForStatus(coordinator.dtm, gid, 'failed');
+      const { transaction } = await view(gid);
+      expect(transaction?.rollback_reason).toContain('RetryCount is greater than RetryLimit, RetryLimit: 1');
+      // The first run and one retry; then, as DTM, s2's action counts as possibly done and is compensated too.
+      expect(names(service.calls(gid))).toEqual(['s1/action', 's2/action', 's2/action', 's2/compensate', 's1/compensate']);
+      expect(names(await service.effects(gid))).toEqual(['s1/action', 's1/compensate']);
+    });
 
-  it.runIf(client.full)('timeout_to_fail: a saga whose step stays ONGOING rolls back after the timeout', async () => {
-    const gid = newGid();
-    service.failAlways('s2', 'action', 'ongoing');
-    expectOk(await drive('saga', gid, ['-timeout-to-fail', '2', '-retry-interval', '1']));
-    await waitForStatus(coordinator.dtm, gid, 'failed');
-    expect((await view(gid)).transaction?.rollback_reason).toContain('Timeout after 2 seconds');
-    expect(names(await service.effects(gid))).toEqual(['s1/action', 's1/compensate']);
-  });
+    it('timeout_to_fail: a saga whose step stays ONGOING rolls back after the timeout', async () => {
+      const gid = newGid();
+      service.failAlways('s2', 'action', 'ongoing');
+      expectOk(await drive('saga', gid, ['-timeout-to-fail', '2', '-retry-interval', '1']));
+      await waitForStatus(coordinator.dtm, gid, 'failed');
+      expect((await view(gid)).transaction?.rollback_reason).toContain('Timeout after 2 seconds');
+      expect(names(await service.effects(gid))).toEqual(['s1/action', 's1/compensate']);
+    });
+  }
 });
