@@ -1,9 +1,11 @@
 /**
- * The measured workload: N workers, each sending one two-phase message at a time (closed loop).
- * A message is prepare → local transaction (business row + barrier row) → submit, and it is done
- * when the coordinator's branch call reaches the service. Messages whose branch call arrives
- * inside the measurement window are counted (completions per second, in steady state after the
- * warm-up), with their whole latency.
+ * The closed loop: N workers, each running one operation at a time, and the measured window.
+ * runWorkers is the loop itself (any operation: a two-phase message here, a saga in sagas.ts);
+ * runClosedLoop is the message workload. An operation counts when it completes inside the window
+ * (completions per second, in steady state after the warm-up), with its whole latency.
+ *
+ * The message workload: prepare → local transaction (business row + barrier row) → submit, done
+ * when the coordinator's branch call reaches the service.
  */
 import { randomBytes } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -11,10 +13,8 @@ import type pg from 'pg';
 import { Msg } from '../sdk/index.js';
 import type { BranchService } from './branch-service.js';
 
-export interface ClosedLoopOptions {
-  dtm: string;
-  service: BranchService;
-  pool: pg.Pool;
+/** The loop's shape: how many workers, and how long the warm-up and the measured window last. */
+export interface LoopOptions {
   concurrency: number;
   warmupMs: number;
   measureMs: number;
@@ -23,16 +23,85 @@ export interface ClosedLoopOptions {
   signal?: AbortSignal;
 }
 
-export interface ClosedLoopResult {
-  /** Messages whose branch call arrived inside the window. */
+export interface LoopResult {
+  /** Operations that completed inside the window. */
   completed: number;
   /** Length of the window in seconds (as measured). */
   seconds: number;
-  /** Latency of each completed message, milliseconds, sorted ascending. */
+  /** Latency of each counted operation, milliseconds, sorted ascending. */
   latenciesMs: number[];
-  /** Messages that failed (at any time, warm-up included), with the first error seen. */
+  /** Operations that failed (at any time, warm-up included), with the first error seen. */
   errors: number;
   firstError?: string;
+}
+
+/** What an operation resolves with: `performance.now()` at the moment it counts as done. */
+export interface Completion {
+  doneAt: number;
+}
+
+/**
+ * Runs `operation(worker, index)` in `concurrency` workers until the window closes. A completion
+ * inside the window is counted, with its latency from the operation's start, and handed to
+ * `counted` (for per-step sums); a rejection counts as an error, and that worker backs off a little.
+ */
+export async function runWorkers<T extends Completion>(
+  options: LoopOptions,
+  operation: (worker: number, index: number) => Promise<T>,
+  counted?: (completion: T, startedAt: number) => void,
+): Promise<LoopResult> {
+  let windowStart = Infinity;
+  let windowEnd = Infinity;
+  let stopping = false;
+  const latencies: number[] = [];
+  let errors = 0;
+  let firstError: string | undefined;
+
+  const worker = async (w: number): Promise<void> => {
+    for (let i = 0; !stopping; i++) {
+      const started = performance.now();
+      try {
+        const completion = await operation(w, i);
+        if (completion.doneAt >= windowStart && completion.doneAt < windowEnd) {
+          latencies.push(completion.doneAt - started);
+          counted?.(completion, started);
+        }
+      } catch (err) {
+        errors++;
+        firstError ??= err instanceof Error ? err.message : String(err);
+        // Do not spin on a broken setup: back off a little before the next operation.
+        await delay(100);
+      }
+    }
+  };
+
+  const workers = Array.from({ length: options.concurrency }, (_, w) => worker(w));
+  const stop = () => (stopping = true);
+  options.signal?.addEventListener('abort', stop, { once: true });
+  try {
+    await sleep(options.warmupMs, options.signal);
+    await options.onWindow?.('start');
+    windowStart = performance.now();
+    await sleep(options.measureMs, options.signal);
+    windowEnd = performance.now();
+    await options.onWindow?.('end');
+  } finally {
+    stop();
+    await Promise.all(workers);
+    options.signal?.removeEventListener('abort', stop);
+  }
+  latencies.sort((a, b) => a - b);
+  const seconds = (windowEnd - windowStart) / 1000;
+  return { completed: latencies.length, seconds, latenciesMs: latencies, errors, ...(firstError ? { firstError } : {}) };
+}
+
+export interface ClosedLoopOptions extends LoopOptions {
+  dtm: string;
+  service: BranchService;
+  pool: pg.Pool;
+}
+
+export interface ClosedLoopResult extends LoopResult {
   /** Mean milliseconds of each step of the counted messages, as the client saw them. */
   phasesMs: Phases;
 }
@@ -54,72 +123,37 @@ export const businessTableDdl = `create table if not exists bench_business (
   id bigserial primary key, gid text not null, amount int not null, created_at timestamptz default now())`;
 
 export async function runClosedLoop(options: ClosedLoopOptions): Promise<ClosedLoopResult> {
-  const { dtm, service, pool, concurrency } = options;
+  const { dtm, service, pool } = options;
   const run = randomBytes(4).toString('hex');
   const transIn = `${service.url}/TransIn`;
   const queryPrepared = `${service.url}/QueryPrepared`;
-  let windowStart = Infinity;
-  let windowEnd = Infinity;
-  let stopping = false;
-  const latencies: number[] = [];
   const phaseSums: Phases = { prepare: 0, localTxSubmit: 0, branchWait: 0 };
-  let errors = 0;
-  let firstError: string | undefined;
 
-  const worker = async (w: number): Promise<void> => {
-    for (let i = 0; !stopping; i++) {
-      const gid = `bench-${run}-${w}-${i}`;
-      const started = performance.now();
-      const arrived = service.arrival(gid, messageTimeoutMs);
-      arrived.catch(() => undefined); // awaited below; this only keeps an early failure from going unhandled
-      try {
-        const msg = new Msg(dtm, gid).add(transIn, { amount: 1 });
-        let prepared = NaN;
-        await msg.doAndSubmit<void, pg.PoolClient>(queryPrepared, pool, async (tx) => {
-          prepared = performance.now(); // doAndSubmit runs this right after prepare answered
-          await tx.query('insert into bench_business (gid, amount) values ($1, $2)', [gid, 1]);
-        });
-        const submitted = performance.now();
-        const at = await arrived;
-        if (at >= windowStart && at < windowEnd) {
-          latencies.push(at - started);
-          phaseSums.prepare += prepared - started;
-          phaseSums.localTxSubmit += submitted - prepared;
-          phaseSums.branchWait += at - submitted;
-        }
-      } catch (err) {
-        errors++;
-        firstError ??= err instanceof Error ? err.message : String(err);
-        // Do not spin on a broken setup: back off a little before the next message.
-        await delay(100);
-      }
-    }
+  const sendMessage = async (w: number, i: number) => {
+    const gid = `bench-${run}-${w}-${i}`;
+    const arrived = service.arrival(gid, messageTimeoutMs);
+    arrived.catch(() => undefined); // awaited below; this only keeps an early failure from going unhandled
+    const msg = new Msg(dtm, gid).add(transIn, { amount: 1 });
+    let prepared = NaN;
+    await msg.doAndSubmit<void, pg.PoolClient>(queryPrepared, pool, async (tx) => {
+      prepared = performance.now(); // doAndSubmit runs this right after prepare answered
+      await tx.query('insert into bench_business (gid, amount) values ($1, $2)', [gid, 1]);
+    });
+    const submitted = performance.now();
+    return { doneAt: await arrived, prepared, submitted };
   };
-
-  const workers = Array.from({ length: concurrency }, (_, w) => worker(w));
-  const stop = () => (stopping = true);
-  options.signal?.addEventListener('abort', stop, { once: true });
-  try {
-    await sleep(options.warmupMs, options.signal);
-    await options.onWindow?.('start');
-    windowStart = performance.now();
-    await sleep(options.measureMs, options.signal);
-    windowEnd = performance.now();
-    await options.onWindow?.('end');
-  } finally {
-    stop();
-    await Promise.all(workers);
-    options.signal?.removeEventListener('abort', stop);
-  }
-  latencies.sort((a, b) => a - b);
-  const seconds = (windowEnd - windowStart) / 1000;
-  const n = latencies.length;
+  const result = await runWorkers(options, sendMessage, (m, started) => {
+    phaseSums.prepare += m.prepared - started;
+    phaseSums.localTxSubmit += m.submitted - m.prepared;
+    phaseSums.branchWait += m.doneAt - m.submitted;
+  });
+  const n = result.completed;
   const phasesMs: Phases = {
     prepare: phaseSums.prepare / n,
     localTxSubmit: phaseSums.localTxSubmit / n,
     branchWait: phaseSums.branchWait / n,
   };
-  return { completed: n, seconds, latenciesMs: latencies, errors, ...(firstError ? { firstError } : {}), phasesMs };
+  return { ...result, phasesMs };
 }
 
 /** Sleeps; resolves early (without throwing) when the signal aborts. */

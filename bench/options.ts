@@ -66,14 +66,62 @@ const envNames: Record<keyof BenchOptions, string> = {
 };
 
 export function loadBenchOptions(env: NodeJS.ProcessEnv): BenchOptions {
+  return loadOptions(benchOptionsSchema, envNames, env);
+}
+
+export const sagaStepKinds = ['http', 'kafka'] as const;
+export type SagaStepKind = (typeof sagaStepKinds)[number];
+
+/** bench/sagas.ts: the shared knobs, a shorter default window (it starts Kafka too), and the step kinds. */
+export const sagaBenchOptionsSchema = benchOptionsSchema
+  .pick({ warmupSeconds: true, concurrency: true, idleWaitSeconds: true, busyRetries: true })
+  .extend({
+    seconds: z.coerce
+      .number()
+      .positive()
+      .max(3_600)
+      .default(5)
+      .describe('BENCH_SECONDS: measured seconds per configuration (the saga bench defaults to 5).'),
+    kindWarmupSeconds: z.coerce
+      .number()
+      .min(0)
+      .max(600)
+      .default(20)
+      .describe(
+        "BENCH_SAGA_WARMUP_SECONDS: unmeasured sagas at the highest concurrency before each step kind's first row (Kafka's JVM compiles its hot paths under load).",
+      ),
+    steps: commaList
+      .pipe(z.array(z.enum(sagaStepKinds)).min(1))
+      .default(['http', 'kafka'])
+      .describe("BENCH_SAGA_STEPS: the saga steps' kinds, comma-separated (http, kafka)."),
+  });
+
+export type SagaBenchOptions = Readonly<z.infer<typeof sagaBenchOptionsSchema>>;
+
+const sagaEnvNames: Record<keyof SagaBenchOptions, string> = {
+  seconds: envNames.seconds,
+  warmupSeconds: envNames.warmupSeconds,
+  concurrency: envNames.concurrency,
+  idleWaitSeconds: envNames.idleWaitSeconds,
+  busyRetries: envNames.busyRetries,
+  kindWarmupSeconds: 'BENCH_SAGA_WARMUP_SECONDS',
+  steps: 'BENCH_SAGA_STEPS',
+};
+
+export function loadSagaBenchOptions(env: NodeJS.ProcessEnv): SagaBenchOptions {
+  return loadOptions(sagaBenchOptionsSchema, sagaEnvNames, env);
+}
+
+/** Parses the variables named in `names` once; an error names each bad variable. */
+function loadOptions<S extends z.ZodObject>(schema: S, names: Record<string, string>, env: NodeJS.ProcessEnv): Readonly<z.infer<S>> {
   const raw: Record<string, string> = {};
-  for (const [key, name] of Object.entries(envNames)) {
+  for (const [key, name] of Object.entries(names)) {
     const value = env[name];
     if (value !== undefined && value !== '') raw[key] = value;
   }
-  const parsed = benchOptionsSchema.safeParse(raw);
+  const parsed = schema.safeParse(raw);
   if (!parsed.success) {
-    const problems = parsed.error.issues.map((issue) => `${envNames[issue.path[0] as keyof BenchOptions] ?? '?'}: ${issue.message}`);
+    const problems = parsed.error.issues.map((issue) => `${names[String(issue.path[0])] ?? '?'}: ${issue.message}`);
     throw new Error(`invalid benchmark settings: ${problems.join('; ')}`);
   }
   return Object.freeze(parsed.data);

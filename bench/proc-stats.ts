@@ -1,9 +1,9 @@
 /**
- * Linux /proc readings: CPU time per process group (coordinator, Postgres, the bench process
- * itself, the whole machine) and a process's peak resident set size.
+ * Linux /proc readings: CPU time per process group (coordinator, Postgres, a message broker, the
+ * bench process itself, the whole machine) and a process's peak resident set size.
  */
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
 
 /** Clock ticks per second of the utime/stime fields (USER_HZ, 100 on Linux). */
@@ -23,7 +23,7 @@ interface ProcStat {
   reaped: number;
 }
 
-function readStat(pid: number | 'self'): ProcStat | undefined {
+function readStat(pid: number | 'self' | `${number}/task/${string}`): ProcStat | undefined {
   let text: string;
   try {
     text = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -51,6 +51,68 @@ export function findPostmaster(port: number): number | undefined {
   return undefined;
 }
 
+/**
+ * CPU seconds of a JVM's JIT compiler threads (C1 and C2). A fresh JVM compiles its hot paths
+ * under load for minutes, which a short measurement should be able to tell apart from the work.
+ */
+function jitSeconds(pid: number): number {
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return 0;
+  }
+  let seconds = 0;
+  for (const tid of tasks) {
+    let name: string;
+    try {
+      name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8');
+    } catch {
+      continue;
+    }
+    if (/^C[12] CompilerThre/.test(name)) seconds += readStat(`${pid}/task/${tid}`)?.own ?? 0;
+  }
+  return seconds;
+}
+
+/** The process listening on TCP `port` of this machine (e.g. a Kafka broker), if one is visible here. */
+export function findListener(port: number): number | undefined {
+  const inodes = new Set<string>();
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text: string;
+    try {
+      text = readFileSync(table, 'utf8');
+    } catch {
+      continue;
+    }
+    // sl local_address rem_address st ... inode; the port is the hex after the last ':', 0A is LISTEN
+    for (const line of text.split('\n').slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      const local = fields[1] ?? '';
+      if (fields[3] === '0A' && parseInt(local.slice(local.lastIndexOf(':') + 1), 16) === port && fields[9]) inodes.add(fields[9]);
+    }
+  }
+  if (inodes.size === 0) return undefined;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${entry}/fd`);
+    } catch {
+      continue; // gone, or not ours to read
+    }
+    for (const fd of fds) {
+      try {
+        const match = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${entry}/fd/${fd}`));
+        if (match?.[1] !== undefined && inodes.has(match[1])) return Number(entry);
+      } catch {
+        // closed meanwhile
+      }
+    }
+  }
+  return undefined;
+}
+
 function childrenOf(parent: number): number[] {
   const pids: number[] = [];
   for (const entry of readdirSync('/proc')) {
@@ -66,13 +128,16 @@ export interface CpuSnapshot {
   /** Per live Postgres process, and what the postmaster reaped from exited ones. */
   postgres: Map<number, number>;
   postgresReaped: number;
+  /** The message broker's process (0 when there is none to measure), and the part of it that its JIT compiler threads used. */
+  broker: number;
+  brokerJit: number;
   bench: number;
   /** Whole machine, seconds summed over all cores: busy (not idle, not iowait) and iowait. */
   machineBusy: number;
   machineIowait: number;
 }
 
-export function cpuSnapshot(coordinatorPid: number, postmasterPid: number | undefined): CpuSnapshot {
+export function cpuSnapshot(coordinatorPid: number, postmasterPid: number | undefined, brokerPid?: number): CpuSnapshot {
   const postgres = new Map<number, number>();
   let postgresReaped = 0;
   if (postmasterPid !== undefined) {
@@ -93,6 +158,8 @@ export function cpuSnapshot(coordinatorPid: number, postmasterPid: number | unde
     coordinator: readStat(coordinatorPid)?.own ?? 0,
     postgres,
     postgresReaped,
+    broker: brokerPid === undefined ? 0 : (readStat(brokerPid)?.own ?? 0),
+    brokerJit: brokerPid === undefined ? 0 : jitSeconds(brokerPid),
     bench: readStat('self')?.own ?? 0,
     machineBusy: (total - idle - iowait) / ticksPerSecond,
     machineIowait: iowait / ticksPerSecond,
@@ -103,6 +170,9 @@ export function cpuSnapshot(coordinatorPid: number, postmasterPid: number | unde
 export interface CpuSplit {
   coordinator: number;
   postgres: number;
+  broker: number;
+  /** Part of `broker`: its JIT compiler (a JVM's warm-up). */
+  brokerJit: number;
   bench: number;
   machineBusy: number;
   machineIowait: number;
@@ -119,6 +189,8 @@ export function cpuSplit(before: CpuSnapshot, after: CpuSnapshot): CpuSplit {
   return {
     coordinator: pct(after.coordinator - before.coordinator),
     postgres: pct(postgres),
+    broker: pct(after.broker - before.broker),
+    brokerJit: pct(after.brokerJit - before.brokerJit),
     bench: pct(after.bench - before.bench),
     machineBusy: pct(after.machineBusy - before.machineBusy),
     machineIowait: pct(after.machineIowait - before.machineIowait),

@@ -35,7 +35,7 @@ export function progress(line: string): void {
 }
 
 /** The commit measured, and whether the coordinator's or SDK's sources differ from it. */
-function codeVersion(): string {
+export function codeVersion(): string {
   const git = (args: string[]) => execFileSync('git', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
   try {
     const dirty = git(['status', '--porcelain', '--', 'coordinator', 'relay', 'sdk', 'schemas']) !== '';
@@ -98,7 +98,7 @@ export function cpuTable(rows: Row[], cores: number): string {
 
 /** CPU of processes outside the benchmark (other jobs on the machine, the kernel's own threads). */
 export function otherCpu(cpu: CpuSplit): number {
-  return Math.max(0, cpu.machineBusy - cpu.coordinator - cpu.postgres - cpu.bench);
+  return Math.max(0, cpu.machineBusy - cpu.coordinator - cpu.postgres - cpu.broker - cpu.bench);
 }
 
 /** The whole markdown document printed on stdout. */
