@@ -22,6 +22,10 @@ export interface ReplyListener {
 }
 
 const reconnect = { base: 0.5, cap: 15 };
+/** Replies recorded at once, per Kafka batch or RabbitMQ prefetch window. */
+const replyConcurrency = 32;
+/** Partitions of a reply topic this listener creates. */
+const replyPartitions = 8;
 
 export function listenForReplies(
   connections: { kafka: Record<string, string[]>; rabbitmq: Record<string, string> },
@@ -71,7 +75,8 @@ export function listenForReplies(
       const kafka = new Kafka({ clientId: 'concord-replies', brokers, logLevel: logLevel.NOTHING });
       const admin = kafka.admin();
       await admin.connect();
-      await admin.createTopics({ topics: [{ topic }] }).finally(() => admin.disconnect());
+      // Partitions spread the replies over the coordinators of the store (the key is the gid).
+      await admin.createTopics({ topics: [{ topic, numPartitions: replyPartitions }] }).finally(() => admin.disconnect());
       // A coordinator that died holds its partitions until the session times out: keep that short.
       const c = kafka.consumer({ groupId: topic, sessionTimeout: 10_000, heartbeatInterval: 1_000 });
       consumer = c;
@@ -84,10 +89,21 @@ export function listenForReplies(
       await c.connect();
       await c.subscribe({ topic, fromBeginning: true });
       await c.run({
-        // The offset is committed only after this resolves: a reply not yet recorded comes again.
-        eachMessage: async ({ message, partition }) => {
-          const reply = parse(message.value?.toString() ?? '', `kafka ${name} ${topic}/${partition}/${message.offset}`);
-          if (reply) await onReply(reply);
+        eachBatchAutoResolve: false,
+        // Replies of a batch are recorded side by side (each touches its own saga); the offset moves
+        // past the batch only once all are recorded, so a reply not yet recorded comes again.
+        eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
+          for (let i = 0; i < batch.messages.length && isRunning() && !isStale(); i += replyConcurrency) {
+            const slice = batch.messages.slice(i, i + replyConcurrency);
+            await Promise.all(
+              slice.map((message) => {
+                const reply = parse(message.value?.toString() ?? '', `kafka ${name} ${topic}/${batch.partition}/${message.offset}`);
+                return reply ? onReply(reply) : undefined;
+              }),
+            );
+            resolveOffset(slice[slice.length - 1]!.offset);
+            await heartbeat();
+          }
         },
       });
       logger.info({ connection: name, topic }, 'listening for saga replies on kafka');
@@ -113,7 +129,7 @@ export function listenForReplies(
       const channel = await m.createChannel();
       channel.on('error', () => undefined); // the connection's 'close' follows
       await channel.assertQueue(topic, { durable: true });
-      await channel.prefetch(64);
+      await channel.prefetch(replyConcurrency);
       await channel.consume(topic, (msg) => {
         if (!msg) return;
         const reply = parse(msg.content.toString(), `rabbitmq ${name} ${topic}`);
