@@ -92,17 +92,18 @@ export function listenForReplies(
         eachBatchAutoResolve: false,
         // Replies of a batch are recorded side by side (each touches its own saga); the offset moves
         // past the batch only once all are recorded, so a reply not yet recorded comes again.
-        eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
-          for (let i = 0; i < batch.messages.length && isRunning() && !isStale(); i += replyConcurrency) {
+        eachBatch: async (payload) => {
+          const { batch } = payload;
+          for (let i = 0; i < batch.messages.length && payload.isRunning() && !payload.isStale(); i += replyConcurrency) {
             const slice = batch.messages.slice(i, i + replyConcurrency);
             await Promise.all(
-              slice.map((message) => {
+              slice.map(async (message) => {
                 const reply = parse(message.value?.toString() ?? '', `kafka ${name} ${topic}/${batch.partition}/${message.offset}`);
-                return reply ? onReply(reply) : undefined;
+                if (reply) await onReply(reply);
               }),
             );
-            resolveOffset(slice[slice.length - 1]!.offset);
-            await heartbeat();
+            payload.resolveOffset(slice[slice.length - 1]!.offset);
+            await payload.heartbeat();
           }
         },
       });
