@@ -242,6 +242,7 @@ describe('a coordinator killed mid-saga', () => {
       expect(await first.stop('SIGKILL')).toBeNull();
     } finally {
       service.setLatency('s2', 0);
+      await first.stop('SIGKILL'); // (a no-op when already stopped)
     }
     const second = await startCoordinator({ store, env: fastCoordinator });
     try {

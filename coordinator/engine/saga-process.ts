@@ -19,7 +19,8 @@ import {
   sagaBranches,
   settleSaga,
   claimSaga,
-  updateSagaBranch,
+  updateSagaBranches,
+  type BranchChange,
   type BranchUpdate,
   type SagaBranchRow,
   type SagaSettlement,
@@ -120,17 +121,32 @@ export class SagaProcessor {
       deadline = before + longer * 1000 - leaseMarginMs;
     };
 
-    const write = async (branch: SagaBranchRow, update: BranchUpdate): Promise<void> => {
-      if (!(await updateSagaBranch(database, nodeId, trans.gid, branch, update))) throw new LeaseLost('lease lost to another node');
+    /**
+     * Branch states not written yet. Results of HTTP calls wait for the next statement the pass
+     * makes anyway (the status change, the end of the pass): if this node dies first, the calls
+     * are made again and the participant's barrier absorbs them. A broker attempt is written
+     * before its command leaves (`now`), with everything pending.
+     */
+    const pending = new Map<string, BranchChange>();
+    const takePending = () => {
+      const changes = [...pending.values()];
+      pending.clear();
+      return changes;
+    };
+    const write = async (branch: SagaBranchRow, update: BranchUpdate, now = false): Promise<void> => {
       branch.status = update.status;
       branch.attempts = update.attempts;
       branch.last_error = update.lastError;
       branch.reply_due_in = update.replyIn;
       branch.retry_in = update.retryIn;
+      pending.set(`${branch.branch_id}/${branch.op}`, { branch_id: branch.branch_id, op: branch.op, update });
+      if (now && !(await updateSagaBranches(database, nodeId, trans.gid, takePending()))) {
+        throw new LeaseLost('lease lost to another node');
+      }
     };
 
     const finish = async (s: SagaSettlement, reason?: string): Promise<SagaPassResult & { poked?: boolean }> => {
-      const { applied, poked } = await settleSaga(database, nodeId, trans.gid, s);
+      const { applied, poked } = await settleSaga(database, nodeId, trans.gid, s, takePending());
       if (!applied) return { status, reason: 'lease lost to another node' };
       const result: SagaPassResult = { status: s.status, ...(reason ? { reason } : {}) };
       if (s.status === 'succeed' || s.status === 'failed' || s.status === 'needs_attention') {
@@ -197,7 +213,7 @@ export class SagaProcessor {
       const headers = { ...options.branch_headers, ...b.meta.headers };
       if (broker) {
         // Recorded before the command leaves, so that even the quickest reply finds its attempt.
-        await write(b, { status: 'prepared', attempts, lastError: b.last_error, replyIn: p.timeout, retryIn: null });
+        await write(b, { status: 'prepared', attempts, lastError: b.last_error, replyIn: p.timeout, retryIn: null }, true);
         const answer = await this.ctx.relay.publish({
           url: b.url,
           params,
@@ -244,7 +260,10 @@ export class SagaProcessor {
         const timedOut = ttf !== undefined && ttf > 0 && Date.now() - trans.create_ms >= ttf * 1000;
         if (failed || timedOut) {
           const reason = failed ? (failed.action.last_error ?? `step ${failed.action.branch_id} failed`) : `Timeout after ${ttf} seconds`;
-          if (!(await moveSaga(database, nodeId, trans.gid, 'aborting', reason))) throw new LeaseLost('lease lost to another node');
+          // With the branch states so far: which actions were tried decides what is compensated.
+          if (!(await moveSaga(database, nodeId, trans.gid, 'aborting', reason, takePending()))) {
+            throw new LeaseLost('lease lost to another node');
+          }
           log.info({ reason }, 'saga rolls back');
           status = 'aborting';
           rollbackReason = reason;

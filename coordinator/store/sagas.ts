@@ -3,7 +3,7 @@
  * holding the saga's lease, so a node that lost it cannot overwrite newer work. Times are kept
  * relative to the store's clock (seconds from now()), so nodes with skewed clocks agree.
  */
-import { sql } from 'drizzle-orm';
+import { sql, type SQL } from 'drizzle-orm';
 import type { BranchMeta } from '../../schemas/db/tables.js';
 import type { SagaReply } from '../../schemas/saga.js';
 import type { Database } from './database.js';
@@ -43,31 +43,50 @@ export interface BranchUpdate {
   retryIn: number | null;
 }
 
-/** Writes one branch's new state while `owner` holds the saga; false when the lease was lost. */
-export async function updateSagaBranch(
+/** A branch's new state, as a pass decided it. */
+export interface BranchChange {
+  branch_id: string;
+  op: string;
+  update: BranchUpdate;
+}
+
+const p = (value: unknown) => sql.param(value);
+
+/** The branch writes of a pass, for a CTE: applied only while `owner` holds the saga. */
+function branchWrites(gid: string, owner: string, changes: BranchChange[]): SQL {
+  const col = <T>(pick: (u: BranchUpdate) => T) => p(changes.map((c) => pick(c.update)));
+  return sql`update trans_branch_op b set status = u.status, attempts = u.attempts, last_error = u.last_error,
+      result = coalesce(u.result, b.result),
+      reply_due = now() + u.reply_in * interval '1 second',
+      retry_at = now() + u.retry_in * interval '1 second',
+      finish_time = case when u.status = 'prepared' then null else now() end, update_time = now()
+    from unnest(${p(changes.map((c) => c.branch_id))}::text[], ${p(changes.map((c) => c.op))}::text[],
+      ${col((u) => u.status)}::text[], ${col((u) => u.attempts)}::int[], ${col((u) => u.lastError)}::text[],
+      ${col((u) => u.result ?? null)}::text[], ${col((u) => u.replyIn)}::float8[], ${col((u) => u.retryIn)}::float8[])
+      as u(branch_id, op, status, attempts, last_error, result, reply_in, retry_in)
+    where b.gid = ${gid} and b.branch_id = u.branch_id and b.op = u.op
+      and exists (select 1 from trans_global g where g.gid = ${gid} and g.owner = ${owner})
+    returning b.id`;
+}
+
+/** Writes branch states while `owner` holds the saga; false when the lease was lost. */
+export async function updateSagaBranches(database: Database, owner: string, gid: string, changes: BranchChange[]): Promise<boolean> {
+  const [row] = await database.rows<{ n: number }>(sql`with w as (${branchWrites(gid, owner, changes)}) select count(*)::int as n from w`);
+  return (row?.n ?? 0) > 0;
+}
+
+/** Moves a saga this node holds to another unfinished status (submitted → aborting), with the branch states so far. */
+export async function moveSaga(
   database: Database,
   owner: string,
   gid: string,
-  branch: { branch_id: string; op: string },
-  u: BranchUpdate,
+  status: string,
+  reason: string,
+  changes: BranchChange[],
 ): Promise<boolean> {
-  const rows = await database.rows<{ id: number }>(
-    sql`update trans_branch_op b set status = ${u.status}, attempts = ${u.attempts}, last_error = ${u.lastError},
-          result = coalesce(${u.result ?? null}::text, b.result),
-          reply_due = now() + ${u.replyIn}::float8 * interval '1 second',
-          retry_at = now() + ${u.retryIn}::float8 * interval '1 second',
-          finish_time = case when ${u.status} = 'prepared' then null else now() end, update_time = now()
-        where b.gid = ${gid} and b.branch_id = ${branch.branch_id} and b.op = ${branch.op}
-          and exists (select 1 from trans_global g where g.gid = ${gid} and g.owner = ${owner})
-        returning b.id`,
-  );
-  return rows.length > 0;
-}
-
-/** Moves a saga this node holds to another unfinished status (submitted → aborting). */
-export async function moveSaga(database: Database, owner: string, gid: string, status: string, reason: string): Promise<boolean> {
   const rows = await database.rows<{ gid: string }>(
-    sql`update trans_global set status = ${status}, rollback_reason = ${reason}, update_time = now()
+    sql`with w as (${branchWrites(gid, owner, changes)})
+        update trans_global set status = ${status}, rollback_reason = ${reason}, update_time = now()
         where gid = ${gid} and owner = ${owner} and status in ('submitted', 'aborting') returning gid`,
   );
   return rows.length > 0;
@@ -81,17 +100,20 @@ export interface SagaSettlement {
 }
 
 /**
- * Ends a pass: the new status and when the saga is due again, the lease given back. `poked`
- * says a reply arrived during the pass; the saga is then due at once.
+ * Ends a pass: the branch states not yet written, the new status and when the saga is due again,
+ * the lease given back, in one statement. `poked` says a reply arrived during the pass; the saga
+ * is then due at once.
  */
 export async function settleSaga(
   database: Database,
   owner: string,
   gid: string,
   s: SagaSettlement,
+  changes: BranchChange[],
 ): Promise<{ applied: boolean; poked: boolean }> {
   const rows = await database.rows<{ poked: boolean }>(
-    sql`update trans_global g set status = ${s.status}, owner = '', poked = false,
+    sql`with w as (${branchWrites(gid, owner, changes)})
+        update trans_global g set status = ${s.status}, owner = '', poked = false,
           next_cron_time = case when ${s.status} in ('succeed', 'failed', 'needs_attention') then null
                                 when old.poked then now() else now() + ${s.delay}::float8 * interval '1 second' end,
           finish_time = case when ${s.status} in ('succeed', 'failed') then now() else g.finish_time end,

@@ -35,6 +35,12 @@ export interface CoordinatorOptions {
   port?: number;
 }
 
+/** Coordinators still running; a test process that ends (even on a failed assertion) takes them along. */
+const running = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const proc of running) proc.kill('SIGKILL');
+});
+
 /** Starts `concord start` from the built CLI (dist/) as a child process and waits until it answers. */
 export async function startCoordinator(options: CoordinatorOptions): Promise<RunningCoordinator> {
   const port = options.port ?? (await freePort());
@@ -49,6 +55,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );
+  running.add(proc);
+  proc.once('exit', () => running.delete(proc));
   proc.stdout?.on('data', (d: Buffer) => (log += d.toString()));
   proc.stderr?.on('data', (d: Buffer) => (log += d.toString()));
   const url = `http://127.0.0.1:${port}`;
