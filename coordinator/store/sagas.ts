@@ -65,14 +65,19 @@ function branchWrites(gid: string, owner: string, changes: BranchChange[]): SQL 
       ${col((u) => u.result ?? null)}::text[], ${col((u) => u.replyIn)}::float8[], ${col((u) => u.retryIn)}::float8[])
       as u(branch_id, op, status, attempts, last_error, result, reply_in, retry_in)
     where b.gid = ${gid} and b.branch_id = u.branch_id and b.op = u.op
+      -- A branch a reply finished meanwhile keeps that answer.
+      and b.status = 'prepared'
       and exists (select 1 from trans_global g where g.gid = ${gid} and g.owner = ${owner})
     returning b.id`;
 }
 
 /** Writes branch states while `owner` holds the saga; false when the lease was lost. */
 export async function updateSagaBranches(database: Database, owner: string, gid: string, changes: BranchChange[]): Promise<boolean> {
-  const [row] = await database.rows<{ n: number }>(sql`with w as (${branchWrites(gid, owner, changes)}) select count(*)::int as n from w`);
-  return (row?.n ?? 0) > 0;
+  const [row] = await database.rows<{ held: boolean }>(
+    sql`with w as (${branchWrites(gid, owner, changes)})
+        select exists (select 1 from trans_global where gid = ${gid} and owner = ${owner}) as held`,
+  );
+  return row?.held === true;
 }
 
 /** Moves a saga this node holds to another unfinished status (submitted → aborting), with the branch states so far. */
