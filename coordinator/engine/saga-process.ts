@@ -202,6 +202,28 @@ export class SagaProcessor {
       return finish({ status: 'needs_attention', delay: 0, attention }, attention);
     };
 
+    /** Publishes the command of a broker branch's current attempt. */
+    const publishCommand = async (b: SagaBranchRow) => {
+      const answer = await this.ctx.relay.publish({
+        url: b.url,
+        params: { gid: trans.gid, trans_type: 'saga', branch_id: b.branch_id, op: b.op },
+        payload: b.data,
+        headers: {
+          ...options.branch_headers,
+          ...b.meta.headers,
+          [commandHeaders.messageId]: `${trans.gid}/${b.branch_id}/${b.op}`,
+          [commandHeaders.op]: b.op,
+          [commandHeaders.command]: b.meta.command ?? b.op,
+          [commandHeaders.attempt]: String(b.attempts),
+          [commandHeaders.replyTo]: this.ctx.replyTopic,
+        },
+        timeoutMs: config.requestTimeout * 1000,
+        key: b.meta.key ?? trans.gid,
+      });
+      this.ctx.metrics.branchCalls.inc({ op: b.op, outcome: answer.outcome });
+      return answer;
+    };
+
     /** One run of a branch: an HTTP call, or the publication of its command (the reply comes later). */
     const runBranch = async (b: SagaBranchRow): Promise<SagaPassResult | undefined> => {
       const p = policyOf(b);
@@ -214,22 +236,7 @@ export class SagaProcessor {
       if (broker) {
         // Recorded before the command leaves, so that even the quickest reply finds its attempt.
         await write(b, { status: 'prepared', attempts, lastError: b.last_error, replyIn: p.timeout, retryIn: null }, true);
-        const answer = await this.ctx.relay.publish({
-          url: b.url,
-          params,
-          payload: b.data,
-          headers: {
-            ...headers,
-            [commandHeaders.messageId]: `${trans.gid}/${b.branch_id}/${b.op}`,
-            [commandHeaders.op]: b.op,
-            [commandHeaders.command]: b.meta.command ?? b.op,
-            [commandHeaders.attempt]: String(attempts),
-            [commandHeaders.replyTo]: this.ctx.replyTopic,
-          },
-          timeoutMs: config.requestTimeout * 1000,
-          key: b.meta.key ?? trans.gid,
-        });
-        this.ctx.metrics.branchCalls.inc({ op: b.op, outcome: answer.outcome });
+        const answer = await publishCommand(b);
         if (answer.outcome === 'SUCCESS') return undefined;
         return afterFailure(b, 'ERROR', `command not published: ${answer.detail}`);
       }
@@ -295,6 +302,35 @@ export class SagaProcessor {
         } else {
           toRun.push(b);
         }
+      }
+      if (toRun.length > 0 && !changed && toRun.every((b) => isBrokerUrl(b.url))) {
+        // Only commands to send, and then the pass would wait: their attempts are written and the
+        // lease given back in one statement, then they leave, and their replies claim the saga. A
+        // command that cannot be published is retried when its reply is overdue.
+        for (const b of toRun) {
+          await write(b, {
+            status: 'prepared',
+            attempts: b.attempts + 1,
+            lastError: b.last_error,
+            replyIn: policyOf(b).timeout,
+            retryIn: null,
+          });
+        }
+        const delay = Math.min(...waits, ...toRun.map((b) => policyOf(b).timeout));
+        const { applied, poked } = await settleSaga(database, nodeId, trans.gid, { status, delay }, takePending());
+        if (!applied) return { status, reason: 'lease lost to another node' };
+        await Promise.all(
+          toRun.map(async (b) => {
+            const answer = await publishCommand(b);
+            if (answer.outcome !== 'SUCCESS') {
+              log.warn(
+                { branchId: b.branch_id, op: b.op, detail: answer.detail },
+                'command not published; sent again once its reply is overdue',
+              );
+            }
+          }),
+        );
+        return { status, poked };
       }
       if (toRun.length > 0) {
         const ended = (await Promise.all(toRun.map(runBranch))).find((r) => r !== undefined);
