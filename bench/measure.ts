@@ -39,13 +39,16 @@ export interface MeasureOptions {
   signal: AbortSignal;
 }
 
+/** Waits up to `seconds` for an idle machine before a measurement, and says so when it stays busy. */
+export async function waitForQuiet(seconds: number, signal: AbortSignal): Promise<void> {
+  if (seconds <= 0) return;
+  const busy = await waitForIdleMachine(quietPercent, seconds * 1000, signal);
+  if (busy > quietPercent) progress(`the machine is still busy (${busy.toFixed(0)} % of a core) after ${seconds} s; measuring anyway`);
+}
+
 export async function measureConfiguration(o: MeasureOptions): Promise<Omit<Row, 'pgbenchTps'>> {
   const { store, concurrency, coordinator } = o;
-  if (o.idleWaitSeconds > 0) {
-    const busy = await waitForIdleMachine(quietPercent, o.idleWaitSeconds * 1000, o.signal);
-    if (busy > quietPercent)
-      progress(`the machine is still busy (${busy.toFixed(0)} % of a core) after ${o.idleWaitSeconds} s; measuring anyway`);
-  }
+  await waitForQuiet(o.idleWaitSeconds, o.signal);
   const pid = coordinator.proc.pid ?? 0;
   // One connection per worker (a message holds one for its local transaction), 4 to 64.
   const pool = new pg.Pool({ connectionString: o.serviceDbUrl, max: Math.min(64, Math.max(concurrency, 4)) });

@@ -19,7 +19,8 @@ import { fixed, table } from './markdown.js';
 import { loadSagaBenchOptions, type SagaStepKind } from './options.js';
 import { watchPostgres, type ActivityWatch, type DatabaseActivity } from './postgres-activity.js';
 import { startBenchPostgres, type BenchPostgres } from './postgres-server.js';
-import { cpuSnapshot, cpuSplit, findListener, quietPercent, waitForIdleMachine, type CpuSnapshot, type CpuSplit } from './proc-stats.js';
+import { cpuSnapshot, cpuSplit, findListener, quietPercent, type CpuSnapshot, type CpuSplit } from './proc-stats.js';
+import { waitForQuiet } from './measure.js';
 import { codeVersion, machineLine, otherCpu, progress } from './report.js';
 import {
   countEffects,
@@ -218,11 +219,7 @@ async function warmUp(k: KindRun): Promise<void> {
 
 async function measureRow(k: KindRun, concurrency: number): Promise<SagaRow> {
   const { bench, kind, coordinator } = k;
-  if (options.idleWaitSeconds > 0) {
-    const busy = await waitForIdleMachine(quietPercent, options.idleWaitSeconds * 1000, bench.signal);
-    if (busy > quietPercent)
-      progress(`the machine is still busy (${busy.toFixed(0)} % of a core) after ${options.idleWaitSeconds} s; measuring anyway`);
-  }
+  await waitForQuiet(options.idleWaitSeconds, bench.signal);
   const pid = coordinator.proc.pid ?? 0;
   const measurement = ++k.measurements;
   let before: { cpu: CpuSnapshot; watch: ActivityWatch } | undefined;

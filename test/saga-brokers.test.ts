@@ -66,6 +66,12 @@ afterAll(async () => {
   await kafkaProducer?.disconnect();
 });
 
+/** Replies the coordinator read and did not record (duplicates, stale attempts), from its metrics. */
+async function ignoredReplies(url: string): Promise<number> {
+  const text = await (await fetch(`${url}/api/metrics`)).text();
+  return [...text.matchAll(/^concord_saga_replies_total\{[^}]*recorded="false"[^}]*\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
+}
+
 /** A coordinator with both brokers as its `default` connections and a reply topic of its own. */
 function coordinatorEnv(replyTopic: string): Record<string, string> {
   return {
@@ -146,6 +152,7 @@ describe.each(cases.map((c) => [c.name, c] as const))('a saga over %s', (name, b
       'concord-attempt': '1',
       'concord-reply-to': replyTopic,
     };
+    const ignoredBefore = await ignoredReplies(coordinator.url);
     // The command again (as a broker redelivery): the barrier absorbs it, the participant answers SUCCESS again.
     await broker.publish(topics[1]!, JSON.stringify({ step: 2 }), headers);
     // A duplicate reply, one for an attempt never made, and a FAILURE for a finished step.
@@ -154,7 +161,8 @@ describe.each(cases.map((c) => [c.name, c] as const))('a saga over %s', (name, b
     await broker.publish(replyTopic, reply({}), {});
     await broker.publish(replyTopic, reply({ attempt: 7, outcome: 'FAILURE', error: 'stale' }), {});
     await broker.publish(replyTopic, reply({ branch_id: '03', outcome: 'FAILURE', error: 'late' }), {});
-    await new Promise((r) => setTimeout(r, 2_000));
+    // Four replies reach the coordinator (the participant's second SUCCESS and the three above), none recorded.
+    await expect.poll(() => ignoredReplies(coordinator.url), { timeout: 20_000 }).toBe(ignoredBefore + 4);
     const q = await query(coordinator.dtm, g);
     expect(q.transaction?.status).toBe('succeed');
     expect(q.branches.filter((b) => b.op === 'action').map((b) => [b.status, b.attempts])).toEqual([

@@ -56,10 +56,10 @@ export class SagaEngine {
       if (status === 'succeed' || status === 'failed' || status === 'needs_attention') return throwUnlessSucceeded(req.gid, { status });
       return throwUnlessSucceeded(req.gid, await this.processor.waitForEnd(req.gid, waitMs));
     }
+    // Registered before the pass starts, so that an end within the first pass is not missed.
     const ended = req.wait_result ? this.processor.waitForEnd(req.gid, waitMs) : undefined;
-    const row = insertedRow(trans, null);
-    const pass = this.ctx.inFlight.track(this.processor.run(row, startedAt, trans.dueIn));
-    if (ended) throwUnlessSucceeded(req.gid, await Promise.race([ended, pass.then((r) => (isEnd(r) ? r : ended))]));
+    void this.ctx.inFlight.track(this.processor.run(insertedRow(trans, null), startedAt, trans.dueIn));
+    if (ended) throwUnlessSucceeded(req.gid, await ended);
   }
 
   /** Puts a saga that needs attention back to compensating (an operator fixed the cause). */
@@ -167,10 +167,6 @@ export class SagaEngine {
       return conflict ? { error: conflict } : { existing: row };
     });
   }
-}
-
-function isEnd(r: SagaPassResult): boolean {
-  return r.status === 'succeed' || r.status === 'failed' || r.status === 'needs_attention';
 }
 
 function throwUnlessSucceeded(gid: string, result: SagaPassResult | undefined): void {

@@ -206,7 +206,7 @@ export async function redriveSaga(database: Database, gid: string): Promise<bool
 export async function pendingSagaBrokerUrls(database: Database): Promise<string[]> {
   const rows = await database.rows<{ url: string }>(
     sql`select distinct b.url from trans_branch_op b join trans_global g on g.gid = b.gid
-        where g.trans_type = 'saga' and g.status in ('submitted', 'aborting', 'needs_attention')
+        where g.trans_type = 'saga' and g.status in ('submitted', 'aborting')
           and (b.url like 'kafka:%' or b.url like 'rabbitmq:%')`,
   );
   return rows.map((r) => r.url);
