@@ -53,7 +53,7 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   const database = await openDatabase(config.store, { poolSize: config.storePoolSize, logger });
   const brokers = brokerConnections(config);
   const relay = new Relay([
-    createHttpPublisher(),
+    createHttpPublisher({ answerBytes: config.answerBytes }),
     createKafkaPublisher(brokers.kafka, logger.child({ component: 'relay.kafka' })),
     createRabbitPublisher(brokers.rabbitmq, logger.child({ component: 'relay.rabbitmq' })),
   ]);

@@ -5,11 +5,19 @@
  */
 import { Agent, request } from 'undici';
 import { classifyDtmAnswer } from '../schemas/dtm.js';
+import { readAnswerPrefix } from './answer.js';
 import type { Delivery, DeliveryResult, Publisher } from './publisher.js';
 
 const maxDetail = 500;
 
-export function createHttpPublisher(options: { connections?: number } = {}): Publisher {
+export interface HttpPublisherOptions {
+  connections?: number;
+  /** Bytes of an answer kept to classify it and describe it (config answerBytes); the rest is discarded. */
+  answerBytes?: number;
+}
+
+export function createHttpPublisher(options: HttpPublisherOptions = {}): Publisher {
+  const answerBytes = options.answerBytes ?? 65_536;
   // Keep-alive connections per origin: branch services are few and called often.
   const agent = new Agent({ connections: options.connections ?? 128, keepAliveTimeout: 30_000, pipelining: 1 });
   return {
@@ -19,6 +27,8 @@ export function createHttpPublisher(options: { connections?: number } = {}): Pub
       const url = new URL(delivery.url);
       for (const [key, value] of Object.entries(delivery.params)) url.searchParams.set(key, value);
       const post = delivery.payload !== '';
+      // One deadline for connecting, the headers and the whole body: bodyTimeout alone only limits the gap between chunks.
+      const signal = AbortSignal.timeout(delivery.timeoutMs);
       try {
         const res = await request(url, {
           dispatcher: agent,
@@ -27,9 +37,9 @@ export function createHttpPublisher(options: { connections?: number } = {}): Pub
           body: post ? delivery.payload : undefined,
           headersTimeout: delivery.timeoutMs,
           bodyTimeout: delivery.timeoutMs,
-          signal: AbortSignal.timeout(delivery.timeoutMs),
+          signal,
         });
-        const body = await res.body.text();
+        const body = await readAnswerPrefix(res.body, answerBytes, signal);
         const outcome = classifyDtmAnswer(res.statusCode, body);
         return { outcome, detail: `HTTP ${res.statusCode} ${body.slice(0, maxDetail)}`.trim() };
       } catch (err) {

@@ -41,6 +41,15 @@ export const configSchema = z
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('pino log level.'),
     nodeId: z.string().min(1).max(100).optional().describe('Name of this coordinator in row claims; default host-pid-random.'),
     requestTimeout: secondsSchema(0.05).default(3).describe('Seconds a branch or check-back call may take (per message: request_timeout).'),
+    answerBytes: z.coerce
+      .number()
+      .int()
+      .min(256)
+      .max(16 * 1024 * 1024)
+      .default(65_536)
+      .describe(
+        "Bytes of a branch's or check-back's answer read (ONGOING/FAILURE are looked for in them, last_error shows their start); the rest is discarded unread into memory.",
+      ),
     retryInterval: secondsSchema(0.05)
       .default(10)
       .describe('First retry delay in seconds (per message: retry_interval); doubles per failure.'),
