@@ -6,6 +6,7 @@
 import { Agent, request } from 'undici';
 import { classifyDtmAnswer } from '../schemas/dtm.js';
 import { readAnswerPrefix } from './answer.js';
+import { DestinationPolicy } from './destination-policy.js';
 import type { Delivery, DeliveryResult, Publisher } from './publisher.js';
 
 const maxDetail = 500;
@@ -14,16 +15,33 @@ export interface HttpPublisherOptions {
   connections?: number;
   /** Bytes of an answer kept to classify it and describe it (config answerBytes); the rest is discarded. */
   answerBytes?: number;
+  /** Which hosts and addresses may be called; by default link-local and cloud metadata are refused. */
+  destinations?: DestinationPolicy;
 }
 
 export function createHttpPublisher(options: HttpPublisherOptions = {}): Publisher {
   const answerBytes = options.answerBytes ?? 65_536;
-  // Keep-alive connections per origin: branch services are few and called often.
-  const agent = new Agent({ connections: options.connections ?? 128, keepAliveTimeout: 30_000, pipelining: 1 });
+  const policy = options.destinations ?? new DestinationPolicy({ allow: [], deny: ['link-local', 'metadata'] });
+  // Keep-alive connections per origin: branch services are few and called often. Every new
+  // connection resolves its host through the policy.
+  const agent = new Agent({
+    connections: options.connections ?? 128,
+    keepAliveTimeout: 30_000,
+    pipelining: 1,
+    connect: { lookup: policy.lookup },
+  });
+  // WHATWG URL parsing turns every spelling of an IP (0x7f000001, 2130706433, 127.1) into the canonical one.
+  const problem = (url: string) => {
+    if (!URL.canParse(url)) return `"${url}" is not a valid URL`;
+    return policy.hostProblem(new URL(url).hostname);
+  };
   return {
     schemes: ['http', 'https'],
-    problem: (url) => (URL.canParse(url) ? undefined : `"${url}" is not a valid URL`),
+    problem,
     async publish(delivery: Delivery): Promise<DeliveryResult> {
+      // Stored before the policy changed: refused here, as an error the retry policy handles.
+      const refused = problem(delivery.url);
+      if (refused) return { outcome: 'ERROR', detail: refused };
       const url = new URL(delivery.url);
       for (const [key, value] of Object.entries(delivery.params)) url.searchParams.set(key, value);
       const post = delivery.payload !== '';

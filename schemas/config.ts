@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { destinationListSchema } from './destinations.js';
 import { ConcordError } from './errors.js';
 
 const secondsSchema = (min: number) =>
@@ -49,6 +50,16 @@ export const configSchema = z
       .default(65_536)
       .describe(
         "Bytes of a branch's or check-back's answer read (ONGOING/FAILURE are looked for in them, last_error shows their start); the rest is discarded unread into memory.",
+      ),
+    allowDestinations: destinationListSchema
+      .default([])
+      .describe(
+        'Destinations the HTTP relay may call although denyDestinations names them: addresses, CIDRs, host names, *.domain, or the groups loopback, link-local, metadata, private, any; comma-separated or a JSON array. See docs/outbound-calls.md.',
+      ),
+    denyDestinations: destinationListSchema
+      .default(['link-local', 'metadata'])
+      .describe(
+        'Destinations the HTTP relay refuses (branches, check-backs, subscribers, saga steps), checked on the URL and on every address a name resolves to at each connection; same forms as allowDestinations. Add loopback or private to refuse those too.',
       ),
     retryInterval: secondsSchema(0.05)
       .default(10)

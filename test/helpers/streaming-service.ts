@@ -36,7 +36,7 @@ export async function streamAnswer(res: ServerResponse, status: number, body: Re
   await pipeline(body, res).catch(() => undefined); // the client may hang up: that is the point
 }
 
-export async function startStreamingService(routes: Record<string, Handler>): Promise<StreamingService> {
+export async function startStreamingService(routes: Record<string, Handler>, host = '127.0.0.1'): Promise<StreamingService> {
   const counts = new Map<string, number>();
   let cutOff = 0;
   const server = createServer((req, res) => {
@@ -50,12 +50,12 @@ export async function startStreamingService(routes: Record<string, Handler>): Pr
     if (!handler) return void res.writeHead(404).end();
     void Promise.resolve(handler(req, res, call)).catch(() => res.destroy());
   });
-  server.listen(0, '127.0.0.1');
+  server.listen(0, host);
   await once(server, 'listening');
   const address = server.address();
   if (address === null || typeof address === 'string') throw new Error('no address');
   return {
-    url: `http://127.0.0.1:${address.port}`,
+    url: `http://${host}:${address.port}`,
     calls: (path) => counts.get(path) ?? 0,
     get cutOff() {
       return cutOff;
