@@ -39,10 +39,11 @@ export function createHttpPublisher(options: HttpPublisherOptions = {}): Publish
     schemes: ['http', 'https'],
     problem,
     async publish(delivery: Delivery): Promise<DeliveryResult> {
-      // Stored before the policy changed: refused here, as an error the retry policy handles.
-      const refused = problem(delivery.url);
-      if (refused) return { outcome: 'ERROR', detail: refused };
+      if (!URL.canParse(delivery.url)) return { outcome: 'ERROR', detail: `"${delivery.url}" is not a valid URL` };
       const url = new URL(delivery.url);
+      // Stored before the policy was tightened: refused here, as an error the retry policy handles.
+      const refused = policy.hostProblem(url.hostname);
+      if (refused) return { outcome: 'ERROR', detail: refused };
       for (const [key, value] of Object.entries(delivery.params)) url.searchParams.set(key, value);
       const post = delivery.payload !== '';
       // One deadline for connecting, the headers and the whole body: bodyTimeout alone only limits the gap between chunks.

@@ -137,6 +137,23 @@ describe('destination policy with loopback denied', () => {
     expect(service.calls('/ok')).toBe(1);
   });
 
+  it('refuses at call time a destination stored before the policy was tightened', async () => {
+    const store = await freshDatabase();
+    const before = await startCoordinator({ store, env: fastCoordinator });
+    const g = gid();
+    expect((await post(`${before.dtm}/submit`, msg(g, `${service.url}/ok`, { custom_data: '{"delay": 2}' }))).status).toBe(200);
+    expect(await before.stop()).toBe(0);
+    const after = await startCoordinator({ store, env: { ...fastCoordinator, CONCORD_DENY_DESTINATIONS: 'loopback' } });
+    try {
+      await expect
+        .poll(async () => (await query(after.dtm, g)).branches[0]?.last_error, { timeout: 10_000, interval: 50 })
+        .toBe('destination 127.0.0.1 is refused by the destination policy (denyDestinations)');
+      expect(service.calls('/ok')).toBe(1); // the default coordinator's call above, no other
+    } finally {
+      expect(await after.stop()).toBe(0);
+    }
+  });
+
   it('calls an address the allow list lets through', async () => {
     const g = gid();
     expect((await post(`${guarded.dtm}/submit`, msg(g, `${allowedService.url}/ok`))).status).toBe(200);
