@@ -1,6 +1,6 @@
 /**
  * Which destinations the HTTP relay may call, so that callers cannot use the coordinator to reach
- * what only it can reach (cloud metadata, link-local, whatever the operator denies). A host name is
+ * what only it can reach (cloud metadata and link-local always, and whatever the operator denies). A host name is
  * refused when it is on the deny list and not on the allow list; an address (an IP literal, or each
  * address a name resolves to, at every connection) is refused when it is denied, unless the address
  * or the name it came from is allowed. Checking at connection time, in the lookup the socket uses,
@@ -8,7 +8,7 @@
  */
 import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
 import { BlockList, isIP, type LookupFunction } from 'node:net';
-import { normalizeHost, parseDestinationEntry } from '../schemas/destinations.js';
+import { alwaysDenied, normalizeHost, parseDestinationEntry } from '../schemas/destinations.js';
 
 class Matcher {
   private readonly blocks = new BlockList();
@@ -44,7 +44,7 @@ export class DestinationPolicy {
 
   constructor(options: { allow: readonly string[]; deny: readonly string[] }) {
     this.allow = new Matcher(options.allow);
-    this.deny = new Matcher(options.deny);
+    this.deny = new Matcher([...alwaysDenied, ...options.deny]);
   }
 
   /** Why a URL's host may not be called, judged without DNS (IP literals and listed names), or undefined. */

@@ -21,7 +21,7 @@ export interface HttpPublisherOptions {
 
 export function createHttpPublisher(options: HttpPublisherOptions = {}): Publisher {
   const answerBytes = options.answerBytes ?? 65_536;
-  const policy = options.destinations ?? new DestinationPolicy({ allow: [], deny: ['link-local', 'metadata'] });
+  const policy = options.destinations ?? new DestinationPolicy({ allow: [], deny: [] });
   // Keep-alive connections per origin: branch services are few and called often. Every new
   // connection resolves its host through the policy.
   const agent = new Agent({

@@ -49,17 +49,17 @@ export const configSchema = z
       .max(16 * 1024 * 1024)
       .default(65_536)
       .describe(
-        "Bytes of a branch's or check-back's answer read (ONGOING/FAILURE are looked for in them, last_error shows their start); the rest is discarded unread into memory.",
+        "Bytes of a branch's or check-back's answer read (ONGOING/FAILURE are looked for in them, last_error shows their start); the rest is read and dropped, or the connection closed.",
       ),
     allowDestinations: destinationListSchema
       .default([])
       .describe(
-        'Destinations the HTTP relay may call although denyDestinations names them: addresses, CIDRs, host names, *.domain, or the groups loopback, link-local, metadata, private, any; comma-separated or a JSON array. See docs/outbound-calls.md.',
+        'Destinations the HTTP relay may call although denied (by denyDestinations, or link-local and metadata, always denied): addresses, CIDRs, host names, *.domain, or the groups loopback, link-local, metadata, private, any; comma-separated or a JSON array. See docs/outbound-calls.md.',
       ),
     denyDestinations: destinationListSchema
-      .default(['link-local', 'metadata'])
+      .default([])
       .describe(
-        'Destinations the HTTP relay refuses (branches, check-backs, subscribers, saga steps), checked on the URL and on every address a name resolves to at each connection; same forms as allowDestinations. Add loopback or private to refuse those too.',
+        'Destinations the HTTP relay refuses (branches, check-backs, subscribers, saga steps) besides link-local and cloud metadata, which are always refused; checked on the URL and on every address a name resolves to at each connection; same forms as allowDestinations, e.g. loopback,private.',
       ),
     retryInterval: secondsSchema(0.05)
       .default(10)

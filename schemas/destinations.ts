@@ -26,6 +26,9 @@ export const destinationGroups = {
 
 export type DestinationGroup = keyof typeof destinationGroups;
 
+/** Refused whatever denyDestinations says (so that adding to it cannot drop them); allowDestinations may let parts through. */
+export const alwaysDenied = ['link-local', 'metadata'] as const;
+
 export type DestinationEntry =
   | { kind: 'subnet'; address: string; prefix: number; family: 'ipv4' | 'ipv6' }
   | { kind: 'name'; name: string }

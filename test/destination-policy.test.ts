@@ -26,7 +26,7 @@ beforeAll(async () => {
         store,
         env: {
           ...fastCoordinator,
-          CONCORD_DENY_DESTINATIONS: 'link-local,metadata,127.0.0.0/8,::1',
+          CONCORD_DENY_DESTINATIONS: '127.0.0.0/8,::1',
           CONCORD_ALLOW_DESTINATIONS: '["127.0.0.2"]',
         },
       }),
@@ -164,15 +164,17 @@ describe('destination policy with loopback denied', () => {
 
 describe('DestinationPolicy', () => {
   const policy = new DestinationPolicy({
-    allow: ['10.1.0.0/16', 'billing.corp'],
-    deny: ['private', 'metadata', 'link-local', '*.internal.example'],
+    allow: ['10.1.0.0/16', 'billing.corp', '169.254.170.2'],
+    deny: ['private', '*.internal.example'],
   });
 
   it('matches addresses, mapped IPv6, names and subdomains; the allow list carves exceptions', () => {
     expect(policy.hostProblem('10.2.3.4')).toContain('refused');
     expect(policy.hostProblem('[::ffff:a02:304]')).toContain('refused'); // 10.2.3.4 mapped into IPv6
     expect(policy.hostProblem('10.1.3.4')).toBeUndefined();
-    expect(policy.hostProblem('169.254.170.2')).toContain('refused');
+    expect(policy.hostProblem('169.254.169.254')).toContain('refused'); // always denied
+    expect(policy.hostProblem('metadata.google.internal')).toContain('refused');
+    expect(policy.hostProblem('169.254.170.2')).toBeUndefined(); // let through (ECS task metadata)
     expect(policy.hostProblem('a.internal.example.')).toContain('refused');
     expect(policy.hostProblem('internal.example')).toBeUndefined();
     expect(policy.hostProblem('example.com')).toBeUndefined();
