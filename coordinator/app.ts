@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { brokerConnections, type Config } from '../schemas/config.js';
 import { createHttpPublisher } from '../relay/http.js';
+import { DestinationPolicy } from '../relay/destination-policy.js';
 import { createKafkaPublisher } from '../relay/kafka.js';
 import { createRabbitPublisher } from '../relay/rabbitmq.js';
 import { Relay } from '../relay/publisher.js';
@@ -53,7 +54,10 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   const database = await openDatabase(config.store, { poolSize: config.storePoolSize, logger });
   const brokers = brokerConnections(config);
   const relay = new Relay([
-    createHttpPublisher(),
+    createHttpPublisher({
+      answerBytes: config.answerBytes,
+      destinations: new DestinationPolicy({ allow: config.allowDestinations, deny: config.denyDestinations }),
+    }),
     createKafkaPublisher(brokers.kafka, logger.child({ component: 'relay.kafka' })),
     createRabbitPublisher(brokers.rabbitmq, logger.child({ component: 'relay.rabbitmq' })),
   ]);

@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { destinationListSchema } from './destinations.js';
 import { ConcordError } from './errors.js';
 
 const secondsSchema = (min: number) =>
@@ -41,6 +42,25 @@ export const configSchema = z
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('pino log level.'),
     nodeId: z.string().min(1).max(100).optional().describe('Name of this coordinator in row claims; default host-pid-random.'),
     requestTimeout: secondsSchema(0.05).default(3).describe('Seconds a branch or check-back call may take (per message: request_timeout).'),
+    answerBytes: z.coerce
+      .number()
+      .int()
+      .min(256)
+      .max(16 * 1024 * 1024)
+      .default(65_536)
+      .describe(
+        "Bytes of a branch's or check-back's answer read (ONGOING/FAILURE are looked for in them, last_error shows their start); the rest is read and dropped, or the connection closed.",
+      ),
+    allowDestinations: destinationListSchema
+      .default([])
+      .describe(
+        'Destinations the HTTP relay may call although denied (by denyDestinations, or link-local and metadata, always denied): addresses, CIDRs, host names, *.domain, or the groups loopback, link-local, metadata, private, any; comma-separated or a JSON array. See docs/outbound-calls.md.',
+      ),
+    denyDestinations: destinationListSchema
+      .default([])
+      .describe(
+        'Destinations the HTTP relay refuses (branches, check-backs, subscribers, saga steps) besides link-local and cloud metadata, which are always refused; checked on the URL and on every address a name resolves to at each connection; same forms as allowDestinations, e.g. loopback,private.',
+      ),
     retryInterval: secondsSchema(0.05)
       .default(10)
       .describe('First retry delay in seconds (per message: retry_interval); doubles per failure.'),
