@@ -62,7 +62,7 @@ export const configSchema = z
     apiTokens: tokenListSchema
       .default([])
       .describe(
-        'Tokens callers must present, comma-separated or a JSON array (several for rotation): in the URL, http://host:36789/t/<token>/api/dtmsvr, or as "Authorization: Bearer <token>". None: no token is asked and the coordinator keeps to loopback.',
+        'Tokens callers must present, comma-separated or a JSON array (several for rotation): in the server URL, `http://host:36789/t/<token>/api/dtmsvr`, or as `Authorization: Bearer <token>`. None: no token is asked and the coordinator keeps to loopback.',
       ),
     operatorTokens: tokenListSchema
       .default([])

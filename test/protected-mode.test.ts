@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { networkInterfaces } from 'node:os';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../schemas/config.js';
 import { isConcordError, Msg } from '../sdk/index.js';
 import { buildGoClient, pythonWithDtmcli, PYTHON_CLIENT_SCRIPT, runClient } from './compat/setup.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
@@ -317,5 +318,24 @@ describe('protected mode', () => {
     } finally {
       expect(await tokened.stop()).toBe(0);
     }
+  });
+});
+
+describe('protected-mode configuration', () => {
+  it("reads the image's and docker-compose.yml's variables as documented", () => {
+    const image = { CONCORD_HOST: '0.0.0.0' };
+    expect(() => loadConfig({ env: image })).toThrow(/host \(--host, CONCORD_HOST\): listening on 0.0.0.0 without a token/);
+    expect(() => loadConfig({ env: { ...image, CONCORD_INSECURE: 'false' } })).toThrow(/without a token/);
+    // docker-compose.yml's defaults: empty token variables count as unset, insecure accepted.
+    expect(loadConfig({ env: { ...image, CONCORD_API_TOKENS: '', CONCORD_OPERATOR_TOKENS: '', CONCORD_INSECURE: 'true' } })).toMatchObject({
+      insecure: true,
+      apiTokens: [],
+    });
+    expect(loadConfig({ env: { ...image, CONCORD_API_TOKENS: `["${apiToken}", "${rotatedToken}"]` } }).apiTokens).toEqual([
+      apiToken,
+      rotatedToken,
+    ]);
+    expect(loadConfig({ env: { ...image, CONCORD_OPERATOR_TOKENS: ` ${operatorToken} , ` } }).operatorTokens).toEqual([operatorToken]);
+    expect(loadConfig({}).host).toBe('127.0.0.1');
   });
 });
