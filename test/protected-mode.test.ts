@@ -6,6 +6,7 @@ import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { networkInterfaces } from 'node:os';
 import { promisify } from 'node:util';
+import Fastify from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../schemas/config.js';
 import { isConcordError, Msg } from '../sdk/index.js';
@@ -69,12 +70,17 @@ describe('with tokens configured', () => {
   let withToken: string; // the DTM API with the API token as path prefix, as DTM's clients carry it
 
   beforeAll(async () => {
-    coordinator = await startCoordinator({ store: await freshDatabase(), env: { ...fastCoordinator, ...tokens } });
+    // Logs at debug: no token may show up in them.
+    coordinator = await startCoordinator({
+      store: await freshDatabase(),
+      env: { ...fastCoordinator, ...tokens, CONCORD_LOG_LEVEL: 'debug' },
+    });
     api = coordinator.dtm;
     withToken = `${coordinator.url}/t/${apiToken}/api/dtmsvr`;
   });
   afterAll(async () => {
     expect(await coordinator?.stop()).toBe(0);
+    for (const t of [apiToken, rotatedToken, operatorToken]) expect(coordinator.output()).not.toContain(t);
   });
 
   it('answers 401 without a token and with a wrong one, naming no token', async () => {
@@ -107,7 +113,8 @@ describe('with tokens configured', () => {
     expect((await call(`${api}/newGid`, { token: operatorToken })).status).toBe(200); // operator passes where API is asked
     const metrics = await call(`${coordinator.url}/t/${apiToken}/api/metrics`);
     expect(metrics.status).toBe(200);
-    expect(metrics.text).toContain('concord_');
+    expect(metrics.text).toContain('concord_http_requests_total');
+    expect(metrics.text).not.toContain(apiToken); // route labels come from the route, not the raw URL
     expect((await call(`${coordinator.url}/api/health`)).status).toBe(200);
     expect((await call(`${coordinator.url}/api/ping`)).status).toBe(200);
   });
@@ -124,6 +131,26 @@ describe('with tokens configured', () => {
         .submit()
         .catch((e: unknown) => e);
       expect(isConcordError(refused) && refused.code).toBe('UNAUTHORIZED');
+
+      // After a local error the SDK asks the check-back URL itself: the token stays with the coordinator.
+      const seen: (string | undefined)[] = [];
+      const checkBack = Fastify();
+      checkBack.get('/QueryPrepared', async (request, reply) => {
+        seen.push(request.headers.authorization);
+        return reply.status(409).send({ dtm_result: 'FAILURE' });
+      });
+      const checkBackUrl = await checkBack.listen({ port: 0, host: '127.0.0.1' });
+      try {
+        const failed = `pm-sdk-${randomUUID()}`;
+        const local = new Msg(api, failed, { token: apiToken, timeoutToFail: 600 }).add(`${bank.url}/TransIn`, { amount: 30 });
+        await expect(
+          local.doAndSubmit(`${checkBackUrl}/QueryPrepared`, bank.pool, () => Promise.reject(new Error('local'))),
+        ).rejects.toThrow('local');
+        expect(seen).toEqual([undefined]);
+        expect((await query(withToken, failed)).transaction?.status).toBe('failed'); // aborted, with the token
+      } finally {
+        await checkBack.close();
+      }
     } finally {
       await bank.close();
     }
