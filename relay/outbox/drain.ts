@@ -133,13 +133,16 @@ export class OutboxDrain {
       this.notified = false;
       return;
     }
+    const { signal } = this.o;
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, this.o.pollMs);
-      this.wake = () => {
+      const done = () => {
         clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
         resolve();
       };
-      this.o.signal?.addEventListener('abort', this.wake, { once: true });
+      const timer = setTimeout(done, this.o.pollMs);
+      this.wake = done;
+      signal?.addEventListener('abort', done, { once: true });
     });
     this.wake = undefined;
     this.notified = false;
