@@ -1,11 +1,12 @@
 #!/usr/bin/env node
-/** `concord start` runs a coordinator; `concord barrier-sql` prints the barrier table's DDL. */
+/** `concord start` runs a coordinator; `concord barrier-sql` prints the barrier table's DDL; `concord outbox` adopts an outbox table. */
 import { Command, Option } from 'commander';
 import { pino } from 'pino';
 import { configKeys, configSchema, envName, flagName, loadConfig, type ConfigKey } from '../schemas/config.js';
 import { barrierDdlPostgres } from '../schemas/db/barrier.js';
 import { isConcordError } from '../schemas/errors.js';
 import { startCoordinator, version } from './app.js';
+import { outboxCommand } from './outbox-command.js';
 
 const program = new Command('concord').version(version).description('Distributed-transaction coordinator (DTM-compatible).');
 
@@ -58,5 +59,7 @@ program
   .action(() => {
     process.stdout.write(barrierDdlPostgres);
   });
+
+program.addCommand(outboxCommand());
 
 await program.parseAsync();

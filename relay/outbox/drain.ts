@@ -165,8 +165,10 @@ export class OutboxDrain {
       if (batch === undefined) break; // aborted
       if (batch.rows.length === 0) {
         await markAfter(batch); // published=none: the cursor may have settled further
-        if (this.o.stopWhenIdle) break;
-        await this.idle();
+        if (!batch.more) {
+          if (this.o.stopWhenIdle && !batch.unsettled) break;
+          await this.idle();
+        }
         next = read();
         continue;
       }

@@ -13,6 +13,10 @@ export interface ReadBatch {
   rows: OutboxRow[];
   /** published=none: the cursor that may be saved once this batch and all before it are handled. */
   cursor?: bigint;
+  /** The read stopped at its limit: read again at once, even if nothing in it was new. */
+  more?: boolean;
+  /** published=none: some ids read are not behind the cursor yet (their transactions may still end). */
+  unsettled?: boolean;
 }
 
 export interface OutboxReader {
@@ -51,7 +55,7 @@ export class MarkingReader implements OutboxReader {
     this.after = rows.length === limit ? rows.at(-1)!.id : undefined;
     const fresh = rows.filter((r) => !this.pending.has(r.id) && !this.marked.has(r.id));
     for (const r of fresh) this.pending.add(r.id);
-    return { rows: fresh };
+    return { rows: fresh, more: rows.length === limit };
   }
 
   async done(batch: ReadBatch): Promise<void> {
@@ -109,7 +113,12 @@ export class CursorReader implements OutboxReader {
         .map(String),
     );
     const batch = found.filter((r) => fresh.has(r.id)).sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
-    return { rows: batch.map(({ snap: _snap, ...row }) => row), cursor: window.settled };
+    return {
+      rows: batch.map(({ snap: _snap, ...row }) => row),
+      cursor: window.settled,
+      more: found.length >= limit,
+      unsettled: window.settled < window.hi,
+    };
   }
 
   async done(batch: ReadBatch): Promise<void> {
