@@ -15,8 +15,15 @@ import { inspectOutbox } from '../relay/outbox/inspect.js';
 import { checkMapping, parseMapping, type CheckedMapping } from '../relay/outbox/mapping-check.js';
 import { Relay } from '../relay/publisher.js';
 import { createRabbitPublisher } from '../relay/rabbitmq.js';
+import type { OutboxMapping } from '../schemas/outbox.js';
 import { brokerConnections, loadConfig, type Config } from '../schemas/config.js';
-import { nativeOutboxDdlPostgres, nativeOutboxNotifyDdlPostgres, outboxStateDdlPostgres } from '../schemas/db/outbox.js';
+import {
+  nativeOutboxChannel,
+  nativeOutboxDdlPostgres,
+  nativeOutboxMapping,
+  nativeOutboxNotifyDdlPostgres,
+  outboxStateDdlPostgres,
+} from '../schemas/db/outbox.js';
 import { isConcordError } from '../schemas/errors.js';
 
 /** Mapping keys settable as flags (--table, --payload-column, …), over those of --mapping <file>. */
@@ -44,6 +51,7 @@ function withMappingOptions(command: Command): Command {
   command
     .requiredOption('--database <url>', 'Postgres URL of the database holding the outbox (env: CONCORD_OUTBOX_DATABASE)')
     .option('--mapping <file>', 'JSON file with the mapping; flags below override its keys')
+    .option('--native', "the SDK's native outbox table (concord_outbox); flags below override its mapping")
     .option('--config <file>', "the coordinator's JSON config file, for broker connections (env: CONCORD_CONFIG)")
     .addOption(new Option('--kafka-brokers <list>', 'Kafka brokers of the connection "default" (env: CONCORD_KAFKA_BROKERS)'))
     .addOption(new Option('--amqp-url <url>', 'RabbitMQ URL of the connection "default" (env: CONCORD_AMQP_URL)'));
@@ -54,7 +62,7 @@ function withMappingOptions(command: Command): Command {
 }
 
 function mappingFrom(flags: Record<string, string | undefined>): unknown {
-  let mapping: Record<string, unknown> = {};
+  let mapping: Record<string, unknown> = flags.native !== undefined ? { ...nativeOutboxMapping } : {};
   if (flags.mapping) {
     try {
       mapping = JSON.parse(readFileSync(flags.mapping, 'utf8')) as Record<string, unknown>;
@@ -84,7 +92,7 @@ async function withOutbox(
   fn: (ctx: { pool: pg.Pool; checked: CheckedMapping; relay: Relay; logger: Logger }) => Promise<void>,
 ): Promise<void> {
   let config: Config;
-  let mapping;
+  let mapping: OutboxMapping;
   try {
     config = loadConfig({ env: process.env, file: flags.config, overrides: { kafkaBrokers: flags.kafkaBrokers, amqpUrl: flags.amqpUrl } });
     mapping = parseMapping(mappingFrom(flags));
@@ -99,6 +107,11 @@ async function withOutbox(
   try {
     let checked: CheckedMapping;
     try {
+      if (flags.native !== undefined && mapping.notifyChannel === undefined) {
+        // The trigger of ensureOutboxTable({ notify: true }): listen instead of polling.
+        const { rows } = await pool.query(`select 1 from pg_trigger where tgname = 'concord_outbox_notify'`);
+        if (rows.length > 0) mapping = { ...mapping, notifyChannel: nativeOutboxChannel };
+      }
       checked = await checkMapping(pool, mapping);
     } catch (err) {
       if (!isConcordError(err)) throw err;

@@ -9,6 +9,17 @@ export const outboxCursorTable = 'concord_outbox_cursor';
 export const outboxParkedTable = 'concord_outbox_parked';
 export const nativeOutboxChannel = 'concord_outbox';
 
+/** The mapping that drains the native table (`concord outbox drain --native`): rows are deleted once published. */
+export const nativeOutboxMapping = {
+  table: nativeOutboxTable,
+  destinationColumn: 'destination',
+  keyColumn: 'key',
+  payloadColumn: 'payload',
+  headersColumn: 'headers',
+  createdAtColumn: 'created_at',
+  published: 'delete',
+} as const;
+
 export const nativeOutboxDdlPostgres = `CREATE TABLE IF NOT EXISTS concord_outbox (
   id bigserial PRIMARY KEY,
   destination text NOT NULL,

@@ -8,10 +8,15 @@ import { createKafkaPublisher } from '../../relay/kafka.js';
 import { checkMapping, parseMapping } from '../../relay/outbox/mapping-check.js';
 import { OutboxDrain, type DrainOptions } from '../../relay/outbox/drain.js';
 import { Relay } from '../../relay/publisher.js';
+import { createRabbitPublisher } from '../../relay/rabbitmq.js';
 
-export function testRelay(kafkaBrokers?: string): Relay {
+export function testRelay(kafkaBrokers?: string, amqpUrl?: string): Relay {
   const logger = pino({ level: 'silent' });
-  return new Relay([createHttpPublisher(), createKafkaPublisher(kafkaBrokers ? { default: kafkaBrokers.split(',') } : {}, logger)]);
+  return new Relay([
+    createHttpPublisher(),
+    createKafkaPublisher(kafkaBrokers ? { default: kafkaBrokers.split(',') } : {}, logger),
+    createRabbitPublisher(amqpUrl ? { default: amqpUrl } : {}, logger),
+  ]);
 }
 
 /** Starts a drain in this process; `stop` aborts it and waits for it to end. */
