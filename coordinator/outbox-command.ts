@@ -101,7 +101,7 @@ async function withOutbox(
     process.exit(2);
   }
   const logger = pino({ level: config.logLevel }, pino.destination(2));
-  const pool = new pg.Pool({ connectionString: flags.database, max: 4 });
+  const pool = new pg.Pool({ connectionString: flags.database, max: 6 });
   pool.on('error', (err) => logger.warn({ err }, 'idle outbox connection lost'));
   const relay = relayFor(config, logger);
   try {
@@ -182,7 +182,10 @@ export function outboxCommand(): Command {
           const now = Date.now();
           const { published, parked, retries } = drain.stats;
           const rate = ((published - last.published) * 1000) / Math.max(1, now - last.at);
-          console.log(`outbox ${checked.name}: published ${published} (${Math.round(rate)}/s), parked ${parked}, retries ${retries}`);
+          const { rss, heapUsed } = process.memoryUsage();
+          console.log(
+            `outbox ${checked.name}: published ${published} (${Math.round(rate)}/s), parked ${parked}, retries ${retries}, RSS ${Math.round(rss / 2 ** 20)} MiB (heap ${Math.round(heapUsed / 2 ** 20)})`,
+          );
           last = { at: now, published };
         };
         const timer = setInterval(progress, Number(flags.progressMs));
@@ -192,7 +195,11 @@ export function outboxCommand(): Command {
           clearInterval(timer);
           const { published, parked } = drain.stats;
           const seconds = (Date.now() - started) / 1000;
-          console.log(`outbox ${checked.name}: done, published ${published}, parked ${parked} in ${seconds.toFixed(1)} s`);
+          const usage = process.resourceUsage();
+          const cpu = (usage.userCPUTime + usage.systemCPUTime) / 1e6;
+          console.log(
+            `outbox ${checked.name}: done, published ${published}, parked ${parked} in ${seconds.toFixed(1)} s, peak RSS ${Math.round(usage.maxRSS / 1024)} MiB, CPU ${cpu.toFixed(2)} s`,
+          );
         }
       });
     });

@@ -16,17 +16,17 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import { backoffInterval, jitter, type BackoffPolicy } from '../../schemas/backoff.js';
 import { outboxStateDdlPostgres } from '../../schemas/db/outbox.js';
-import type { DeliveryResult, Relay } from '../publisher.js';
+import type { Delivery, DeliveryResult, Relay } from '../publisher.js';
 import { decodeRow, messageIdOf, type DecodedRow, type OutboxRow } from './decode-row.js';
 import type { CheckedMapping } from './mapping-check.js';
 import { outboxSql, quoteIdent, type OutboxSql } from './outbox-sql.js';
 import { CursorReader, MarkingReader, type OutboxReader, type ReadBatch } from './readers.js';
 
 export interface DrainOptions {
-  /** The database holding the outbox table; Concord's cursor and parked tables are created there. */
+  /** The database holding the outbox table; Concord's cursor and parked tables are created there. 6 connections suffice. */
   pool: pg.Pool;
   mapping: CheckedMapping;
-  relay: Pick<Relay, 'publish' | 'problem'>;
+  relay: Pick<Relay, 'publish' | 'publishMany' | 'problem'>;
   logger: Logger;
   /** Rows per read and per produce (default 1000). */
   batchSize?: number;
@@ -152,11 +152,13 @@ export class OutboxDrain {
     const { signal, batchSize } = this.o;
     const read = () => this.retrying('read', () => reader.read(batchSize));
     let next = read();
-    let marking: Promise<void> = Promise.resolve();
-    const markAfter = (batch: ReadBatch) => {
-      const previous = marking;
-      marking = previous.then(() => this.retrying('mark', () => reader.done(batch)));
-      return previous;
+    // Marks of different batches touch different rows (and the cursor only moves forward), so a
+    // few run at once, each on its own connection, while the next batches are produced.
+    const marking = new Set<Promise<unknown>>();
+    const markAfter = async (batch: ReadBatch) => {
+      const mark = this.retrying('mark', () => reader.done(batch)).finally(() => marking.delete(mark));
+      marking.add(mark);
+      while (marking.size >= maxMarks) await Promise.race(marking);
     };
     while (!signal?.aborted) {
       const failure = lost();
@@ -175,10 +177,9 @@ export class OutboxDrain {
       next = read(); // the next batch is read while this one is produced
       await this.deliver(batch.rows);
       this.stats.batches++;
-      // Marking this batch overlaps producing the next; at most one mark waits.
       await markAfter(batch);
     }
-    await marking;
+    await Promise.all(marking);
   }
 
   /** Runs a database step until it succeeds (Postgres restarting, a failover); undefined once aborted. */
@@ -199,12 +200,22 @@ export class OutboxDrain {
     return sleep(ms, undefined, { signal: this.o.signal }).catch(() => undefined);
   }
 
+  /** Destinations are few and rows many: each one's problem is looked up once. */
+  private readonly problems = new Map<string, string | undefined>();
+  private problemOf(url: string): string | undefined {
+    if (!this.problems.has(url)) {
+      if (this.problems.size > 10_000) this.problems.clear();
+      this.problems.set(url, this.o.relay.problem(url));
+    }
+    return this.problems.get(url);
+  }
+
   /** Publishes the rows until each one is acknowledged or parked. */
   private async deliver(rows: OutboxRow[]): Promise<void> {
     let todo: Item[] = [];
     for (const row of rows) {
       const decoded = decodeRow(this.o.mapping.mapping, row);
-      const problem = 'error' in decoded ? decoded.error : this.o.relay.problem(decoded.url);
+      const problem = 'error' in decoded ? decoded.error : this.problemOf(decoded.url);
       if (problem !== undefined || 'error' in decoded) await this.park(row, problem ?? 'undecodable', 1);
       else todo.push({ row, decoded, attempts: 0 });
     }
@@ -240,23 +251,28 @@ export class OutboxDrain {
    */
   private async publishAll(items: Item[]): Promise<DeliveryResult[]> {
     const results: DeliveryResult[] = new Array<DeliveryResult>(items.length);
-    const send = (item: Item) =>
-      this.o.relay.publish({
-        url: item.decoded.url,
-        params: {},
-        payload: item.decoded.payload,
-        headers: item.decoded.headers,
-        timeoutMs: this.o.timeoutMs,
-        ...(item.decoded.key === undefined ? {} : { key: item.decoded.key }),
-      });
+    const delivery = (item: Item): Delivery => ({
+      url: item.decoded.url,
+      params: {},
+      payload: item.decoded.payload,
+      headers: item.decoded.headers,
+      timeoutMs: this.o.timeoutMs,
+      ...(item.decoded.key === undefined ? {} : { key: item.decoded.key }),
+    });
+    const send = (item: Item) => this.o.relay.publish(delivery(item));
     const chains = new Map<string, number[]>();
-    const direct: Promise<void>[] = [];
+    const direct: number[] = [];
     items.forEach((item, i) => {
-      if (!/^https?:/i.test(item.decoded.url)) direct.push(send(item).then((r) => void (results[i] = r)));
+      if (!item.decoded.url.startsWith('http')) direct.push(i);
       else {
         const key = item.decoded.key ?? `\0${i}`; // keyless rows have no order to keep
-        chains.set(key, [...(chains.get(key) ?? []), i]);
+        const chain = chains.get(key);
+        if (chain) chain.push(i);
+        else chains.set(key, [i]);
       }
+    });
+    const brokers = this.o.relay.publishMany(direct.map((i) => delivery(items[i]!))).then((answers) => {
+      direct.forEach((i, n) => (results[i] = answers[n]!));
     });
     const chained = [...chains.values()].map(async (indexes) => {
       let blocked = false;
@@ -265,7 +281,7 @@ export class OutboxDrain {
         if (results[i].outcome !== 'SUCCESS') blocked = true;
       }
     });
-    await Promise.all([...direct, ...chained]);
+    await Promise.all([brokers, ...chained]);
     return results;
   }
 
@@ -278,3 +294,4 @@ export class OutboxDrain {
 }
 
 const waiting = 'not sent: an earlier row of its key is not delivered yet';
+const maxMarks = 3;
