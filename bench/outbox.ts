@@ -1,8 +1,9 @@
 /**
  * Outbox bench (part of `npm run bench`): drain a backlog of committed outbox rows to Kafka (acks
  * from all in-sync replicas, idempotent producer), first with the naive hand-rolled poller
- * (bench/outbox-naive-poller.ts), then with `concord outbox drain`, on the same Postgres, Kafka and
- * table, each as its own process. Prints rows/s, peak RSS and CPU per 1,000 rows.
+ * (bench/outbox-naive-poller.ts), then with `concord outbox drain` deleting published rows as the
+ * poller does, then with its cursor (published=none: no write per row), on the same Postgres, Kafka
+ * and table, each as its own process. Prints rows/s, peak RSS and CPU per 1,000 rows.
  *
  * BENCH_OUTBOX_ROWS (default 200000; 1000000 for the issue's figure), BENCH_OUTBOX_ROUNDS (default 1:
  * each contender once; more rounds alternate them), BENCH_OUTBOX_BATCH (rows per batch, default 1000).
@@ -62,6 +63,7 @@ async function main(bench: Bench): Promise<void> {
     created_at timestamptz not null default now())`);
 
   const fill = async () => {
+    await pool.query('truncate bench_outbox'); // the cursor contender leaves its rows behind
     await pool.query(
       `insert into bench_outbox (topic, k, payload) select $1, 'customer-' || (i % 64), '{"order":' || i || ',"note":"' || repeat('x', 80) || '"}'
        from generate_series(1, $2::int) i`,
@@ -70,46 +72,47 @@ async function main(bench: Bench): Promise<void> {
     await pool.query('vacuum analyze bench_outbox');
     await pool.query('checkpoint');
   };
-  const contenders: [string, string[]][] = [
+  const concord = (published: 'delete' | 'none', round: number) => [
+    `${dist}coordinator/cli.js`,
+    'outbox',
+    'drain',
+    '--database',
+    url,
+    '--table',
+    'bench_outbox',
+    '--destination-column',
+    'topic',
+    '--destination-template',
+    'kafka://default/{destination}',
+    '--key-column',
+    'k',
+    '--payload-column',
+    'payload',
+    '--created-at-column',
+    'created_at',
+    '--published',
+    published,
+    '--name',
+    `bench-${published}-${round}`,
+    '--kafka-brokers',
+    kafka.brokers,
+    '--batch-size',
+    String(batch),
+    '--progress-ms',
+    '3600000',
+    '--exit-when-idle',
+  ];
+  const contenders = (round: number): [string, string[]][] => [
     [
       'naive poller (select, send, delete, commit)',
       [`${dist}bench/outbox-naive-poller.js`, url, kafka.brokers, 'bench_outbox', String(batch)],
     ],
-    [
-      'concord outbox drain',
-      [
-        `${dist}coordinator/cli.js`,
-        'outbox',
-        'drain',
-        '--database',
-        url,
-        '--table',
-        'bench_outbox',
-        '--destination-column',
-        'topic',
-        '--destination-template',
-        'kafka://default/{destination}',
-        '--key-column',
-        'k',
-        '--payload-column',
-        'payload',
-        '--created-at-column',
-        'created_at',
-        '--published',
-        'delete',
-        '--kafka-brokers',
-        kafka.brokers,
-        '--batch-size',
-        String(batch),
-        '--progress-ms',
-        '3600000',
-        '--exit-when-idle',
-      ],
-    ],
+    ['concord outbox drain, published=delete', concord('delete', round)],
+    ['concord outbox drain, published=none (cursor, rows left in place)', concord('none', round)],
   ];
   const results: Result[] = [];
   for (let round = 0; round < rounds; round++) {
-    for (const [name, args] of contenders) {
+    for (const [name, args] of contenders(round)) {
       bench.checkAborted();
       progress(`outbox: filling ${rows} rows for ${name}`);
       await fill();

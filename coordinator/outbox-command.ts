@@ -12,6 +12,7 @@ import { createHttpPublisher } from '../relay/http.js';
 import { createKafkaPublisher } from '../relay/kafka.js';
 import { OutboxDrain } from '../relay/outbox/drain.js';
 import { inspectOutbox } from '../relay/outbox/inspect.js';
+import { redriveParked } from '../relay/outbox/redrive.js';
 import { checkMapping, parseMapping, type CheckedMapping } from '../relay/outbox/mapping-check.js';
 import { Relay } from '../relay/publisher.js';
 import { createRabbitPublisher } from '../relay/rabbitmq.js';
@@ -201,6 +202,20 @@ export function outboxCommand(): Command {
             `outbox ${checked.name}: done, published ${published}, parked ${parked} in ${seconds.toFixed(1)} s, peak RSS ${Math.round(usage.maxRSS / 1024)} MiB, CPU ${cpu.toFixed(2)} s`,
           );
         }
+      });
+    });
+
+  withMappingOptions(outbox.command('redrive'))
+    .description('Publish parked rows again (all of this drain’s, or those of --row); delivered ones leave the parked table.')
+    .option('--row <id...>', 'only these row ids')
+    .action(async (flags: Record<string, string | undefined>) => {
+      await withOutbox(flags, async ({ pool, checked, relay }) => {
+        const ids = flags.row as unknown as string[] | undefined;
+        const result = await redriveParked(pool, checked, relay, ids ? { ids } : {});
+        for (const id of result.delivered) console.log(`  ${id}  delivered`);
+        for (const f of result.failed) console.log(`  ${f.id}  still parked: ${f.error}`);
+        console.log(`outbox ${checked.name}: redrive delivered ${result.delivered.length}, ${result.failed.length} still parked`);
+        if (result.failed.length > 0) process.exitCode = 1;
       });
     });
 

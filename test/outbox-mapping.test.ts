@@ -2,6 +2,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkMapping, parseMapping } from '../relay/outbox/mapping-check.js';
+import { redriveParked } from '../relay/outbox/redrive.js';
 import { isConcordError } from '../schemas/errors.js';
 import { freshDatabase } from './helpers/db.js';
 import { receiver, startDrain, testRelay } from './helpers/outbox.js';
@@ -117,27 +118,25 @@ describe('late commits', () => {
 });
 
 describe('poison rows', () => {
-  it('parks an undecodable row, an unknown destination and a refused row, with their errors, while the rest flows', async () => {
+  it('parks an undecodable row, an unknown destination and a refused row, with their errors, while the rest flows; redrive', async () => {
     await pool.query(`create table mixed (id bigserial primary key, dest text not null, k text, body text not null, sent_at timestamptz)`);
-    const sink = await receiver((body) => body === '"refuse me"');
+    let refusing = true;
+    const sink = await receiver((body) => refusing && body === '"refuse me"');
     await pool.query(
       `insert into mixed (dest, k, body) values ($1, 'a', '{"n":1}'), ($1, 'a', 'not json'), ('kafka://nowhere/t', 'b', '{"n":3}'),
        ($1, 'b', '"refuse me"'), ($1, 'a', '{"n":5}'), ('orders', 'c', '{"n":6}')`,
       [sink.url],
     );
-    const drain = await startDrain(
-      pool,
-      {
-        table: 'mixed',
-        destinationColumn: 'dest',
-        keyColumn: 'k',
-        payloadColumn: 'body',
-        payloadEncoding: 'json',
-        published: 'flag',
-        publishedColumn: 'sent_at',
-      },
-      relay,
-    );
+    const mixedMapping = {
+      table: 'mixed',
+      destinationColumn: 'dest',
+      keyColumn: 'k',
+      payloadColumn: 'body',
+      payloadEncoding: 'json',
+      published: 'flag',
+      publishedColumn: 'sent_at',
+    };
+    const drain = await startDrain(pool, mixedMapping, relay);
     try {
       await expect.poll(async () => (await pool.query('select count(*)::int as n from mixed where sent_at is null')).rows[0].n).toBe(0);
       expect(sink.got.map((g) => g.body)).toEqual(['{"n":1}', '{"n":5}']);
@@ -153,6 +152,24 @@ describe('poison rows', () => {
       expect(rows[3]!.error).toMatch(/"orders" is not a URL/);
       expect(rows[3]!.message_id).toBe('outbox:mixed:6');
       expect(drain.drain.stats).toMatchObject({ published: 2, parked: 4 });
+
+      // Once the receiver accepts it, a redrive delivers the refused row from its parked copy;
+      // the undecodable one stays parked with one more attempt.
+      refusing = false;
+      const checked = await checkMapping(pool, parseMapping(mixedMapping));
+      const result = await redriveParked(pool, checked, relay, { ids: ['2', '4'] });
+      expect(result.delivered).toEqual(['4']);
+      expect(result.failed.map((f) => f.id)).toEqual(['2']);
+      expect(sink.got.at(-1)).toEqual({ messageId: 'outbox:mixed:4', body: '"refuse me"' });
+      const left = await pool.query<{ row_id: string; attempts: number }>(
+        'select row_id, attempts from concord_outbox_parked where drain = $1 order by row_id::int',
+        ['mixed'],
+      );
+      expect(left.rows).toEqual([
+        { row_id: '2', attempts: 2 },
+        { row_id: '3', attempts: 1 },
+        { row_id: '6', attempts: 1 },
+      ]);
     } finally {
       await drain.stop();
       sink.server.close();

@@ -53,6 +53,7 @@ export class CursorWindow {
   /** Ids of the window not read yet (held by open transactions, or rolled back). Null when too many to list. */
   missing(): bigint[] | null {
     const out: bigint[] = [];
+    if (BigInt(this.seen.size) === this.hi - this.settled) return out; // no gap (a backlog streaming in order)
     for (let id = this.settled + 1n; id <= this.hi; id++) {
       if (this.seen.has(id)) continue;
       if (out.length >= this.options.maxMissing) return null;
