@@ -6,7 +6,8 @@
  * and table, each as its own process. Prints rows/s, peak RSS and CPU per 1,000 rows.
  *
  * BENCH_OUTBOX_ROWS (default 200000; 1000000 for the issue's figure), BENCH_OUTBOX_ROUNDS (default 1:
- * each contender once; more rounds alternate them), BENCH_OUTBOX_BATCH (rows per batch, default 1000).
+ * each contender once; more rounds alternate them), BENCH_OUTBOX_BATCH (the poller's rows per batch,
+ * default 1000), BENCH_OUTBOX_CONCORD_BATCH (the drain's --batch-size; its default otherwise).
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -22,6 +23,8 @@ import { progress } from './report.js';
 const rows = Number(process.env.BENCH_OUTBOX_ROWS ?? 200_000);
 const rounds = Number(process.env.BENCH_OUTBOX_ROUNDS ?? 1);
 const batch = Number(process.env.BENCH_OUTBOX_BATCH ?? 1000);
+/** Concord's own batch size (its default unless given); the poller's stays BENCH_OUTBOX_BATCH. */
+const concordBatch = process.env.BENCH_OUTBOX_CONCORD_BATCH;
 const dist = new URL('..', import.meta.url).pathname;
 
 interface Result {
@@ -96,8 +99,7 @@ async function main(bench: Bench): Promise<void> {
     `bench-${published}-${round}`,
     '--kafka-brokers',
     kafka.brokers,
-    '--batch-size',
-    String(batch),
+    ...(concordBatch ? ['--batch-size', concordBatch] : []),
     '--progress-ms',
     '3600000',
     '--exit-when-idle',
@@ -124,7 +126,9 @@ async function main(bench: Bench): Promise<void> {
   }
   const naive = results.filter((r) => r.contender.startsWith('naive'));
   const naiveRate = naive.reduce((s, r) => s + rows / r.seconds, 0) / naive.length;
-  console.log(`\n### Outbox backlog drain to Kafka: ${rows} rows, acks=all, batches of ${batch}, rows deleted once published\n`);
+  console.log(
+    `\n### Outbox backlog drain to Kafka: ${rows} rows, acks=all, poller batches of ${batch}, drain batches of ${concordBatch ?? 'its default'}\n`,
+  );
   console.log(
     table(
       ['drainer', 'rows/s', 'vs naive', 'seconds', 'peak RSS MiB', 'CPU ms per 1k rows'],
