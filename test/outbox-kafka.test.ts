@@ -125,3 +125,90 @@ it('publishes 20,000 rows from 16 writers committing out of id order: all of the
     await consumer.close();
   }
 }, 180_000);
+
+it('runs beside the old poller on the same table: each row applied once by the consumer, whoever published it', async () => {
+  const rowsTotal = 6_000;
+  const topic = await freshTopic();
+  await pool.query(
+    'create table legacy_outbox (id bigserial primary key, k text not null, body text not null, published boolean not null default false)',
+  );
+  const consumer = await consume<pg.PoolClient>(
+    { kafka: { brokers: brokers.split(','), topic, groupId: `g-${randomUUID()}`, partitionsConsumedConcurrently: 6 } },
+    async ({ id, key, value, tx }) => {
+      await tx.query('insert into effects (message_id, k, n) values ($1, $2, $3)', [id, key, Number(value)]);
+    },
+    { db: consumerDb, consumerName: 'legacy-overlap' },
+  );
+  // The team's poller, told to set the same message-id header as Concord.
+  const producer = new Kafka({ brokers: brokers.split(','), logLevel: logLevel.NOTHING }).producer({
+    idempotent: true,
+    maxInFlightRequests: 1,
+  });
+  await producer.connect();
+  let oldPublished = 0;
+  let stop = false;
+  const oldPoller = (async () => {
+    const client = await pool.connect();
+    try {
+      while (!stop) {
+        await client.query('begin');
+        const { rows } = await client.query<{ id: string; k: string; body: string }>(
+          'select id, k, body from legacy_outbox where not published order by id limit 200 for update skip locked',
+        );
+        if (rows.length > 0) {
+          await producer.send({
+            topic,
+            acks: -1,
+            messages: rows.map((r) => ({ key: r.k, value: r.body, headers: { 'message-id': `outbox:legacy_outbox:${r.id}` } })),
+          });
+          await client.query('update legacy_outbox set published = true where id = any($1::bigint[])', [rows.map((r) => r.id)]);
+          oldPublished += rows.length;
+        }
+        await client.query('commit');
+        if (rows.length === 0) await sleep(5);
+      }
+    } finally {
+      client.release();
+    }
+  })();
+  const drain = await startDrain(
+    pool,
+    {
+      table: 'legacy_outbox',
+      destination: `kafka://default/${topic}`,
+      keyColumn: 'k',
+      payloadColumn: 'body',
+      published: 'flag',
+      publishedColumn: 'published',
+    },
+    relay,
+    { batchSize: 200 },
+  );
+  try {
+    for (let n = 0; n < rowsTotal; n += 500)
+      await pool.query(`insert into legacy_outbox (k, body) select 'k' || (i % 5), i::text from generate_series($1::int, $2::int) i`, [
+        n,
+        n + 499,
+      ]);
+    await expect
+      .poll(
+        async () =>
+          (await consumerDb.query(`select count(*)::int as n from effects where message_id like 'outbox:legacy_outbox:%'`)).rows[0].n,
+        {
+          timeout: 60_000,
+          interval: 500,
+        },
+      )
+      .toBe(rowsTotal);
+    expect((await pool.query('select count(*)::int as n from legacy_outbox where not published')).rows[0].n).toBe(0);
+    console.log(`old poller published ${oldPublished}, Concord ${drain.drain.stats.published}, of ${rowsTotal} rows`);
+    expect(oldPublished).toBeGreaterThan(0);
+    expect(drain.drain.stats.published).toBeGreaterThan(0);
+  } finally {
+    stop = true;
+    await oldPoller;
+    await drain.stop();
+    await producer.disconnect();
+    await consumer.close();
+  }
+}, 120_000);

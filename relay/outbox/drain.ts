@@ -64,6 +64,7 @@ export class OutboxDrain {
   private readonly o: Required<Omit<DrainOptions, 'signal' | 'pollMs'>> & { pollMs: number; signal?: AbortSignal };
   private wake: (() => void) | undefined;
   private notified = false;
+  private halted = false;
 
   constructor(options: DrainOptions) {
     this.sql = outboxSql(options.mapping);
@@ -104,6 +105,7 @@ export class OutboxDrain {
           : new MarkingReader(pool, this.sql);
       await this.pipeline(reader, () => lost);
     } finally {
+      this.halted = true; // database steps still retrying in the background give up
       session.release(lost ?? true); // never reuse a session that held the lock
       logger.info({ drain: this.name, ...this.stats }, 'outbox drain stopped');
     }
@@ -185,7 +187,7 @@ export class OutboxDrain {
   /** Runs a database step until it succeeds (Postgres restarting, a failover); undefined once aborted. */
   private async retrying<T>(what: string, step: () => Promise<T>): Promise<T | undefined> {
     for (let failures = 0; ; failures++) {
-      if (this.o.signal?.aborted) return undefined;
+      if (this.o.signal?.aborted || this.halted) return undefined;
       try {
         return await step();
       } catch (err) {
