@@ -1,4 +1,6 @@
 /** Adopting an outbox table by mapping: bad mappings refused naming the field; a late commit is not lost. */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkMapping, parseMapping } from '../relay/outbox/mapping-check.js';
@@ -174,5 +176,36 @@ describe('poison rows', () => {
       await drain.stop();
       sink.server.close();
     }
+  });
+});
+
+describe('outage', () => {
+  it('keeps retrying while every delivery fails, parks nothing, and leaves the rows unpublished when stopped', async () => {
+    await pool.query(`create table down (id bigserial primary key, body text not null, done boolean not null default false)`);
+    await pool.query(`insert into down (body) select 'm' || i from generate_series(1, 5) i`);
+    let calls = 0;
+    const server = createServer((_req, res) => {
+      calls++;
+      res.writeHead(503).end('down');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+    const drain = await startDrain(
+      pool,
+      { table: 'down', destination: url, payloadColumn: 'body', published: 'flag', publishedColumn: 'done' },
+      relay,
+      {
+        retry: { base: 0.01, cap: 0.05 },
+        maxAttempts: 2,
+      },
+    );
+    try {
+      await expect.poll(() => calls, { timeout: 10_000 }).toBeGreaterThan(20); // well past maxAttempts: an outage parks nothing
+    } finally {
+      await drain.stop();
+      server.close();
+    }
+    expect(drain.drain.stats).toMatchObject({ published: 0, parked: 0 });
+    expect((await pool.query('select count(*)::int as n from down where not done')).rows[0].n).toBe(5);
   });
 });

@@ -177,7 +177,8 @@ export class OutboxDrain {
         continue;
       }
       next = read(); // the next batch is read while this one is produced
-      await this.deliver(batch.rows);
+      // Stopped while retrying: the batch is not marked, the next drain publishes it again.
+      if (!(await this.deliver(batch.rows))) break;
       this.stats.batches++;
       await markAfter(batch);
     }
@@ -212,8 +213,8 @@ export class OutboxDrain {
     return this.problems.get(url);
   }
 
-  /** Publishes the rows until each one is acknowledged or parked. */
-  private async deliver(rows: OutboxRow[]): Promise<void> {
+  /** Publishes the rows until each one is acknowledged or parked; false when stopped before that. */
+  private async deliver(rows: OutboxRow[]): Promise<boolean> {
     let todo: Item[] = [];
     for (const row of rows) {
       const decoded = decodeRow(this.o.mapping.mapping, row);
@@ -230,7 +231,8 @@ export class OutboxDrain {
         else if (result.outcome === 'FAILURE') await this.park(item.row, `refused: ${result.detail}`, item.attempts + 1);
         else failed.push([item, result]);
       }
-      if (failed.length === 0) return;
+      // Stopped meanwhile: a park may have been skipped, so the batch is left for the next drain.
+      if (failed.length === 0) return !this.o.signal?.aborted;
       const outage = failed.length === todo.length;
       todo = [];
       for (const [item, result] of failed) {
@@ -245,6 +247,7 @@ export class OutboxDrain {
       );
       await this.backoff(outage ? outages++ : Math.max(...todo.map((t) => t.attempts), 0));
     }
+    return todo.length === 0 && !this.o.signal?.aborted;
   }
 
   /**
