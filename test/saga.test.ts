@@ -254,6 +254,45 @@ describe('a coordinator killed mid-saga', () => {
   });
 });
 
+describe('a coordinator killed mid-saga with timeout_to_fail', () => {
+  it('compensates every action that ran, though its results were not written yet', async () => {
+    const store = await freshDatabase();
+    const first = await startCoordinator({ store, env: fastCoordinator });
+    const g = gid();
+    service.setLatency('s3', 4_000);
+    try {
+      await post(`${first.dtm}/submit`, sagaBody(g, 3, undefined, { timeout_to_fail: 2 }));
+      await expect.poll(() => service.calls(g).length, { timeout: 10_000 }).toBe(3); // s3 is in progress
+      expect(await first.stop('SIGKILL')).toBeNull();
+    } finally {
+      await first.stop('SIGKILL'); // (a no-op when already stopped)
+    }
+    // The next node finds the saga past timeout_to_fail: it rolls back what ran before the crash.
+    const second = await startCoordinator({ store, env: fastCoordinator });
+    try {
+      await waitForStatus(second.dtm, g, 'failed', 30_000);
+      const compensations = service
+        .calls(g)
+        .filter((c) => c.op === 'compensate')
+        .map((c) => c.step);
+      expect(new Set(compensations)).toEqual(new Set(['s1', 's2', 's3']));
+      // s3's action was still running when the node died: behind the barrier it is either undone or
+      // absorbed (its compensation came first); s1 and s2 are undone, last first.
+      const done = await effects(g);
+      expect(done.filter((e) => e.startsWith('s1.') || e.startsWith('s2.'))).toEqual([
+        's1.action',
+        's2.action',
+        's2.compensate',
+        's1.compensate',
+      ]);
+      expect([0, 2]).toContain(done.filter((e) => e.startsWith('s3.')).length);
+    } finally {
+      service.setLatency('s3', 0);
+      await second.stop();
+    }
+  });
+});
+
 describe('bad saga input', () => {
   const cases: [string, (g: string) => Record<string, unknown>, string][] = [
     ['no steps', (g) => ({ gid: g, trans_type: 'saga', steps: [], payloads: [] }), 'steps'],

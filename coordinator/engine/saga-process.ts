@@ -122,10 +122,11 @@ export class SagaProcessor {
     };
 
     /**
-     * Branch states not written yet. Results of HTTP calls wait for the next statement the pass
-     * makes anyway (the status change, the end of the pass): if this node dies first, the calls
-     * are made again and the participant's barrier absorbs them. A broker attempt is written
-     * before its command leaves (`now`), with everything pending.
+     * Branch states not written yet. Every attempt is written before its call or command leaves
+     * (recordAttempts), so a node that dies mid-call leaves the step marked as tried and a rollback
+     * compensates it. Results of HTTP calls wait for the next statement the pass makes anyway (the
+     * next round's attempts, the status change, the end of the pass): if this node dies first, the
+     * calls are made again and the participant's barrier absorbs them.
      */
     const pending = new Map<string, BranchChange>();
     const takePending = () => {
@@ -133,16 +134,13 @@ export class SagaProcessor {
       pending.clear();
       return changes;
     };
-    const write = async (branch: SagaBranchRow, update: BranchUpdate, now = false): Promise<void> => {
+    const write = (branch: SagaBranchRow, update: BranchUpdate): void => {
       branch.status = update.status;
       branch.attempts = update.attempts;
       branch.last_error = update.lastError;
       branch.reply_due_in = update.replyIn;
       branch.retry_in = update.retryIn;
       pending.set(`${branch.branch_id}/${branch.op}`, { branch_id: branch.branch_id, op: branch.op, update });
-      if (now && !(await updateSagaBranches(database, nodeId, trans.gid, takePending()))) {
-        throw new LeaseLost('lease lost to another node');
-      }
     };
 
     const finish = async (s: SagaSettlement, reason?: string): Promise<SagaPassResult & { poked?: boolean }> => {
@@ -186,18 +184,18 @@ export class SagaProcessor {
         if (p.used >= config.alertRetryLimit) {
           sendAlert(this.ctx, { gid: trans.gid, status, branch: b.branch_id, error: detail, retry_count: p.used });
         }
-        await write(b, { status: 'prepared', attempts: b.attempts, lastError: detail, replyIn: null, retryIn });
+        write(b, { status: 'prepared', attempts: b.attempts, lastError: detail, replyIn: null, retryIn });
         return undefined;
       }
       if (b.op === 'action') {
         const error = p.byRetryLimit
           ? `RetryCount is greater than RetryLimit, RetryLimit: ${options.retry_limit}; last: ${detail}`
           : `${where} gave up after ${p.used} attempts: ${detail}`;
-        await write(b, { status: 'failed', attempts: b.attempts, lastError: error, replyIn: null, retryIn: null });
+        write(b, { status: 'failed', attempts: b.attempts, lastError: error, replyIn: null, retryIn: null });
         return undefined;
       }
       const attention = `${where} failed ${p.used} times: ${detail}`;
-      await write(b, { status: 'prepared', attempts: b.attempts, lastError: detail, replyIn: null, retryIn: null });
+      write(b, { status: 'prepared', attempts: b.attempts, lastError: detail, replyIn: null, retryIn: null });
       sendAlert(this.ctx, { gid: trans.gid, status: 'needs_attention', branch: b.branch_id, error: attention, retry_count: p.used });
       return finish({ status: 'needs_attention', delay: 0, attention }, attention);
     };
@@ -224,18 +222,28 @@ export class SagaProcessor {
       return answer;
     };
 
-    /** One run of a branch: an HTTP call, or the publication of its command (the reply comes later). */
+    /**
+     * Writes the next attempt of each branch (with everything pending) in one statement before any
+     * of them runs: an action that may have run is then always compensated on rollback, and even
+     * the quickest reply to a command finds its attempt.
+     */
+    const recordAttempts = async (toRun: SagaBranchRow[]): Promise<void> => {
+      for (const b of toRun) {
+        const replyIn = isBrokerUrl(b.url) ? policyOf(b).timeout : null;
+        write(b, { status: 'prepared', attempts: b.attempts + 1, lastError: b.last_error, replyIn, retryIn: null });
+      }
+      if (!(await updateSagaBranches(database, nodeId, trans.gid, takePending()))) throw new LeaseLost('lease lost to another node');
+    };
+
+    /** One run of a branch whose attempt is recorded: an HTTP call, or the publication of its command (the reply comes later). */
     const runBranch = async (b: SagaBranchRow): Promise<SagaPassResult | undefined> => {
       const p = policyOf(b);
-      const attempts = b.attempts + 1;
+      const attempts = b.attempts;
       const broker = isBrokerUrl(b.url);
-      await fits(broker ? config.requestTimeout : p.timeout);
       const started = performance.now();
       const params = { gid: trans.gid, trans_type: 'saga', branch_id: b.branch_id, op: b.op };
       const headers = { ...options.branch_headers, ...b.meta.headers };
       if (broker) {
-        // Recorded before the command leaves, so that even the quickest reply finds its attempt.
-        await write(b, { status: 'prepared', attempts, lastError: b.last_error, replyIn: p.timeout, retryIn: null }, true);
         const answer = await publishCommand(b);
         if (answer.outcome === 'SUCCESS') return undefined;
         return afterFailure(b, 'ERROR', `command not published: ${answer.detail}`);
@@ -247,15 +255,14 @@ export class SagaProcessor {
       this.ctx.metrics.branchCalls.inc({ op: b.op, outcome: answer.outcome });
       this.ctx.metrics.branchSeconds.observe({ op: b.op }, (performance.now() - started) / 1000);
       if (answer.outcome === 'SUCCESS') {
-        await write(b, { status: 'succeed', attempts, lastError: null, replyIn: null, retryIn: null });
+        write(b, { status: 'succeed', attempts, lastError: null, replyIn: null, retryIn: null });
         return undefined;
       }
       if (answer.outcome === 'FAILURE' && b.op === 'action') {
         const error = `${b.url} answered FAILURE: ${answer.detail}`;
-        await write(b, { status: 'failed', attempts, lastError: error, replyIn: null, retryIn: null });
+        write(b, { status: 'failed', attempts, lastError: error, replyIn: null, retryIn: null });
         return undefined;
       }
-      b.attempts = attempts;
       return afterFailure(b, answer.outcome, answer.detail);
     };
 
@@ -308,7 +315,7 @@ export class SagaProcessor {
         // lease given back in one statement, then they leave, and their replies claim the saga. A
         // command that cannot be published is retried when its reply is overdue.
         for (const b of toRun) {
-          await write(b, {
+          write(b, {
             status: 'prepared',
             attempts: b.attempts + 1,
             lastError: b.last_error,
@@ -333,6 +340,9 @@ export class SagaProcessor {
         return { status, poked };
       }
       if (toRun.length > 0) {
+        // Every call must end before the lease does; the attempts are written before any call leaves.
+        await fits(Math.max(...toRun.map((b) => (isBrokerUrl(b.url) ? config.requestTimeout : policyOf(b).timeout))));
+        await recordAttempts(toRun);
         const ended = (await Promise.all(toRun.map(runBranch))).find((r) => r !== undefined);
         if (ended) return ended;
         changed = true;
