@@ -87,6 +87,7 @@ const faults = {
   'Postgres crashes': result.postgresRestarts,
   'client calls retried on the other node': result.clientRetries,
   'client calls given up': result.gaveUp,
+  '409 to a retried call (an earlier attempt had landed)': result.conflictsAfterRetry,
   '5xx answers (retried)':
     Object.entries(result.serverErrors)
       .map(([status, n]) => `${status}: ${n}`)

@@ -41,6 +41,8 @@ export interface ChaosResult extends ChaosVerdict {
   postgresRestarts: number;
   /** Client calls that failed (connection refused or reset, timeout, 5xx) and were sent again, to the other node. */
   clientRetries: number;
+  /** 409 answers to a retried call whose earlier attempt may have landed (counted as acknowledged). */
+  conflictsAfterRetry: number;
   /** Client calls given up after trying both nodes for clientDeadlineMs. */
   gaveUp: number;
   /** 5xx answers by status code. */
@@ -110,6 +112,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       started: 0,
       done: 0,
       clientRetries: 0,
+      conflictsAfterRetry: 0,
       gaveUp: 0,
       serverErrors: {} as Record<string, number>,
       refused: [] as string[],
@@ -195,6 +198,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       kills: stats.kills,
       postgresRestarts: stats.postgresRestarts,
       clientRetries: stats.clientRetries,
+      conflictsAfterRetry: stats.conflictsAfterRetry,
       gaveUp: stats.gaveUp,
       serverErrors: stats.serverErrors,
       refused: stats.refused,
@@ -269,6 +273,7 @@ async function commit(service: ChaosService, gid: string): Promise<boolean> {
 
 interface ClientStats {
   clientRetries: number;
+  conflictsAfterRetry: number;
   gaveUp: number;
   serverErrors: Record<string, number>;
   /** 4xx answers (gid: op, status, body): a coordinator refusing a client's valid call is a finding. */
@@ -298,6 +303,12 @@ class Client {
         });
         const text = await res.body.text();
         if (res.statusCode === 200) return true;
+        if (res.statusCode === 409 && attempt > 0) {
+          // An earlier attempt may have landed and the transaction moved on (a prepare retried
+          // after its check-back decided); the verdict judges it from the store.
+          this.stats.conflictsAfterRetry++;
+          return true;
+        }
         if (res.statusCode < 500) {
           this.stats.refused.push(`${body.gid}: ${op} answered ${res.statusCode} ${text.slice(0, 200)}`);
           return false;
