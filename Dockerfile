@@ -8,6 +8,8 @@ COPY . .
 RUN npm run build && npm prune --omit=dev
 
 # Runtime stage: what the npm package ships (dist, schemas with the migrations) plus production dependencies.
+# A container must listen on 0.0.0.0, so it refuses to start until it gets CONCORD_API_TOKENS (or, on a
+# network you trust, CONCORD_INSECURE=true): docs/security.md.
 FROM node:20-slim
 ENV NODE_ENV=production \
     CONCORD_HOST=0.0.0.0

@@ -6,8 +6,9 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
-import { brokerConnections, type Config } from '../schemas/config.js';
+import { brokerConnections, isLoopbackHost, type Config } from '../schemas/config.js';
 import { createHttpPublisher } from '../relay/http.js';
+import { DestinationPolicy } from '../relay/destination-policy.js';
 import { createKafkaPublisher } from '../relay/kafka.js';
 import { createRabbitPublisher } from '../relay/rabbitmq.js';
 import { Relay } from '../relay/publisher.js';
@@ -53,7 +54,10 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   const database = await openDatabase(config.store, { poolSize: config.storePoolSize, logger });
   const brokers = brokerConnections(config);
   const relay = new Relay([
-    createHttpPublisher(),
+    createHttpPublisher({
+      answerBytes: config.answerBytes,
+      destinations: new DestinationPolicy({ allow: config.allowDestinations, deny: config.denyDestinations }),
+    }),
     createKafkaPublisher(brokers.kafka, logger.child({ component: 'relay.kafka' })),
     createRabbitPublisher(brokers.rabbitmq, logger.child({ component: 'relay.rabbitmq' })),
   ]);
@@ -82,8 +86,10 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   const saga = new SagaEngine(ctx, sagaProcessor);
   const scheduler = new Scheduler(ctx, { msg: processor, saga: sagaProcessor });
   let draining = false;
-  const server = await buildServer({ logger, database, metrics, msg, saga, relay, version, draining: () => draining });
+  const access = { apiTokens: config.apiTokens, operatorTokens: config.operatorTokens };
+  const server = await buildServer({ logger, database, metrics, msg, saga, relay, version, draining: () => draining, access });
   const address = await server.listen({ port: config.port, host: config.host });
+  logExposure(config, logger);
   scheduler.start();
   // Replies to unfinished sagas may wait in the brokers (sent while no coordinator ran): read them now.
   for (const url of await pendingSagaBrokerUrls(database)) replies.listen(url);
@@ -110,4 +116,18 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
       logger.info({ drained, released }, 'coordinator stopped');
     })());
   return { url: address, nodeId, stop, [Symbol.asyncDispose]: stop };
+}
+
+/** Says at start how the coordinator is exposed, as Redis does in protected mode. */
+function logExposure(config: Config, logger: Logger): void {
+  const tokens = { apiTokens: config.apiTokens.length, operatorTokens: config.operatorTokens.length };
+  if (tokens.apiTokens + tokens.operatorTokens > 0)
+    logger.info({ host: config.host, ...tokens }, 'tokens required on every route but ping and health');
+  else if (isLoopbackHost(config.host))
+    logger.info({ host: config.host }, 'protected mode: no token configured, so only this machine can connect (docs/security.md)');
+  else
+    logger.warn(
+      { host: config.host },
+      'insecure: no token configured and listening beyond loopback; anyone who reaches the port can abort, redrive and read payloads',
+    );
 }

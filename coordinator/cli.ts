@@ -13,9 +13,12 @@ const start = program
   .command('start')
   .description('Run a coordinator. Every option can also be set as a CONCORD_* environment variable or in a JSON --config file.')
   .option('--config <file>', 'JSON file with any of the options below (env: CONCORD_CONFIG)');
+// Options whose default is a boolean are switches (--insecure), the rest take a value.
+const defaults = configSchema.parse({}) as Record<ConfigKey, unknown>;
 for (const key of configKeys) {
   const described = configSchema.shape[key].description ?? '';
-  start.addOption(new Option(`${flagName(key)} <value>`, `${described} (env: ${envName(key)})`));
+  const flag = typeof defaults[key] === 'boolean' ? flagName(key) : `${flagName(key)} <value>`;
+  start.addOption(new Option(flag, `${described} (env: ${envName(key)})`));
 }
 
 start.action(async (flags: Record<string, string | undefined>) => {

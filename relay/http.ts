@@ -5,20 +5,49 @@
  */
 import { Agent, request } from 'undici';
 import { classifyDtmAnswer } from '../schemas/dtm.js';
+import { readAnswerPrefix } from './answer.js';
+import { DestinationPolicy } from './destination-policy.js';
 import type { Delivery, DeliveryResult, Publisher } from './publisher.js';
 
 const maxDetail = 500;
 
-export function createHttpPublisher(options: { connections?: number } = {}): Publisher {
-  // Keep-alive connections per origin: branch services are few and called often.
-  const agent = new Agent({ connections: options.connections ?? 128, keepAliveTimeout: 30_000, pipelining: 1 });
+export interface HttpPublisherOptions {
+  connections?: number;
+  /** Bytes of an answer kept to classify it and describe it (config answerBytes); the rest is discarded. */
+  answerBytes?: number;
+  /** Which hosts and addresses may be called; by default link-local and cloud metadata are refused. */
+  destinations?: DestinationPolicy;
+}
+
+export function createHttpPublisher(options: HttpPublisherOptions = {}): Publisher {
+  const answerBytes = options.answerBytes ?? 65_536;
+  const policy = options.destinations ?? new DestinationPolicy({ allow: [], deny: [] });
+  // Keep-alive connections per origin: branch services are few and called often. Every new
+  // connection resolves its host through the policy.
+  const agent = new Agent({
+    connections: options.connections ?? 128,
+    keepAliveTimeout: 30_000,
+    pipelining: 1,
+    connect: { lookup: policy.lookup },
+  });
+  // WHATWG URL parsing turns every spelling of an IP (0x7f000001, 2130706433, 127.1) into the canonical one.
+  const problem = (url: string) => {
+    if (!URL.canParse(url)) return `"${url}" is not a valid URL`;
+    return policy.hostProblem(new URL(url).hostname);
+  };
   return {
     schemes: ['http', 'https'],
-    problem: (url) => (URL.canParse(url) ? undefined : `"${url}" is not a valid URL`),
+    problem,
     async publish(delivery: Delivery): Promise<DeliveryResult> {
+      if (!URL.canParse(delivery.url)) return { outcome: 'ERROR', detail: `"${delivery.url}" is not a valid URL` };
       const url = new URL(delivery.url);
+      // Stored before the policy was tightened: refused here, as an error the retry policy handles.
+      const refused = policy.hostProblem(url.hostname);
+      if (refused) return { outcome: 'ERROR', detail: refused };
       for (const [key, value] of Object.entries(delivery.params)) url.searchParams.set(key, value);
       const post = delivery.payload !== '';
+      // One deadline for connecting, the headers and the whole body: bodyTimeout alone only limits the gap between chunks.
+      const signal = AbortSignal.timeout(delivery.timeoutMs);
       try {
         const res = await request(url, {
           dispatcher: agent,
@@ -27,9 +56,9 @@ export function createHttpPublisher(options: { connections?: number } = {}): Pub
           body: post ? delivery.payload : undefined,
           headersTimeout: delivery.timeoutMs,
           bodyTimeout: delivery.timeoutMs,
-          signal: AbortSignal.timeout(delivery.timeoutMs),
+          signal,
         });
-        const body = await res.body.text();
+        const body = await readAnswerPrefix(res.body, answerBytes, signal);
         const outcome = classifyDtmAnswer(res.statusCode, body);
         return { outcome, detail: `HTTP ${res.statusCode} ${body.slice(0, maxDetail)}`.trim() };
       } catch (err) {

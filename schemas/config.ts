@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { destinationListSchema } from './destinations.js';
 import { ConcordError } from './errors.js';
 
 const secondsSchema = (min: number) =>
@@ -29,6 +30,23 @@ const jsonText = (v: unknown) => {
   }
 };
 
+/** Tokens travel in URL paths (/t/<token>/api/dtmsvr), so only characters a path carries unescaped. */
+const tokenListSchema = z.preprocess(
+  (v) =>
+    typeof v === 'string' && !v.trim().startsWith('[')
+      ? v
+          .split(',')
+          .map((t) => t.trim())
+          .filter(Boolean)
+      : jsonText(v),
+  z.array(z.string().regex(/^[A-Za-z0-9._~-]{16,256}$/, '16 to 256 characters of A-Z a-z 0-9 . _ ~ -')),
+);
+
+/** True for an address only this machine reaches: without a token the coordinator listens on nothing else. */
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
 export const configSchema = z
   .object({
     store: z
@@ -37,10 +55,47 @@ export const configSchema = z
       .default('./concord-data')
       .describe('Where transactions are kept: a directory for the embedded PGlite database, or a postgres:// URL.'),
     port: z.coerce.number().int().min(0).max(65_535).default(36_789).describe('HTTP port (DTM uses 36789).'),
-    host: z.string().min(1).default('0.0.0.0').describe('Address to listen on.'),
+    host: z
+      .string()
+      .min(1)
+      .default('127.0.0.1')
+      .describe('Address to listen on. Any other than loopback needs apiTokens or insecure (docs/security.md).'),
+    apiTokens: tokenListSchema
+      .default([])
+      .describe(
+        'Tokens callers must present, comma-separated or a JSON array (several for rotation): in the server URL, `http://host:36789/t/<token>/api/dtmsvr`, or as `Authorization: Bearer <token>`. None: no token is asked and the coordinator keeps to loopback.',
+      ),
+    operatorTokens: tokenListSchema
+      .default([])
+      .describe(
+        'Tokens for operator actions (redrive, topic administration, payloads and header values in /query and /all); they pass wherever an API token is asked.',
+      ),
+    insecure: z
+      .union([z.boolean(), z.stringbool()])
+      .default(false)
+      .describe('Listen on a non-loopback host without any token (anyone who reaches the port may abort, redrive and read payloads).'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('pino log level.'),
     nodeId: z.string().min(1).max(100).optional().describe('Name of this coordinator in row claims; default host-pid-random.'),
     requestTimeout: secondsSchema(0.05).default(3).describe('Seconds a branch or check-back call may take (per message: request_timeout).'),
+    answerBytes: z.coerce
+      .number()
+      .int()
+      .min(256)
+      .max(16 * 1024 * 1024)
+      .default(65_536)
+      .describe(
+        "Bytes of a branch's or check-back's answer read (ONGOING/FAILURE are looked for in them, last_error shows their start); the rest is read and dropped, or the connection closed.",
+      ),
+    allowDestinations: destinationListSchema
+      .default([])
+      .describe(
+        'Destinations the HTTP relay may call although denied (by denyDestinations, or link-local and metadata, always denied): addresses, CIDRs, host names, *.domain, or the groups loopback, link-local, metadata, private, any; comma-separated or a JSON array. See docs/outbound-calls.md.',
+      ),
+    denyDestinations: destinationListSchema
+      .default([])
+      .describe(
+        'Destinations the HTTP relay refuses (branches, check-backs, subscribers, saga steps) besides link-local and cloud metadata, which are always refused; checked on the URL and on every address a name resolves to at each connection; same forms as allowDestinations, e.g. loopback,private.',
+      ),
     retryInterval: secondsSchema(0.05)
       .default(10)
       .describe('First retry delay in seconds (per message: retry_interval); doubles per failure.'),
@@ -94,7 +149,16 @@ export const configSchema = z
     alertWebhook: z.string().url().optional().describe('URL POSTed {gid, status, branch, error, retry_count} when retries pile up.'),
     alertRetryLimit: z.coerce.number().int().min(1).default(3).describe('Failed attempts on a branch before the alert webhook is called.'),
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    if (!isLoopbackHost(c.host) && c.apiTokens.length + c.operatorTokens.length === 0 && !c.insecure) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['host'],
+        message: `listening on ${c.host} without a token lets anyone who reaches the port abort, redrive and read payloads: set apiTokens (--api-tokens, CONCORD_API_TOKENS), or accept it with --insecure (CONCORD_INSECURE=true), or listen on 127.0.0.1`,
+      });
+    }
+  });
 
 export type Config = Readonly<z.infer<typeof configSchema>>;
 export type ConfigKey = keyof z.infer<typeof configSchema>;

@@ -7,7 +7,17 @@
 export const errorCodes = {
   INVALID_REQUEST: { status: 400, meaning: 'A field is missing or malformed; `field` names it.' },
   UNSUPPORTED: { status: 400, meaning: 'The request asks for something this coordinator does not do (yet); `field` names it.' },
+  UNAUTHORIZED: { status: 401, meaning: 'Tokens are configured and the request carries none, or an unknown one (docs/security.md).' },
+  FORBIDDEN: { status: 403, meaning: 'The route is an operator action and the token presented is an API token.' },
   NOT_FOUND: { status: 404, meaning: 'No transaction has this gid.' },
+  METHOD_NOT_ALLOWED: {
+    status: 405,
+    meaning: 'The route does not change state by this method (with tokens set: POST, PUT or DELETE only).',
+  },
+  UNSUPPORTED_MEDIA_TYPE: {
+    status: 415,
+    meaning: 'With tokens set, a request that changes state must send Content-Type: application/json.',
+  },
   GID_CONFLICT: {
     status: 409,
     meaning: 'The gid exists with different content (steps, payloads or type): a second transaction reused the gid.',

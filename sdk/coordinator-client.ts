@@ -8,6 +8,12 @@ export interface ClientOptions {
   timeoutMs?: number;
   /** Cancels the call. */
   signal?: AbortSignal;
+  /**
+   * The coordinator's API or operator token, sent as "Authorization: Bearer <token>" to the
+   * coordinator only (never to your check-back URL). A token in the server URL
+   * (http://host:36789/t/<token>/api/dtmsvr) works too, as with DTM's clients.
+   */
+  token?: string;
 }
 
 /**
@@ -22,13 +28,14 @@ export async function httpCall(
   url: string | URL,
   body: string | undefined,
   options: ClientOptions,
+  headers: Record<string, string> = {},
 ): Promise<{ status: number; text: string }> {
   const timeout = AbortSignal.timeout(options.timeoutMs ?? 10_000);
   const signal = options.signal ? AbortSignal.any([timeout, options.signal]) : timeout;
   const res = await request(url, {
     dispatcher: agent,
     method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    headers: body === undefined ? headers : { ...headers, 'content-type': 'application/json' },
     body,
     signal,
   });
@@ -56,7 +63,15 @@ export class CoordinatorClient {
   }
 
   private async call(method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
-    const res = await httpCall(method, `${this.server}${path}`, body === undefined ? undefined : JSON.stringify(body), this.options);
+    const token = this.options.token;
+    const headers: Record<string, string> = token === undefined ? {} : { authorization: `Bearer ${token}` };
+    const res = await httpCall(
+      method,
+      `${this.server}${path}`,
+      body === undefined ? undefined : JSON.stringify(body),
+      this.options,
+      headers,
+    );
     const { text } = res;
     const parsed = parse(text);
     if (res.status === 200) return parsed;

@@ -133,7 +133,7 @@ export class MsgEngine {
       gid: req.gid,
       transType: req.trans_type,
       status,
-      queryPrepared: req.query_prepared ?? '',
+      queryPrepared: this.checked(req.query_prepared ?? '', 'query_prepared'),
       options: JSON.parse(JSON.stringify(options)) as StoredOptions,
       customData: req.custom_data ?? '',
       contentHash: contentHash(req),

@@ -9,6 +9,7 @@ import type { SagaEngine } from '../engine/saga.js';
 import type { Relay } from '../../relay/publisher.js';
 import type { Metrics } from '../metrics.js';
 import type { Database } from '../store/database.js';
+import { accessHook, stripTokenPrefix, type AccessOptions } from './access.js';
 import { dtmRoutes } from './dtm-routes.js';
 import { handleError } from './error-handler.js';
 import { opsRoutes } from './ops-routes.js';
@@ -23,6 +24,8 @@ export interface ServerDeps {
   version: string;
   /** True once shutdown began: new work is refused so it can go to another node. */
   draining: () => boolean;
+  /** API and operator tokens (access.ts); none: every route open. */
+  access?: AccessOptions;
 }
 
 export async function buildServer(deps: ServerDeps) {
@@ -32,6 +35,7 @@ export async function buildServer(deps: ServerDeps) {
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 4 * 1024 * 1024,
     forceCloseConnections: 'idle',
+    rewriteUrl: stripTokenPrefix,
   }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
@@ -45,6 +49,8 @@ export async function buildServer(deps: ServerDeps) {
       done(new ConcordError('INVALID_REQUEST', 'the body is not valid JSON'), undefined);
     }
   });
+  app.decorateRequest('operator', false);
+  app.addHook('onRequest', accessHook(deps.access ?? { apiTokens: [], operatorTokens: [] }));
   app.addHook('onRequest', async (request) => {
     if (deps.draining() && request.method === 'POST') {
       throw new ConcordError('SHUTTING_DOWN', 'this coordinator is shutting down; retry on another node');

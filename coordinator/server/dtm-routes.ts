@@ -1,6 +1,7 @@
 /** DTM's coordinator API under /api/dtmsvr for two-phase messages and sagas, and Concord's redrive. */
 import { randomBytes } from 'node:crypto';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import type { z } from 'zod';
 import {
   allQuerySchema,
   allReplySchema,
@@ -23,7 +24,7 @@ import type { MsgEngine } from '../engine/msg.js';
 import type { SagaEngine } from '../engine/saga.js';
 import type { Database } from '../store/database.js';
 import { getTransaction, listTransactions } from '../store/queries.js';
-import { branchView, transactionView } from './views.js';
+import { branchView, redacted, transactionView } from './views.js';
 
 export interface DtmRoutesOptions {
   database: Database;
@@ -35,6 +36,12 @@ export interface DtmRoutesOptions {
 
 const errors = { 400: errorReplySchema, 404: errorReplySchema, 409: errorReplySchema, 425: errorReplySchema, 503: errorReplySchema };
 const success = { dtm_result: 'SUCCESS' } as const;
+/** Operator actions (access.ts): an API token is not enough once tokens are configured. */
+const operator = { access: 'operator' } as const;
+const redactionNote =
+  'With tokens configured, payloads (bin_data) and branch_headers values are redacted unless an operator token is presented.';
+type SubscribeQuery = z.infer<typeof subscribeQuerySchema>;
+type UnsubscribeQuery = z.infer<typeof unsubscribeQuerySchema>;
 
 export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { database, msg, saga, relay, version }) => {
   /** Types not served (yet) get a clear 400, not a half-made transaction. */
@@ -73,6 +80,7 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { 
   app.post(
     '/redrive',
     {
+      config: operator,
       schema: {
         summary: 'Concord: compensate a saga in needs_attention again (after its cause was fixed).',
         body: gidBodySchema,
@@ -88,11 +96,17 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { 
   app.get(
     '/query',
     {
-      schema: { summary: 'One transaction and its branches.', querystring: gidQuerySchema, response: { 200: queryReplySchema, ...errors } },
+      schema: {
+        summary: 'One transaction and its branches.',
+        description: redactionNote,
+        querystring: gidQuerySchema,
+        response: { 200: queryReplySchema, ...errors },
+      },
     },
     async (request) => {
       const { trans, branches } = await getTransaction(database, request.query.gid);
-      return { transaction: trans ? transactionView(trans) : null, branches: branches.map(branchView) };
+      const shown = request.operator ? {} : redacted;
+      return { transaction: trans ? transactionView(trans, shown) : null, branches: branches.map((b) => branchView(b, shown)) };
     },
   );
 
@@ -101,6 +115,7 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { 
     {
       schema: {
         summary: 'Transactions, newest first, paged by id.',
+        description: redactionNote,
         querystring: allQuerySchema,
         response: { 200: allReplySchema, ...errors },
       },
@@ -110,50 +125,53 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { 
       if (request.query.gid !== undefined && rows.length === 0) return { transactions: null, next_position: '' };
       const last = rows.at(-1);
       const next = rows.length === request.query.limit && last ? String(last.id) : '';
-      return { transactions: rows.map(transactionView), next_position: next };
+      const shown = request.operator ? {} : redacted;
+      return { transactions: rows.map((t) => transactionView(t, shown)), next_position: next };
     },
   );
 
-  app.get(
-    '/subscribe',
-    {
-      schema: {
-        summary: 'Add a subscriber (a destination URL) to a topic.',
-        querystring: subscribeQuerySchema,
-        response: { 200: dtmResultSchema, ...errors },
-      },
-    },
-    async (request) => {
-      const { topic, url, remark } = request.query;
-      const problem = relay.problem(url);
-      if (problem) throw new ConcordError('INVALID_REQUEST', problem, { field: 'url' });
-      if (!(await subscribe(database, topic, { url, remark: remark ?? '' }))) {
-        throw new ConcordError('INVALID_STATE', `${url} already subscribes topic ${topic}`, { field: 'url' });
-      }
-      return success;
-    },
-  );
+  // DTM changes topics over GET with a query string; POST with a JSON body does the same, and once
+  // tokens are configured only the POST form is taken (access.ts), so a link or an <img> cannot do it.
+  const subscribeRoute = async ({ topic, url, remark }: SubscribeQuery) => {
+    const problem = relay.problem(url);
+    if (problem) throw new ConcordError('INVALID_REQUEST', problem, { field: 'url' });
+    if (!(await subscribe(database, topic, { url, remark: remark ?? '' }))) {
+      throw new ConcordError('INVALID_STATE', `${url} already subscribes topic ${topic}`, { field: 'url' });
+    }
+    return success;
+  };
+  const unsubscribeRoute = async ({ topic, url }: UnsubscribeQuery) => {
+    if (!(await unsubscribe(database, topic, url))) {
+      throw new ConcordError('NOT_FOUND', `${url} does not subscribe topic ${topic}`, { field: 'url' });
+    }
+    return success;
+  };
+  const topicReply = { response: { 200: dtmResultSchema, ...errors } };
+  const subscribeSummary = 'Add a subscriber (a destination URL) to a topic.';
+  const unsubscribeSummary = 'Remove a subscriber from a topic.';
+  const byGet = { access: 'operator', changesStateByGet: true } as const;
 
+  app.get('/subscribe', { config: byGet, schema: { summary: subscribeSummary, querystring: subscribeQuerySchema, ...topicReply } }, (r) =>
+    subscribeRoute(r.query),
+  );
+  app.post('/subscribe', { config: operator, schema: { summary: subscribeSummary, body: subscribeQuerySchema, ...topicReply } }, (r) =>
+    subscribeRoute(r.body),
+  );
   app.get(
     '/unsubscribe',
-    {
-      schema: {
-        summary: 'Remove a subscriber from a topic.',
-        querystring: unsubscribeQuerySchema,
-        response: { 200: dtmResultSchema, ...errors },
-      },
-    },
-    async (request) => {
-      if (!(await unsubscribe(database, request.query.topic, request.query.url))) {
-        throw new ConcordError('NOT_FOUND', `${request.query.url} does not subscribe topic ${request.query.topic}`, { field: 'url' });
-      }
-      return success;
-    },
+    { config: byGet, schema: { summary: unsubscribeSummary, querystring: unsubscribeQuerySchema, ...topicReply } },
+    (r) => unsubscribeRoute(r.query),
+  );
+  app.post(
+    '/unsubscribe',
+    { config: operator, schema: { summary: unsubscribeSummary, body: unsubscribeQuerySchema, ...topicReply } },
+    (r) => unsubscribeRoute(r.body),
   );
 
   app.delete(
     '/topic/:topicName',
     {
+      config: operator,
       schema: { summary: 'Delete a topic and its subscribers.', params: topicParamsSchema, response: { 200: dtmResultSchema, ...errors } },
     },
     async (request) => {

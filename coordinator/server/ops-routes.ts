@@ -14,9 +14,11 @@ export interface OpsRoutesOptions {
 const healthTimeoutMs = 2_000;
 
 export const opsRoutes: FastifyPluginAsyncZod<OpsRoutesOptions> = async (app, { database, metrics }) => {
+  // Liveness and readiness stay open (orchestrators probe without secrets); metrics and the rest ask for a token.
+  const open = { access: 'open' } as const;
   app.all(
     '/ping',
-    { schema: { summary: 'Liveness, as DTM answers it.', response: { 200: z.object({ msg: z.literal('pong') }) } } },
+    { config: open, schema: { summary: 'Liveness, as DTM answers it.', response: { 200: z.object({ msg: z.literal('pong') }) } } },
     async () => ({
       msg: 'pong' as const,
     }),
@@ -25,6 +27,7 @@ export const opsRoutes: FastifyPluginAsyncZod<OpsRoutesOptions> = async (app, { 
   app.get(
     '/health',
     {
+      config: open,
       schema: {
         summary: 'Readiness: 200 when the store answers, 503 otherwise.',
         response: { 200: z.object({ status: z.literal('ok'), store: z.string() }), 503: errorReplySchema },
@@ -50,5 +53,5 @@ export const opsRoutes: FastifyPluginAsyncZod<OpsRoutesOptions> = async (app, { 
     return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
 
-  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  app.get('/openapi.json', { config: open, schema: { hide: true } }, async () => app.swagger());
 };

@@ -4,7 +4,22 @@ import type { TransBranchRow, TransGlobalRow } from '../../schemas/db/tables.js'
 
 const time = (d: Date | null) => (d ? d.toISOString() : undefined);
 
-export function transactionView(t: TransGlobalRow): TransactionView {
+export interface ViewOptions {
+  /** Replace payloads and header values, which may carry personal data and credentials (docs/security.md). */
+  redact?: boolean;
+}
+
+/** What a caller without an operator token sees, when tokens are configured. */
+export const redacted: ViewOptions = { redact: true };
+const hidden = '[redacted]';
+
+function shownOptions(options: TransGlobalRow['options'], { redact }: ViewOptions): string {
+  const headers = options.branch_headers;
+  if (!redact || headers === undefined) return JSON.stringify(options);
+  return JSON.stringify({ ...options, branch_headers: Object.fromEntries(Object.keys(headers).map((k) => [k, hidden])) });
+}
+
+export function transactionView(t: TransGlobalRow, view: ViewOptions = {}): TransactionView {
   return {
     id: t.id,
     gid: t.gid,
@@ -16,7 +31,7 @@ export function transactionView(t: TransGlobalRow): TransactionView {
     update_time: t.updateTime.toISOString(),
     finish_time: time(t.finishTime),
     rollback_time: time(t.rollbackTime),
-    options: JSON.stringify(t.options),
+    options: shownOptions(t.options, view),
     custom_data: t.customData || undefined,
     rollback_reason: t.rollbackReason || undefined,
     attention_reason: t.attentionReason || undefined,
@@ -28,12 +43,12 @@ export function transactionView(t: TransGlobalRow): TransactionView {
   };
 }
 
-export function branchView(b: TransBranchRow): BranchView {
+export function branchView(b: TransBranchRow, view: ViewOptions = {}): BranchView {
   return {
     id: b.id,
     gid: b.gid,
     url: b.url,
-    bin_data: Buffer.from(b.data).toString('base64'),
+    bin_data: view.redact ? '' : Buffer.from(b.data).toString('base64'),
     branch_id: b.branchId,
     op: b.op,
     status: b.status as BranchView['status'],

@@ -33,6 +33,10 @@ export interface CoordinatorOptions {
   /** Extra CONCORD_* variables. */
   env?: Record<string, string>;
   port?: number;
+  /** --host; 127.0.0.1 when not given, null to pass none (the coordinator's default). */
+  host?: string | null;
+  /** Further arguments of `concord start`, e.g. ['--insecure']. */
+  args?: string[];
 }
 
 /** Coordinators still running; a test process that ends (even on a failed assertion) takes them along. */
@@ -49,7 +53,17 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
   const nodeArgs = (process.env.CONCORD_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const proc = spawn(
     process.execPath,
-    [...nodeArgs, cliPath(), 'start', '--store', options.store, '--port', String(port), '--host', '127.0.0.1'],
+    [
+      ...nodeArgs,
+      cliPath(),
+      'start',
+      '--store',
+      options.store,
+      '--port',
+      String(port),
+      ...(options.host === null ? [] : ['--host', options.host ?? '127.0.0.1']),
+      ...(options.args ?? []),
+    ],
     {
       env: { ...process.env, CONCORD_LOG_LEVEL: 'warn', ...options.env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -90,7 +104,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
   };
 }
 
-function cliPath(): string {
+/** The built CLI, dist/coordinator/cli.js. */
+export function cliPath(): string {
   return fileURLToPath(new URL('dist/coordinator/cli.js', rootUrl()));
 }
 
