@@ -180,12 +180,17 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     };
 
     const faulting = faults();
-    await Promise.all(Array.from({ length: options.concurrency }, worker));
-    sending = false;
+    faulting.catch(() => {}); // awaited below, once the clients are done
+    try {
+      await Promise.all(Array.from({ length: options.concurrency }, worker));
+    } finally {
+      sending = false; // also when a client failed: the faults stop before the nodes do
+      clearInterval(progress);
+      await faulting.catch(() => {});
+    }
     await faulting;
     await nodes.reviveExited();
     const sendSeconds = (Date.now() - began) / 1000;
-    clearInterval(progress);
     options.progress(`sent ${stats.done.toLocaleString('en')} in ${sendSeconds.toFixed(0)} s; waiting for every transaction to be final`);
 
     const settleStarted = Date.now();
