@@ -8,10 +8,13 @@ export const errorCodes = {
   INVALID_REQUEST: { status: 400, meaning: 'A field is missing or malformed; `field` names it.' },
   UNSUPPORTED: { status: 400, meaning: 'The request asks for something this coordinator does not do (yet); `field` names it.' },
   NOT_FOUND: { status: 404, meaning: 'No transaction has this gid.' },
+  ROUTE_NOT_FOUND: { status: 404, meaning: 'No route has this path.' },
+  METHOD_NOT_ALLOWED: { status: 405, meaning: 'The path exists for other methods; the `Allow` header lists them.' },
   GID_CONFLICT: {
     status: 409,
     meaning: 'The gid exists with different content (steps, payloads or type): a second transaction reused the gid.',
   },
+  BODY_TOO_LARGE: { status: 413, meaning: 'The request body is larger than the coordinator accepts (4 MiB).' },
   INVALID_STATE: { status: 409, meaning: 'The transaction is in a status that does not allow the operation (DTM FAILURE).' },
   TRANSACTION_FAILED: { status: 409, meaning: 'wait_result: the transaction ended failed (DTM FAILURE).' },
   TRANSACTION_ONGOING: {

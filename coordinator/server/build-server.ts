@@ -4,6 +4,7 @@ import Fastify, { LogController } from 'fastify';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Logger } from 'pino';
 import { ConcordError } from '../../schemas/errors.js';
+import { findTextProblem } from '../../schemas/text.js';
 import type { MsgEngine } from '../engine/msg.js';
 import type { SagaEngine } from '../engine/saga.js';
 import type { Relay } from '../../relay/publisher.js';
@@ -11,6 +12,7 @@ import type { Metrics } from '../metrics.js';
 import type { Database } from '../store/database.js';
 import { dtmRoutes } from './dtm-routes.js';
 import { handleError } from './error-handler.js';
+import { methodNotAllowed } from './method-not-allowed.js';
 import { opsRoutes } from './ops-routes.js';
 
 export interface ServerDeps {
@@ -25,6 +27,8 @@ export interface ServerDeps {
   draining: () => boolean;
 }
 
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
 export async function buildServer(deps: ServerDeps) {
   const app = Fastify({
     loggerInstance: deps.logger.child({ component: 'api' }),
@@ -36,13 +40,30 @@ export async function buildServer(deps: ServerDeps) {
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   app.setErrorHandler(handleError);
+  const wrongMethod = methodNotAllowed();
+  app.addHook('onRoute', (route) => wrongMethod.onRoute(route));
+  app.setNotFoundHandler((request, reply) => wrongMethod.notFound(request, reply));
   // DTM reads bodies as JSON whatever the Content-Type says; so do we (text/plain too, fetch's default).
-  app.removeContentTypeParser('text/plain');
-  app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => {
+  // Bodies must be UTF-8: a decoder that replaced bad bytes with U+FFFD would change payloads silently.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => {
+    let text: string;
     try {
-      done(null, body === '' ? {} : JSON.parse(body as string));
+      text = utf8.decode(body as Buffer);
+    } catch {
+      return done(new ConcordError('INVALID_REQUEST', 'the body is not valid UTF-8'), undefined);
+    }
+    try {
+      done(null, text === '' ? {} : JSON.parse(text));
     } catch {
       done(new ConcordError('INVALID_REQUEST', 'the body is not valid JSON'), undefined);
+    }
+  });
+  // Postgres text holds no NUL and UTF-8 no lone surrogate: refused in any field, so nothing is stored changed.
+  app.addHook('preValidation', async (request) => {
+    for (const part of [request.params, request.query, request.body]) {
+      const found = findTextProblem(part);
+      if (found) throw new ConcordError('INVALID_REQUEST', `${found.field || 'the request'} ${found.problem}`, { field: found.field });
     }
   });
   app.addHook('onRequest', async (request) => {
