@@ -71,6 +71,16 @@ export const transRequestSchema = z
       ctx.addIssue({ code: 'custom', path: ['protocol'], message: `protocol "${req.protocol}" is not served; use http` });
     }
     checkTransRequest(req, (path, message) => ctx.addIssue({ code: 'custom', path, message }));
+  })
+  // `example`, not `examples`: zod drops examples from the input schema of fields it preprocesses.
+  .meta({
+    example: {
+      gid: 'transfer-7f3a',
+      trans_type: 'msg',
+      steps: [{ action: 'http://localhost:8081/api/busi/TransIn' }],
+      payloads: ['{"amount":30}'],
+      query_prepared: 'http://localhost:8081/api/busi/QueryPrepared',
+    },
   });
 export type TransRequest = z.infer<typeof transRequestSchema>;
 

@@ -36,6 +36,8 @@ export async function buildServer(deps: ServerDeps) {
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 4 * 1024 * 1024,
     forceCloseConnections: 'idle',
+    // A bad URL or an over-long path parameter gets the same { code, message } 400 as any bad input.
+    frameworkErrors: (error, request, reply) => handleError(error, request, reply),
   }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
@@ -43,6 +45,10 @@ export async function buildServer(deps: ServerDeps) {
   const wrongMethod = methodNotAllowed();
   app.addHook('onRoute', (route) => wrongMethod.onRoute(route));
   app.setNotFoundHandler((request, reply) => wrongMethod.notFound(request, reply));
+  // Answered before the body is read: a method with a body (QUERY) would otherwise get a 400 for its Content-Type first.
+  app.addHook('onRequest', async (request, reply) => {
+    if (request.is404) await wrongMethod.notFound(request, reply);
+  });
   // DTM reads bodies as JSON whatever the Content-Type says; so do we (text/plain too, fetch's default).
   // Bodies must be UTF-8: a decoder that replaced bad bytes with U+FFFD would change payloads silently.
   app.removeAllContentTypeParsers();

@@ -16,7 +16,13 @@ const healthTimeoutMs = 2_000;
 export const opsRoutes: FastifyPluginAsyncZod<OpsRoutesOptions> = async (app, { database, metrics }) => {
   app.all(
     '/ping',
-    { schema: { summary: 'Liveness, as DTM answers it.', response: { 200: z.object({ msg: z.literal('pong') }) } } },
+    {
+      schema: {
+        summary: 'Liveness, as DTM answers it, to any method.',
+        // 400: a method that carries a body (QUERY) without a Content-Type.
+        response: { 200: z.object({ msg: z.literal('pong') }), 400: errorReplySchema },
+      },
+    },
     async () => ({
       msg: 'pong' as const,
     }),
