@@ -5,7 +5,7 @@
  * The seed is random and printed; CONCORD_FUZZ_SEED replays one.
  */
 import { randomInt } from 'node:crypto';
-import { readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -53,7 +53,9 @@ afterAll(async () => {
 
 it('answers every generated request without a 5xx and as its OpenAPI document says', async () => {
   const seed = process.env.CONCORD_FUZZ_SEED ?? String(randomInt(1, 2 ** 31));
-  const reportPath = join(tmpdir(), `concord-fuzz-${process.pid}-${seed}.json`);
+  // Run in a scratch directory: schemathesis writes its .schemathesis/ cache into the working directory.
+  const scratch = await mkdtemp(join(tmpdir(), 'concord-fuzz-'));
+  const reportPath = join(scratch, 'report.json');
   // Through python -m: the venv's console scripts name the private path the venv was made under.
   const args = [
     '-m',
@@ -69,6 +71,9 @@ it('answers every generated request without a 5xx and as its OpenAPI document sa
     // One worker: Python 3.11's ast module is not thread-safe, and hypothesis parses lambdas with it.
     '--workers',
     '1',
+    // The seed alone replays a run; nothing is kept between runs.
+    '--generation-database',
+    'none',
     '--request-timeout',
     '10',
     '--report',
@@ -76,9 +81,9 @@ it('answers every generated request without a 5xx and as its OpenAPI document sa
     '--report-json-path',
     reportPath,
   ];
-  const run = await exec(python, args, { timeoutMs: 150_000, env: { ...process.env, NO_COLOR: '1' } });
+  const run = await exec(python, args, { cwd: scratch, timeoutMs: 150_000, env: { ...process.env, NO_COLOR: '1' } });
   const report = JSON.parse(await readFile(reportPath, 'utf8')) as Report;
-  await rm(reportPath, { force: true });
+  await rm(scratch, { recursive: true, force: true });
   const output = `seed ${seed} (CONCORD_FUZZ_SEED=${seed} replays it)\n${run.stdout}\n${run.stderr}`;
   const accepted = Object.values(report.valid_rates ?? {})
     .flatMap((phases) => Object.values(phases))

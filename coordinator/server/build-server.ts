@@ -37,7 +37,9 @@ export async function buildServer(deps: ServerDeps) {
     bodyLimit: 4 * 1024 * 1024,
     forceCloseConnections: 'idle',
     // A bad URL or an over-long path parameter gets the same { code, message } 400 as any bad input.
-    frameworkErrors: (error, request, reply) => handleError(error, request, reply),
+    frameworkErrors: (error, request, reply) => {
+      handleError(error, request, reply);
+    },
   }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
