@@ -6,13 +6,10 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { destinationListSchema } from './destinations.js';
+import { maxDurationSeconds } from './durations.js';
 import { ConcordError } from './errors.js';
 
-const secondsSchema = (min: number) =>
-  z.coerce
-    .number()
-    .min(min)
-    .max(86_400 * 365);
+const secondsSchema = (min: number) => z.coerce.number().min(min).max(maxDurationSeconds);
 
 /** A broker connection that destinations name: kafka://<name>/<topic>, rabbitmq://<name>/<exchange>/<key>. */
 export const connectionSchema = z.discriminatedUnion('kind', [
