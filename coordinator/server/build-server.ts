@@ -48,6 +48,9 @@ export async function buildServer(deps: ServerDeps) {
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   app.setErrorHandler(handleError);
+  // Tokens first: without one, even an unknown path answers 401 and tells nothing about the routes.
+  app.decorateRequest('operator', false);
+  app.addHook('onRequest', accessHook(deps.access ?? { apiTokens: [], operatorTokens: [] }));
   const wrongMethod = methodNotAllowed();
   app.addHook('onRoute', (route) => wrongMethod.onRoute(route));
   app.setNotFoundHandler((request, reply) => wrongMethod.notFound(request, reply));
@@ -71,8 +74,6 @@ export async function buildServer(deps: ServerDeps) {
       done(new ConcordError('INVALID_REQUEST', 'the body is not valid JSON'), undefined);
     }
   });
-  app.decorateRequest('operator', false);
-  app.addHook('onRequest', accessHook(deps.access ?? { apiTokens: [], operatorTokens: [] }));
   // Postgres text holds no NUL and UTF-8 no lone surrogate: refused in any field, so nothing is stored changed.
   app.addHook('preValidation', async (request) => {
     for (const part of [request.params, request.query, request.body]) {
