@@ -50,7 +50,7 @@ export const version: string = (() => {
 
 export async function startCoordinator(config: Config, logger: Logger): Promise<Coordinator> {
   const nodeId = config.nodeId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
-  const database = await openDatabase(config.store, { poolSize: config.storePoolSize, logger });
+  const database = await openDatabase(config.store, { poolSize: config.storePoolSize, logger, lockTimeout: config.storeLockTimeout });
   const brokers = brokerConnections(config);
   const relay = new Relay([
     createHttpPublisher(),
