@@ -3,7 +3,8 @@
  * RETENTION_BENCH_ROWS (default 1,000,000) finished transactions with two branches each straight
  * into a Postgres database (generate_series), then:
  *   1. times GET /all with each filter (p50 of 15 calls) without and with migration 0004's indexes,
- *      and how long creating them takes on that table;
+ *      how long creating them takes on that table, and what they cost the write path (a closed loop
+ *      of RETENTION_BENCH_WORKERS, default 8, submitting messages, without and with them);
  *   2. runs the retention job (default settings: 7 days, 500 rows per statement) on the half of the
  *      rows that finished more than 7 days ago, and reports rows deleted per second and the latency
  *      of a light load of two-phase messages beside it (RETENTION_BENCH_RATE, default 50/s), against the same load without it.
@@ -23,6 +24,7 @@ import { progress } from './report.js';
 const rows = Number(process.env.RETENTION_BENCH_ROWS ?? 1_000_000);
 const loadSeconds = Number(process.env.RETENTION_BENCH_LOAD_SECONDS ?? 60);
 const rate = Number(process.env.RETENTION_BENCH_RATE ?? 50);
+const workers = Number(process.env.RETENTION_BENCH_WORKERS ?? 8);
 const indexes = ['trans_global_status_idx', 'trans_global_type_idx', 'trans_global_create_idx', 'trans_global_finished_idx'];
 
 /**
@@ -67,9 +69,13 @@ async function main(bench: Bench): Promise<void> {
   await pool.query(seedSql(rows));
   progress(`seeded in ${((performance.now() - t) / 1000).toFixed(0)} s; ${await sizes(pool)}`);
 
+  const branch = await startBranch();
+  bench.defer(() => branch.close());
   const dropped = indexes.map((name) => `drop index ${name}`).join('; ');
   await pool.query(dropped);
   const before = await timeQueries(node.dtm);
+  progress(`write cost: ${workers} workers for ${loadSeconds / 2} s without the indexes`);
+  const writesBefore = await closedLoop(node.dtm, branch.url, (loadSeconds / 2) * 1000);
   t = performance.now();
   await pool.query(`
     create index trans_global_status_idx on trans_global (status, id);
@@ -79,14 +85,17 @@ async function main(bench: Bench): Promise<void> {
     analyze trans_global;`);
   progress(`migration 0004's indexes built in ${((performance.now() - t) / 1000).toFixed(1)} s`);
   const after = await timeQueries(node.dtm);
+  progress(`write cost: ${workers} workers for ${loadSeconds / 2} s with the indexes`);
+  const writesAfter = await closedLoop(node.dtm, branch.url, (loadSeconds / 2) * 1000);
   process.stdout.write('\n| GET /api/dtmsvr/all?… | p50 before (ms) | p50 after (ms) |\n|---|---:|---:|\n');
   for (const q of queries) {
     const shown = q.startsWith('createTimeStart') ? 'createTimeStart…End (1 h, 10 days ago)' : q || '(no filter)';
     process.stdout.write(`| ${shown} | ${before.get(q)?.toFixed(1)} | ${after.get(q)?.toFixed(1)} |\n`);
   }
 
-  const branch = await startBranch();
-  bench.defer(() => branch.close());
+  process.stdout.write(
+    `\nwrite cost (${workers} workers, submit with wait_result): without the indexes ${throughput(writesBefore)}; with them ${throughput(writesAfter)}\n`,
+  );
   progress(`light load without retention for ${loadSeconds} s`);
   const quiet = await lightLoad(node.dtm, branch.url, loadSeconds * 1000);
   await bench.stopCoordinator(node);
@@ -176,6 +185,25 @@ async function lightLoad(dtm: string, branchUrl: string, ms: number): Promise<nu
   }
   await Promise.all(pending);
   return latencies.sort((a, b) => a - b);
+}
+
+/** `workers` workers, each submitting one-branch messages with wait_result one after another. */
+async function closedLoop(dtm: string, branchUrl: string, ms: number): Promise<{ seconds: number; latencies: number[] }> {
+  const latencies: number[] = [];
+  const start = performance.now();
+  const worker = async () => {
+    while (performance.now() - start < ms) {
+      const t = performance.now();
+      await new Msg(dtm, `write-${randomUUID()}`, { waitResult: true }).add(`${branchUrl}/TransIn`, { amount: 1 }).submit();
+      latencies.push(performance.now() - t);
+    }
+  };
+  await Promise.all(Array.from({ length: workers }, worker));
+  return { seconds: (performance.now() - start) / 1000, latencies: latencies.sort((a, b) => a - b) };
+}
+
+function throughput(run: { seconds: number; latencies: number[] }): string {
+  return `${(run.latencies.length / run.seconds).toFixed(0)} messages/s, p50 ${percentile(run.latencies, 0.5).toFixed(1)} ms`;
 }
 
 function describe(l: number[]): string {
