@@ -18,7 +18,7 @@
 import { link, mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve as absolute } from 'node:path';
 import { ConcordError } from '../../schemas/errors.js';
 
 const prefix = 'concord-lock.';
@@ -60,7 +60,7 @@ export async function lockDirectory(dir: string, waitMs: number): Promise<Direct
       const where = holder.host === me.host ? '' : ` on host ${holder.host}`;
       throw new ConcordError(
         'STORE_UNAVAILABLE',
-        `the store directory ${dir} is in use by another coordinator (pid ${holder.pid}${where}, since ${holder.since}); ` +
+        `the store directory ${absolute(dir)} is in use by another coordinator (pid ${holder.pid}${where}, since ${holder.since}); ` +
           `waited ${waitMs / 1000} s for it to exit. Stop that process` +
           (where ? `, or delete ${join(dir, prefix + generation)} if it no longer runs` : '') +
           '; one embedded store serves one coordinator (use Postgres for several)',
