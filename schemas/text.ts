@@ -13,18 +13,38 @@ export function textProblem(text: string): string | undefined {
   return undefined;
 }
 
-/** The first string in a parsed JSON value (or query object) that cannot be stored: its dotted path and why. */
-export function findTextProblem(value: unknown, path: string[] = []): { field: string; problem: string } | undefined {
-  if (typeof value === 'string') {
-    const problem = textProblem(value);
-    return problem ? { field: path.join('.'), problem } : undefined;
+/**
+ * The first string in a parsed JSON value (or query object) that cannot be stored: its dotted path
+ * and why. Iterative, so a deeply nested body cannot exhaust the stack.
+ */
+export function findTextProblem(root: unknown): { field: string; problem: string } | undefined {
+  interface Node {
+    value: unknown;
+    key: string;
+    parent: Node | undefined;
   }
-  if (typeof value !== 'object' || value === null) return undefined;
-  for (const [key, item] of Object.entries(value)) {
-    const keyProblem = textProblem(key);
-    if (keyProblem) return { field: path.join('.'), problem: `a key ${keyProblem}` };
-    const found = findTextProblem(item, [...path, key]);
-    if (found) return found;
+  const pathOf = (node: Node | undefined): string => {
+    const keys: string[] = [];
+    for (let n = node; n?.parent; n = n.parent) keys.push(n.key);
+    return keys.reverse().join('.');
+  };
+  const stack: Node[] = [{ value: root, key: '', parent: undefined }];
+  for (let node = stack.pop(); node; node = stack.pop()) {
+    const { value } = node;
+    if (typeof value === 'string') {
+      const problem = textProblem(value);
+      if (problem) return { field: pathOf(node), problem };
+    } else if (typeof value === 'object' && value !== null) {
+      const entries = Object.entries(value as Record<string, unknown>);
+      for (const [key] of entries) {
+        const problem = textProblem(key);
+        if (problem) return { field: pathOf(node), problem: `a key ${problem}` };
+      }
+      for (let i = entries.length - 1; i >= 0; i--) {
+        const [key, item] = entries[i]!;
+        stack.push({ value: item, key, parent: node });
+      }
+    }
   }
   return undefined;
 }

@@ -206,7 +206,28 @@ describe('NUL bytes and broken text (item 4)', () => {
   });
 });
 
+describe('NUL in a saga branch answer (item 4)', () => {
+  it('records the failed action with its cleaned error and compensates', async () => {
+    const body = saga({ steps: [{ action: `${branchUrl}/nul`, compensate: `${branchUrl}/ok`, attempts: '1' }] });
+    expect((await send('/submit', body)).status).toBe(200);
+    await expect.poll(async () => (await query(coordinator.dtm, body.gid)).transaction?.status, { timeout: 15_000 }).toBe('failed');
+    const view = await query(coordinator.dtm, body.gid);
+    const action = view.branches.find((b) => b.op === 'action');
+    expect(action).toMatchObject({ status: 'failed', attempts: 1 });
+    expect(action?.last_error).toContain('HTTP 500 broken');
+    expect(action?.last_error).not.toContain('\0');
+    expect(view.transaction?.rollback_reason ?? '').not.toContain('\0');
+    expect(view.branches.find((b) => b.op === 'compensate')).toMatchObject({ status: 'succeed' });
+  });
+});
+
 describe('status codes (item 5)', () => {
+  it('answers 400, not 500, for a deeply nested body', async () => {
+    const depth = 200_000;
+    const res = await send('/submit', `{"gid":"${gid()}","trans_type":"msg","x":${'['.repeat(depth)}${']'.repeat(depth)}}`);
+    expect(res.status).toBe(400);
+  });
+
   it('answers 400, not 500, for a createTimeStart beyond what a date holds', async () => {
     for (const q of ['createTimeStart=9000000000000000', 'createTimeEnd=8640000000000000', 'createTimeStart=1e300', 'position=1e300']) {
       const res = await fetch(`${coordinator.dtm}/all?${q}`);
