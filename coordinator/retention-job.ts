@@ -6,12 +6,13 @@
  * store's delete speed, and the hot path keeps the rest.
  */
 import type { EngineContext } from './engine/context.js';
+import { Pause } from './pause.js';
 import { deleteExpired } from './store/retention.js';
 
 export class RetentionJob {
   private running = false;
   private loop: Promise<void> | undefined;
-  private wake: (() => void) | undefined;
+  private readonly pause = new Pause();
 
   constructor(private readonly ctx: Pick<EngineContext, 'config' | 'database' | 'logger' | 'metrics'>) {}
 
@@ -23,7 +24,7 @@ export class RetentionJob {
 
   async stop(): Promise<void> {
     this.running = false;
-    this.wake?.();
+    this.pause.wake();
     await this.loop;
   }
 
@@ -40,25 +41,13 @@ export class RetentionJob {
           total += deleted.transactions;
           // Another node is at it, or nothing more is due: wait for the next round.
           if (!deleted.locked || deleted.transactions < config.retentionBatch || !this.running) break;
-          await this.sleep(Math.max(50, 3 * (performance.now() - startedAt)));
+          await this.pause.for(Math.max(50, 3 * (performance.now() - startedAt)));
         }
         if (total > 0) logger.info({ deleted: total }, 'retention: deleted finished transactions');
       } catch (err) {
         logger.error({ err }, 'retention: deleting finished transactions failed');
       }
-      if (this.running) await this.sleep(config.retentionInterval * 1000);
+      if (this.running) await this.pause.for(config.retentionInterval * 1000);
     }
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.wake = undefined;
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.wake = done;
-    });
   }
 }
