@@ -7,12 +7,12 @@
  * left uncompensated or left unfinished.
  */
 import { setTimeout as delay } from 'node:timers/promises';
-import pg from 'pg';
-import { Agent, request } from 'undici';
+import { Agent } from 'undici';
 import type { LocalCluster } from '../services/postgres-cluster.js';
 import { startChaosService, type ChaosService } from './chaos-service.js';
 import { chaosKinds, chaosVerdict, type ChaosKind, type ChaosVerdict, type ClientRecord } from './chaos-verdict.js';
-import { freePort, startCoordinator, type RunningCoordinator } from './coordinator.js';
+import { Client } from './chaos-client.js';
+import { Nodes, settle } from './chaos-nodes.js';
 
 export interface ChaosOptions {
   transactions: number;
@@ -57,27 +57,12 @@ export interface ChaosResult extends ChaosVerdict {
   settleSeconds: number;
 }
 
-/** Retries, check-backs and lease take-overs in seconds rather than DTM's 10 s and 35 s. */
-const coordinatorEnv = {
-  CONCORD_LOG_LEVEL: 'error',
-  CONCORD_RETRY_INTERVAL: '0.2',
-  CONCORD_MAX_RETRY_INTERVAL: '1',
-  CONCORD_TIMEOUT_TO_FAIL: '2',
-  CONCORD_POLL_INTERVAL: '0.2',
-  CONCORD_REQUEST_TIMEOUT: '3',
-  CONCORD_MIN_LEASE: '6',
-  CONCORD_SHUTDOWN_TIMEOUT: '2',
-};
-
 /** A 'slow' saga action takes this long, then answers ONGOING; its saga times out after sagaTimeout. */
 const slowMs = 1_000;
 const sagaTimeoutSeconds = 3;
 /** Prepared-only messages are checked back this soon; messages that are submitted get longer. */
 const checkBackSeconds = 2;
 const msgTimeoutSeconds = 30;
-/** A client gives up on one call after this long (both nodes tried over and over). */
-const clientDeadlineMs = 90_000;
-
 /** 100 slots: the share of each kind in the mix, dealt round-robin so that every run has them all. */
 const mix: Record<ChaosKind, number> = {
   msg: 30,
@@ -273,137 +258,5 @@ async function commit(service: ChaosService, gid: string): Promise<boolean> {
   } catch (error) {
     if (/already decided/.test((error as Error).message)) return false;
     throw error;
-  }
-}
-
-interface ClientStats {
-  clientRetries: number;
-  conflictsAfterRetry: number;
-  gaveUp: number;
-  serverErrors: Record<string, number>;
-  /** 4xx answers (gid: op, status, body): a coordinator refusing a client's valid call is a finding. */
-  refused: string[];
-}
-
-/** A client of both nodes: a call that fails or times out goes to the other node, until it is answered. */
-class Client {
-  constructor(
-    private readonly nodes: Nodes,
-    private readonly agent: Agent,
-    private readonly stats: ClientStats,
-  ) {}
-
-  /** True on 200; false on a 4xx (counted as refused) or when the deadline passed. */
-  async call(op: 'prepare' | 'submit' | 'abort', body: { gid: string }): Promise<boolean> {
-    const deadline = Date.now() + clientDeadlineMs;
-    let node = Math.floor(Math.random() * 2);
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const res = await request(`${this.nodes.dtm(node)}/${op}`, {
-          dispatcher: this.agent,
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify(body),
-          signal: AbortSignal.timeout(5_000),
-        });
-        const text = await res.body.text();
-        if (res.statusCode === 200) return true;
-        if (res.statusCode === 409 && attempt > 0) {
-          // An earlier attempt may have landed and the transaction moved on (a prepare retried
-          // after its check-back decided); the verdict judges it from the store.
-          this.stats.conflictsAfterRetry++;
-          return true;
-        }
-        if (res.statusCode < 500) {
-          this.stats.refused.push(`${body.gid}: ${op} answered ${res.statusCode} ${text.slice(0, 200)}`);
-          return false;
-        }
-        this.stats.serverErrors[res.statusCode] = (this.stats.serverErrors[res.statusCode] ?? 0) + 1;
-      } catch {
-        // refused, reset or timed out: the node was killed or its store is down
-      }
-      if (Date.now() > deadline) {
-        this.stats.gaveUp++;
-        return false;
-      }
-      this.stats.clientRetries++;
-      node = 1 - node;
-      await delay(Math.min(50 * 2 ** Math.min(attempt, 5), 1_000));
-    }
-  }
-}
-
-/** The two coordinators, each always on the same port, so that clients keep their URLs across restarts. */
-class Nodes {
-  private readonly running: (RunningCoordinator | undefined)[] = [undefined, undefined];
-  private readonly ports: number[] = [];
-  unexpectedExits = 0;
-
-  constructor(
-    private readonly store: string,
-    private readonly progress: (line: string) => void,
-  ) {}
-
-  dtm(i: number): string {
-    return `http://127.0.0.1:${this.ports[i]}/api/dtmsvr`;
-  }
-
-  async start(i: number): Promise<void> {
-    this.ports[i] ??= await freePort();
-    for (let attempt = 1; ; attempt++) {
-      try {
-        this.running[i] = await startCoordinator({ store: this.store, port: this.ports[i], env: coordinatorEnv });
-        return;
-      } catch (error) {
-        // The port of the killed node may linger a moment, or the store be restarting.
-        if (attempt >= 10) throw error;
-        await delay(500);
-      }
-    }
-  }
-
-  async kill(i: number): Promise<void> {
-    await this.running[i]?.stop('SIGKILL');
-    await delay(Math.random() * 1_000);
-    await this.start(i);
-  }
-
-  /** Starts again a node that exited by itself (e.g. when its store went away), and counts it. */
-  async reviveExited(): Promise<void> {
-    for (const [i, node] of this.running.entries())
-      if (node !== undefined && (node.proc.exitCode !== null || node.proc.signalCode !== null)) {
-        this.unexpectedExits++;
-        this.progress(`node ${i} exited by itself (${node.proc.exitCode ?? node.proc.signalCode}): ${node.output().slice(-500)}`);
-        await this.start(i);
-      }
-  }
-
-  async stopAll(): Promise<void> {
-    await Promise.all(this.running.map((node) => node?.stop('SIGKILL') ?? Promise.resolve(null)));
-  }
-}
-
-/** Waits until no transaction in the store is unfinished (or the time is up); the status of every gid. */
-async function settle(storeUrl: string, seconds: number, progress: (line: string) => void): Promise<Map<string, string>> {
-  const pool = new pg.Pool({ connectionString: storeUrl, max: 1 });
-  try {
-    const deadline = Date.now() + seconds * 1000;
-    let lastReport = Date.now();
-    for (;;) {
-      const { rows } = await pool.query<{ n: number }>(
-        `select count(*)::int as n from trans_global where status not in ('succeed', 'failed')`,
-      );
-      const open = rows[0]?.n ?? 0;
-      if (open === 0 || Date.now() > deadline) break;
-      if (Date.now() - lastReport > 5_000) {
-        progress(`${open.toLocaleString('en')} transactions not final yet`);
-        lastReport = Date.now();
-      }
-      await delay(250);
-    }
-    const { rows } = await pool.query<{ gid: string; status: string }>('select gid, status from trans_global');
-    return new Map(rows.map((r) => [r.gid, r.status]));
-  } finally {
-    await pool.end();
   }
 }
