@@ -20,6 +20,7 @@ import { SagaEngine } from './engine/saga.js';
 import { SagaProcessor } from './engine/saga-process.js';
 import { listenForReplies, type ReplyListener } from '../relay/replies.js';
 import { createMetrics } from './metrics.js';
+import { RetentionJob } from './retention-job.js';
 import { Scheduler } from './scheduler.js';
 import { buildServer } from './server/build-server.js';
 import { openDatabase } from './store/database.js';
@@ -51,7 +52,7 @@ export const version: string = (() => {
 
 export async function startCoordinator(config: Config, logger: Logger): Promise<Coordinator> {
   const nodeId = config.nodeId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
-  const database = await openDatabase(config.store, { poolSize: config.storePoolSize, logger });
+  const database = await openDatabase(config.store, { poolSize: config.storePoolSize, logger, lockTimeout: config.storeLockTimeout });
   const brokers = brokerConnections(config);
   const relay = new Relay([
     createHttpPublisher({
@@ -85,12 +86,14 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   const sagaProcessor = new SagaProcessor(ctx);
   const saga = new SagaEngine(ctx, sagaProcessor);
   const scheduler = new Scheduler(ctx, { msg: processor, saga: sagaProcessor });
+  const retention = new RetentionJob(ctx);
   let draining = false;
   const access = { apiTokens: config.apiTokens, operatorTokens: config.operatorTokens };
   const server = await buildServer({ logger, database, metrics, msg, saga, relay, version, draining: () => draining, access });
   const address = await server.listen({ port: config.port, host: config.host });
   logExposure(config, logger);
   scheduler.start();
+  retention.start();
   // Replies to unfinished sagas may wait in the brokers (sent while no coordinator ran): read them now.
   for (const url of await pendingSagaBrokerUrls(database)) replies.listen(url);
   logger.info({ address, store: database.kind, nodeId, version, replyTopic }, 'coordinator started');
@@ -102,6 +105,7 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
       logger.info({ inFlight: inFlight.busy }, 'coordinator stopping');
       await replies.close();
       await scheduler.stop();
+      await retention.stop();
       // Keep-alive clients may hold connections for a long time: answer with "Connection: close"
       // while draining (build-server.ts), and cut what is still open when the timeout is over.
       const deadline = Date.now() + config.shutdownTimeout * 1000;

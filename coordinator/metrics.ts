@@ -59,6 +59,12 @@ export function createMetrics() {
       labelNames: ['outcome', 'recorded'] as const,
       registers: [registry],
     }),
+    retentionDeleted: new Counter({
+      name: 'concord_retention_deleted_total',
+      help: 'Rows of finished transactions deleted by retention, by table (trans_global, trans_branch_op).',
+      labelNames: ['table'] as const,
+      registers: [registry],
+    }),
     claimed: new Counter({
       name: 'concord_scheduler_claimed_total',
       help: 'Due transactions claimed by this node for retry or check-back.',

@@ -4,6 +4,7 @@
  * only the safety net, so an idle scan every pollInterval is enough.
  */
 import { leaseSeconds, type EngineContext } from './engine/context.js';
+import { Pause } from './pause.js';
 import type { MsgProcessor } from './engine/msg-process.js';
 import type { SagaProcessor } from './engine/saga-process.js';
 import { claimDue, pendingBranches } from './store/transactions.js';
@@ -11,7 +12,7 @@ import { claimDue, pendingBranches } from './store/transactions.js';
 export class Scheduler {
   private running = false;
   private loop: Promise<void> | undefined;
-  private wake: (() => void) | undefined;
+  private readonly pause = new Pause();
   private active = 0;
 
   constructor(
@@ -26,7 +27,7 @@ export class Scheduler {
 
   async stop(): Promise<void> {
     this.running = false;
-    this.wake?.();
+    this.pause.wake();
     await this.loop;
   }
 
@@ -62,7 +63,7 @@ export class Scheduler {
             if (key) chains.set(key, pass);
             void this.ctx.inFlight.track(pass).finally(() => {
               // Room again after being full: scan now rather than after the idle wait.
-              if (this.active-- >= max) this.wake?.();
+              if (this.active-- >= max) this.pause.wake();
             });
           }
         }
@@ -70,21 +71,7 @@ export class Scheduler {
         logger.error({ err }, 'scan for due work failed');
       }
       // A full claim means more may be due: scan again at once.
-      if (claimed === 0 || this.active >= max) await this.sleep(config.pollInterval * 1000);
+      if (claimed === 0 || this.active >= max) await this.pause.for(config.pollInterval * 1000);
     }
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.wake = () => {
-        this.wake = undefined;
-        done();
-      };
-    });
   }
 }

@@ -6,13 +6,10 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { destinationListSchema } from './destinations.js';
+import { maxDurationSeconds } from './durations.js';
 import { ConcordError } from './errors.js';
 
-const secondsSchema = (min: number) =>
-  z.coerce
-    .number()
-    .min(min)
-    .max(86_400 * 365);
+const secondsSchema = (min: number) => z.coerce.number().min(min).max(maxDurationSeconds);
 
 /** A broker connection that destinations name: kafka://<name>/<topic>, rabbitmq://<name>/<exchange>/<key>. */
 export const connectionSchema = z.discriminatedUnion('kind', [
@@ -109,6 +106,19 @@ export const configSchema = z
     pollInterval: secondsSchema(0.01).default(1).describe('Seconds between scans for due work when the last scan found none.'),
     claimBatch: z.coerce.number().int().min(1).max(10_000).default(100).describe('Due transactions claimed per scan.'),
     storePoolSize: z.coerce.number().int().min(1).max(200).default(10).describe('Postgres connections per coordinator.'),
+    storeLockTimeout: secondsSchema(0)
+      .default(10)
+      .describe('Seconds a coordinator waits for another process to let go of the embedded store directory before refusing to start.'),
+    retention: z.coerce
+      .number()
+      .min(0)
+      .max(86_400 * 3650)
+      .default(604_800)
+      .describe(
+        'Seconds finished transactions (succeed, failed) are kept after they finish, then deleted with their branches; 0 keeps them forever. needs_attention and unfinished ones are never deleted.',
+      ),
+    retentionInterval: secondsSchema(0.05).default(60).describe('Seconds between rounds of the retention job.'),
+    retentionBatch: z.coerce.number().int().min(1).max(10_000).default(500).describe('Transactions deleted per retention statement.'),
     shutdownTimeout: secondsSchema(0).default(30).describe('Seconds SIGTERM waits for in-flight work before exiting.'),
     kafkaBrokers: z
       .string()

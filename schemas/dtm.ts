@@ -3,11 +3,14 @@
  * extra keys we do not use; both are accepted. Types derive from these schemas.
  */
 import { z } from 'zod';
+import { maxCallSeconds, maxDurationSeconds } from './durations.js';
+import { checkTransRequest } from './trans-checks.js';
 
 /** DTM treats JSON null as "unset"; so do we. */
 const optional = <T extends z.ZodType>(schema: T) => z.preprocess((v) => (v === null ? undefined : v), schema.optional());
 
-const seconds = (what: string) => optional(z.number().int().min(0).max(31_536_000).describe(what));
+const seconds = (what: string, max = maxDurationSeconds) => optional(z.number().int().min(0).max(max).describe(what));
+const count = (what: string) => optional(z.number().int().min(0).max(1_000_000).describe(what));
 
 export const transTypes = ['msg', 'saga', 'tcc', 'xa', 'workflow'] as const;
 export const transTypeSchema = z.enum(transTypes);
@@ -30,12 +33,14 @@ export const gidSchema = z
 export const transOptionsShape = {
   wait_result: optional(z.boolean().describe('Answer submit only after the branches ran.')),
   timeout_to_fail: seconds('A prepared message older than this is checked back (seconds; default from config).'),
-  request_timeout: seconds('Timeout of each branch call (seconds; default from config).'),
+  request_timeout: seconds('Timeout of each branch call (seconds; default from config).', maxCallSeconds),
   retry_interval: seconds('Base retry interval (seconds; default from config).'),
-  branch_headers: optional(z.record(z.string(), z.string()).describe('Headers added to every branch call.')),
+  branch_headers: optional(
+    z.record(z.string(), z.string()).describe('Headers added to every branch call (no hop-by-hop or framing headers, Latin-1 values).'),
+  ),
   concurrent: optional(z.boolean().describe('Call the branches of a message in parallel.')),
-  retry_limit: seconds('Saga: runs of an action after its first before the saga rolls back.'),
-  retry_count: seconds('Saga: ignored (DTM keeps it in memory).'),
+  retry_limit: count('Saga: runs of an action after its first before the saga rolls back.'),
+  retry_count: count('Saga: ignored (DTM keeps it in memory).'),
   passthrough_headers: optional(z.array(z.string()).describe('Ignored, as by DTM since 1.16.')),
 };
 
@@ -46,7 +51,7 @@ export const transRequestSchema = z
     trans_type: transTypeSchema,
     steps: optional(z.array(z.record(z.string(), z.string())).max(1000).describe('One object per step: msg {"action": url}.')),
     payloads: optional(z.array(z.string()).max(1000).describe('One raw request body per step.')),
-    query_prepared: optional(z.string().max(1024).describe('Check-back URL of a two-phase message.')),
+    query_prepared: optional(z.string().max(1024).describe('Check-back URL of a two-phase message: http:// or https://.')),
     custom_data: optional(z.string().max(1024).describe('JSON text; msg: {"delay": seconds}.')),
     protocol: optional(z.string().describe('"" or "http"; gRPC and JSON-RPC are not served.')),
     rollback_reason: optional(z.string().max(1024)),
@@ -65,13 +70,17 @@ export const transRequestSchema = z
     if (req.protocol !== undefined && req.protocol !== '' && req.protocol !== 'http') {
       ctx.addIssue({ code: 'custom', path: ['protocol'], message: `protocol "${req.protocol}" is not served; use http` });
     }
-    if (req.custom_data !== undefined && req.custom_data !== '') {
-      try {
-        JSON.parse(req.custom_data);
-      } catch {
-        ctx.addIssue({ code: 'custom', path: ['custom_data'], message: 'custom_data must be JSON text' });
-      }
-    }
+    checkTransRequest(req, (path, message) => ctx.addIssue({ code: 'custom', path, message }));
+  })
+  // `example`, not `examples`: zod drops examples from the input schema of fields it preprocesses.
+  .meta({
+    example: {
+      gid: 'transfer-7f3a',
+      trans_type: 'msg',
+      steps: [{ action: 'http://localhost:8081/api/busi/TransIn' }],
+      payloads: ['{"amount":30}'],
+      query_prepared: 'http://localhost:8081/api/busi/QueryPrepared',
+    },
   });
 export type TransRequest = z.infer<typeof transRequestSchema>;
 
@@ -95,14 +104,17 @@ export const subscribeQuerySchema = z.object({
 export const unsubscribeQuerySchema = z.object({ topic: topicName, url: z.string().min(1).max(1024) });
 export const topicParamsSchema = z.object({ topicName });
 
+/** The last millisecond of year 9999: later ones overflow a Date (year 275760) or Postgres's ISO dates. */
+const maxEpochMs = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
+
 export const allQuerySchema = z.object({
   gid: optional(gidSchema),
-  position: optional(z.coerce.number().int().min(0).describe('Return rows with id below this (paging).')),
+  position: optional(z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).describe('Return rows with id below this (paging).')),
   limit: z.coerce.number().int().min(1).max(1000).default(100),
   status: optional(z.enum(globalStatuses)),
   transType: optional(transTypeSchema),
-  createTimeStart: optional(z.coerce.number().int().min(0).describe('Epoch milliseconds.')),
-  createTimeEnd: optional(z.coerce.number().int().min(0).describe('Epoch milliseconds.')),
+  createTimeStart: optional(z.coerce.number().int().min(0).max(maxEpochMs).describe('Epoch milliseconds.')),
+  createTimeEnd: optional(z.coerce.number().int().min(0).max(maxEpochMs).describe('Epoch milliseconds.')),
 });
 
 export const dtmResultSchema = z.object({ dtm_result: z.literal('SUCCESS') });
@@ -185,6 +197,3 @@ export function classifyDtmAnswer(status: number, body: string): DtmOutcome {
   if (status === 409 || body.includes('FAILURE')) return 'FAILURE';
   return status === 200 ? 'SUCCESS' : 'ERROR';
 }
-
-/** Parsed `custom_data` of a message: `{"delay": seconds}`. */
-export const msgCustomDataSchema = z.object({ delay: z.number().min(0).max(31_536_000).optional() });

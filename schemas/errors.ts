@@ -10,9 +10,11 @@ export const errorCodes = {
   UNAUTHORIZED: { status: 401, meaning: 'Tokens are configured and the request carries none, or an unknown one (docs/security.md).' },
   FORBIDDEN: { status: 403, meaning: 'The route is an operator action and the token presented is an API token.' },
   NOT_FOUND: { status: 404, meaning: 'No transaction has this gid.' },
+  ROUTE_NOT_FOUND: { status: 404, meaning: 'No route has this path.' },
   METHOD_NOT_ALLOWED: {
     status: 405,
-    meaning: 'The route does not change state by this method (with tokens set: POST, PUT or DELETE only).',
+    meaning:
+      'The path exists for other methods (the `Allow` header lists them), or, with tokens set, the route changes state and takes POST, PUT or DELETE only.',
   },
   UNSUPPORTED_MEDIA_TYPE: {
     status: 415,
@@ -22,6 +24,7 @@ export const errorCodes = {
     status: 409,
     meaning: 'The gid exists with different content (steps, payloads or type): a second transaction reused the gid.',
   },
+  BODY_TOO_LARGE: { status: 413, meaning: 'The request body is larger than the coordinator accepts (4 MiB).' },
   INVALID_STATE: { status: 409, meaning: 'The transaction is in a status that does not allow the operation (DTM FAILURE).' },
   TRANSACTION_FAILED: { status: 409, meaning: 'wait_result: the transaction ended failed (DTM FAILURE).' },
   TRANSACTION_ONGOING: {

@@ -18,6 +18,8 @@
  *   key, headers                   broker message key and extra headers (JSON text), as for msg
  */
 import { z } from 'zod';
+import { maxCallSeconds, maxDurationSeconds } from './durations.js';
+import { textProblem } from './text.js';
 
 const number = (min: number, max: number) => z.coerce.number().min(min).max(max);
 
@@ -25,10 +27,10 @@ const number = (min: number, max: number) => z.coerce.number().min(min).max(max)
 export const sagaStepPolicySchema = z.object({
   command: z.string().min(1).max(128).optional(),
   compensate_command: z.string().min(1).max(128).optional(),
-  timeout: number(0.01, 86_400).optional(),
+  timeout: number(0.01, maxCallSeconds).optional(),
   attempts: z.coerce.number().int().min(1).max(1_000_000).optional(),
   compensate_attempts: z.coerce.number().int().min(1).max(1_000_000).optional(),
-  backoff: number(0.01, 86_400).optional(),
+  backoff: number(0.01, maxDurationSeconds).optional(),
 });
 export type SagaStepPolicy = z.infer<typeof sagaStepPolicySchema>;
 
@@ -55,6 +57,13 @@ export const commandHeaders = {
   replyTo: 'concord-reply-to',
 } as const;
 
+/** A reply naming its branch with NUL (which Postgres text refuses) would be redelivered forever; it is dropped. */
+const identifier = z
+  .string()
+  .min(1)
+  .max(128)
+  .refine((s) => textProblem(s) === undefined, 'must not contain NUL or a lone surrogate');
+
 export const replyOutcomes = ['SUCCESS', 'FAILURE', 'ERROR'] as const;
 
 /**
@@ -63,8 +72,8 @@ export const replyOutcomes = ['SUCCESS', 'FAILURE', 'ERROR'] as const;
  * ERROR: the handler failed for another reason; the step's retry policy applies.
  */
 export const sagaReplySchema = z.object({
-  gid: z.string().min(1).max(128),
-  branch_id: z.string().min(1).max(128),
+  gid: identifier,
+  branch_id: identifier,
   op: z.enum(['action', 'compensate']),
   attempt: z.number().int().min(1),
   outcome: z.enum(replyOutcomes),

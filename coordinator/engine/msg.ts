@@ -3,7 +3,8 @@
  * group-committed; a submitted message is delivered at once in this process, and the scheduler
  * only handles retries, delays and check-backs.
  */
-import { msgCustomDataSchema, type TransRequest } from '../../schemas/dtm.js';
+import type { TransRequest } from '../../schemas/dtm.js';
+import { msgCustomDataSchema, parseJson } from '../../schemas/trans-checks.js';
 import type { BranchMeta, StoredOptions } from '../../schemas/db/tables.js';
 import { subscribersOf } from '../store/topics.js';
 import { ConcordError } from '../../schemas/errors.js';
@@ -98,7 +99,7 @@ export class MsgEngine {
       const field = `steps.${i}`;
       const id = String(i + 1).padStart(2, '0');
       const data = req.payloads?.[i] ?? step.data ?? '';
-      const meta = branchMeta(step, field);
+      const meta = branchMeta(step);
       const action = step.action ?? '';
       if (!action.startsWith('topic://')) {
         const url = this.checked(action, `${field}.action`);
@@ -247,11 +248,9 @@ function orderKeyOf(url: string, meta: BranchMeta): string | null {
   return meta.key !== undefined && /^(kafka|rabbitmq):/.test(url) ? `${url}#${meta.key}` : null;
 }
 
+/** custom_data's delay; transRequestSchema checked it. */
 function parseDelay(customData: string | undefined): number {
-  if (!customData) return 0;
-  const parsed = msgCustomDataSchema.safeParse(JSON.parse(customData));
-  if (!parsed.success) throw new ConcordError('INVALID_REQUEST', 'custom_data.delay must be a number of seconds', { field: 'custom_data' });
-  return parsed.data.delay ?? 0;
+  return customData ? (msgCustomDataSchema.parse(parseJson(customData)).delay ?? 0) : 0;
 }
 
 function asBranchRow(gid: string, b: NewBranch): BranchRow {

@@ -1,9 +1,9 @@
 /** What msg and saga requests share: their content hash, conflict check and per-step broker details. */
 import { createHash } from 'node:crypto';
-import { z } from 'zod';
 import type { TransRequest } from '../../schemas/dtm.js';
 import type { BranchMeta } from '../../schemas/db/tables.js';
 import { ConcordError } from '../../schemas/errors.js';
+import { parseStepHeaders } from '../../schemas/trans-checks.js';
 import type { NewTransaction, TransRow } from '../store/transactions.js';
 
 /** A re-sent request must describe the same transaction; without steps it only names the gid. */
@@ -26,23 +26,11 @@ export function contentHash(req: TransRequest): string {
     .digest('hex');
 }
 
-/** A step's "key" (the broker message key) and "headers" (JSON text of a string map). */
-export function branchMeta(step: Record<string, string>, field: string): BranchMeta {
+/** A step's "key" (the broker message key) and "headers" (JSON text of a string map, checked by transRequestSchema). */
+export function branchMeta(step: Record<string, string>): BranchMeta {
   const meta: BranchMeta = {};
   if (step.key !== undefined) meta.key = step.key;
-  if (step.headers !== undefined && step.headers !== '') {
-    const parsed = z.record(z.string(), z.string()).safeParse(parseJson(step.headers));
-    if (!parsed.success)
-      throw new ConcordError('INVALID_REQUEST', 'headers must be JSON text of a string map', { field: `${field}.headers` });
-    meta.headers = parsed.data;
-  }
+  const headers = step.headers ? parseStepHeaders(step.headers) : undefined;
+  if (headers) meta.headers = headers;
   return meta;
-}
-
-export function parseJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
 }

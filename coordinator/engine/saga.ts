@@ -8,6 +8,7 @@ import type { TransRequest } from '../../schemas/dtm.js';
 import type { BranchMeta, StoredOptions } from '../../schemas/db/tables.js';
 import { ConcordError } from '../../schemas/errors.js';
 import { sagaCustomDataSchema, sagaStepPolicySchema, type SagaReply } from '../../schemas/saga.js';
+import { parseJson } from '../../schemas/trans-checks.js';
 import { recordReply, redriveSaga } from '../store/sagas.js';
 import { GroupCommit } from '../store/group-commit.js';
 import {
@@ -20,7 +21,7 @@ import {
   type TransRow,
 } from '../store/transactions.js';
 import { leaseSeconds, type EngineContext } from './context.js';
-import { branchMeta, conflictOf, contentHash, parseJson } from './request.js';
+import { branchMeta, conflictOf, contentHash } from './request.js';
 import { isBrokerUrl, type SagaPassResult, type SagaProcessor } from './saga-process.js';
 
 type SubmitOutcome = { created: true } | { existing: TransRow } | { error: ConcordError };
@@ -89,25 +90,15 @@ export class SagaEngine {
     const { config, relay, nodeId } = this.ctx;
     const steps = req.steps ?? [];
     if (steps.length === 0) throw new ConcordError('INVALID_REQUEST', 'a saga needs at least one step', { field: 'steps' });
-    const custom = parseCustomData(req.custom_data);
+    // transRequestSchema checked custom_data and each step's policy.
+    const custom = req.custom_data ? sagaCustomDataSchema.parse(parseJson(req.custom_data)) : {};
     const orders = custom.orders;
-    if (orders) checkOrders(orders, steps.length);
     const branches = steps.flatMap((step, i): NewBranch[] => {
       const field = `steps.${i}`;
-      const parsed = sagaStepPolicySchema.safeParse(step);
-      if (!parsed.success) {
-        const issue = parsed.error.issues[0];
-        throw new ConcordError('INVALID_REQUEST', `${field}.${issue?.path.join('.')}: ${issue?.message}`, {
-          field: `${field}.${issue?.path.join('.')}`,
-        });
-      }
-      const policy = parsed.data;
-      const shared = branchMeta(step, field);
+      const policy = sagaStepPolicySchema.parse(step);
+      const shared = branchMeta(step);
       const branch = (op: 'action' | 'compensate', meta: BranchMeta): NewBranch => {
         const url = step[op] ?? '';
-        if (op === 'action' && url === '' && step.action === undefined) {
-          throw new ConcordError('INVALID_REQUEST', 'a saga step needs an action URL', { field: `${field}.action` });
-        }
         const problem = url === '' ? undefined : relay.problem(url);
         if (problem) throw new ConcordError('INVALID_REQUEST', problem, { field: `${field}.${op}` });
         if (isBrokerUrl(url) && this.ctx.replyTopic === '') {
@@ -176,38 +167,4 @@ function throwUnlessSucceeded(gid: string, result: SagaPassResult | undefined): 
     throw new ConcordError('TRANSACTION_ONGOING', `saga ${gid} needs attention: ${result.reason ?? 'a compensation keeps failing'}`);
   }
   throw new ConcordError('TRANSACTION_ONGOING', `saga ${gid} is not finished yet`);
-}
-
-function parseCustomData(text: string | undefined): { concurrent?: boolean | undefined; orders?: Record<string, number[]> | undefined } {
-  if (!text) return {};
-  const parsed = sagaCustomDataSchema.safeParse(parseJson(text));
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new ConcordError('INVALID_REQUEST', `custom_data${issue?.path.length ? '.' + issue.path.join('.') : ''}: ${issue?.message}`, {
-      field: 'custom_data',
-    });
-  }
-  return parsed.data;
-}
-
-/** Orders name existing steps, never the step itself, and have no cycle (it would never start). */
-function checkOrders(orders: Record<string, number[]>, count: number): void {
-  const bad = (message: string) => new ConcordError('INVALID_REQUEST', `custom_data.orders: ${message}`, { field: 'custom_data' });
-  for (const [key, deps] of Object.entries(orders)) {
-    const i = Number(key);
-    if (i >= count) throw bad(`step ${i} does not exist (the saga has ${count} steps)`);
-    for (const j of deps) {
-      if (j >= count) throw bad(`step ${i} waits for step ${j}, which does not exist`);
-      if (j === i) throw bad(`step ${i} waits for itself`);
-    }
-  }
-  const state = new Map<number, 'visiting' | 'done'>();
-  const visit = (i: number): void => {
-    if (state.get(i) === 'done') return;
-    if (state.get(i) === 'visiting') throw bad(`the steps wait for each other in a cycle through step ${i}`);
-    state.set(i, 'visiting');
-    for (const j of orders[String(i)] ?? []) visit(j);
-    state.set(i, 'done');
-  };
-  for (let i = 0; i < count; i++) visit(i);
 }

@@ -4,6 +4,7 @@ import Fastify, { LogController } from 'fastify';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Logger } from 'pino';
 import { ConcordError } from '../../schemas/errors.js';
+import { findTextProblem } from '../../schemas/text.js';
 import type { MsgEngine } from '../engine/msg.js';
 import type { SagaEngine } from '../engine/saga.js';
 import type { Relay } from '../../relay/publisher.js';
@@ -12,6 +13,7 @@ import type { Database } from '../store/database.js';
 import { accessHook, stripTokenPrefix, type AccessOptions } from './access.js';
 import { dtmRoutes } from './dtm-routes.js';
 import { handleError } from './error-handler.js';
+import { methodNotAllowed } from './method-not-allowed.js';
 import { opsRoutes } from './ops-routes.js';
 
 export interface ServerDeps {
@@ -28,6 +30,8 @@ export interface ServerDeps {
   access?: AccessOptions;
 }
 
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
 export async function buildServer(deps: ServerDeps) {
   const app = Fastify({
     loggerInstance: deps.logger.child({ component: 'api' }),
@@ -36,21 +40,47 @@ export async function buildServer(deps: ServerDeps) {
     bodyLimit: 4 * 1024 * 1024,
     forceCloseConnections: 'idle',
     rewriteUrl: stripTokenPrefix,
+    // A bad URL or an over-long path parameter gets the same { code, message } 400 as any bad input.
+    frameworkErrors: (error, request, reply) => {
+      handleError(error, request, reply);
+    },
   }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   app.setErrorHandler(handleError);
+  // Tokens first: without one, even an unknown path answers 401 and tells nothing about the routes.
+  app.decorateRequest('operator', false);
+  app.addHook('onRequest', accessHook(deps.access ?? { apiTokens: [], operatorTokens: [] }));
+  const wrongMethod = methodNotAllowed();
+  app.addHook('onRoute', (route) => wrongMethod.onRoute(route));
+  app.setNotFoundHandler((request, reply) => wrongMethod.notFound(request, reply));
+  // Answered before the body is read: a method with a body (QUERY) would otherwise get a 400 for its Content-Type first.
+  app.addHook('onRequest', async (request, reply) => {
+    if (request.is404) await wrongMethod.notFound(request, reply);
+  });
   // DTM reads bodies as JSON whatever the Content-Type says; so do we (text/plain too, fetch's default).
-  app.removeContentTypeParser('text/plain');
-  app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => {
+  // Bodies must be UTF-8: a decoder that replaced bad bytes with U+FFFD would change payloads silently.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => {
+    let text: string;
     try {
-      done(null, body === '' ? {} : JSON.parse(body as string));
+      text = utf8.decode(body as Buffer);
+    } catch {
+      return done(new ConcordError('INVALID_REQUEST', 'the body is not valid UTF-8'), undefined);
+    }
+    try {
+      done(null, text === '' ? {} : JSON.parse(text));
     } catch {
       done(new ConcordError('INVALID_REQUEST', 'the body is not valid JSON'), undefined);
     }
   });
-  app.decorateRequest('operator', false);
-  app.addHook('onRequest', accessHook(deps.access ?? { apiTokens: [], operatorTokens: [] }));
+  // Postgres text holds no NUL and UTF-8 no lone surrogate: refused in any field, so nothing is stored changed.
+  app.addHook('preValidation', async (request) => {
+    for (const part of [request.params, request.query, request.body]) {
+      const found = findTextProblem(part);
+      if (found) throw new ConcordError('INVALID_REQUEST', `${found.field || 'the request'} ${found.problem}`, { field: found.field });
+    }
+  });
   app.addHook('onRequest', async (request) => {
     if (deps.draining() && request.method === 'POST') {
       throw new ConcordError('SHUTTING_DOWN', 'this coordinator is shutting down; retry on another node');

@@ -31,6 +31,7 @@ function toConcordError(error: FastifyError): ConcordError {
   if (isStoreOutage(error))
     return new ConcordError('STORE_UNAVAILABLE', 'the store cannot be reached; nothing was written', { cause: error });
   const status = error.statusCode ?? 500;
+  if (status === 413) return new ConcordError('BODY_TOO_LARGE', 'the request body is larger than 4 MiB', { cause: error });
   if (status >= 400 && status < 500) return new ConcordError('INVALID_REQUEST', error.message, { cause: error });
   return new ConcordError('INTERNAL', 'internal error; see the coordinator log', { cause: error });
 }

@@ -18,7 +18,14 @@ export const opsRoutes: FastifyPluginAsyncZod<OpsRoutesOptions> = async (app, { 
   const open = { access: 'open' } as const;
   app.all(
     '/ping',
-    { config: open, schema: { summary: 'Liveness, as DTM answers it.', response: { 200: z.object({ msg: z.literal('pong') }) } } },
+    {
+      config: open,
+      schema: {
+        summary: 'Liveness, as DTM answers it, to any method.',
+        // 400: a method that carries a body (QUERY) without a Content-Type.
+        response: { 200: z.object({ msg: z.literal('pong') }), 400: errorReplySchema },
+      },
+    },
     async () => ({
       msg: 'pong' as const,
     }),

@@ -18,6 +18,7 @@ import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { ConcordError } from '../../schemas/errors.js';
+import { lockDirectory } from './directory-lock.js';
 
 export type Db = PgDatabase<PgQueryResultHKT>;
 
@@ -34,13 +35,20 @@ export interface Database {
 const migrationsFolder = findMigrations();
 const migrationLockKey = 0x636f6e63; // "conc"
 
-export async function openDatabase(store: string, options: { poolSize: number; logger: Logger }): Promise<Database> {
-  const isUrl = /^postgres(ql)?:\/\//.test(store);
-  if (isUrl) return openPostgres(store, options);
-  return openPglite(store);
+export interface OpenOptions {
+  poolSize: number;
+  logger: Logger;
+  /** Seconds to wait for another process to let go of an embedded store directory. */
+  lockTimeout: number;
 }
 
-async function openPostgres(url: string, options: { poolSize: number; logger: Logger }): Promise<Database> {
+export async function openDatabase(store: string, options: OpenOptions): Promise<Database> {
+  const isUrl = /^postgres(ql)?:\/\//.test(store);
+  if (isUrl) return openPostgres(store, options);
+  return openPglite(store, options.lockTimeout);
+}
+
+async function openPostgres(url: string, options: OpenOptions): Promise<Database> {
   const pool = new pg.Pool({ connectionString: url, max: options.poolSize, connectionTimeoutMillis: 5_000 });
   // An idle client losing its connection must not crash the process; the next query reports it.
   pool.on('error', (err) => options.logger.warn({ err }, 'store connection lost'));
@@ -73,13 +81,23 @@ async function openPostgres(url: string, options: { poolSize: number; logger: Lo
   return database;
 }
 
-async function openPglite(dir: string): Promise<Database> {
-  const client = await PGlite.create(dir);
-  const db = drizzlePglite(client) as unknown as Db;
-  const database = makeDatabase(db, 'pglite', () => client.close());
-  await refuseNewerStore(database);
-  await migratePglite(drizzlePglite(client), { migrationsFolder });
-  return database;
+/** One process per directory: PGlite does not lock its files, and two writers lose each other's writes. */
+async function openPglite(dir: string, lockTimeout: number): Promise<Database> {
+  const lock = await lockDirectory(dir, lockTimeout * 1000);
+  try {
+    const client = await PGlite.create(dir);
+    const db = drizzlePglite(client) as unknown as Db;
+    const database = makeDatabase(db, 'pglite', async () => {
+      await client.close();
+      await lock.release();
+    });
+    await refuseNewerStore(database);
+    await migratePglite(drizzlePglite(client), { migrationsFolder });
+    return database;
+  } catch (err) {
+    await lock.release();
+    throw err;
+  }
 }
 
 function makeDatabase(

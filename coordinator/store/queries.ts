@@ -23,19 +23,34 @@ export interface ListFilter {
   createTimeEnd?: number | undefined;
 }
 
-/** Newest first, `limit` rows with id below `position` (DTM's paging). */
+/**
+ * Newest first, `limit` rows with id below `position` (DTM's paging).
+ *
+ * A status or type filter is written as `x >= v and x <= v` and the rows ordered by (x, id), not by
+ * id alone: the same rows, since x has one value. Given `x = v` and `order by id`, Postgres walks
+ * the primary key backwards and filters, betting that matching rows are spread evenly; after a
+ * burst of one type they are not (1,000,000 rows, the newest 300,000 without a saga: 90 ms instead
+ * of 1 ms). The range keeps x in the sort order, so the (status, id) and (trans_type, id) indexes
+ * deliver the rows already in order.
+ */
 export async function listTransactions(database: Database, filter: ListFilter): Promise<TransGlobalRow[]> {
   const where: SQL[] = [];
+  const only = (column: typeof transGlobal.status | typeof transGlobal.transType, value: string) =>
+    where.push(gte(column, value), lte(column, value));
   if (filter.gid !== undefined) where.push(eq(transGlobal.gid, filter.gid));
   if (filter.position !== undefined && filter.position > 0) where.push(lt(transGlobal.id, filter.position));
-  if (filter.status !== undefined) where.push(eq(transGlobal.status, filter.status));
-  if (filter.transType !== undefined) where.push(eq(transGlobal.transType, filter.transType));
+  if (filter.transType !== undefined) only(transGlobal.transType, filter.transType);
+  if (filter.status !== undefined) only(transGlobal.status, filter.status);
+  // With both, the type index gives the order and the status filters (or the planner sorts the few
+  // rows of a rare status it found through the status index).
+  const order =
+    filter.transType !== undefined ? [desc(transGlobal.transType)] : filter.status !== undefined ? [desc(transGlobal.status)] : [];
   if (filter.createTimeStart !== undefined) where.push(gte(transGlobal.createTime, new Date(filter.createTimeStart)));
   if (filter.createTimeEnd !== undefined) where.push(lte(transGlobal.createTime, new Date(filter.createTimeEnd)));
   return database.db
     .select()
     .from(transGlobal)
     .where(and(...where))
-    .orderBy(desc(transGlobal.id))
+    .orderBy(...order, desc(transGlobal.id))
     .limit(filter.limit);
 }

@@ -6,6 +6,7 @@
 import { sql, type SQL } from 'drizzle-orm';
 import type { BranchMeta } from '../../schemas/db/tables.js';
 import type { SagaReply } from '../../schemas/saga.js';
+import { storedText } from '../../schemas/text.js';
 import type { Database } from './database.js';
 import { transColumns, type TransRow } from './transactions.js';
 
@@ -61,8 +62,8 @@ function branchWrites(gid: string, owner: string, changes: BranchChange[]): SQL 
       retry_at = now() + u.retry_in * interval '1 second',
       finish_time = case when u.status = 'prepared' then null else now() end, update_time = now()
     from unnest(${p(changes.map((c) => c.branch_id))}::text[], ${p(changes.map((c) => c.op))}::text[],
-      ${col((u) => u.status)}::text[], ${col((u) => u.attempts)}::int[], ${col((u) => u.lastError)}::text[],
-      ${col((u) => u.result ?? null)}::text[], ${col((u) => u.replyIn)}::float8[], ${col((u) => u.retryIn)}::float8[])
+      ${col((u) => u.status)}::text[], ${col((u) => u.attempts)}::int[], ${col((u) => storedText(u.lastError))}::text[],
+      ${col((u) => storedText(u.result) ?? null)}::text[], ${col((u) => u.replyIn)}::float8[], ${col((u) => u.retryIn)}::float8[])
       as u(branch_id, op, status, attempts, last_error, result, reply_in, retry_in)
     where b.gid = ${gid} and b.branch_id = u.branch_id and b.op = u.op
       -- A branch a reply finished meanwhile keeps that answer.
@@ -91,7 +92,7 @@ export async function moveSaga(
 ): Promise<boolean> {
   const rows = await database.rows<{ gid: string }>(
     sql`with w as (${branchWrites(gid, owner, changes)})
-        update trans_global set status = ${status}, rollback_reason = ${reason}, update_time = now()
+        update trans_global set status = ${status}, rollback_reason = ${storedText(reason)}, update_time = now()
         where gid = ${gid} and owner = ${owner} and status in ('submitted', 'aborting') returning gid`,
   );
   return rows.length > 0;
@@ -123,7 +124,7 @@ export async function settleSaga(
                                 when old.poked then now() else now() + ${s.delay}::float8 * interval '1 second' end,
           finish_time = case when ${s.status} in ('succeed', 'failed') then now() else g.finish_time end,
           rollback_time = case when ${s.status} = 'failed' then now() else g.rollback_time end,
-          attention_reason = ${s.attention ?? ''},
+          attention_reason = ${storedText(s.attention ?? '')},
           update_time = now()
         from (select gid, poked from trans_global where gid = ${gid} for update) old
         where g.gid = old.gid and g.owner = ${owner} and g.status in ('submitted', 'aborting')
@@ -157,7 +158,7 @@ export async function recordReply(
   const error = reply.outcome === 'SUCCESS' ? null : `${reply.outcome} reply: ${reply.error ?? 'no reason given'}`;
   const [row] = await database.rows<TransRow & { claimed: boolean | null; recorded: number }>(
     sql`with b as (
-          update trans_branch_op set status = ${status}, last_error = ${error}, result = ${reply.result ?? null},
+          update trans_branch_op set status = ${status}, last_error = ${storedText(error)}, result = ${storedText(reply.result) ?? null},
             reply_due = null, retry_at = null,
             finish_time = case when ${status} = 'prepared' then null else now() end, update_time = now()
           where gid = ${reply.gid} and branch_id = ${reply.branch_id} and op = ${reply.op}

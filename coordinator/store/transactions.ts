@@ -4,6 +4,7 @@
  */
 import { sql } from 'drizzle-orm';
 import type { BranchMeta, StoredOptions } from '../../schemas/db/tables.js';
+import { storedText } from '../../schemas/text.js';
 import type { Database } from './database.js';
 
 const p = (value: unknown) => sql.param(value);
@@ -230,7 +231,7 @@ export async function settle(database: Database, owner: string, items: Settlemen
         ), bad as (
           update trans_branch_op b set attempts = b.attempts + 1, last_error = u.error, update_time = now()
           from unnest(${p(bad.map((b) => b.gid))}::text[], ${p(bad.map((b) => b.branchId))}::text[], ${p(bad.map((b) => b.op))}::text[],
-            ${p(bad.map((b) => b.error))}::text[]) as u(gid, branch_id, op, error)
+            ${p(bad.map((b) => storedText(b.error)))}::text[]) as u(gid, branch_id, op, error)
           where b.gid = u.gid and b.branch_id = u.branch_id and b.op = u.op
           returning 1
         )
@@ -246,7 +247,7 @@ export async function settle(database: Database, owner: string, items: Settlemen
           update_time = now()
         from unnest(${p(items.map((s) => s.gid))}::text[], ${p(items.map((s) => s.status))}::text[],
           ${p(items.map((s) => s.interval))}::float8[], ${p(items.map((s) => s.delay))}::float8[],
-          ${p(items.map((s) => s.retried))}::bool[], ${p(items.map((s) => s.reason ?? ''))}::text[])
+          ${p(items.map((s) => s.retried))}::bool[], ${p(items.map((s) => storedText(s.reason ?? '')))}::text[])
           as u(gid, status, interval, delay, retried, reason)
         where g.gid = u.gid and g.owner = ${owner} and g.status in ('prepared', 'submitted', 'aborting')
         returning g.gid`,
@@ -257,7 +258,7 @@ export async function settle(database: Database, owner: string, items: Settlemen
 /** Fails a prepared transaction (abort); returns false when it was not prepared. */
 export async function failPrepared(database: Database, gid: string, reason: string): Promise<boolean> {
   const rows = await database.rows<{ gid: string }>(
-    sql`update trans_global set status = 'failed', owner = '', next_cron_time = null, rollback_reason = ${reason},
+    sql`update trans_global set status = 'failed', owner = '', next_cron_time = null, rollback_reason = ${storedText(reason)},
           finish_time = now(), rollback_time = now(), update_time = now()
         where gid = ${gid} and status = 'prepared'
         returning gid`,

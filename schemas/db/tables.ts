@@ -93,6 +93,14 @@ export const transGlobal = pgTable(
     index('trans_global_due_idx')
       .on(t.nextCronTime)
       .where(sql`${t.status} in ('prepared', 'submitted', 'aborting')`),
+    // GET /all: newest first (id desc) within a status, a type or a create_time range.
+    index('trans_global_status_idx').on(t.status, t.id),
+    index('trans_global_type_idx').on(t.transType, t.id),
+    index('trans_global_create_idx').on(t.createTime),
+    // Retention: finished rows by age (coordinator/store/retention.ts uses the same expression).
+    index('trans_global_finished_idx')
+      .on(sql`coalesce(${t.finishTime}, ${t.updateTime})`)
+      .where(sql`${t.status} in ('succeed', 'failed')`),
   ],
 );
 

@@ -31,7 +31,6 @@ export const PYTHON_DIR = join(REPO_ROOT, 'test', 'compat', 'python');
 /** The Python driver script: run it as `runClient([await pythonWithDtmcli(), PYTHON_CLIENT_SCRIPT], args)`. */
 export const PYTHON_CLIENT_SCRIPT = join(PYTHON_DIR, 'compat_client.py');
 export const CACHE_DIR = join(REPO_ROOT, '.cache');
-export const VENV_DIR = join(CACHE_DIR, 'venv-dtmcli');
 
 interface Exec {
   code: number | null;
@@ -40,7 +39,8 @@ interface Exec {
   stderr: string;
 }
 
-function exec(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<Exec> {
+/** Runs a command to its end (killed after `timeoutMs`), with its output. */
+export function exec(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<Exec> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -105,7 +105,7 @@ async function doBuildGoClient(): Promise<string> {
   return GO_CLIENT_BIN;
 }
 
-let pythonClient: Promise<string> | undefined;
+const venvs = new Map<string, Promise<string>>();
 
 /**
  * Returns the python binary of a venv (<repo>/.cache/venv-dtmcli) holding the packages of
@@ -113,23 +113,35 @@ let pythonClient: Promise<string> | undefined;
  * other requirements. Once per process; a cold install takes about 10 s.
  */
 export function pythonWithDtmcli(): Promise<string> {
-  pythonClient ??= doPythonWithDtmcli();
-  pythonClient.catch(() => (pythonClient = undefined));
-  return pythonClient;
+  return pythonVenv('venv-dtmcli', join(PYTHON_DIR, 'requirements.txt'));
+}
+
+/**
+ * The python binary of the venv <repo>/.cache/<name> holding the packages of `requirements`
+ * (a pip requirements file), made first when it is missing or was made from other requirements.
+ * Once per process and name.
+ */
+export function pythonVenv(name: string, requirements: string): Promise<string> {
+  let venv = venvs.get(name);
+  if (!venv) {
+    venv = makeVenv(join(CACHE_DIR, name), requirements);
+    venv.catch(() => venvs.delete(name)); // let a later call retry
+    venvs.set(name, venv);
+  }
+  return venv;
 }
 
 const MARKER = 'concord-requirements.txt'; // copy of the requirements the venv was made from
 
-async function doPythonWithDtmcli(): Promise<string> {
-  const requirements = join(PYTHON_DIR, 'requirements.txt');
+async function makeVenv(dir: string, requirements: string): Promise<string> {
   const wanted = await readFile(requirements, 'utf8');
-  const python = join(VENV_DIR, 'bin', 'python');
-  if (await venvMatches(VENV_DIR, wanted)) return python;
+  const python = join(dir, 'bin', 'python');
+  if (await venvMatches(dir, wanted)) return python;
 
   await mkdir(CACHE_DIR, { recursive: true });
   // Make the venv under a private name and rename it into place (only bin/python is used,
   // through `python -m pip`, so the venv does not mind being moved).
-  const tmp = join(CACHE_DIR, `venv-dtmcli.${process.pid}.${Date.now()}`);
+  const tmp = `${dir}.${process.pid}.${Date.now()}`;
   const pythonCmd = process.env.PYTHON ?? 'python3';
   try {
     const venvArgs = ['-m', 'venv', tmp];
@@ -138,20 +150,20 @@ async function doPythonWithDtmcli(): Promise<string> {
     const tmpPython = join(tmp, 'bin', 'python');
     const pipArgs = ['-m', 'pip', 'install', '--disable-pip-version-check', '--no-input', '-r', requirements];
     const p = await exec(tmpPython, pipArgs, { timeoutMs: 600_000 });
-    if (p.code !== 0) throw new Error(`compat: installing the Python DTM client (dtmcli) failed.\n${describe(tmpPython, pipArgs, p)}`);
+    if (p.code !== 0) throw new Error(`compat: installing ${requirements} failed.\n${describe(tmpPython, pipArgs, p)}`);
     await writeFile(join(tmp, MARKER), wanted);
 
-    if (await venvMatches(VENV_DIR, wanted)) return python; // another worker finished first
-    if (existsSync(VENV_DIR)) {
-      const old = join(CACHE_DIR, `venv-dtmcli.old.${process.pid}.${Date.now()}`);
-      await rename(VENV_DIR, old).catch(() => undefined);
+    if (await venvMatches(dir, wanted)) return python; // another worker finished first
+    if (existsSync(dir)) {
+      const old = `${dir}.old.${process.pid}.${Date.now()}`;
+      await rename(dir, old).catch(() => undefined);
       await rm(old, { recursive: true, force: true });
     }
     try {
-      await rename(tmp, VENV_DIR);
+      await rename(tmp, dir);
     } catch (err) {
       // Lost a race with another worker that renamed its own venv in: use that one if it fits.
-      if (!(await venvMatches(VENV_DIR, wanted))) throw err;
+      if (!(await venvMatches(dir, wanted))) throw err;
     }
     return python;
   } finally {

@@ -14,6 +14,20 @@ import { alive } from './service-dir.js';
 export interface LocalCluster {
   url: string;
   stop(): Promise<void>;
+  /**
+   * Stops the server and starts it again on the same port and data, for outage tests. `crash`
+   * kills it with SIGQUIT (no checkpoint: the next start runs crash recovery) instead of a fast
+   * shutdown; `downMs` is how long it stays down.
+   */
+  restart(options?: { crash?: boolean; downMs?: number }): Promise<void>;
+}
+
+/** A running server; its stop() leaves the files. */
+interface Launched {
+  url: string;
+  stop(): Promise<void>;
+  /** SIGQUIT, as a crash, then wait for the exit. */
+  crash(): Promise<void>;
 }
 
 interface OsUser {
@@ -65,7 +79,7 @@ export async function startLocalCluster(settings: Record<string, string>): Promi
     });
     for (let attempt = 1; ; attempt++) {
       const port = await freePort();
-      let server: LocalCluster;
+      let server: Launched;
       try {
         server = await launch({ bin, base, data, port, settings, owner });
       } catch (error) {
@@ -83,7 +97,12 @@ export async function startLocalCluster(settings: Record<string, string>): Promi
           process.off('exit', removeFiles);
           await rm(base, { recursive: true, force: true, maxRetries: 3 });
         })());
-      return { url: server.url, stop };
+      const restart = async ({ crash = false, downMs = 0 } = {}): Promise<void> => {
+        await (crash ? server.crash() : server.stop());
+        await delay(downMs);
+        server = await launch({ bin, base, data, port, settings, owner });
+      };
+      return { url: server.url, stop, restart };
     }
   } catch (error) {
     await rm(base, { recursive: true, force: true, maxRetries: 3 });
@@ -103,7 +122,7 @@ interface LaunchOptions {
 }
 
 /** Runs postgres on the initialised data dir and waits until it answers; its stop() leaves the files. */
-async function launch({ bin, base, data, port, settings, owner }: LaunchOptions): Promise<LocalCluster> {
+async function launch({ bin, base, data, port, settings, owner }: LaunchOptions): Promise<Launched> {
   const log = join(base, 'postgres.log');
   const config = { ...settings, listen_addresses: '127.0.0.1', port: String(port), unix_socket_directories: base };
   const args = ['-D', data, ...Object.entries(config).flatMap(([key, value]) => ['-c', `${key}=${value}`])];
@@ -161,6 +180,12 @@ async function launch({ bin, base, data, port, settings, owner }: LaunchOptions)
       process.off('exit', onExit);
     })());
 
+  const crash = async (): Promise<void> => {
+    if (postmasterPid !== undefined) signal(postmasterPid, 'SIGQUIT');
+    await within(exited, STOP_TIMEOUT_MS);
+    await stop(); // closes the supervisor's pipe (and stops the server if SIGQUIT did not)
+  };
+
   const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
   try {
     await waitUntilReady(url, () => exitStatus);
@@ -176,7 +201,7 @@ async function launch({ bin, base, data, port, settings, owner }: LaunchOptions)
       cause: error,
     });
   }
-  return { url, stop };
+  return { url, stop, crash };
 }
 
 /**

@@ -1,0 +1,53 @@
+/**
+ * Keeps the store from growing forever: every retentionInterval seconds, deletes the transactions
+ * that finished more than `retention` seconds ago (0 keeps them forever), in batches of
+ * retentionBatch rows. Between batches it rests three times as long as the batch took (at least
+ * 50 ms): a backlog (the first run on a big store, or after downtime) drains at a quarter of the
+ * store's delete speed, and the hot path keeps the rest.
+ */
+import type { EngineContext } from './engine/context.js';
+import { Pause } from './pause.js';
+import { deleteExpired } from './store/retention.js';
+
+export class RetentionJob {
+  private running = false;
+  private loop: Promise<void> | undefined;
+  private readonly pause = new Pause();
+
+  constructor(private readonly ctx: Pick<EngineContext, 'config' | 'database' | 'logger' | 'metrics'>) {}
+
+  start(): void {
+    if (this.ctx.config.retention === 0) return;
+    this.running = true;
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.pause.wake();
+    await this.loop;
+  }
+
+  private async run(): Promise<void> {
+    const { config, database, logger, metrics } = this.ctx;
+    while (this.running) {
+      try {
+        let total = 0;
+        while (this.running) {
+          const startedAt = performance.now();
+          const deleted = await deleteExpired(database, config.retention, config.retentionBatch);
+          metrics.retentionDeleted.inc({ table: 'trans_global' }, deleted.transactions);
+          metrics.retentionDeleted.inc({ table: 'trans_branch_op' }, deleted.branches);
+          total += deleted.transactions;
+          // Another node is at it, or nothing more is due: wait for the next round.
+          if (!deleted.locked || deleted.transactions < config.retentionBatch || !this.running) break;
+          await this.pause.for(Math.max(50, 3 * (performance.now() - startedAt)));
+        }
+        if (total > 0) logger.info({ deleted: total }, 'retention: deleted finished transactions');
+      } catch (err) {
+        logger.error({ err }, 'retention: deleting finished transactions failed');
+      }
+      if (this.running) await this.pause.for(config.retentionInterval * 1000);
+    }
+  }
+}

@@ -1,0 +1,59 @@
+/** GET /all: filters by status, type and create time, newest first, page by page. */
+import pg from 'pg';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
+import { freshDatabase } from './helpers/db.js';
+
+let store: pg.Pool;
+let node: RunningCoordinator;
+
+beforeAll(async () => {
+  const url = await freshDatabase();
+  node = await startCoordinator({ store: url, env: { CONCORD_RETENTION: '0' } });
+  store = new pg.Pool({ connectionString: url });
+  // 60 rows: every third a saga, every fourth failed, created one minute apart (row 60 is now).
+  await store.query(`
+    insert into trans_global (gid, trans_type, status, content_hash, next_cron_interval, create_time)
+    select 'list-' || i, case when i % 3 = 0 then 'saga' else 'msg' end, case when i % 4 = 0 then 'failed' else 'succeed' end,
+      '', 1, now() - interval '1 minute' * (60 - i)
+    from generate_series(1, 60) i`);
+});
+afterAll(async () => {
+  await node?.stop();
+  await store?.end();
+});
+
+async function all(query: string): Promise<{ gids: string[]; next: string }> {
+  const res = await fetch(`${node.dtm}/all?${query}`);
+  expect(res.status).toBe(200);
+  const body = (await res.json()) as { transactions: { gid: string }[] | null; next_position: string };
+  return { gids: (body.transactions ?? []).map((t) => t.gid), next: body.next_position };
+}
+
+const expected = (keep: (i: number) => boolean) =>
+  Array.from({ length: 60 }, (_, k) => 60 - k)
+    .filter(keep)
+    .map((i) => `list-${i}`);
+
+it.each([
+  ['transType=saga', (i: number) => i % 3 === 0],
+  ['status=failed', (i: number) => i % 4 === 0],
+  ['transType=msg&status=failed', (i: number) => i % 3 !== 0 && i % 4 === 0],
+  ['status=succeed&transType=saga', (i: number) => i % 3 === 0 && i % 4 !== 0],
+  ['transType=tcc', () => false],
+])('%s: the matching rows, newest first, in pages of 4', async (filter, keep) => {
+  const gids: string[] = [];
+  let page = await all(`${filter}&limit=4`);
+  for (;;) {
+    gids.push(...page.gids);
+    if (page.next === '') break;
+    page = await all(`${filter}&limit=4&position=${page.next}`);
+  }
+  expect(gids).toEqual(expected(keep));
+});
+
+it('filters by create time', async () => {
+  const now = Date.now();
+  const { gids } = await all(`createTimeStart=${now - 10.5 * 60_000}&createTimeEnd=${now - 4.5 * 60_000}&transType=saga&limit=100`);
+  expect(gids).toEqual(['list-54', 'list-51']);
+});
