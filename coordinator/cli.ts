@@ -5,7 +5,7 @@ import { pino } from 'pino';
 import { configKeys, configSchema, envName, flagName, loadConfig, type ConfigKey } from '../schemas/config.js';
 import { barrierDdlPostgres } from '../schemas/db/barrier.js';
 import { isConcordError } from '../schemas/errors.js';
-import { startCoordinator, version } from './app.js';
+import { version } from './version.js';
 import { outboxCommand } from './outbox-command.js';
 
 const program = new Command('concord').version(version).description('Distributed-transaction coordinator (DTM-compatible).');
@@ -34,6 +34,8 @@ start.action(async (flags: Record<string, string | undefined>) => {
   const logger = pino({ level: config.logLevel, redact: ['*.payload', '*.data', 'req.headers.authorization'] });
   let coordinator;
   try {
+    // Loaded here: the other commands (outbox drain, barrier-sql) do without the coordinator's modules.
+    const { startCoordinator } = await import('./app.js');
     coordinator = await startCoordinator(config, logger);
   } catch (err) {
     logger.fatal({ err }, 'coordinator failed to start');
