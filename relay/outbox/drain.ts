@@ -20,7 +20,7 @@ import type { Delivery, DeliveryResult, Relay } from '../publisher.js';
 import { decodeRow, messageIdOf, type DecodedRow, type OutboxRow } from './decode-row.js';
 import type { CheckedMapping } from './mapping-check.js';
 import { outboxSql, quoteIdent, type OutboxSql } from './outbox-sql.js';
-import { CursorReader, MarkingReader, type OutboxReader, type ReadBatch } from './readers.js';
+import { CursorReader, MarkingReader, type HandledBatch, type OutboxReader, type ReadBatch } from './readers.js';
 
 export interface DrainOptions {
   /** The database holding the outbox table; Concord's cursor and parked tables are created there. 6 connections suffice. */
@@ -28,7 +28,7 @@ export interface DrainOptions {
   mapping: CheckedMapping;
   relay: Pick<Relay, 'publish' | 'publishMany' | 'problem'>;
   logger: Logger;
-  /** Rows per read and per produce (default 1000). */
+  /** Rows per read and per produce (default 500). */
   batchSize?: number;
   /** Wait between empty reads, ms (default 25 when polling, 1000 with a notify channel). */
   pollMs?: number;
@@ -69,7 +69,7 @@ export class OutboxDrain {
   constructor(options: DrainOptions) {
     this.sql = outboxSql(options.mapping);
     this.o = {
-      batchSize: 1000,
+      batchSize: 500,
       timeoutMs: 30_000,
       maxAttempts: 10,
       retry: { base: 0.1, cap: 5 },
@@ -158,7 +158,8 @@ export class OutboxDrain {
     // few run at once, each on its own connection, while the next batches are produced.
     const marking = new Set<Promise<unknown>>();
     const markAfter = async (batch: ReadBatch) => {
-      const mark = this.retrying('mark', () => reader.done(batch)).finally(() => marking.delete(mark));
+      const handled: HandledBatch = { ids: batch.rows.map((r) => r.id), ...(batch.cursor === undefined ? {} : { cursor: batch.cursor }) };
+      const mark = this.retrying('mark', () => reader.done(handled)).finally(() => marking.delete(mark));
       marking.add(mark);
       while (marking.size >= maxMarks) await Promise.race(marking);
     };

@@ -19,10 +19,16 @@ export interface ReadBatch {
   unsettled?: boolean;
 }
 
+/** What marking needs of a batch: not its payloads, which can go once they are published. */
+export interface HandledBatch {
+  ids: string[];
+  cursor?: bigint;
+}
+
 export interface OutboxReader {
   read(limit: number): Promise<ReadBatch>;
-  /** Records that the batch's rows are handled (published or parked): mark, delete or save the cursor. */
-  done(batch: ReadBatch): Promise<void>;
+  /** Records that a batch's rows are handled (published or parked): mark, delete or save the cursor. */
+  done(batch: HandledBatch): Promise<void>;
 }
 
 /** How often a scan starts again from the lowest unpublished id while a backlog streams past. */
@@ -58,9 +64,8 @@ export class MarkingReader implements OutboxReader {
     return { rows: fresh, more: rows.length === limit };
   }
 
-  async done(batch: ReadBatch): Promise<void> {
-    if (batch.rows.length === 0) return;
-    const ids = batch.rows.map((r) => r.id);
+  async done({ ids }: HandledBatch): Promise<void> {
+    if (ids.length === 0) return;
     await this.pool.query(this.sql.markDone!, [ids]);
     for (const id of ids) {
       this.pending.delete(id);
@@ -121,7 +126,7 @@ export class CursorReader implements OutboxReader {
     };
   }
 
-  async done(batch: ReadBatch): Promise<void> {
+  async done(batch: HandledBatch): Promise<void> {
     if (batch.cursor === undefined || batch.cursor <= this.saved) return;
     await this.pool.query(this.sql.saveCursor, [this.checked.name, batch.cursor.toString()]);
     this.saved = batch.cursor;
