@@ -88,7 +88,7 @@ async function main(bench: Bench): Promise<void> {
   latencies.sort((a, b) => a - b);
   const pct = (p: number) => (latencies[Math.min(latencies.length - 1, Math.floor((latencies.length * p) / 100))] ?? 0).toFixed(1);
   progress(`outbox latency: ${latencies.length} events`);
-  console.log(`\n### Native outbox, steady state: ${writers} writers, ${notify ? 'NOTIFY' : 'polling every 25 ms'}\n`);
+  console.log(`\n### Native outbox, steady state: ${writers} writers, ${notify ? 'NOTIFY' : 'polling every 10 ms'}\n`);
   console.log('| writers | events/s | commit→consumer p50 ms | p99 ms |\n| --- | --- | --- | --- |');
   console.log(`| ${writers} | ${Math.round(latencies.length / seconds)} | ${pct(50)} | ${pct(99)} |`);
 }

@@ -160,7 +160,7 @@ export function outboxCommand(): Command {
   withMappingOptions(outbox.command('drain'))
     .description('Publish the outbox’s rows, beside or instead of the old poller; prints progress every few seconds.')
     .option('--batch-size <n>', 'rows per read and per produce (default 500)')
-    .option('--poll-ms <ms>', 'wait between empty reads (default 25, 1000 with a notify channel)')
+    .option('--poll-ms <ms>', 'wait between empty reads (default 10, 1000 with a notify channel)')
     .option('--progress-ms <ms>', 'how often to print progress', '5000')
     .option('--exit-when-idle', 'exit once nothing is pending')
     .action(async (flags: Record<string, string | undefined>) => {

@@ -30,7 +30,7 @@ export interface DrainOptions {
   logger: Logger;
   /** Rows per read and per produce (default 500). */
   batchSize?: number;
-  /** Wait between empty reads, ms (default 25 when polling, 1000 with a notify channel). */
+  /** Wait between empty reads, ms (default 10 when polling, 1000 with a notify channel). */
   pollMs?: number;
   /** A delivery not acknowledged within this is an error (default 30 s). */
   timeoutMs?: number;
@@ -76,7 +76,7 @@ export class OutboxDrain {
       settleMs: 200,
       stopWhenIdle: false,
       ...options,
-      pollMs: options.pollMs ?? (options.mapping.mapping.notifyChannel ? 1_000 : 25),
+      pollMs: options.pollMs ?? (options.mapping.mapping.notifyChannel ? 1_000 : 10),
     };
   }
 
@@ -163,6 +163,7 @@ export class OutboxDrain {
       marking.add(mark);
       while (marking.size >= maxMarks) await Promise.race(marking);
     };
+    let busy = false;
     while (!signal?.aborted) {
       const failure = lost();
       if (failure) throw new Error(`the drain's session to Postgres was lost: ${failure.message}`);
@@ -170,13 +171,18 @@ export class OutboxDrain {
       if (batch === undefined) break; // aborted
       if (batch.rows.length === 0) {
         await markAfter(batch); // published=none: the cursor may have settled further
-        if (!batch.more) {
+        // The read after a busy one was sent before that batch was produced: ask once more at once
+        // for what committed meanwhile, rather than sleeping a poll interval on a stale answer.
+        const stale = busy;
+        busy = false;
+        if (!batch.more && !stale) {
           if (this.o.stopWhenIdle && !batch.unsettled) break;
           await this.idle();
         }
         next = read();
         continue;
       }
+      busy = true;
       next = read(); // the next batch is read while this one is produced
       // Stopped while retrying: the batch is not marked, the next drain publishes it again.
       if (!(await this.deliver(batch.rows))) break;
