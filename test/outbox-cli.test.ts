@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { consume } from '../sdk/index.js';
+import { consume, ensureOutboxTable, outbox } from '../sdk/index.js';
 import { freshDatabase } from './helpers/db.js';
 
 const cli = new URL('../dist/coordinator/cli.js', import.meta.url).pathname;
@@ -182,4 +182,27 @@ describe('drain', () => {
     },
     120_000,
   );
+});
+
+describe('native outbox', () => {
+  it('prints its SQL, and `drain --native` publishes the rows outbox.publish wrote, then deletes them', async () => {
+    const sql = await run(['sql', '--notify']);
+    expect(sql.stdout).toMatch(/CREATE TABLE IF NOT EXISTS concord_outbox \(/);
+    expect(sql.stdout).toMatch(/CREATE TABLE IF NOT EXISTS concord_outbox_parked/);
+    expect(sql.stdout).toMatch(/CREATE TRIGGER concord_outbox_notify AFTER INSERT ON concord_outbox/);
+    await ensureOutboxTable(pool);
+    const topic = `outbox-native-${randomUUID()}`;
+    const client = await pool.connect();
+    try {
+      await client.query('begin');
+      for (let i = 0; i < 50; i++) await outbox.publish(client, `kafka://default/${topic}`, { i }, { key: `k${i % 3}` });
+      await client.query('commit');
+    } finally {
+      client.release();
+    }
+    const drained = await run(['drain', '--native', '--database', url, '--kafka-brokers', brokers, '--exit-when-idle']);
+    expect(drained.code, drained.stderr).toBe(0);
+    expect(drained.stdout).toMatch(/outbox concord_outbox: done, published 50, parked 0/);
+    expect(Number((await pool.query('select count(*) from concord_outbox')).rows[0].count)).toBe(0);
+  });
 });
