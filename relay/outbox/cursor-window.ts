@@ -72,7 +72,8 @@ export class CursorWindow {
    * missing id. Returns the ids seen for the first time, in order.
    */
   accept(ids: bigint[], snapshot: Snapshot, complete: boolean, now = Date.now()): bigint[] {
-    const fresh = ids.filter((id) => id > this.settled && !this.seen.has(id)).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    const fresh = ids.filter((id) => id > this.settled && !this.seen.has(id));
+    if (fresh.some((id, i) => i > 0 && id < fresh[i - 1]!)) fresh.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
     for (const id of fresh) {
       this.seen.add(id);
       if (id > this.hi) this.hi = id;

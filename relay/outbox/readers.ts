@@ -108,18 +108,13 @@ export class CursorReader implements OutboxReader {
     ]);
     const snapshot = parseSnapshot(rows[0]!.snap);
     const found = rows.filter((r) => r.id !== null);
-    const fresh = new Set(
-      window
-        .accept(
-          found.map((r) => BigInt(r.id)),
-          snapshot,
-          true,
-        )
-        .map(String),
-    );
-    const batch = found.filter((r) => fresh.has(r.id)).sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
+    const ids = found.map((r) => BigInt(r.id));
+    const fresh = new Set(window.accept(ids, snapshot, true));
+    let batch = found.flatMap(({ snap: _snap, ...row }, i) => (fresh.has(ids[i]!) ? [{ row, id: ids[i]! }] : []));
+    // Rows arrive in id order, except late ones fetched as missing, which come first.
+    if (missing?.length !== 0) batch = batch.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     return {
-      rows: batch.map(({ snap: _snap, ...row }) => row),
+      rows: batch.map((b) => b.row),
       cursor: window.settled,
       more: found.length >= limit,
       unsettled: window.settled < window.hi,
