@@ -27,6 +27,14 @@ export interface OutboxSql {
   park: string;
   /** How many rows are pending ($1 = cursor with none), and when the oldest was written. */
   pending: string;
+  /** Age in seconds of the oldest pending row (null: none pending); $1 = the drain's name. Needs createdAtColumn. */
+  oldestAge?: string;
+}
+
+/** One of `count` parts of a table split by a hash of the key (of the id for keyless rows). */
+export interface Partition {
+  index: number;
+  count: number;
 }
 
 export function quoteIdent(name: string): string {
@@ -36,7 +44,7 @@ export function quoteIdent(name: string): string {
     .join('.');
 }
 
-export function outboxSql(checked: CheckedMapping): OutboxSql {
+export function outboxSql(checked: CheckedMapping, partition?: Partition): OutboxSql {
   const m = checked.mapping;
   const t = quoteIdent(m.table);
   const id = quoteIdent(m.idColumn);
@@ -67,11 +75,27 @@ export function outboxSql(checked: CheckedMapping): OutboxSql {
   // Compared as the column's own type, so the primary key index serves the order and the bound.
   const idParam = (n: number) => `$${n}::${checked.integerId ? 'bigint' : 'text'}`;
   const idExpr = checked.integerId ? `t.${id}` : `t.${id}::text`;
+  // A key always hashes to the same part, so its rows keep their order; keyless rows spread by id.
+  const hashed = m.keyColumn ? `coalesce(t.${quoteIdent(m.keyColumn)}::text, t.${id}::text)` : `t.${id}::text`;
+  const mine =
+    partition && partition.count > 1
+      ? ` and (hashtextextended(${hashed}, 0) & 9223372036854775807) % ${partition.count} = ${partition.index}`
+      : '';
+  const cursorBound =
+    m.published === 'none'
+      ? ` and t.${id} > coalesce((select last_id from ${outboxCursorTable} where drain = $1), 0)`
+      : ' and $1::text is not null';
   return {
     columns,
     unpublished,
-    readFirst: `select ${columns} from ${t} t where ${unpublished} order by ${idExpr} limit $1`,
-    readAfter: `select ${columns} from ${t} t where ${unpublished} and ${idExpr} > ${idParam(2)} order by ${idExpr} limit $1`,
+    readFirst: `select ${columns} from ${t} t where ${unpublished}${mine} order by ${idExpr} limit $1`,
+    readAfter: `select ${columns} from ${t} t where ${unpublished}${mine} and ${idExpr} > ${idParam(2)} order by ${idExpr} limit $1`,
+    ...(m.createdAtColumn
+      ? {
+          oldestAge: `select extract(epoch from now() - t.${quoteIdent(m.createdAtColumn)})::float8 as age
+            from ${t} t where ${unpublished}${cursorBound} order by ${idExpr} limit 1`,
+        }
+      : {}),
     readWindow: `select s.snap, r.* from (select pg_current_snapshot()::text as snap) s left join lateral (
       (select ${columns} from ${t} t where ${idMatch})
       union all
