@@ -148,6 +148,7 @@ it('readiness fails with the reason while a drain lags; operators list and redri
         publishedColumn: 'done',
         lagThreshold: 60,
       },
+      { database: outboxUrl, table: 'refused_outbox', name: 'misfit', destination: http.url, payloadColumn: 'nope', published: 'delete' },
       {
         database: outboxUrl,
         table: 'refused_outbox',
@@ -163,12 +164,20 @@ it('readiness fails with the reason while a drain lags; operators list and redri
   await pool.query(`insert into stuck_outbox (body, created_at) values ('late', now() - interval '1 hour')`);
   let health: Response | undefined;
   await waitFor(async () => (health = await fetch(`${node.url}/api/health`)).status === 503, 10_000);
-  expect(await health!.json()).toMatchObject({
+  const notReady = (await health!.json()) as { message: string };
+  expect(notReady.message).not.toContain('misfit'); // no lagThreshold: not a readiness matter
+  expect(notReady).toMatchObject({
     code: 'NOT_READY',
     message: expect.stringMatching(/stuck_outbox: the oldest pending row is 3\d{3}\.\d s old, over lagThreshold 60 s/),
   });
 
   const operator = { authorization: `Bearer ${operatorToken}` };
+  // A mapping that does not fit its table, without a lagThreshold: in the status, not in readiness.
+  const statuses = (await (await fetch(`${node.url}/api/outboxes`, { headers: operator })).json()) as {
+    outboxes: { name: string; problem: string | null }[];
+  };
+  expect(statuses.outboxes.find((o) => o.name === 'misfit')?.problem).toMatch(/payloadColumn: no column "nope"/);
+
   const api = { authorization: `Bearer ${apiToken}` };
   expect(await metric(node, 'concord_outbox_lag_seconds', 'stuck_outbox', api)).toBeGreaterThan(3_000);
   await waitFor(async () => (await metric(node, 'concord_outbox_parked_total', 'refused', api)) === 2, 10_000);
