@@ -5,7 +5,6 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import pg from 'pg';
 import { pino, type Logger } from 'pino';
 import { DestinationPolicy } from '../relay/destination-policy.js';
 import { createHttpPublisher } from '../relay/http.js';
@@ -14,6 +13,7 @@ import { OutboxDrain } from '../relay/outbox/drain.js';
 import { inspectOutbox } from '../relay/outbox/inspect.js';
 import { redriveParked } from '../relay/outbox/redrive.js';
 import { checkMapping, parseMapping, type CheckedMapping } from '../relay/outbox/mapping-check.js';
+import { isMysqlPool, openOutboxPool, outboxDb, type OutboxPool } from '../relay/outbox/outbox-db.js';
 import { Relay } from '../relay/publisher.js';
 import { createRabbitPublisher } from '../relay/rabbitmq.js';
 import type { OutboxMapping } from '../schemas/outbox.js';
@@ -50,7 +50,7 @@ const kebab = (key: string) => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}
 
 function withMappingOptions(command: Command): Command {
   command
-    .requiredOption('--database <url>', 'Postgres URL of the database holding the outbox (env: CONCORD_OUTBOX_DATABASE)')
+    .requiredOption('--database <url>', 'postgres:// or mysql:// URL of the database holding the outbox (env: CONCORD_OUTBOX_DATABASE)')
     .option('--mapping <file>', 'JSON file with the mapping; flags below override its keys')
     .option('--native', "the SDK's native outbox table (concord_outbox); flags below override its mapping")
     .option('--config <file>', "the coordinator's JSON config file, for broker connections (env: CONCORD_CONFIG)")
@@ -90,7 +90,7 @@ function relayFor(config: Config, logger: Logger): Relay {
 /** Opens the database and the relay, checks the mapping, runs `fn`, closes everything; exits 2 on a bad mapping. */
 async function withOutbox(
   flags: Record<string, string | undefined>,
-  fn: (ctx: { pool: pg.Pool; checked: CheckedMapping; relay: Relay; logger: Logger }) => Promise<void>,
+  fn: (ctx: { pool: OutboxPool; checked: CheckedMapping; relay: Relay; logger: Logger }) => Promise<void>,
 ): Promise<void> {
   let config: Config;
   let mapping: OutboxMapping;
@@ -102,15 +102,15 @@ async function withOutbox(
     process.exit(2);
   }
   const logger = pino({ level: config.logLevel }, pino.destination(2));
-  const pool = new pg.Pool({ connectionString: flags.database, max: 6 });
-  pool.on('error', (err) => logger.warn({ err }, 'idle outbox connection lost'));
+  const pool = openOutboxPool(flags.database!, 6);
+  if (!isMysqlPool(pool)) pool.on('error', (err) => logger.warn({ err }, 'idle outbox connection lost'));
   const relay = relayFor(config, logger);
   try {
     let checked: CheckedMapping;
     try {
-      if (flags.native !== undefined && mapping.notifyChannel === undefined) {
+      if (flags.native !== undefined && mapping.notifyChannel === undefined && !isMysqlPool(pool)) {
         // The trigger of ensureOutboxTable({ notify: true }): listen instead of polling.
-        const { rows } = await pool.query(`select 1 from pg_trigger where tgname = 'concord_outbox_notify'`);
+        const { rows } = await outboxDb(pool).query(`select 1 from pg_trigger where tgname = 'concord_outbox_notify'`);
         if (rows.length > 0) mapping = { ...mapping, notifyChannel: nativeOutboxChannel };
       }
       checked = await checkMapping(pool, mapping);

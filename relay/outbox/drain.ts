@@ -9,22 +9,22 @@
  * error and counts as handled; the other rows keep flowing. When every row of a batch fails the
  * broker is down: the batch is retried with backoff for as long as it takes, nothing is parked.
  *
- * One drain per name runs at a time (a session advisory lock); a second one waits as a standby.
+ * One drain per name runs at a time (a session lock: advisory on Postgres, GET_LOCK on MySQL); a
+ * second one waits as a standby.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import type pg from 'pg';
 import type { Logger } from 'pino';
 import { backoffInterval, jitter, type BackoffPolicy } from '../../schemas/backoff.js';
-import { outboxStateDdlPostgres } from '../../schemas/db/outbox.js';
 import type { Delivery, DeliveryResult, Relay } from '../publisher.js';
 import { decodeRow, messageIdOf, type DecodedRow, type OutboxRow } from './decode-row.js';
 import type { CheckedMapping } from './mapping-check.js';
-import { outboxSql, quoteIdent, type OutboxSql } from './outbox-sql.js';
+import { outboxDb, type OutboxDb, type OutboxPool, type OutboxSession } from './outbox-db.js';
+import { outboxSql, type OutboxSql } from './outbox-sql.js';
 import { CursorReader, MarkingReader, type HandledBatch, type OutboxReader, type ReadBatch } from './readers.js';
 
 export interface DrainOptions {
-  /** The database holding the outbox table; Concord's cursor and parked tables are created there. 6 connections suffice. */
-  pool: pg.Pool;
+  /** The database holding the outbox table (Postgres or MySQL); Concord's cursor and parked tables are created there. 6 connections suffice. */
+  pool: OutboxPool;
   mapping: CheckedMapping;
   relay: Pick<Relay, 'publish' | 'publishMany' | 'problem'>;
   logger: Logger;
@@ -61,6 +61,7 @@ interface Item {
 export class OutboxDrain {
   readonly stats: DrainStats = { published: 0, parked: 0, batches: 0, retries: 0 };
   private readonly sql: OutboxSql;
+  private readonly db: OutboxDb;
   private readonly o: Required<Omit<DrainOptions, 'signal' | 'pollMs'>> & { pollMs: number; signal?: AbortSignal };
   private wake: (() => void) | undefined;
   private notified = false;
@@ -68,6 +69,7 @@ export class OutboxDrain {
 
   constructor(options: DrainOptions) {
     this.sql = outboxSql(options.mapping);
+    this.db = outboxDb(options.pool);
     this.o = {
       batchSize: 500,
       timeoutMs: 30_000,
@@ -86,38 +88,30 @@ export class OutboxDrain {
 
   /** Drains until the signal aborts (or, with stopWhenIdle, until nothing is pending). */
   async run(): Promise<void> {
-    const { pool, logger } = this.o;
-    // One implicit transaction: drains starting together would race on CREATE ... IF NOT EXISTS.
-    await pool.query(`select pg_advisory_xact_lock(4244); ${outboxStateDdlPostgres}`);
-    const session = await pool.connect();
-    let lost: Error | undefined;
-    session.on('error', (err) => (lost = err));
+    const { db } = this;
+    const { logger } = this.o;
+    await db.ensureState();
+    const session = await db.session();
     try {
       await this.lock(session);
       const channel = this.o.mapping.mapping.notifyChannel;
-      if (channel) {
-        session.on('notification', () => this.poke());
-        await session.query(`listen ${quoteIdent(channel)}`);
-      }
+      if (channel) await session.listen(channel, () => this.poke());
       const reader: OutboxReader =
         this.o.mapping.mapping.published === 'none'
-          ? new CursorReader(pool, this.sql, this.o.mapping, { settleMs: this.o.settleMs, maxMissing: 50_000, maxWindow: 2_000_000n })
-          : new MarkingReader(pool, this.sql);
-      await this.pipeline(reader, () => lost);
+          ? new CursorReader(db, this.sql, this.o.mapping, { settleMs: this.o.settleMs, maxMissing: 50_000, maxWindow: 2_000_000n })
+          : new MarkingReader(db, this.sql);
+      await this.pipeline(reader, () => session.lost());
     } finally {
       this.halted = true; // database steps still retrying in the background give up
-      session.release(lost ?? true); // never reuse a session that held the lock
+      session.release();
       logger.info({ drain: this.name, ...this.stats }, 'outbox drain stopped');
     }
   }
 
-  private async lock(session: pg.PoolClient): Promise<void> {
+  private async lock(session: OutboxSession): Promise<void> {
     let told = false;
     for (;;) {
-      const { rows } = await session.query<{ ok: boolean }>(`select pg_try_advisory_lock(hashtextextended($1, 0)) as ok`, [
-        `concord_outbox:${this.name}`,
-      ]);
-      if (rows[0]!.ok) return;
+      if (await session.tryLock(this.name)) return;
       if (!told) this.o.logger.info({ drain: this.name }, 'another drain holds this outbox; standing by');
       told = true;
       await sleep(1_000, undefined, { signal: this.o.signal }).catch(() => undefined);
@@ -166,7 +160,7 @@ export class OutboxDrain {
     let busy = false;
     while (!signal?.aborted) {
       const failure = lost();
-      if (failure) throw new Error(`the drain's session to Postgres was lost: ${failure.message}`);
+      if (failure) throw new Error(`the drain's session to the database was lost: ${failure.message}`);
       const batch = await next;
       if (batch === undefined) break; // aborted
       if (batch.rows.length === 0) {
@@ -299,7 +293,7 @@ export class OutboxDrain {
 
   private async park(row: OutboxRow, error: string, attempts: number): Promise<void> {
     const messageId = messageIdOf(this.o.mapping.mapping, row.id);
-    await this.retrying('park', () => this.o.pool.query(this.sql.park, [this.name, row.id, messageId, error.slice(0, 2000), attempts]));
+    await this.retrying('park', () => this.db.query(this.sql.park, [this.name, row.id, messageId, error.slice(0, 2000), attempts]));
     this.stats.parked++;
     this.o.logger.warn({ drain: this.name, row: row.id, error }, 'outbox row parked');
   }

@@ -27,6 +27,9 @@ export interface OutboxSql {
   park: string;
   /** How many rows are pending ($1 = cursor with none), and when the oldest was written. */
   pending: string;
+  /** Parked rows of drain $1 (row_id, row_data), all of them or (byId) those whose ids are in $2. */
+  parked: string;
+  parkedById: string;
 }
 
 export function quoteIdent(name: string): string {
@@ -37,6 +40,7 @@ export function quoteIdent(name: string): string {
 }
 
 export function outboxSql(checked: CheckedMapping): OutboxSql {
+  if (checked.dialect === 'mysql') return mysqlOutboxSql(checked);
   const m = checked.mapping;
   const t = quoteIdent(m.table);
   const id = quoteIdent(m.idColumn);
@@ -88,5 +92,71 @@ export function outboxSql(checked: CheckedMapping): OutboxSql {
       on conflict (drain, row_id) do update set error = excluded.error, attempts = ${outboxParkedTable}.attempts + excluded.attempts, parked_at = now()`,
     pending: `select count(*)::text as pending, ${m.createdAtColumn ? `extract(epoch from now() - min(t.${quoteIdent(m.createdAtColumn)}))` : 'null'}::float8 as oldest_age
       from ${t} t where ${unpublished}${m.published === 'none' ? ` and t.${id} > $1::bigint` : ''}`,
+    parked: `select row_id, row_data from ${outboxParkedTable} where drain = $1 order by parked_at, row_id`,
+    parkedById: `select row_id, row_data from ${outboxParkedTable} where drain = $1 and row_id = any($2::text[]) order by parked_at, row_id`,
+  };
+}
+
+export function quoteMysqlIdent(name: string): string {
+  return name
+    .split('.')
+    .map((part) => `\`${part.replaceAll('`', '``')}\``)
+    .join('.');
+}
+
+/**
+ * MySQL/MariaDB (InnoDB): the same statements for flag and delete (published=none is refused by
+ * checkMapping). Each statement runs alone, so each read sees what committed before it began.
+ */
+function mysqlOutboxSql(checked: CheckedMapping): OutboxSql {
+  const m = checked.mapping;
+  const q = quoteMysqlIdent;
+  const t = q(m.table);
+  const id = `t.${q(m.idColumn)}`;
+  const col = (c: string | undefined) => (c ? `cast(t.${q(c)} as char)` : 'null');
+  const columns = [
+    `cast(${id} as char) as id`,
+    `${col(m.destinationColumn)} as destination`,
+    `${col(m.keyColumn)} as \`key\``,
+    // Binary bodies arrive as Buffers; everything else as text.
+    `${m.payloadEncoding === 'bytea' ? `t.${q(m.payloadColumn)}` : col(m.payloadColumn)} as payload`,
+    `${col(m.headersColumn)} as headers`,
+  ].join(', ');
+  // Ids travel as text; compared as numbers when the column is one, so the primary key serves.
+  const idParam = (n: number) => (checked.integerId ? `cast($${n} as signed)` : `$${n}`);
+  let unpublished = 'true';
+  let markDone: string | undefined;
+  if (m.published === 'flag') {
+    const flag = `t.${q(m.publishedColumn!)}`;
+    const [test, value] = {
+      boolean: [`${flag} is not true`, 'true'],
+      number: [`coalesce(${flag}, 0) = 0`, '1'],
+      timestamp: [`${flag} is null`, 'current_timestamp(6)'],
+    }[checked.flagKind!] as [string, string];
+    unpublished = test;
+    markDone = `update ${t} t set ${flag} = ${value} where ${id} in ($1)`;
+  } else if (m.published === 'delete') {
+    markDone = `delete t from ${t} t where ${id} in ($1)`;
+  }
+  const rowData = `json_object(${checked.columns
+    .map((c) => `'${c.name.replaceAll("'", "''")}', ${c.binary ? `concat('\\\\x', lower(hex(t.${q(c.name)})))` : `t.${q(c.name)}`}`)
+    .join(', ')})`;
+  const select = `select ${columns} from ${t} t where ${unpublished}`;
+  return {
+    columns,
+    unpublished,
+    readFirst: `${select} order by ${id} limit $1`,
+    readAfter: `${select} and ${id} > ${idParam(2)} order by ${id} limit $1`,
+    readWindow: 'published=none is not supported on MySQL',
+    markDone,
+    saveCursor: 'published=none is not supported on MySQL',
+    loadCursor: 'published=none is not supported on MySQL',
+    park: `insert into ${outboxParkedTable} (drain, row_id, message_id, row_data, error, attempts)
+      select $1, cast(${id} as char), $3, ${rowData}, $4, $5 from ${t} t where ${id} = ${idParam(2)}
+      on duplicate key update error = values(error), attempts = attempts + values(attempts), parked_at = current_timestamp(6)`,
+    pending: `select cast(count(*) as char) as pending, ${m.createdAtColumn ? `timestampdiff(microsecond, min(t.${q(m.createdAtColumn)}), now(6)) / 1e6` : 'null'} as oldest_age
+      from ${t} t where ${unpublished}`,
+    parked: `select row_id, row_data from ${outboxParkedTable} where drain = $1 order by parked_at, row_id`,
+    parkedById: `select row_id, row_data from ${outboxParkedTable} where drain = $1 and row_id in ($2) order by parked_at, row_id`,
   };
 }

@@ -3,10 +3,10 @@
  * unpublished row stays findable, so a late commit is simply found by the next scan. Without either,
  * a cursor over ids advances only as far as the snapshot rules in cursor-window allow.
  */
-import type pg from 'pg';
 import type { OutboxRow } from './decode-row.js';
 import { CursorWindow, parseSnapshot } from './cursor-window.js';
 import type { CheckedMapping } from './mapping-check.js';
+import type { Queryable } from './outbox-db.js';
 import type { OutboxSql } from './outbox-sql.js';
 
 export interface ReadBatch {
@@ -45,7 +45,7 @@ export class MarkingReader implements OutboxReader {
   private readonly marked = new Map<string, number>();
 
   constructor(
-    private readonly pool: pg.Pool,
+    private readonly pool: Queryable,
     private readonly sql: OutboxSql,
   ) {}
 
@@ -80,7 +80,7 @@ export class CursorReader implements OutboxReader {
   private saved = -1n;
 
   constructor(
-    private readonly pool: pg.Pool,
+    private readonly pool: Queryable,
     private readonly sql: OutboxSql,
     private readonly checked: CheckedMapping,
     private readonly options: { settleMs: number; maxMissing: number; maxWindow: bigint },

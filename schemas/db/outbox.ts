@@ -56,3 +56,15 @@ CREATE TABLE IF NOT EXISTS concord_outbox_parked (
   PRIMARY KEY (drain, row_id)
 );
 `;
+
+/** MySQL/MariaDB: parked rows only (published=none, the cursor, is Postgres-only). */
+export const outboxStateDdlMysql = `CREATE TABLE IF NOT EXISTS concord_outbox_parked (
+  drain varchar(200) NOT NULL,
+  row_id varchar(200) NOT NULL,
+  message_id text NOT NULL,
+  row_data json NOT NULL,
+  error text NOT NULL,
+  attempts int NOT NULL,
+  parked_at timestamp(6) NOT NULL DEFAULT current_timestamp(6),
+  PRIMARY KEY (drain, row_id)
+)`;
