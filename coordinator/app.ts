@@ -19,6 +19,7 @@ import { SagaEngine } from './engine/saga.js';
 import { SagaProcessor } from './engine/saga-process.js';
 import { listenForReplies, type ReplyListener } from '../relay/replies.js';
 import { createMetrics } from './metrics.js';
+import { OutboxDrains } from './outbox-drains.js';
 import { version } from './version.js';
 import { RetentionJob } from './retention-job.js';
 import { Scheduler } from './scheduler.js';
@@ -78,11 +79,13 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   const retention = new RetentionJob(ctx);
   let draining = false;
   const access = { apiTokens: config.apiTokens, operatorTokens: config.operatorTokens };
-  const server = await buildServer({ logger, database, metrics, msg, saga, relay, version, draining: () => draining, access });
+  const outboxes = config.outboxes.length > 0 ? new OutboxDrains(config.outboxes, { relay, logger, metrics }) : undefined;
+  const server = await buildServer({ logger, database, metrics, msg, saga, relay, version, draining: () => draining, access, outboxes });
   const address = await server.listen({ port: config.port, host: config.host });
   logExposure(config, logger);
   scheduler.start();
   retention.start();
+  outboxes?.start();
   // Replies to unfinished sagas may wait in the brokers (sent while no coordinator ran): read them now.
   for (const url of await pendingSagaBrokerUrls(database)) replies.listen(url);
   logger.info({ address, store: database.kind, nodeId, version, replyTopic }, 'coordinator started');
@@ -104,6 +107,7 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
       server.server.closeAllConnections();
       const drained = await inFlight.drain(Math.max(0, deadline - Date.now()));
       const released = await releaseLeases(database, nodeId).catch(() => 0);
+      await outboxes?.stop();
       await relay.close();
       await database.close();
       logger.info({ drained, released }, 'coordinator stopped');

@@ -1,5 +1,5 @@
 /** Prometheus metrics of one coordinator, served at /api/metrics. */
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 export function createMetrics() {
   const registry = new Registry();
@@ -68,6 +68,30 @@ export function createMetrics() {
     claimed: new Counter({
       name: 'concord_scheduler_claimed_total',
       help: 'Due transactions claimed by this node for retry or check-back.',
+      registers: [registry],
+    }),
+    outboxPublished: new Counter({
+      name: 'concord_outbox_published_total',
+      help: 'Outbox rows this node published, by outbox (config outboxes).',
+      labelNames: ['outbox'] as const,
+      registers: [registry],
+    }),
+    outboxParked: new Counter({
+      name: 'concord_outbox_parked_total',
+      help: 'Outbox rows this node parked (undeliverable as they are), by outbox.',
+      labelNames: ['outbox'] as const,
+      registers: [registry],
+    }),
+    outboxLag: new Gauge({
+      name: 'concord_outbox_lag_seconds',
+      help: 'Age of the oldest pending row of each outbox (0 when none is pending; needs createdAtColumn).',
+      labelNames: ['outbox'] as const,
+      registers: [registry],
+    }),
+    outboxPartitionsHeld: new Gauge({
+      name: 'concord_outbox_partitions_held',
+      help: 'Parts of each outbox this node drains now.',
+      labelNames: ['outbox'] as const,
       registers: [registry],
     }),
   };

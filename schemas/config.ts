@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { destinationListSchema } from './destinations.js';
 import { maxDurationSeconds } from './durations.js';
 import { ConcordError } from './errors.js';
+import { outboxDrainConfigSchema } from './outbox.js';
 
 const secondsSchema = (min: number) => z.coerce.number().min(min).max(maxDurationSeconds);
 
@@ -135,6 +136,13 @@ export const configSchema = z
       .default({})
       .describe(
         'Named broker connections, JSON: {"orders": {"kind": "kafka", "brokers": ["h:9092"]}, "jobs": {"kind": "rabbitmq", "url": "amqp://…"}}.',
+      ),
+    outboxes: z
+      .preprocess(jsonText, z.array(outboxDrainConfigSchema))
+      .default([])
+      .refine((list) => new Set(list.map((o) => o.name ?? o.table)).size === list.length, 'each outbox needs its own name (or table)')
+      .describe(
+        'Outbox tables this coordinator drains beside its engine (docs/outbox-migration.md), JSON: [{"database": "postgres://…", "table": "outbox", "payloadColumn": "body", "destination": "kafka://default/orders", "published": "delete", "partitions": 4}]; each entry is a mapping plus its database.',
       ),
     replyTopic: z
       .string()

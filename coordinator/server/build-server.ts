@@ -15,6 +15,8 @@ import { dtmRoutes } from './dtm-routes.js';
 import { handleError } from './error-handler.js';
 import { methodNotAllowed } from './method-not-allowed.js';
 import { opsRoutes } from './ops-routes.js';
+import { outboxRoutes } from './outbox-routes.js';
+import type { OutboxDrains } from '../outbox-drains.js';
 
 export interface ServerDeps {
   logger: Logger;
@@ -28,6 +30,8 @@ export interface ServerDeps {
   draining: () => boolean;
   /** API and operator tokens (access.ts); none: every route open. */
   access?: AccessOptions;
+  /** The outbox drains this coordinator runs (config outboxes). */
+  outboxes?: OutboxDrains;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -112,6 +116,12 @@ export async function buildServer(deps: ServerDeps) {
     relay: deps.relay,
     version: deps.version,
   });
-  await app.register(opsRoutes, { prefix: '/api', database: deps.database, metrics: deps.metrics });
+  await app.register(opsRoutes, {
+    prefix: '/api',
+    database: deps.database,
+    metrics: deps.metrics,
+    ...(deps.outboxes ? { notReady: () => deps.outboxes!.problems() } : {}),
+  });
+  if (deps.outboxes) await app.register(outboxRoutes, { prefix: '/api/outboxes', outboxes: deps.outboxes });
   return app;
 }

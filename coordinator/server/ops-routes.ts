@@ -9,11 +9,13 @@ import type { Database } from '../store/database.js';
 export interface OpsRoutesOptions {
   database: Database;
   metrics: Metrics;
+  /** Reasons readiness fails besides the store (outbox drains lagging); none: ready. */
+  notReady?: () => string[];
 }
 
 const healthTimeoutMs = 2_000;
 
-export const opsRoutes: FastifyPluginAsyncZod<OpsRoutesOptions> = async (app, { database, metrics }) => {
+export const opsRoutes: FastifyPluginAsyncZod<OpsRoutesOptions> = async (app, { database, metrics, notReady }) => {
   // Liveness and readiness stay open (orchestrators probe without secrets); metrics and the rest ask for a token.
   const open = { access: 'open' } as const;
   app.all(
@@ -36,7 +38,7 @@ export const opsRoutes: FastifyPluginAsyncZod<OpsRoutesOptions> = async (app, { 
     {
       config: open,
       schema: {
-        summary: 'Readiness: 200 when the store answers, 503 otherwise.',
+        summary: 'Readiness: 200 when the store answers and no outbox drain lags past its lagThreshold, 503 otherwise.',
         response: { 200: z.object({ status: z.literal('ok'), store: z.string() }), 503: errorReplySchema },
       },
     },
@@ -52,6 +54,8 @@ export const opsRoutes: FastifyPluginAsyncZod<OpsRoutesOptions> = async (app, { 
       } finally {
         clearTimeout(timer);
       }
+      const problems = notReady?.() ?? [];
+      if (problems.length > 0) throw new ConcordError('NOT_READY', problems.join('; '));
       return { status: 'ok' as const, store: database.kind };
     },
   );

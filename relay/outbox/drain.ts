@@ -19,7 +19,7 @@ import type { Delivery, DeliveryResult, Relay } from '../publisher.js';
 import { decodeRow, messageIdOf, type DecodedRow, type OutboxRow } from './decode-row.js';
 import type { CheckedMapping } from './mapping-check.js';
 import { outboxDb, type OutboxDb, type OutboxPool, type OutboxSession } from './outbox-db.js';
-import { outboxSql, type OutboxSql } from './outbox-sql.js';
+import { outboxSql, type OutboxSql, type Partition } from './outbox-sql.js';
 import { CursorReader, MarkingReader, type HandledBatch, type OutboxReader, type ReadBatch } from './readers.js';
 
 export interface DrainOptions {
@@ -42,6 +42,14 @@ export interface DrainOptions {
   /** Return once nothing is left to publish, instead of waiting for more. */
   stopWhenIdle?: boolean;
   signal?: AbortSignal;
+  /** Drain only this part of the table (mapping.partitions); each part has its own lock. */
+  partition?: Partition;
+  /** Asked before each try for the lock: false stands by (this node holds its share of the parts already). */
+  mayTake?: () => boolean;
+  /** Called once the lock is held. */
+  onLocked?: () => void;
+  /** Asked after each batch: true ends the drain cleanly (its batches marked, the lock released) so another node takes over. */
+  shouldYield?: () => boolean;
 }
 
 export interface DrainStats {
@@ -62,14 +70,16 @@ export class OutboxDrain {
   readonly stats: DrainStats = { published: 0, parked: 0, batches: 0, retries: 0 };
   private readonly sql: OutboxSql;
   private readonly db: OutboxDb;
-  private readonly o: Required<Omit<DrainOptions, 'signal' | 'pollMs'>> & { pollMs: number; signal?: AbortSignal };
+  private readonly o: Required<Omit<DrainOptions, 'signal' | 'pollMs' | Hook>> & { pollMs: number; signal?: AbortSignal };
+  private readonly hooks: Pick<DrainOptions, Hook>;
   private wake: (() => void) | undefined;
   private notified = false;
   private halted = false;
 
   constructor(options: DrainOptions) {
-    this.sql = outboxSql(options.mapping);
+    this.sql = outboxSql(options.mapping, options.partition);
     this.db = outboxDb(options.pool);
+    this.hooks = options;
     this.o = {
       batchSize: 500,
       timeoutMs: 30_000,
@@ -78,6 +88,7 @@ export class OutboxDrain {
       settleMs: 200,
       stopWhenIdle: false,
       ...options,
+      partition: options.partition ?? { index: 0, count: 1 },
       pollMs: options.pollMs ?? (options.mapping.mapping.notifyChannel ? 1_000 : 10),
     };
   }
@@ -110,8 +121,13 @@ export class OutboxDrain {
 
   private async lock(session: OutboxSession): Promise<void> {
     let told = false;
+    const { index, count } = this.o.partition;
+    const lockName = count > 1 ? `concord_outbox:${this.name}:${index}/${count}` : `concord_outbox:${this.name}`;
     for (;;) {
-      if (await session.tryLock(this.name)) return;
+      if (this.hooks.mayTake?.() !== false && (await session.tryLock(lockName))) {
+        this.hooks.onLocked?.();
+        return;
+      }
       if (!told) this.o.logger.info({ drain: this.name }, 'another drain holds this outbox; standing by');
       told = true;
       await sleep(1_000, undefined, { signal: this.o.signal }).catch(() => undefined);
@@ -158,7 +174,7 @@ export class OutboxDrain {
       while (marking.size >= maxMarks) await Promise.race(marking);
     };
     let busy = false;
-    while (!signal?.aborted) {
+    while (!signal?.aborted && !this.hooks.shouldYield?.()) {
       const failure = lost();
       if (failure) throw new Error(`the drain's session to the database was lost: ${failure.message}`);
       const batch = await next;
@@ -299,5 +315,6 @@ export class OutboxDrain {
   }
 }
 
+type Hook = 'mayTake' | 'onLocked' | 'shouldYield';
 const waiting = 'not sent: an earlier row of its key is not delivered yet';
 const maxMarks = 3;

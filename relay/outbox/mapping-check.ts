@@ -51,7 +51,7 @@ export async function checkMapping(pool: OutboxPool | pg.ClientBase, mapping: Ou
   const columnList = rows.map((r) => `${r.name} ${r.type}`).join(', ');
   const typeOf = (field: keyof OutboxMapping): string | undefined => {
     const column = mapping[field];
-    if (column === undefined) return undefined;
+    if (typeof column !== 'string') return undefined;
     const type = types.get(column);
     if (!type) return fail(field, `no column "${column}" in ${mapping.table} (it has: ${columnList})`);
     return type;

@@ -27,7 +27,7 @@ export interface OutboxDb extends Queryable {
 }
 
 export interface OutboxSession {
-  /** Takes the lock named for this drain unless another session holds it. */
+  /** Takes the named lock (concord_outbox:<drain>[:<part>]) unless another session holds it. */
   tryLock(name: string): Promise<boolean>;
   /** Postgres: calls `onNotify` on each NOTIFY of the channel. */
   listen(channel: string, onNotify: () => void): Promise<void>;
@@ -78,9 +78,7 @@ class PostgresOutboxDb implements OutboxDb {
     client.on('error', (err) => (lost = err));
     return {
       tryLock: async (name) => {
-        const { rows } = await client.query<{ ok: boolean }>(`select pg_try_advisory_lock(hashtextextended($1, 0)) as ok`, [
-          `concord_outbox:${name}`,
-        ]);
+        const { rows } = await client.query<{ ok: boolean }>(`select pg_try_advisory_lock(hashtextextended($1, 0)) as ok`, [name]);
         return rows[0]!.ok;
       },
       listen: async (channel, onNotify) => {
@@ -114,7 +112,7 @@ class MysqlOutboxDb implements OutboxDb {
     return {
       // GET_LOCK is server-wide and its names are at most 64 characters: a hash of database and drain.
       tryLock: async (name) => {
-        const [rows] = await connection.query<mysql.RowDataPacket[]>(`select get_lock(concat('concord_outbox:', ?), 0) as ok`, [
+        const [rows] = await connection.query<mysql.RowDataPacket[]>(`select get_lock(concat('concord:', ?), 0) as ok`, [
           createHash('sha1')
             .update(`${connection.config.database ?? ''}:${name}`)
             .digest('hex'),

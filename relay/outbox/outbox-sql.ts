@@ -27,9 +27,17 @@ export interface OutboxSql {
   park: string;
   /** How many rows are pending ($1 = cursor with none), and when the oldest was written. */
   pending: string;
+  /** Age in seconds of the oldest pending row (null: none pending); $1 = the drain's name. Needs createdAtColumn. */
+  oldestAge?: string;
   /** Parked rows of drain $1 (row_id, row_data), all of them or (byId) those whose ids are in $2. */
   parked: string;
   parkedById: string;
+}
+
+/** One of `count` parts of a table split by a hash of the key (of the id for keyless rows). */
+export interface Partition {
+  index: number;
+  count: number;
 }
 
 export function quoteIdent(name: string): string {
@@ -39,8 +47,8 @@ export function quoteIdent(name: string): string {
     .join('.');
 }
 
-export function outboxSql(checked: CheckedMapping): OutboxSql {
-  if (checked.dialect === 'mysql') return mysqlOutboxSql(checked);
+export function outboxSql(checked: CheckedMapping, partition?: Partition): OutboxSql {
+  if (checked.dialect === 'mysql') return mysqlOutboxSql(checked, partition);
   const m = checked.mapping;
   const t = quoteIdent(m.table);
   const id = quoteIdent(m.idColumn);
@@ -71,11 +79,27 @@ export function outboxSql(checked: CheckedMapping): OutboxSql {
   // Compared as the column's own type, so the primary key index serves the order and the bound.
   const idParam = (n: number) => `$${n}::${checked.integerId ? 'bigint' : 'text'}`;
   const idExpr = checked.integerId ? `t.${id}` : `t.${id}::text`;
+  // A key always hashes to the same part, so its rows keep their order; keyless rows spread by id.
+  const hashed = m.keyColumn ? `coalesce(t.${quoteIdent(m.keyColumn)}::text, t.${id}::text)` : `t.${id}::text`;
+  const mine =
+    partition && partition.count > 1
+      ? ` and (hashtextextended(${hashed}, 0) & 9223372036854775807) % ${partition.count} = ${partition.index}`
+      : '';
+  const cursorBound =
+    m.published === 'none'
+      ? ` and t.${id} > coalesce((select last_id from ${outboxCursorTable} where drain = $1), 0)`
+      : ' and $1::text is not null';
   return {
     columns,
     unpublished,
-    readFirst: `select ${columns} from ${t} t where ${unpublished} order by ${idExpr} limit $1`,
-    readAfter: `select ${columns} from ${t} t where ${unpublished} and ${idExpr} > ${idParam(2)} order by ${idExpr} limit $1`,
+    readFirst: `select ${columns} from ${t} t where ${unpublished}${mine} order by ${idExpr} limit $1`,
+    readAfter: `select ${columns} from ${t} t where ${unpublished}${mine} and ${idExpr} > ${idParam(2)} order by ${idExpr} limit $1`,
+    ...(m.createdAtColumn
+      ? {
+          oldestAge: `select extract(epoch from now() - t.${quoteIdent(m.createdAtColumn)})::float8 as age
+            from ${t} t where ${unpublished}${cursorBound} order by ${idExpr} limit 1`,
+        }
+      : {}),
     readWindow: `select s.snap, r.* from (select pg_current_snapshot()::text as snap) s left join lateral (
       (select ${columns} from ${t} t where ${idMatch})
       union all
@@ -108,7 +132,7 @@ export function quoteMysqlIdent(name: string): string {
  * MySQL/MariaDB (InnoDB): the same statements for flag and delete (published=none is refused by
  * checkMapping). Each statement runs alone, so each read sees what committed before it began.
  */
-function mysqlOutboxSql(checked: CheckedMapping): OutboxSql {
+function mysqlOutboxSql(checked: CheckedMapping, partition?: Partition): OutboxSql {
   const m = checked.mapping;
   const q = quoteMysqlIdent;
   const t = q(m.table);
@@ -141,12 +165,21 @@ function mysqlOutboxSql(checked: CheckedMapping): OutboxSql {
   const rowData = `json_object(${checked.columns
     .map((c) => `'${c.name.replaceAll("'", "''")}', ${c.binary ? `concat('\\\\x', lower(hex(t.${q(c.name)})))` : `t.${q(c.name)}`}`)
     .join(', ')})`;
-  const select = `select ${columns} from ${t} t where ${unpublished}`;
+  // A key always hashes to the same part (crc32 here: its own parts, not Postgres's).
+  const hashed = m.keyColumn ? `coalesce(cast(t.${q(m.keyColumn)} as char), cast(${id} as char))` : `cast(${id} as char)`;
+  const mine = partition && partition.count > 1 ? ` and crc32(${hashed}) % ${partition.count} = ${partition.index}` : '';
+  const select = `select ${columns} from ${t} t where ${unpublished}${mine}`;
   return {
     columns,
     unpublished,
     readFirst: `${select} order by ${id} limit $1`,
     readAfter: `${select} and ${id} > ${idParam(2)} order by ${id} limit $1`,
+    ...(m.createdAtColumn
+      ? {
+          oldestAge: `select timestampdiff(microsecond, t.${q(m.createdAtColumn)}, now(6)) / 1e6 as age
+            from ${t} t where ${unpublished} and $1 is not null order by ${id} limit 1`,
+        }
+      : {}),
     readWindow: 'published=none is not supported on MySQL',
     markDone,
     saveCursor: 'published=none is not supported on MySQL',

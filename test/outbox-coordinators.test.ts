@@ -1,0 +1,203 @@
+/**
+ * Outbox drains run by `concord start` (config outboxes): two coordinators share one busy table
+ * split into parts, both publish and no row goes out twice; metrics per table; readiness fails
+ * when a drain lags; the operator routes list and redrive parked rows.
+ */
+import { randomUUID } from 'node:crypto';
+import { Kafka, logLevel } from 'kafkajs';
+import pg from 'pg';
+import { afterAll, beforeAll, expect, inject, it } from 'vitest';
+import { loadConfig } from '../schemas/config.js';
+import { freshDatabase } from './helpers/db.js';
+import { freePort, startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
+import { receiver } from './helpers/outbox.js';
+
+const brokers = inject('kafkaBrokers');
+
+async function waitFor(ok: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await ok())) {
+    if (Date.now() > deadline) throw new Error(`not true after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+let outboxUrl: string;
+let store: string;
+let pool: pg.Pool;
+const running: RunningCoordinator[] = [];
+
+beforeAll(async () => {
+  outboxUrl = await freshDatabase();
+  store = await freshDatabase();
+  pool = new pg.Pool({ connectionString: outboxUrl, max: 16 });
+});
+afterAll(async () => {
+  await Promise.all(running.map((c) => c.stop()));
+  await pool?.end();
+});
+
+async function start(env: Record<string, string>): Promise<RunningCoordinator> {
+  const c = await startCoordinator({ store, env: { CONCORD_KAFKA_BROKERS: brokers, ...env } });
+  running.push(c);
+  return c;
+}
+
+async function metric(c: RunningCoordinator, name: string, outbox: string, headers: Record<string, string> = {}): Promise<number> {
+  const text = await (await fetch(`${c.url}/api/metrics`, { headers })).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{outbox="${outbox}"}`));
+  return line ? Number(line.split(' ').at(-1)) : 0;
+}
+
+it('two coordinators drain one table split in 4 parts: both publish, every row once', async () => {
+  const topic = `outbox-nodes-${randomUUID()}`;
+  const admin = new Kafka({ brokers: brokers.split(','), logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  await admin.createTopics({ topics: [{ topic, numPartitions: 4 }], waitForLeaders: true });
+  await pool.query(
+    'create table busy_outbox (id bigserial primary key, k text not null, body text not null, created_at timestamptz not null default now())',
+  );
+  const outboxes = JSON.stringify([
+    {
+      database: outboxUrl,
+      table: 'busy_outbox',
+      destination: `kafka://default/${topic}`,
+      keyColumn: 'k',
+      payloadColumn: 'body',
+      createdAtColumn: 'created_at',
+      published: 'delete',
+      partitions: 4,
+    },
+  ]);
+  const a = await start({ CONCORD_OUTBOXES: outboxes });
+  await waitFor(async () => (await metric(a, 'concord_outbox_partitions_held', 'busy_outbox')) === 4, 15_000);
+  const b = await start({ CONCORD_OUTBOXES: outboxes });
+  // b joins: a hands over its share.
+  await waitFor(async () => {
+    const held = await Promise.all([a, b].map((c) => metric(c, 'concord_outbox_partitions_held', 'busy_outbox')));
+    return held[0] === 2 && held[1] === 2;
+  }, 20_000);
+
+  const total = 30_000;
+  await Promise.all(
+    Array.from({ length: 8 }, async (_, w) => {
+      for (let i = 0; i < total / 8; i += 250)
+        await pool.query(
+          `insert into busy_outbox (k, body) select 'k' || ((g * 8 + $1) % 97), 'w' || $1 || '-' || g from generate_series($2::int, $3::int) g`,
+          [w, i, i + 249],
+        );
+    }),
+  );
+  await waitFor(async () => (await pool.query('select count(*)::int as n from busy_outbox')).rows[0].n === 0, 60_000);
+  // Counters are summed once a second.
+  let published: number[] = [];
+  await waitFor(async () => {
+    published = await Promise.all([a, b].map((c) => metric(c, 'concord_outbox_published_total', 'busy_outbox')));
+    return published[0]! + published[1]! === total;
+  }, 10_000);
+  expect(published[0]).toBeGreaterThan(0);
+  expect(published[1]).toBeGreaterThan(0);
+  const offsets = await admin.fetchTopicOffsets(topic);
+  await admin.disconnect();
+  expect(offsets.reduce((sum, p) => sum + Number(p.high), 0)).toBe(total); // nothing produced twice
+  expect(await metric(a, 'concord_outbox_lag_seconds', 'busy_outbox')).toBeLessThan(5);
+  const status = (await (await fetch(`${a.url}/api/outboxes`)).json()) as { outboxes: { members: number; held: number[] }[] };
+  expect(status.outboxes[0]).toMatchObject({ members: 2, held: [expect.any(Number), expect.any(Number)] });
+  await Promise.all([a, b].map((c) => c.stop()));
+});
+
+it('readiness fails with the reason while a drain lags; operators list and redrive parked rows', async () => {
+  const apiToken = 'api-token-0123456789abcdef';
+  const operatorToken = 'operator-token-0123456789abcdef';
+  let refusing = true;
+  const http = await receiver(() => refusing);
+  const down = await freePort();
+  await pool.query(`create table stuck_outbox (id bigserial primary key, body text not null, created_at timestamptz not null default now(), done boolean not null default false);
+    create table refused_outbox (id bigserial primary key, body text not null, published_at timestamptz);
+    insert into refused_outbox (body) values ('first'), ('second');`);
+  const node = await start({
+    CONCORD_API_TOKENS: apiToken,
+    CONCORD_OPERATOR_TOKENS: operatorToken,
+    CONCORD_OUTBOXES: JSON.stringify([
+      {
+        database: outboxUrl,
+        table: 'stuck_outbox',
+        destination: `http://127.0.0.1:${down}/nobody`,
+        payloadColumn: 'body',
+        createdAtColumn: 'created_at',
+        published: 'flag',
+        publishedColumn: 'done',
+        lagThreshold: 60,
+      },
+      {
+        database: outboxUrl,
+        table: 'refused_outbox',
+        name: 'refused',
+        destination: http.url,
+        payloadColumn: 'body',
+        published: 'flag',
+        publishedColumn: 'published_at',
+      },
+    ]),
+  });
+  // A row an hour old that cannot be delivered: not ready, and the reason says which outbox.
+  await pool.query(`insert into stuck_outbox (body, created_at) values ('late', now() - interval '1 hour')`);
+  let health: Response | undefined;
+  await waitFor(async () => (health = await fetch(`${node.url}/api/health`)).status === 503, 10_000);
+  expect(await health!.json()).toMatchObject({
+    code: 'NOT_READY',
+    message: expect.stringMatching(/stuck_outbox: the oldest pending row is 3\d{3}\.\d s old, over lagThreshold 60 s/),
+  });
+
+  const operator = { authorization: `Bearer ${operatorToken}` };
+  const api = { authorization: `Bearer ${apiToken}` };
+  expect(await metric(node, 'concord_outbox_lag_seconds', 'stuck_outbox', api)).toBeGreaterThan(3_000);
+  await waitFor(async () => (await metric(node, 'concord_outbox_parked_total', 'refused', api)) === 2, 10_000);
+  expect((await fetch(`${node.url}/api/outboxes/refused/parked`, { headers: api })).status).toBe(403);
+  const parked = (await (await fetch(`${node.url}/api/outboxes/refused/parked`, { headers: operator })).json()) as {
+    parked: { rowId: string; error: string; row: { body: string } }[];
+  };
+  expect(parked.parked.map((p) => [p.rowId, p.row.body])).toEqual([
+    ['1', 'first'],
+    ['2', 'second'],
+  ]);
+  expect(parked.parked[0]!.error).toMatch(/^refused/);
+  const post = (body: unknown, name = 'refused') =>
+    fetch(`${node.url}/api/outboxes/${name}/redrive`, {
+      method: 'POST',
+      headers: { ...operator, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+  const bad = await post({ rowIds: 'x' });
+  expect(bad.status).toBe(400);
+  expect(await bad.json()).toMatchObject({ field: 'rowIds' });
+  expect((await post({}, 'nope')).status).toBe(404);
+  refusing = false;
+  const redriven = await post({ rowIds: ['2'] });
+  expect(await redriven.json()).toEqual({ delivered: ['2'], failed: [] });
+  expect(http.got.map((g) => g.body)).toEqual(['second']);
+  const left = (await (await fetch(`${node.url}/api/outboxes/refused/parked`, { headers: operator })).json()) as {
+    parked: { rowId: string }[];
+  };
+  expect(left.parked.map((p) => p.rowId)).toEqual(['1']);
+  http.server.close();
+});
+
+it('refuses an outboxes entry that cannot work, naming the field', () => {
+  const entry = { database: 'postgres://h/db', table: 't', payloadColumn: 'b', destination: 'kafka://default/x' };
+  expect(() => loadConfig({ overrides: { outboxes: [{ ...entry, published: 'none', partitions: 2 }] } })).toThrow(
+    /outboxes.*partitions need published=flag or delete/,
+  );
+  expect(() => loadConfig({ overrides: { outboxes: [{ ...entry, published: 'delete', lagThreshold: 5 }] } })).toThrow(
+    /lagThreshold needs createdAtColumn/,
+  );
+  expect(() =>
+    loadConfig({
+      overrides: {
+        outboxes: [
+          { ...entry, published: 'delete' },
+          { ...entry, published: 'delete' },
+        ],
+      },
+    }),
+  ).toThrow(/each outbox needs its own name/);
+});
