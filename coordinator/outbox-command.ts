@@ -5,10 +5,12 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
+import pg from 'pg';
 import { pino, type Logger } from 'pino';
 import { DestinationPolicy } from '../relay/destination-policy.js';
 import { createHttpPublisher } from '../relay/http.js';
 import { createKafkaPublisher } from '../relay/kafka.js';
+import { cutoverReport } from '../relay/outbox/cutover.js';
 import { OutboxDrain } from '../relay/outbox/drain.js';
 import { inspectOutbox } from '../relay/outbox/inspect.js';
 import { redriveParked } from '../relay/outbox/redrive.js';
@@ -201,6 +203,46 @@ export function outboxCommand(): Command {
           console.log(
             `outbox ${checked.name}: done, published ${published}, parked ${parked} in ${seconds.toFixed(1)} s, peak RSS ${Math.round(usage.maxRSS / 1024)} MiB, CPU ${cpu.toFixed(2)} s`,
           );
+        }
+      });
+    });
+
+  withMappingOptions(outbox.command('cutover'))
+    .description('Whether the old poller can be switched off: published by Concord, duplicates, parked, still pending, lag.')
+    .option('--inbox-database <url>', "a consumer's database (the SDK's inbox), to count the rows it applied")
+    .option('--consumer <name>', 'with --inbox-database: the consumer name given to consume()')
+    .option('--max-lag <seconds>', 'ready only while the oldest pending row is younger than this', '5')
+    .option('--json', 'print the report as JSON')
+    .action(async (flags: Record<string, string | undefined>) => {
+      if ((flags.inboxDatabase === undefined) !== (flags.consumer === undefined)) {
+        console.error('--inbox-database and --consumer go together');
+        process.exit(2);
+      }
+      await withOutbox(flags, async ({ pool, checked }) => {
+        const inboxDb = flags.inboxDatabase ? new pg.Pool({ connectionString: flags.inboxDatabase, max: 1 }) : undefined;
+        try {
+          const r = await cutoverReport(pool, checked, {
+            maxLagSeconds: Number(flags.maxLag),
+            ...(inboxDb ? { inbox: { db: inboxDb, consumer: flags.consumer! } } : {}),
+          });
+          if (flags.json !== undefined) return console.log(JSON.stringify(r, null, 2));
+          const since = r.firstAt ? ` since ${r.firstAt.toISOString()} (last ${r.lastAt!.toISOString()})` : '';
+          console.log(`outbox ${checked.mapping.table} (drain "${r.drain}", published=${checked.mapping.published})`);
+          console.log(`published by Concord: ${r.published}${since}`);
+          console.log(
+            r.duplicates === null
+              ? 'duplicates: not known with published=none (Concord does not touch the table); see the inbox'
+              : `duplicates: ${r.duplicates} (published by the old poller too; an inbox applies each once)`,
+          );
+          console.log(`parked: ${r.parked}`);
+          console.log(`still pending: ${r.pending}`);
+          console.log(
+            `lag: ${r.oldestPendingSeconds === null ? 'unknown (no createdAtColumn, or none pending)' : `${r.oldestPendingSeconds.toFixed(1)} s`}`,
+          );
+          if (r.inbox) console.log(`inbox of ${r.inbox.consumer}: ${r.inbox.applied} message(s) of this outbox applied`);
+          console.log(r.verdict);
+        } finally {
+          await inboxDb?.end();
         }
       });
     });

@@ -9,6 +9,7 @@ import { Kafka, logLevel } from 'kafkajs';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { cutoverReport } from '../relay/outbox/cutover.js';
 import { checkMapping, parseMapping } from '../relay/outbox/mapping-check.js';
 import { redriveParked } from '../relay/outbox/redrive.js';
 import { openOutboxPool } from '../relay/outbox/outbox-db.js';
@@ -214,6 +215,8 @@ it('parks a poison row with its error while the rest flows, and redrives it from
     expect(result.failed.map((f) => f.id)).toEqual(['2']);
     expect(sink.got.at(-1)).toEqual({ messageId: 'outbox:mixed:4', body: '"refuse me"' });
     expect(await count(`select count(*) as n from concord_outbox_parked where drain = 'mixed'`)).toBe(2);
+    const report = await cutoverReport(pool, await checkMapping(pool, parseMapping(mapping)));
+    expect(report).toMatchObject({ published: 2, duplicates: 0, parked: 2, pending: 0, ready: true });
   } finally {
     await drain.stop();
     sink.server.close();

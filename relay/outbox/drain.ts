@@ -169,7 +169,9 @@ export class OutboxDrain {
     const marking = new Set<Promise<unknown>>();
     const markAfter = async (batch: ReadBatch) => {
       const handled: HandledBatch = { ids: batch.rows.map((r) => r.id), ...(batch.cursor === undefined ? {} : { cursor: batch.cursor }) };
-      const mark = this.retrying('mark', () => reader.done(handled)).finally(() => marking.delete(mark));
+      const mark = this.retrying('mark', () => reader.done(handled))
+        .then((marked) => this.record(marked === undefined ? 0 : handled.ids.length - marked))
+        .finally(() => marking.delete(mark));
       marking.add(mark);
       while (marking.size >= maxMarks) await Promise.race(marking);
     };
@@ -200,6 +202,16 @@ export class OutboxDrain {
       await markAfter(batch);
     }
     await Promise.all(marking);
+  }
+
+  private recorded = { published: 0, parked: 0 };
+  /** Adds what was published since the last call to concord_outbox_stats, for `concord outbox cutover`. */
+  private async record(duplicates: number): Promise<void> {
+    const published = this.stats.published - this.recorded.published;
+    const parked = this.stats.parked - this.recorded.parked;
+    if (published === 0 && parked === 0 && duplicates === 0) return;
+    this.recorded = { published: this.stats.published, parked: this.stats.parked };
+    await this.retrying('record', () => this.db.query(this.sql.recordStats, [this.name, published, duplicates, parked]));
   }
 
   /** Runs a database step until it succeeds (Postgres restarting, a failover); undefined once aborted. */

@@ -15,12 +15,13 @@ export type OutboxDialect = 'postgres' | 'mysql';
 export type OutboxPool = pg.Pool | mysql.Pool;
 
 export interface Queryable {
-  query<T>(sql: string, params?: unknown[]): Promise<{ rows: T[] }>;
+  /** rowCount: rows returned, or changed by an update or delete. */
+  query<T>(sql: string, params?: unknown[]): Promise<{ rows: T[]; rowCount: number }>;
 }
 
 export interface OutboxDb extends Queryable {
   dialect: OutboxDialect;
-  /** Creates concord_outbox_parked (and, on Postgres, concord_outbox_cursor) if missing. */
+  /** Creates concord_outbox_parked and concord_outbox_stats (and, on Postgres, concord_outbox_cursor) if missing. */
   ensureState(): Promise<void>;
   /** A connection of its own, for the drain's lock. */
   session(): Promise<OutboxSession>;
@@ -61,9 +62,9 @@ class PostgresOutboxDb implements OutboxDb {
   readonly dialect = 'postgres';
   constructor(private readonly pool: pg.Pool | pg.ClientBase) {}
 
-  async query<T>(sql: string, params?: unknown[]): Promise<{ rows: T[] }> {
-    const { rows } = await this.pool.query(sql, params);
-    return { rows: rows as T[] };
+  async query<T>(sql: string, params?: unknown[]): Promise<{ rows: T[]; rowCount: number }> {
+    const { rows, rowCount } = await this.pool.query(sql, params);
+    return { rows: rows as T[], rowCount: rowCount ?? 0 };
   }
 
   async ensureState(): Promise<void> {
@@ -95,14 +96,15 @@ class MysqlOutboxDb implements OutboxDb {
   readonly dialect = 'mysql';
   constructor(private readonly pool: mysql.Pool) {}
 
-  async query<T>(sql: string, params: unknown[] = []): Promise<{ rows: T[] }> {
+  async query<T>(sql: string, params: unknown[] = []): Promise<{ rows: T[]; rowCount: number }> {
     const [text, values] = positional(sql, params);
-    const [rows] = await this.pool.query(text, values);
-    return { rows: (Array.isArray(rows) ? rows : []) as T[] };
+    const [result] = await this.pool.query(text, values);
+    if (Array.isArray(result)) return { rows: result as T[], rowCount: result.length };
+    return { rows: [], rowCount: result.affectedRows };
   }
 
   async ensureState(): Promise<void> {
-    await this.pool.query(outboxStateDdlMysql);
+    for (const ddl of outboxStateDdlMysql) await this.pool.query(ddl);
   }
 
   async session(): Promise<OutboxSession> {
