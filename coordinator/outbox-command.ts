@@ -4,6 +4,7 @@
  * (--config, CONCORD_KAFKA_BROKERS, CONCORD_AMQP_URL, CONCORD_CONNECTIONS).
  */
 import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, Option } from 'commander';
 import pg from 'pg';
 import { pino, type Logger } from 'pino';
@@ -169,21 +170,30 @@ export function outboxCommand(): Command {
       await withOutbox(flags, async ({ pool, checked, relay, logger }) => {
         const abort = new AbortController();
         for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => abort.abort());
-        const drain = new OutboxDrain({
-          pool,
-          mapping: checked,
-          relay,
-          logger,
-          ...(flags.batchSize ? { batchSize: Number(flags.batchSize) } : {}),
-          ...(flags.pollMs ? { pollMs: Number(flags.pollMs) } : {}),
-          stopWhenIdle: flags.exitWhenIdle !== undefined,
-          signal: abort.signal,
+        const newDrain = () =>
+          new OutboxDrain({
+            pool,
+            mapping: checked,
+            relay,
+            logger,
+            ...(flags.batchSize ? { batchSize: Number(flags.batchSize) } : {}),
+            ...(flags.pollMs ? { pollMs: Number(flags.pollMs) } : {}),
+            stopWhenIdle: flags.exitWhenIdle !== undefined,
+            signal: abort.signal,
+          });
+        let drain = newDrain();
+        // Counts of drains that ended (a lost database session ends one; the next takes over).
+        const before = { published: 0, parked: 0, retries: 0 };
+        const stats = () => ({
+          published: before.published + drain.stats.published,
+          parked: before.parked + drain.stats.parked,
+          retries: before.retries + drain.stats.retries,
         });
         const started = Date.now();
         let last = { at: started, published: 0 };
         const progress = () => {
           const now = Date.now();
-          const { published, parked, retries } = drain.stats;
+          const { published, parked, retries } = stats();
           const rate = ((published - last.published) * 1000) / Math.max(1, now - last.at);
           const { rss, heapUsed } = process.memoryUsage();
           console.log(
@@ -193,10 +203,24 @@ export function outboxCommand(): Command {
         };
         const timer = setInterval(progress, Number(flags.progressMs));
         try {
-          await drain.run();
+          for (;;) {
+            try {
+              await drain.run();
+              break;
+            } catch (err) {
+              if (abort.signal.aborted) break;
+              // The database went away (a restart, a failover): what was not marked is published again.
+              logger.warn({ err, drain: checked.name }, 'outbox drain stopped; starting again in 1 s');
+              console.log(`outbox ${checked.name}: ${(err as Error).message}; starting again`);
+              await sleep(1_000, undefined, { signal: abort.signal }).catch(() => undefined);
+              if (abort.signal.aborted) break;
+              Object.assign(before, stats());
+              drain = newDrain();
+            }
+          }
         } finally {
           clearInterval(timer);
-          const { published, parked } = drain.stats;
+          const { published, parked } = stats();
           const seconds = (Date.now() - started) / 1000;
           const usage = process.resourceUsage();
           const cpu = (usage.userCPUTime + usage.systemCPUTime) / 1e6;
