@@ -25,6 +25,8 @@ const rounds = Number(process.env.BENCH_OUTBOX_ROUNDS ?? 1);
 const batch = Number(process.env.BENCH_OUTBOX_BATCH ?? 1000);
 /** Concord's own batch size (its default unless given); the poller's stays BENCH_OUTBOX_BATCH. */
 const concordBatch = process.env.BENCH_OUTBOX_CONCORD_BATCH;
+/** Node flags of the drain, as docs/outbox-migration.md recommends (a small young generation: less RSS). */
+const concordNodeFlags = (process.env.BENCH_OUTBOX_NODE_FLAGS ?? '--max-semi-space-size=2').split(' ').filter(Boolean);
 const dist = new URL('..', import.meta.url).pathname;
 
 interface Result {
@@ -76,6 +78,7 @@ async function main(bench: Bench): Promise<void> {
     await pool.query('checkpoint');
   };
   const concord = (published: 'delete' | 'none', round: number) => [
+    ...concordNodeFlags,
     `${dist}coordinator/cli.js`,
     'outbox',
     'drain',
@@ -127,7 +130,7 @@ async function main(bench: Bench): Promise<void> {
   const naive = results.filter((r) => r.contender.startsWith('naive'));
   const naiveRate = naive.reduce((s, r) => s + rows / r.seconds, 0) / naive.length;
   console.log(
-    `\n### Outbox backlog drain to Kafka: ${rows} rows, acks=all, poller batches of ${batch}, drain batches of ${concordBatch ?? 'its default'}\n`,
+    `\n### Outbox backlog drain to Kafka: ${rows} rows, acks=all, poller batches of ${batch}, drain batches of ${concordBatch ?? 'its default'}, drain node flags: ${concordNodeFlags.join(' ') || 'none'}\n`,
   );
   console.log(
     table(

@@ -94,11 +94,31 @@ it('two coordinators drain one table split in 4 parts: both publish, every row o
     published = await Promise.all([a, b].map((c) => metric(c, 'concord_outbox_published_total', 'busy_outbox')));
     return published[0]! + published[1]! === total;
   }, 10_000);
+  console.log(`rows published by coordinator a: ${published[0]}, b: ${published[1]}`);
   expect(published[0]).toBeGreaterThan(0);
   expect(published[1]).toBeGreaterThan(0);
   const offsets = await admin.fetchTopicOffsets(topic);
   await admin.disconnect();
   expect(offsets.reduce((sum, p) => sum + Number(p.high), 0)).toBe(total); // nothing produced twice
+  // Per-key order: each key's rows reach its Kafka partition in id order, whichever node sent them.
+  const consumer = new Kafka({ brokers: brokers.split(','), logLevel: logLevel.NOTHING }).consumer({ groupId: `check-${randomUUID()}` });
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  const lastId = new Map<string, number>();
+  let seen = 0;
+  let outOfOrder = 0;
+  await consumer.run({
+    eachMessage: async ({ message }) => {
+      const key = message.key!.toString();
+      const id = Number(String(message.headers!['message-id']).split(':').at(-1));
+      if (id <= (lastId.get(key) ?? 0)) outOfOrder++;
+      lastId.set(key, id);
+      seen++;
+    },
+  });
+  await waitFor(async () => seen === total, 30_000);
+  await consumer.disconnect();
+  expect(outOfOrder).toBe(0);
   expect(await metric(a, 'concord_outbox_lag_seconds', 'busy_outbox')).toBeLessThan(5);
   const status = (await (await fetch(`${a.url}/api/outboxes`)).json()) as { outboxes: { members: number; held: number[] }[] };
   expect(status.outboxes[0]).toMatchObject({ members: 2, held: [expect.any(Number), expect.any(Number)] });
