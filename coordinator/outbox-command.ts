@@ -4,16 +4,19 @@
  * (--config, CONCORD_KAFKA_BROKERS, CONCORD_AMQP_URL, CONCORD_CONNECTIONS).
  */
 import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, Option } from 'commander';
 import pg from 'pg';
 import { pino, type Logger } from 'pino';
 import { DestinationPolicy } from '../relay/destination-policy.js';
 import { createHttpPublisher } from '../relay/http.js';
 import { createKafkaPublisher } from '../relay/kafka.js';
+import { cutoverReport } from '../relay/outbox/cutover.js';
 import { OutboxDrain } from '../relay/outbox/drain.js';
 import { inspectOutbox } from '../relay/outbox/inspect.js';
 import { redriveParked } from '../relay/outbox/redrive.js';
 import { checkMapping, parseMapping, type CheckedMapping } from '../relay/outbox/mapping-check.js';
+import { isMysqlPool, openOutboxPool, outboxDb, type OutboxPool } from '../relay/outbox/outbox-db.js';
 import { Relay } from '../relay/publisher.js';
 import { createRabbitPublisher } from '../relay/rabbitmq.js';
 import type { OutboxMapping } from '../schemas/outbox.js';
@@ -50,7 +53,7 @@ const kebab = (key: string) => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}
 
 function withMappingOptions(command: Command): Command {
   command
-    .requiredOption('--database <url>', 'Postgres URL of the database holding the outbox (env: CONCORD_OUTBOX_DATABASE)')
+    .requiredOption('--database <url>', 'postgres:// or mysql:// URL of the database holding the outbox (env: CONCORD_OUTBOX_DATABASE)')
     .option('--mapping <file>', 'JSON file with the mapping; flags below override its keys')
     .option('--native', "the SDK's native outbox table (concord_outbox); flags below override its mapping")
     .option('--config <file>', "the coordinator's JSON config file, for broker connections (env: CONCORD_CONFIG)")
@@ -90,7 +93,7 @@ function relayFor(config: Config, logger: Logger): Relay {
 /** Opens the database and the relay, checks the mapping, runs `fn`, closes everything; exits 2 on a bad mapping. */
 async function withOutbox(
   flags: Record<string, string | undefined>,
-  fn: (ctx: { pool: pg.Pool; checked: CheckedMapping; relay: Relay; logger: Logger }) => Promise<void>,
+  fn: (ctx: { pool: OutboxPool; checked: CheckedMapping; relay: Relay; logger: Logger }) => Promise<void>,
 ): Promise<void> {
   let config: Config;
   let mapping: OutboxMapping;
@@ -102,15 +105,15 @@ async function withOutbox(
     process.exit(2);
   }
   const logger = pino({ level: config.logLevel }, pino.destination(2));
-  const pool = new pg.Pool({ connectionString: flags.database, max: 6 });
-  pool.on('error', (err) => logger.warn({ err }, 'idle outbox connection lost'));
+  const pool = openOutboxPool(flags.database!, 6);
+  if (!isMysqlPool(pool)) pool.on('error', (err) => logger.warn({ err }, 'idle outbox connection lost'));
   const relay = relayFor(config, logger);
   try {
     let checked: CheckedMapping;
     try {
-      if (flags.native !== undefined && mapping.notifyChannel === undefined) {
+      if (flags.native !== undefined && mapping.notifyChannel === undefined && !isMysqlPool(pool)) {
         // The trigger of ensureOutboxTable({ notify: true }): listen instead of polling.
-        const { rows } = await pool.query(`select 1 from pg_trigger where tgname = 'concord_outbox_notify'`);
+        const { rows } = await outboxDb(pool).query(`select 1 from pg_trigger where tgname = 'concord_outbox_notify'`);
         if (rows.length > 0) mapping = { ...mapping, notifyChannel: nativeOutboxChannel };
       }
       checked = await checkMapping(pool, mapping);
@@ -167,21 +170,30 @@ export function outboxCommand(): Command {
       await withOutbox(flags, async ({ pool, checked, relay, logger }) => {
         const abort = new AbortController();
         for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => abort.abort());
-        const drain = new OutboxDrain({
-          pool,
-          mapping: checked,
-          relay,
-          logger,
-          ...(flags.batchSize ? { batchSize: Number(flags.batchSize) } : {}),
-          ...(flags.pollMs ? { pollMs: Number(flags.pollMs) } : {}),
-          stopWhenIdle: flags.exitWhenIdle !== undefined,
-          signal: abort.signal,
+        const newDrain = () =>
+          new OutboxDrain({
+            pool,
+            mapping: checked,
+            relay,
+            logger,
+            ...(flags.batchSize ? { batchSize: Number(flags.batchSize) } : {}),
+            ...(flags.pollMs ? { pollMs: Number(flags.pollMs) } : {}),
+            stopWhenIdle: flags.exitWhenIdle !== undefined,
+            signal: abort.signal,
+          });
+        let drain = newDrain();
+        // Counts of drains that ended (a lost database session ends one; the next takes over).
+        const before = { published: 0, parked: 0, retries: 0 };
+        const stats = () => ({
+          published: before.published + drain.stats.published,
+          parked: before.parked + drain.stats.parked,
+          retries: before.retries + drain.stats.retries,
         });
         const started = Date.now();
         let last = { at: started, published: 0 };
         const progress = () => {
           const now = Date.now();
-          const { published, parked, retries } = drain.stats;
+          const { published, parked, retries } = stats();
           const rate = ((published - last.published) * 1000) / Math.max(1, now - last.at);
           const { rss, heapUsed } = process.memoryUsage();
           console.log(
@@ -191,16 +203,70 @@ export function outboxCommand(): Command {
         };
         const timer = setInterval(progress, Number(flags.progressMs));
         try {
-          await drain.run();
+          for (;;) {
+            try {
+              await drain.run();
+              break;
+            } catch (err) {
+              if (abort.signal.aborted) break;
+              // The database went away (a restart, a failover): what was not marked is published again.
+              logger.warn({ err, drain: checked.name }, 'outbox drain stopped; starting again in 1 s');
+              console.log(`outbox ${checked.name}: ${(err as Error).message}; starting again`);
+              await sleep(1_000, undefined, { signal: abort.signal }).catch(() => undefined);
+              if (abort.signal.aborted) break;
+              Object.assign(before, stats());
+              drain = newDrain();
+            }
+          }
         } finally {
           clearInterval(timer);
-          const { published, parked } = drain.stats;
+          const { published, parked } = stats();
           const seconds = (Date.now() - started) / 1000;
           const usage = process.resourceUsage();
           const cpu = (usage.userCPUTime + usage.systemCPUTime) / 1e6;
           console.log(
             `outbox ${checked.name}: done, published ${published}, parked ${parked} in ${seconds.toFixed(1)} s, peak RSS ${Math.round(usage.maxRSS / 1024)} MiB, CPU ${cpu.toFixed(2)} s`,
           );
+        }
+      });
+    });
+
+  withMappingOptions(outbox.command('cutover'))
+    .description('Whether the old poller can be switched off: published by Concord, duplicates, parked, still pending, lag.')
+    .option('--inbox-database <url>', "a consumer's database (the SDK's inbox), to count the rows it applied")
+    .option('--consumer <name>', 'with --inbox-database: the consumer name given to consume()')
+    .option('--max-lag <seconds>', 'ready only while the oldest pending row is younger than this', '5')
+    .option('--json', 'print the report as JSON')
+    .action(async (flags: Record<string, string | undefined>) => {
+      if ((flags.inboxDatabase === undefined) !== (flags.consumer === undefined)) {
+        console.error('--inbox-database and --consumer go together');
+        process.exit(2);
+      }
+      await withOutbox(flags, async ({ pool, checked }) => {
+        const inboxDb = flags.inboxDatabase ? new pg.Pool({ connectionString: flags.inboxDatabase, max: 1 }) : undefined;
+        try {
+          const r = await cutoverReport(pool, checked, {
+            maxLagSeconds: Number(flags.maxLag),
+            ...(inboxDb ? { inbox: { db: inboxDb, consumer: flags.consumer! } } : {}),
+          });
+          if (flags.json !== undefined) return console.log(JSON.stringify(r, null, 2));
+          const since = r.firstAt ? ` since ${r.firstAt.toISOString()} (last ${r.lastAt!.toISOString()})` : '';
+          console.log(`outbox ${checked.mapping.table} (drain "${r.drain}", published=${checked.mapping.published})`);
+          console.log(`published by Concord: ${r.published}${since}`);
+          console.log(
+            r.duplicates === null
+              ? 'duplicates: not known with published=none (Concord does not touch the table); see the inbox'
+              : `duplicates: ${r.duplicates} (published by the old poller too; an inbox applies each once)`,
+          );
+          console.log(`parked: ${r.parked}`);
+          console.log(`still pending: ${r.pending}`);
+          console.log(
+            `lag: ${r.oldestPendingSeconds === null ? 'unknown (no createdAtColumn, or none pending)' : `${r.oldestPendingSeconds.toFixed(1)} s`}`,
+          );
+          if (r.inbox) console.log(`inbox of ${r.inbox.consumer}: ${r.inbox.applied} message(s) of this outbox applied`);
+          console.log(r.verdict);
+        } finally {
+          await inboxDb?.end();
         }
       });
     });

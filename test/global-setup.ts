@@ -1,22 +1,24 @@
 import { randomBytes } from 'node:crypto';
 import type { TestProject } from 'vitest/node';
 import { startKafka } from './services/kafka.js';
+import { dropMysqlDatabases, startMariaDB } from './services/mariadb.js';
 import { dropDatabases, startPostgres } from './services/postgres.js';
 import { startRabbitMQ } from './services/rabbitmq.js';
 
 /**
- * Starts one PostgreSQL server, one Kafka broker and one RabbitMQ broker for the whole run, all at
+ * Starts one PostgreSQL server, one Kafka broker, one RabbitMQ broker and one MariaDB server for the whole run, all at
  * once; test files get databases on the server (test/helpers/db.ts), and topics and queues with
  * random names. A service that does not start fails the run: nothing is skipped.
  */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  const [postgres, kafka, rabbitmq] = await Promise.allSettled([
+  const [postgres, kafka, rabbitmq, mariadb] = await Promise.allSettled([
     timed('PostgreSQL', () => startPostgres({ durable: false })),
     timed('Kafka', startKafka),
     timed('RabbitMQ', startRabbitMQ),
+    timed('MariaDB', startMariaDB),
   ]);
-  if (postgres.status === 'rejected' || kafka.status === 'rejected' || rabbitmq.status === 'rejected') {
-    const results = { PostgreSQL: postgres, Kafka: kafka, RabbitMQ: rabbitmq };
+  if (postgres.status === 'rejected' || kafka.status === 'rejected' || rabbitmq.status === 'rejected' || mariadb.status === 'rejected') {
+    const results = { PostgreSQL: postgres, Kafka: kafka, RabbitMQ: rabbitmq, MariaDB: mariadb };
     // Stop the ones that did start, so that a failed setup leaves nothing running.
     const started = Object.values(results).flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
     await Promise.all(started.map((service) => service.stop().catch(() => {})));
@@ -31,6 +33,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   project.provide('pgDatabasePrefix', prefix);
   project.provide('kafkaBrokers', kafka.value.brokers);
   project.provide('amqpUrl', rabbitmq.value.url);
+  project.provide('mysqlUrl', mariadb.value.url);
   return async () => {
     const stopped = await Promise.allSettled([
       (async () => {
@@ -40,6 +43,10 @@ export default async function setup(project: TestProject): Promise<() => Promise
       })(),
       kafka.value.stop(),
       rabbitmq.value.stop(),
+      (async () => {
+        if (process.env.CONCORD_TEST_MYSQL_URL) await dropMysqlDatabases(mariadb.value.url, prefix);
+        await mariadb.value.stop();
+      })(),
     ]);
     const errors = stopped.flatMap((result) => (result.status === 'rejected' ? [result.reason as Error] : []));
     if (errors.length > 0)

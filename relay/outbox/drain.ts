@@ -9,22 +9,22 @@
  * error and counts as handled; the other rows keep flowing. When every row of a batch fails the
  * broker is down: the batch is retried with backoff for as long as it takes, nothing is parked.
  *
- * One drain per name runs at a time (a session advisory lock); a second one waits as a standby.
+ * One drain per name runs at a time (a session lock: advisory on Postgres, GET_LOCK on MySQL); a
+ * second one waits as a standby.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import type pg from 'pg';
 import type { Logger } from 'pino';
 import { backoffInterval, jitter, type BackoffPolicy } from '../../schemas/backoff.js';
-import { outboxStateDdlPostgres } from '../../schemas/db/outbox.js';
 import type { Delivery, DeliveryResult, Relay } from '../publisher.js';
 import { decodeRow, messageIdOf, type DecodedRow, type OutboxRow } from './decode-row.js';
 import type { CheckedMapping } from './mapping-check.js';
-import { outboxSql, quoteIdent, type OutboxSql, type Partition } from './outbox-sql.js';
+import { outboxDb, type OutboxDb, type OutboxPool, type OutboxSession } from './outbox-db.js';
+import { outboxSql, type OutboxSql, type Partition } from './outbox-sql.js';
 import { CursorReader, MarkingReader, type HandledBatch, type OutboxReader, type ReadBatch } from './readers.js';
 
 export interface DrainOptions {
-  /** The database holding the outbox table; Concord's cursor and parked tables are created there. 6 connections suffice. */
-  pool: pg.Pool;
+  /** The database holding the outbox table (Postgres or MySQL); Concord's cursor and parked tables are created there. 6 connections suffice. */
+  pool: OutboxPool;
   mapping: CheckedMapping;
   relay: Pick<Relay, 'publish' | 'publishMany' | 'problem'>;
   logger: Logger;
@@ -69,6 +69,7 @@ interface Item {
 export class OutboxDrain {
   readonly stats: DrainStats = { published: 0, parked: 0, batches: 0, retries: 0 };
   private readonly sql: OutboxSql;
+  private readonly db: OutboxDb;
   private readonly o: Required<Omit<DrainOptions, 'signal' | 'pollMs' | Hook>> & { pollMs: number; signal?: AbortSignal };
   private readonly hooks: Pick<DrainOptions, Hook>;
   private wake: (() => void) | undefined;
@@ -77,6 +78,7 @@ export class OutboxDrain {
 
   constructor(options: DrainOptions) {
     this.sql = outboxSql(options.mapping, options.partition);
+    this.db = outboxDb(options.pool);
     this.hooks = options;
     this.o = {
       batchSize: 500,
@@ -97,42 +99,34 @@ export class OutboxDrain {
 
   /** Drains until the signal aborts (or, with stopWhenIdle, until nothing is pending). */
   async run(): Promise<void> {
-    const { pool, logger } = this.o;
-    // One implicit transaction: drains starting together would race on CREATE ... IF NOT EXISTS.
-    await pool.query(`select pg_advisory_xact_lock(4244); ${outboxStateDdlPostgres}`);
-    const session = await pool.connect();
-    let lost: Error | undefined;
-    session.on('error', (err) => (lost = err));
+    const { db } = this;
+    const { logger } = this.o;
+    await db.ensureState();
+    const session = await db.session();
     try {
       await this.lock(session);
       const channel = this.o.mapping.mapping.notifyChannel;
-      if (channel) {
-        session.on('notification', () => this.poke());
-        await session.query(`listen ${quoteIdent(channel)}`);
-      }
+      if (channel) await session.listen(channel, () => this.poke());
       const reader: OutboxReader =
         this.o.mapping.mapping.published === 'none'
-          ? new CursorReader(pool, this.sql, this.o.mapping, { settleMs: this.o.settleMs, maxMissing: 50_000, maxWindow: 2_000_000n })
-          : new MarkingReader(pool, this.sql);
-      await this.pipeline(reader, () => lost);
+          ? new CursorReader(db, this.sql, this.o.mapping, { settleMs: this.o.settleMs, maxMissing: 50_000, maxWindow: 2_000_000n })
+          : new MarkingReader(db, this.sql);
+      await this.pipeline(reader, () => session.lost());
     } finally {
       this.halted = true; // database steps still retrying in the background give up
-      session.release(lost ?? true); // never reuse a session that held the lock
+      session.release();
       logger.info({ drain: this.name, ...this.stats }, 'outbox drain stopped');
     }
   }
 
-  private async lock(session: pg.PoolClient): Promise<void> {
+  private async lock(session: OutboxSession): Promise<void> {
     let told = false;
     const { index, count } = this.o.partition;
     const lockName = count > 1 ? `concord_outbox:${this.name}:${index}/${count}` : `concord_outbox:${this.name}`;
     for (;;) {
-      if (this.hooks.mayTake?.() !== false) {
-        const { rows } = await session.query<{ ok: boolean }>(`select pg_try_advisory_lock(hashtextextended($1, 0)) as ok`, [lockName]);
-        if (rows[0]!.ok) {
-          this.hooks.onLocked?.();
-          return;
-        }
+      if (this.hooks.mayTake?.() !== false && (await session.tryLock(lockName))) {
+        this.hooks.onLocked?.();
+        return;
       }
       if (!told) this.o.logger.info({ drain: this.name }, 'another drain holds this outbox; standing by');
       told = true;
@@ -175,14 +169,16 @@ export class OutboxDrain {
     const marking = new Set<Promise<unknown>>();
     const markAfter = async (batch: ReadBatch) => {
       const handled: HandledBatch = { ids: batch.rows.map((r) => r.id), ...(batch.cursor === undefined ? {} : { cursor: batch.cursor }) };
-      const mark = this.retrying('mark', () => reader.done(handled)).finally(() => marking.delete(mark));
+      const mark = this.retrying('mark', () => reader.done(handled))
+        .then((marked) => this.record(marked === undefined ? 0 : handled.ids.length - marked))
+        .finally(() => marking.delete(mark));
       marking.add(mark);
       while (marking.size >= maxMarks) await Promise.race(marking);
     };
     let busy = false;
     while (!signal?.aborted && !this.hooks.shouldYield?.()) {
       const failure = lost();
-      if (failure) throw new Error(`the drain's session to Postgres was lost: ${failure.message}`);
+      if (failure) throw new Error(`the drain's session to the database was lost: ${failure.message}`);
       const batch = await next;
       if (batch === undefined) break; // aborted
       if (batch.rows.length === 0) {
@@ -206,6 +202,16 @@ export class OutboxDrain {
       await markAfter(batch);
     }
     await Promise.all(marking);
+  }
+
+  private recorded = { published: 0, parked: 0 };
+  /** Adds what was published since the last call to concord_outbox_stats, for `concord outbox cutover`. */
+  private async record(duplicates: number): Promise<void> {
+    const published = this.stats.published - this.recorded.published;
+    const parked = this.stats.parked - this.recorded.parked;
+    if (published === 0 && parked === 0 && duplicates === 0) return;
+    this.recorded = { published: this.stats.published, parked: this.stats.parked };
+    await this.retrying('record', () => this.db.query(this.sql.recordStats, [this.name, published, duplicates, parked]));
   }
 
   /** Runs a database step until it succeeds (Postgres restarting, a failover); undefined once aborted. */
@@ -315,7 +321,7 @@ export class OutboxDrain {
 
   private async park(row: OutboxRow, error: string, attempts: number): Promise<void> {
     const messageId = messageIdOf(this.o.mapping.mapping, row.id);
-    await this.retrying('park', () => this.o.pool.query(this.sql.park, [this.name, row.id, messageId, error.slice(0, 2000), attempts]));
+    await this.retrying('park', () => this.db.query(this.sql.park, [this.name, row.id, messageId, error.slice(0, 2000), attempts]));
     this.stats.parked++;
     this.o.logger.warn({ drain: this.name, row: row.id, error }, 'outbox row parked');
   }

@@ -4,6 +4,7 @@ import { outboxCursorTable } from '../../schemas/db/outbox.js';
 import type { Relay } from '../publisher.js';
 import { decodeRow, type OutboxRow } from './decode-row.js';
 import type { CheckedMapping } from './mapping-check.js';
+import { outboxDb, type OutboxPool } from './outbox-db.js';
 import { outboxSql } from './outbox-sql.js';
 
 export interface SampleRow {
@@ -26,12 +27,13 @@ export interface Inspection {
 }
 
 export async function inspectOutbox(
-  db: pg.Pool | pg.ClientBase,
+  pool: OutboxPool | pg.ClientBase,
   checked: CheckedMapping,
   relay: Pick<Relay, 'problem'>,
   sampleSize = 20,
 ): Promise<Inspection> {
   const sql = outboxSql(checked);
+  const db = outboxDb(pool);
   let cursor: string | undefined;
   if (checked.mapping.published === 'none') {
     const exists = await db.query<{ t: string | null }>('select to_regclass($1)::text as t', [outboxCursorTable]);
@@ -58,7 +60,7 @@ export async function inspectOutbox(
   });
   return {
     pending: Number(pending.rows[0]!.pending),
-    oldestAgeSeconds: pending.rows[0]!.oldest_age,
+    oldestAgeSeconds: pending.rows[0]!.oldest_age === null ? null : Number(pending.rows[0]!.oldest_age),
     ...(cursor === undefined ? {} : { cursor }),
     sample,
   };

@@ -5,6 +5,7 @@
 import type pg from 'pg';
 import { ConcordError } from '../../schemas/errors.js';
 import { outboxMappingSchema, type OutboxMapping } from '../../schemas/outbox.js';
+import { outboxDb, type OutboxDb, type OutboxDialect, type OutboxPool } from './outbox-db.js';
 
 /** How a published flag column is set and tested. */
 export type FlagKind = 'boolean' | 'number' | 'timestamp';
@@ -17,6 +18,9 @@ export interface CheckedMapping {
   flagKind?: FlagKind;
   /** The id column is an integer (required by published=none, whose cursor is a number). */
   integerId: boolean;
+  dialect: OutboxDialect;
+  /** The table's columns (MySQL: parked rows copy them one by one; binary ones as \\x<hex>). */
+  columns: { name: string; binary: boolean }[];
 }
 
 /** Parses a mapping (JSON object), or throws INVALID_REQUEST naming the first bad key. */
@@ -34,19 +38,16 @@ const textTypes = /^(text|character varying|character|varchar|char|name)\b/;
 const timestampTypes = /^timestamp/;
 
 /** Compares the mapping with the table; throws INVALID_REQUEST naming the mapping key that does not fit. */
-export async function checkMapping(db: pg.Pool | pg.ClientBase, mapping: OutboxMapping): Promise<CheckedMapping> {
+export async function checkMapping(pool: OutboxPool | pg.ClientBase, mapping: OutboxMapping): Promise<CheckedMapping> {
   const fail = (field: keyof OutboxMapping, message: string): never => {
     throw new ConcordError('INVALID_REQUEST', `outbox mapping ${field}: ${message}`, { field });
   };
-  const found = await db.query<{ oid: number | null }>('select to_regclass($1)::oid as oid', [mapping.table]);
-  const oid = found.rows[0]?.oid;
-  if (!oid) return fail('table', `no table "${mapping.table}" in this database`);
-  const { rows } = await db.query<{ name: string; type: string }>(
-    `select attname as name, format_type(atttypid, atttypmod) as type from pg_attribute
-     where attrelid = $1 and attnum > 0 and not attisdropped order by attnum`,
-    [oid],
-  );
-  const types = new Map(rows.map((r) => [r.name, r.type]));
+  const db = outboxDb(pool);
+  const rows = db.dialect === 'mysql' ? await mysqlColumns(db, mapping.table) : await postgresColumns(db, mapping.table);
+  if (rows.length === 0) return fail('table', `no table "${mapping.table}" in this database`);
+  // Checked in Postgres' names (a MySQL blob counts as bytea); messages show the real type.
+  const types = new Map(rows.map((r) => [r.name, r.as ?? r.type]));
+  const shown = new Map(rows.map((r) => [r.name, r.type]));
   const columnList = rows.map((r) => `${r.name} ${r.type}`).join(', ');
   const typeOf = (field: keyof OutboxMapping): string | undefined => {
     const column = mapping[field];
@@ -57,7 +58,8 @@ export async function checkMapping(db: pg.Pool | pg.ClientBase, mapping: OutboxM
   };
   const expect = (field: keyof OutboxMapping, ok: (type: string) => boolean, what: string) => {
     const type = typeOf(field);
-    if (type !== undefined && !ok(type)) fail(field, `column "${mapping[field] as string}" is ${type}; expected ${what}`);
+    if (type !== undefined && !ok(type))
+      fail(field, `column "${mapping[field] as string}" is ${shown.get(mapping[field] as string)}; expected ${what}`);
   };
 
   const idType = typeOf('idColumn')!;
@@ -83,10 +85,21 @@ export async function checkMapping(db: pg.Pool | pg.ClientBase, mapping: OutboxM
     if (flagType === 'boolean') flagKind = 'boolean';
     else if (integerTypes.has(flagType)) flagKind = 'number';
     else if (timestampTypes.test(flagType)) flagKind = 'timestamp';
-    else fail('publishedColumn', `column "${mapping.publishedColumn}" is ${flagType}; expected boolean, an integer (0/1) or a timestamp`);
+    else
+      fail(
+        'publishedColumn',
+        `column "${mapping.publishedColumn}" is ${shown.get(mapping.publishedColumn!)}; expected boolean, an integer (0/1) or a timestamp`,
+      );
   }
 
-  if (mapping.published === 'none') {
+  if (db.dialect === 'mysql') {
+    if (mapping.published === 'none')
+      fail(
+        'published',
+        'published=none (a cursor over ids) is not supported on MySQL/MariaDB: it has no transaction snapshot to tell a late commit from a gap; use flag or delete',
+      );
+    if (mapping.notifyChannel) fail('notifyChannel', 'MySQL/MariaDB has no LISTEN/NOTIFY; leave notifyChannel out (the drain polls)');
+  } else if (mapping.published === 'none') {
     // A cursor over ids is only sound when ids are handed out in order: a sequence cache > 1 gives
     // each session its own block, so a lower id can commit long after a higher one is settled.
     const seq = await db.query<{ cache: string | null }>(
@@ -97,5 +110,58 @@ export async function checkMapping(db: pg.Pool | pg.ClientBase, mapping: OutboxM
     if (cache > 1)
       fail('idColumn', `the sequence of "${mapping.idColumn}" has CACHE ${cache}; published=none needs CACHE 1 (ids handed out in order)`);
   }
-  return { mapping, name: mapping.name ?? mapping.table, flagKind, integerId };
+  const columns = rows.map((r) => ({ name: r.name, binary: (r.as ?? r.type) === 'bytea' }));
+  return { mapping, name: mapping.name ?? mapping.table, flagKind, integerId, dialect: db.dialect, columns };
+}
+
+interface Column {
+  name: string;
+  type: string;
+  /** The Postgres type it is checked as, when not `type`. */
+  as?: string;
+}
+
+async function postgresColumns(db: OutboxDb, table: string): Promise<Column[]> {
+  const found = await db.query<{ oid: number | null }>('select to_regclass($1)::oid as oid', [table]);
+  const oid = found.rows[0]?.oid;
+  if (!oid) return [];
+  const { rows } = await db.query<Column>(
+    `select attname as name, format_type(atttypid, atttypmod) as type from pg_attribute
+     where attrelid = $1 and attnum > 0 and not attisdropped order by attnum`,
+    [oid],
+  );
+  return rows;
+}
+
+const mysqlAs: Record<string, string> = {
+  tinyint: 'smallint',
+  smallint: 'smallint',
+  mediumint: 'integer',
+  int: 'integer',
+  bigint: 'bigint',
+  char: 'text',
+  varchar: 'text',
+  tinytext: 'text',
+  text: 'text',
+  mediumtext: 'text',
+  longtext: 'text',
+  json: 'json',
+  binary: 'bytea',
+  varbinary: 'bytea',
+  tinyblob: 'bytea',
+  blob: 'bytea',
+  mediumblob: 'bytea',
+  longblob: 'bytea',
+  datetime: 'timestamp',
+  timestamp: 'timestamp',
+};
+
+async function mysqlColumns(db: OutboxDb, table: string): Promise<Column[]> {
+  const [schema, name] = table.includes('.') ? table.split('.') : [null, table];
+  const { rows } = await db.query<{ name: string; type: string; data_type: string }>(
+    `select column_name as name, column_type as type, data_type as data_type from information_schema.columns
+     where table_schema = coalesce($1, database()) and table_name = $2 order by ordinal_position`,
+    [schema, name],
+  );
+  return rows.map((r) => ({ name: r.name, type: r.type, as: mysqlAs[r.data_type.toLowerCase()] ?? r.data_type }));
 }

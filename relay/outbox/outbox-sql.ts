@@ -2,7 +2,7 @@
  * The SQL a drain runs on an adopted table, built once from a checked mapping. Identifiers come
  * from the mapping (validated as plain identifiers) and are quoted; values are always parameters.
  */
-import { outboxCursorTable, outboxParkedTable } from '../../schemas/db/outbox.js';
+import { outboxCursorTable, outboxParkedTable, outboxStatsTable } from '../../schemas/db/outbox.js';
 import type { CheckedMapping } from './mapping-check.js';
 
 export interface OutboxSql {
@@ -29,6 +29,13 @@ export interface OutboxSql {
   pending: string;
   /** Age in seconds of the oldest pending row (null: none pending); $1 = the drain's name. Needs createdAtColumn. */
   oldestAge?: string;
+  /** Adds $2 published, $3 duplicates, $4 parked to the stats of drain $1. */
+  recordStats: string;
+  /** The stats of drain $1 (published, duplicates as text; first_at, last_at) and how many of its rows are parked now. */
+  stats: string;
+  /** Parked rows of drain $1 (row_id, row_data), all of them or (byId) those whose ids are in $2. */
+  parked: string;
+  parkedById: string;
 }
 
 /** One of `count` parts of a table split by a hash of the key (of the id for keyless rows). */
@@ -45,6 +52,7 @@ export function quoteIdent(name: string): string {
 }
 
 export function outboxSql(checked: CheckedMapping, partition?: Partition): OutboxSql {
+  if (checked.dialect === 'mysql') return mysqlOutboxSql(checked, partition);
   const m = checked.mapping;
   const t = quoteIdent(m.table);
   const id = quoteIdent(m.idColumn);
@@ -68,7 +76,8 @@ export function outboxSql(checked: CheckedMapping, partition?: Partition): Outbo
       timestamp: [`t.${flag} is null`, 'now()'],
     }[checked.flagKind!] as [string, string];
     unpublished = test;
-    markDone = `update ${t} t set ${flag} = ${value} where ${idMatch}`;
+    // Only rows still unpublished: the others the old poller marked first (and published too).
+    markDone = `update ${t} t set ${flag} = ${value} where ${idMatch} and ${test}`;
   } else if (m.published === 'delete') {
     markDone = `delete from ${t} t where ${idMatch}`;
   }
@@ -112,5 +121,92 @@ export function outboxSql(checked: CheckedMapping, partition?: Partition): Outbo
       on conflict (drain, row_id) do update set error = excluded.error, attempts = ${outboxParkedTable}.attempts + excluded.attempts, parked_at = now()`,
     pending: `select count(*)::text as pending, ${m.createdAtColumn ? `extract(epoch from now() - min(t.${quoteIdent(m.createdAtColumn)}))` : 'null'}::float8 as oldest_age
       from ${t} t where ${unpublished}${m.published === 'none' ? ` and t.${id} > $1::bigint` : ''}`,
+    recordStats: `insert into ${outboxStatsTable} as s (drain, published, duplicates, parked) values ($1, $2, $3, $4) on conflict (drain)
+      do update set published = s.published + excluded.published, duplicates = s.duplicates + excluded.duplicates,
+      parked = s.parked + excluded.parked, last_at = now()`,
+    stats: `select s.published::text as published, s.duplicates::text as duplicates, s.first_at, s.last_at,
+      (select count(*) from ${outboxParkedTable} p where p.drain = $1)::text as parked_now
+      from (select 1) one left join ${outboxStatsTable} s on s.drain = $1`,
+    parked: `select row_id, row_data from ${outboxParkedTable} where drain = $1 order by parked_at, row_id`,
+    parkedById: `select row_id, row_data from ${outboxParkedTable} where drain = $1 and row_id = any($2::text[]) order by parked_at, row_id`,
+  };
+}
+
+export function quoteMysqlIdent(name: string): string {
+  return name
+    .split('.')
+    .map((part) => `\`${part.replaceAll('`', '``')}\``)
+    .join('.');
+}
+
+/**
+ * MySQL/MariaDB (InnoDB): the same statements for flag and delete (published=none is refused by
+ * checkMapping). Each statement runs alone, so each read sees what committed before it began.
+ */
+function mysqlOutboxSql(checked: CheckedMapping, partition?: Partition): OutboxSql {
+  const m = checked.mapping;
+  const q = quoteMysqlIdent;
+  const t = q(m.table);
+  const id = `t.${q(m.idColumn)}`;
+  const col = (c: string | undefined) => (c ? `cast(t.${q(c)} as char)` : 'null');
+  const columns = [
+    `cast(${id} as char) as id`,
+    `${col(m.destinationColumn)} as destination`,
+    `${col(m.keyColumn)} as \`key\``,
+    // Binary bodies arrive as Buffers; everything else as text.
+    `${m.payloadEncoding === 'bytea' ? `t.${q(m.payloadColumn)}` : col(m.payloadColumn)} as payload`,
+    `${col(m.headersColumn)} as headers`,
+  ].join(', ');
+  // Ids travel as text; compared as numbers when the column is one, so the primary key serves.
+  const idParam = (n: number) => (checked.integerId ? `cast($${n} as signed)` : `$${n}`);
+  let unpublished = 'true';
+  let markDone: string | undefined;
+  if (m.published === 'flag') {
+    const flag = `t.${q(m.publishedColumn!)}`;
+    const [test, value] = {
+      boolean: [`${flag} is not true`, 'true'],
+      number: [`coalesce(${flag}, 0) = 0`, '1'],
+      timestamp: [`${flag} is null`, 'current_timestamp(6)'],
+    }[checked.flagKind!] as [string, string];
+    unpublished = test;
+    markDone = `update ${t} t set ${flag} = ${value} where ${id} in ($1) and ${test}`;
+  } else if (m.published === 'delete') {
+    markDone = `delete t from ${t} t where ${id} in ($1)`;
+  }
+  const rowData = `json_object(${checked.columns
+    .map((c) => `'${c.name.replaceAll("'", "''")}', ${c.binary ? `concat('\\\\x', lower(hex(t.${q(c.name)})))` : `t.${q(c.name)}`}`)
+    .join(', ')})`;
+  // A key always hashes to the same part (crc32 here: its own parts, not Postgres's).
+  const hashed = m.keyColumn ? `coalesce(cast(t.${q(m.keyColumn)} as char), cast(${id} as char))` : `cast(${id} as char)`;
+  const mine = partition && partition.count > 1 ? ` and crc32(${hashed}) % ${partition.count} = ${partition.index}` : '';
+  const select = `select ${columns} from ${t} t where ${unpublished}${mine}`;
+  return {
+    columns,
+    unpublished,
+    readFirst: `${select} order by ${id} limit $1`,
+    readAfter: `${select} and ${id} > ${idParam(2)} order by ${id} limit $1`,
+    ...(m.createdAtColumn
+      ? {
+          oldestAge: `select timestampdiff(microsecond, t.${q(m.createdAtColumn)}, now(6)) / 1e6 as age
+            from ${t} t where ${unpublished} and $1 is not null order by ${id} limit 1`,
+        }
+      : {}),
+    readWindow: 'published=none is not supported on MySQL',
+    markDone,
+    saveCursor: 'published=none is not supported on MySQL',
+    loadCursor: 'published=none is not supported on MySQL',
+    park: `insert into ${outboxParkedTable} (drain, row_id, message_id, row_data, error, attempts)
+      select $1, cast(${id} as char), $3, ${rowData}, $4, $5 from ${t} t where ${id} = ${idParam(2)}
+      on duplicate key update error = values(error), attempts = attempts + values(attempts), parked_at = current_timestamp(6)`,
+    pending: `select cast(count(*) as char) as pending, ${m.createdAtColumn ? `timestampdiff(microsecond, min(t.${q(m.createdAtColumn)}), now(6)) / 1e6` : 'null'} as oldest_age
+      from ${t} t where ${unpublished}`,
+    recordStats: `insert into ${outboxStatsTable} (drain, published, duplicates, parked) values ($1, $2, $3, $4)
+      on duplicate key update published = published + values(published), duplicates = duplicates + values(duplicates),
+      parked = parked + values(parked), last_at = current_timestamp(6)`,
+    stats: `select cast(s.published as char) as published, cast(s.duplicates as char) as duplicates, s.first_at, s.last_at,
+      cast((select count(*) from ${outboxParkedTable} p where p.drain = $1) as char) as parked_now
+      from (select 1) one left join ${outboxStatsTable} s on s.drain = $1`,
+    parked: `select row_id, row_data from ${outboxParkedTable} where drain = $1 order by parked_at, row_id`,
+    parkedById: `select row_id, row_data from ${outboxParkedTable} where drain = $1 and row_id in ($2) order by parked_at, row_id`,
   };
 }

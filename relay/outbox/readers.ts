@@ -3,10 +3,10 @@
  * unpublished row stays findable, so a late commit is simply found by the next scan. Without either,
  * a cursor over ids advances only as far as the snapshot rules in cursor-window allow.
  */
-import type pg from 'pg';
 import type { OutboxRow } from './decode-row.js';
 import { CursorWindow, parseSnapshot } from './cursor-window.js';
 import type { CheckedMapping } from './mapping-check.js';
+import type { Queryable } from './outbox-db.js';
 import type { OutboxSql } from './outbox-sql.js';
 
 export interface ReadBatch {
@@ -27,8 +27,11 @@ export interface HandledBatch {
 
 export interface OutboxReader {
   read(limit: number): Promise<ReadBatch>;
-  /** Records that a batch's rows are handled (published or parked): mark, delete or save the cursor. */
-  done(batch: HandledBatch): Promise<void>;
+  /**
+   * Records that a batch's rows are handled (published or parked): mark, delete or save the cursor.
+   * flag/delete: returns how many of them this drain marked or deleted; the others the old poller had.
+   */
+  done(batch: HandledBatch): Promise<number | undefined>;
 }
 
 /** How often a scan starts again from the lowest unpublished id while a backlog streams past. */
@@ -45,7 +48,7 @@ export class MarkingReader implements OutboxReader {
   private readonly marked = new Map<string, number>();
 
   constructor(
-    private readonly pool: pg.Pool,
+    private readonly pool: Queryable,
     private readonly sql: OutboxSql,
   ) {}
 
@@ -64,13 +67,14 @@ export class MarkingReader implements OutboxReader {
     return { rows: fresh, more: rows.length === limit };
   }
 
-  async done({ ids }: HandledBatch): Promise<void> {
-    if (ids.length === 0) return;
-    await this.pool.query(this.sql.markDone!, [ids]);
+  async done({ ids }: HandledBatch): Promise<number> {
+    if (ids.length === 0) return 0;
+    const { rowCount } = await this.pool.query(this.sql.markDone!, [ids]);
     for (const id of ids) {
       this.pending.delete(id);
       this.marked.set(id, this.reads);
     }
+    return rowCount;
   }
 }
 
@@ -80,7 +84,7 @@ export class CursorReader implements OutboxReader {
   private saved = -1n;
 
   constructor(
-    private readonly pool: pg.Pool,
+    private readonly pool: Queryable,
     private readonly sql: OutboxSql,
     private readonly checked: CheckedMapping,
     private readonly options: { settleMs: number; maxMissing: number; maxWindow: bigint },
@@ -121,7 +125,7 @@ export class CursorReader implements OutboxReader {
     };
   }
 
-  async done(batch: HandledBatch): Promise<void> {
+  async done(batch: HandledBatch): Promise<undefined> {
     if (batch.cursor === undefined || batch.cursor <= this.saved) return;
     await this.pool.query(this.sql.saveCursor, [this.checked.name, batch.cursor.toString()]);
     this.saved = batch.cursor;

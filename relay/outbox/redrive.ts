@@ -8,6 +8,8 @@ import { outboxParkedTable } from '../../schemas/db/outbox.js';
 import type { Relay } from '../publisher.js';
 import { decodeRow, type OutboxRow } from './decode-row.js';
 import type { CheckedMapping } from './mapping-check.js';
+import { outboxDb, type OutboxPool } from './outbox-db.js';
+import { outboxSql } from './outbox-sql.js';
 
 export interface RedriveResult {
   delivered: string[];
@@ -34,19 +36,22 @@ function rowOf(checked: CheckedMapping, id: string, data: Record<string, unknown
 }
 
 export async function redriveParked(
-  db: pg.Pool,
+  pool: OutboxPool | pg.ClientBase,
   checked: CheckedMapping,
   relay: Pick<Relay, 'publish' | 'problem'>,
   options: { ids?: string[]; timeoutMs?: number } = {},
 ): Promise<RedriveResult> {
-  const { rows } = await db.query<{ row_id: string; row_data: Record<string, unknown> }>(
-    `select row_id, row_data from ${outboxParkedTable} where drain = $1 and ($2::text[] is null or row_id = any($2::text[]))
-     order by parked_at, row_id`,
-    [checked.name, options.ids ?? null],
+  const db = outboxDb(pool);
+  const sql = outboxSql(checked);
+  const { rows } = await db.query<{ row_id: string; row_data: Record<string, unknown> | string }>(
+    options.ids ? sql.parkedById : sql.parked,
+    options.ids ? [checked.name, options.ids] : [checked.name],
   );
   const result: RedriveResult = { delivered: [], failed: [] };
   for (const parked of rows) {
-    const decoded = decodeRow(checked.mapping, rowOf(checked, parked.row_id, parked.row_data));
+    // MariaDB's json is text.
+    const data = typeof parked.row_data === 'string' ? (JSON.parse(parked.row_data) as Record<string, unknown>) : parked.row_data;
+    const decoded = decodeRow(checked.mapping, rowOf(checked, parked.row_id, data));
     let error = 'error' in decoded ? decoded.error : relay.problem(decoded.url);
     if (error === undefined && !('error' in decoded)) {
       const answer = await relay.publish({
@@ -64,7 +69,7 @@ export async function redriveParked(
       result.delivered.push(parked.row_id);
     } else {
       await db.query(
-        `update ${outboxParkedTable} set error = $3, attempts = attempts + 1, parked_at = now() where drain = $1 and row_id = $2`,
+        `update ${outboxParkedTable} set error = $3, attempts = attempts + 1, parked_at = current_timestamp where drain = $1 and row_id = $2`,
         [checked.name, parked.row_id, error.slice(0, 2000)],
       );
       result.failed.push({ id: parked.row_id, error });

@@ -2,11 +2,13 @@
  * Concord's own outbox tables, in the service's database beside the outbox it drains:
  * - concord_outbox: the native outbox the SDK's `outbox.publish` writes (`concord outbox sql` prints it);
  * - concord_outbox_cursor: with published=none, how far a drain has published;
- * - concord_outbox_parked: rows that can never be delivered as they are, with their error and a copy.
+ * - concord_outbox_parked: rows that can never be delivered as they are, with their error and a copy;
+ * - concord_outbox_stats: what each drain published, for `concord outbox cutover`.
  */
 export const nativeOutboxTable = 'concord_outbox';
 export const outboxCursorTable = 'concord_outbox_cursor';
 export const outboxParkedTable = 'concord_outbox_parked';
+export const outboxStatsTable = 'concord_outbox_stats';
 export const nativeOutboxChannel = 'concord_outbox';
 
 /** The mapping that drains the native table (`concord outbox drain --native`): rows are deleted once published. */
@@ -55,4 +57,34 @@ CREATE TABLE IF NOT EXISTS concord_outbox_parked (
   parked_at timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (drain, row_id)
 );
+CREATE TABLE IF NOT EXISTS concord_outbox_stats (
+  drain text PRIMARY KEY,
+  published bigint NOT NULL,
+  duplicates bigint NOT NULL,
+  parked bigint NOT NULL,
+  first_at timestamptz NOT NULL DEFAULT now(),
+  last_at timestamptz NOT NULL DEFAULT now()
+);
 `;
+
+/** MySQL/MariaDB: no cursor table (published=none is Postgres-only). One statement each. */
+export const outboxStateDdlMysql = [
+  `CREATE TABLE IF NOT EXISTS concord_outbox_parked (
+  drain varchar(200) NOT NULL,
+  row_id varchar(200) NOT NULL,
+  message_id text NOT NULL,
+  row_data json NOT NULL,
+  error text NOT NULL,
+  attempts int NOT NULL,
+  parked_at timestamp(6) NOT NULL DEFAULT current_timestamp(6),
+  PRIMARY KEY (drain, row_id)
+)`,
+  `CREATE TABLE IF NOT EXISTS concord_outbox_stats (
+  drain varchar(200) PRIMARY KEY,
+  published bigint NOT NULL,
+  duplicates bigint NOT NULL,
+  parked bigint NOT NULL,
+  first_at timestamp(6) NOT NULL DEFAULT current_timestamp(6),
+  last_at timestamp(6) NOT NULL DEFAULT current_timestamp(6)
+)`,
+];

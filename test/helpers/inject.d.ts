@@ -11,5 +11,7 @@ declare module 'vitest' {
     kafkaBrokers: string;
     /** AMQP URL with credentials of the test RabbitMQ broker, e.g. amqp://guest:guest@127.0.0.1:PORT */
     amqpUrl: string;
+    /** mysql:// URL of the test MariaDB (or MySQL) server, of a user that may create databases. */
+    mysqlUrl: string;
   }
 }

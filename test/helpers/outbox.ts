@@ -1,7 +1,7 @@
 /** Drains for the outbox tests: the real publishers, and an HTTP receiver that records what arrives. */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type pg from 'pg';
+import type { OutboxPool } from '../../relay/outbox/outbox-db.js';
 import { pino } from 'pino';
 import { createHttpPublisher } from '../../relay/http.js';
 import { createKafkaPublisher } from '../../relay/kafka.js';
@@ -20,7 +20,7 @@ export function testRelay(kafkaBrokers?: string, amqpUrl?: string): Relay {
 }
 
 /** Starts a drain in this process; `stop` aborts it and waits for it to end. */
-export async function startDrain(pool: pg.Pool, mapping: unknown, relay: Relay, options: Partial<DrainOptions> = {}) {
+export async function startDrain(pool: OutboxPool, mapping: unknown, relay: Relay, options: Partial<DrainOptions> = {}) {
   const checked = await checkMapping(pool, parseMapping(mapping));
   const abort = new AbortController();
   const drain = new OutboxDrain({ pool, mapping: checked, relay, logger: pino({ level: 'silent' }), signal: abort.signal, ...options });
