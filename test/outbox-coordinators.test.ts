@@ -1,6 +1,7 @@
 /**
  * Outbox drains run by `concord start` (config outboxes): two coordinators share one busy table
- * split into parts, both publish and no row goes out twice; metrics per table; readiness fails
+ * split into parts, both publish and no row goes out twice, and one takes over all parts when the
+ * other stops; metrics per table; readiness fails
  * when a drain lags; the operator routes list and redrive parked rows.
  */
 import { randomUUID } from 'node:crypto';
@@ -122,7 +123,12 @@ it('two coordinators drain one table split in 4 parts: both publish, every row o
   expect(await metric(a, 'concord_outbox_lag_seconds', 'busy_outbox')).toBeLessThan(5);
   const status = (await (await fetch(`${a.url}/api/outboxes`)).json()) as { outboxes: { members: number; held: number[] }[] };
   expect(status.outboxes[0]).toMatchObject({ members: 2, held: [expect.any(Number), expect.any(Number)] });
-  await Promise.all([a, b].map((c) => c.stop()));
+  // a stops: b takes over all the parts and drains what comes next alone.
+  await a.stop();
+  await waitFor(async () => (await metric(b, 'concord_outbox_partitions_held', 'busy_outbox')) === 4, 15_000);
+  await pool.query(`insert into busy_outbox (k, body) select 'k' || (g % 97), 'after-' || g from generate_series(1, 1000) g`);
+  await waitFor(async () => (await metric(b, 'concord_outbox_published_total', 'busy_outbox')) === published[1]! + 1000, 20_000);
+  await b.stop();
 });
 
 it('readiness fails with the reason while a drain lags; operators list and redrive parked rows', async () => {
