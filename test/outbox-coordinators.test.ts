@@ -1,8 +1,8 @@
 /**
  * Outbox drains run by `concord start` (config outboxes): two coordinators share one busy table
  * split into parts, both publish and no row goes out twice, and one takes over all parts when the
- * other stops; metrics per table; readiness fails
- * when a drain lags; the operator routes list and redrive parked rows.
+ * other stops; metrics per table; readiness fails when a drain lags; the operator routes list and
+ * redrive parked rows.
  */
 import { randomUUID } from 'node:crypto';
 import { Kafka, logLevel } from 'kafkajs';
