@@ -241,9 +241,14 @@ export class OutboxDrains {
     }
   }
 
-  /** Why readiness fails, if it does: an outbox over its lag threshold, a bad mapping, an unreachable table. */
+  /**
+   * Why readiness fails, if it does: an outbox with a lagThreshold that is over it, or whose
+   * mapping does not fit or whose database does not answer. Without a threshold those show only in
+   * the status (GET /api/outboxes) and the log: an outbox a coordinator merely helps with does not
+   * take its API out of service.
+   */
   problems(): string[] {
-    return [...this.runners.values()].flatMap((r) => (r.problem ? [r.problem] : []));
+    return [...this.runners.values()].flatMap((r) => (r.problem && r.config.lagThreshold !== undefined ? [r.problem] : []));
   }
 
   list(): OutboxStatus[] {

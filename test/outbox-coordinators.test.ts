@@ -1,7 +1,8 @@
 /**
  * Outbox drains run by `concord start` (config outboxes): two coordinators share one busy table
- * split into parts, both publish and no row goes out twice; metrics per table; readiness fails
- * when a drain lags; the operator routes list and redrive parked rows.
+ * split into parts, both publish and no row goes out twice, and one takes over all parts when the
+ * other stops; metrics per table; readiness fails when a drain lags; the operator routes list and
+ * redrive parked rows.
  */
 import { randomUUID } from 'node:crypto';
 import { Kafka, logLevel } from 'kafkajs';
@@ -122,7 +123,12 @@ it('two coordinators drain one table split in 4 parts: both publish, every row o
   expect(await metric(a, 'concord_outbox_lag_seconds', 'busy_outbox')).toBeLessThan(5);
   const status = (await (await fetch(`${a.url}/api/outboxes`)).json()) as { outboxes: { members: number; held: number[] }[] };
   expect(status.outboxes[0]).toMatchObject({ members: 2, held: [expect.any(Number), expect.any(Number)] });
-  await Promise.all([a, b].map((c) => c.stop()));
+  // a stops: b takes over all the parts and drains what comes next alone.
+  await a.stop();
+  await waitFor(async () => (await metric(b, 'concord_outbox_partitions_held', 'busy_outbox')) === 4, 15_000);
+  await pool.query(`insert into busy_outbox (k, body) select 'k' || (g % 97), 'after-' || g from generate_series(1, 1000) g`);
+  await waitFor(async () => (await metric(b, 'concord_outbox_published_total', 'busy_outbox')) === published[1]! + 1000, 20_000);
+  await b.stop();
 });
 
 it('readiness fails with the reason while a drain lags; operators list and redrive parked rows', async () => {
@@ -148,6 +154,7 @@ it('readiness fails with the reason while a drain lags; operators list and redri
         publishedColumn: 'done',
         lagThreshold: 60,
       },
+      { database: outboxUrl, table: 'refused_outbox', name: 'misfit', destination: http.url, payloadColumn: 'nope', published: 'delete' },
       {
         database: outboxUrl,
         table: 'refused_outbox',
@@ -163,12 +170,20 @@ it('readiness fails with the reason while a drain lags; operators list and redri
   await pool.query(`insert into stuck_outbox (body, created_at) values ('late', now() - interval '1 hour')`);
   let health: Response | undefined;
   await waitFor(async () => (health = await fetch(`${node.url}/api/health`)).status === 503, 10_000);
-  expect(await health!.json()).toMatchObject({
+  const notReady = (await health!.json()) as { message: string };
+  expect(notReady.message).not.toContain('misfit'); // no lagThreshold: not a readiness matter
+  expect(notReady).toMatchObject({
     code: 'NOT_READY',
     message: expect.stringMatching(/stuck_outbox: the oldest pending row is 3\d{3}\.\d s old, over lagThreshold 60 s/),
   });
 
   const operator = { authorization: `Bearer ${operatorToken}` };
+  // A mapping that does not fit its table, without a lagThreshold: in the status, not in readiness.
+  const statuses = (await (await fetch(`${node.url}/api/outboxes`, { headers: operator })).json()) as {
+    outboxes: { name: string; problem: string | null }[];
+  };
+  expect(statuses.outboxes.find((o) => o.name === 'misfit')?.problem).toMatch(/payloadColumn: no column "nope"/);
+
   const api = { authorization: `Bearer ${apiToken}` };
   expect(await metric(node, 'concord_outbox_lag_seconds', 'stuck_outbox', api)).toBeGreaterThan(3_000);
   await waitFor(async () => (await metric(node, 'concord_outbox_parked_total', 'refused', api)) === 2, 10_000);
