@@ -15,6 +15,8 @@ import {
   topicParamsSchema,
   transRequestSchema,
   unsubscribeQuerySchema,
+  workflowBodySchema,
+  workflowRefusalSchema,
   type TransRequest,
 } from '../../schemas/dtm.js';
 import type { Relay } from '../../relay/publisher.js';
@@ -76,6 +78,28 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { 
     await msg.abort(request.body);
     return success;
   });
+
+  app.post(
+    '/prepareWorkflow',
+    {
+      schema: {
+        summary: "DTM workflow: not served yet; answered so that DTM's workflow client returns an error (nothing is stored).",
+        body: workflowBodySchema,
+        response: { 400: workflowRefusalSchema },
+      },
+    },
+    async (request, reply) => {
+      const message = 'trans_type workflow is not supported by this coordinator (yet)';
+      return reply.status(400).send({
+        code: 'UNSUPPORTED',
+        message,
+        field: 'trans_type',
+        dtm_result: 'FAILURE' as const,
+        transaction: { gid: request.body.gid ?? '', status: 'failed' as const, rollback_reason: message },
+        progresses: [],
+      });
+    },
+  );
 
   app.post(
     '/redrive',

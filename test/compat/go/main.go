@@ -54,6 +54,15 @@
 //
 // -retry-limit sets the saga's RetryLimit (saga modes only).
 //
+// Workflow mode (github.com/dtm-labs/client/workflow, HTTP):
+//
+//	workflow               InitHTTP(dtm, busi/workflow/resume), Register("compat-wf", a
+//	                       handler that does nothing), Execute("compat-wf", gid, "{}"):
+//	                       the coordinator's /prepareWorkflow reply decides. This mode
+//	                       runs outside the panic guard of the others, so a reply
+//	                       the client cannot read crashes the process (exit code 2,
+//	                       no result line) instead of printing an error.
+//
 // Without -gid, a gid is fetched with MustGenGid first. The last stdout line
 // is always one JSON object: {"ok":true} (plus "gid" for new-gid) or
 // {"ok":false,"error":"..."}; the exit code is 0 or 1 accordingly (2 for bad
@@ -74,6 +83,7 @@ import (
 
 	"github.com/dtm-labs/client/dtmcli"
 	"github.com/dtm-labs/client/dtmcli/dtmimp"
+	"github.com/dtm-labs/client/workflow"
 	"github.com/dtm-labs/logger"
 )
 
@@ -137,6 +147,17 @@ func main() {
 	if isSaga(*mode) && *delay > 0 || !isSaga(*mode) && opts.retryLimit > 0 {
 		fmt.Fprintln(os.Stderr, "-delay is for msg modes, -retry-limit for saga modes")
 		os.Exit(2)
+	}
+
+	if *mode == "workflow" {
+		if *busi == "" || *gid == "" {
+			fmt.Fprintln(os.Stderr, "mode workflow needs -busi and -gid")
+			os.Exit(2)
+		}
+		if err := runWorkflow(*dtm, *gid, strings.TrimSuffix(*busi, "/")); err != nil {
+			finish(result{Ok: false, Error: err.Error()})
+		}
+		finish(result{Ok: true})
 	}
 
 	err := dtmimp.CatchP(func() {
@@ -239,4 +260,13 @@ func runSaga(mode, dtm, gid, base string, opts options) error {
 		usage(mode)
 	}
 	return saga.Submit()
+}
+
+func runWorkflow(dtm, gid, base string) error {
+	workflow.InitHTTP(dtm, base+"/workflow/resume")
+	name := "compat-wf"
+	if err := workflow.Register(name, func(wf *workflow.Workflow, data []byte) error { return nil }); err != nil {
+		return err
+	}
+	return workflow.Execute(name, gid, []byte("{}"))
 }
