@@ -4,7 +4,6 @@
  */
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { brokerConnections, isLoopbackHost, type Config } from '../schemas/config.js';
 import { createHttpPublisher } from '../relay/http.js';
@@ -20,6 +19,7 @@ import { SagaEngine } from './engine/saga.js';
 import { SagaProcessor } from './engine/saga-process.js';
 import { listenForReplies, type ReplyListener } from '../relay/replies.js';
 import { createMetrics } from './metrics.js';
+import { version } from './version.js';
 import { RetentionJob } from './retention-job.js';
 import { Scheduler } from './scheduler.js';
 import { buildServer } from './server/build-server.js';
@@ -37,18 +37,7 @@ export interface Coordinator {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-/** The package version, read from package.json whether this runs from source or from dist/. */
-export const version: string = (() => {
-  for (const up of ['../package.json', '../../package.json']) {
-    try {
-      const pkg = JSON.parse(readFileSync(new URL(up, import.meta.url), 'utf8')) as { name?: string; version?: string };
-      if (pkg.name === 'concord' && pkg.version) return pkg.version;
-    } catch {
-      // not at this level
-    }
-  }
-  return '0.0.0';
-})();
+export { version };
 
 export async function startCoordinator(config: Config, logger: Logger): Promise<Coordinator> {
   const nodeId = config.nodeId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;

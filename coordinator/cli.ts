@@ -1,11 +1,12 @@
 #!/usr/bin/env node
-/** `concord start` runs a coordinator; `concord barrier-sql` prints the barrier table's DDL. */
+/** `concord start` runs a coordinator; `concord barrier-sql` prints the barrier table's DDL; `concord outbox` adopts an outbox table. */
 import { Command, Option } from 'commander';
 import { pino } from 'pino';
 import { configKeys, configSchema, envName, flagName, loadConfig, type ConfigKey } from '../schemas/config.js';
 import { barrierDdlPostgres } from '../schemas/db/barrier.js';
 import { isConcordError } from '../schemas/errors.js';
-import { startCoordinator, version } from './app.js';
+import { version } from './version.js';
+import { outboxCommand } from './outbox-command.js';
 
 const program = new Command('concord').version(version).description('Distributed-transaction coordinator (DTM-compatible).');
 
@@ -33,6 +34,8 @@ start.action(async (flags: Record<string, string | undefined>) => {
   const logger = pino({ level: config.logLevel, redact: ['*.payload', '*.data', 'req.headers.authorization'] });
   let coordinator;
   try {
+    // Loaded here: the other commands (outbox drain, barrier-sql) do without the coordinator's modules.
+    const { startCoordinator } = await import('./app.js');
     coordinator = await startCoordinator(config, logger);
   } catch (err) {
     logger.fatal({ err }, 'coordinator failed to start');
@@ -58,5 +61,7 @@ program
   .action(() => {
     process.stdout.write(barrierDdlPostgres);
   });
+
+program.addCommand(outboxCommand());
 
 await program.parseAsync();

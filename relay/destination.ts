@@ -14,14 +14,12 @@ export function parseDestination(url: string): { scheme: string; connection: str
  * de-duplicate), the content type, the DTM coordinates, and a W3C traceparent when the sender gave one.
  */
 export function messageHeaders(delivery: Delivery): Record<string, string> {
-  const { gid = '', branch_id = '', trans_type = '' } = delivery.params;
-  const headers: Record<string, string> = {
-    'message-id': `${gid}/${branch_id}`,
-    'content-type': 'application/json',
-    'dtm-gid': gid,
-    'dtm-branch-id': branch_id,
-    'dtm-trans-type': trans_type,
-  };
+  const { gid, branch_id, trans_type } = delivery.params;
+  const headers: Record<string, string> = { 'message-id': `${gid ?? ''}/${branch_id ?? ''}`, 'content-type': 'application/json' };
+  // Outbox rows are no DTM transaction: they carry none of these (and their own message-id).
+  if (gid !== undefined) headers['dtm-gid'] = gid;
+  if (branch_id !== undefined) headers['dtm-branch-id'] = branch_id;
+  if (trans_type !== undefined) headers['dtm-trans-type'] = trans_type;
   for (const [name, value] of Object.entries(delivery.headers)) headers[name.toLowerCase()] = value;
   return headers;
 }

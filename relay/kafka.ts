@@ -10,9 +10,10 @@ import type { Logger } from 'pino';
 import type { Delivery, DeliveryResult, Publisher } from './publisher.js';
 import { messageHeaders, parseDestination, withTimeout } from './destination.js';
 
+/** Messages to one topic that succeed or fail together: one delivery, or a run of publishMany. */
 interface Pending {
   topic: string;
-  message: Message;
+  messages: Message[];
   resolve: (result: DeliveryResult) => void;
 }
 
@@ -20,6 +21,16 @@ export function createKafkaPublisher(connections: Record<string, string[]>, logg
   const producers = new Map<string, Promise<Producer>>();
   const queues = new Map<string, Pending[]>();
   const flushing = new Set<string>();
+  const scheduled = new Set<string>();
+  // Destinations are few and messages many (an outbox drain sends thousands per second to one topic).
+  const destinations = new Map<string, ReturnType<typeof parseDestination>>();
+  const parsed = (url: string) => {
+    if (!destinations.has(url)) {
+      if (destinations.size > 10_000) destinations.clear();
+      destinations.set(url, parseDestination(url));
+    }
+    return destinations.get(url);
+  };
 
   const producerFor = (name: string): Promise<Producer> => {
     let producer = producers.get(name);
@@ -48,7 +59,11 @@ export function createKafkaPublisher(connections: Record<string, string[]>, logg
       for (let batch = queues.get(name) ?? []; batch.length > 0; batch = queues.get(name) ?? []) {
         queues.set(name, []);
         const byTopic = new Map<string, Message[]>();
-        for (const p of batch) byTopic.set(p.topic, [...(byTopic.get(p.topic) ?? []), p.message]);
+        for (const p of batch) {
+          const messages = byTopic.get(p.topic);
+          if (messages) for (const m of p.messages) messages.push(m);
+          else byTopic.set(p.topic, [...p.messages]);
+        }
         try {
           const producer = await producerFor(name);
           await producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) });
@@ -65,29 +80,64 @@ export function createKafkaPublisher(connections: Record<string, string[]>, logg
   };
 
   const problem = (url: string): string | undefined => {
-    const dest = parseDestination(url);
+    const dest = parsed(url);
     if (!dest || dest.path.length !== 1 || dest.path[0] === '') return `bad Kafka destination "${url}": use kafka://<connection>/<topic>`;
     if (!connections[dest.connection]) return `no Kafka connection named "${dest.connection}" (configure kafkaBrokers or connections)`;
     return undefined;
   };
+
+  const enqueue = (connection: string, topic: string, messages: Message[]) =>
+    new Promise<DeliveryResult>((resolve) => {
+      const queue = queues.get(connection) ?? [];
+      queue.push({ topic, messages, resolve });
+      queues.set(connection, queue);
+      // The batch leaves after the current tick, so deliveries started together share it.
+      if (!scheduled.has(connection)) {
+        scheduled.add(connection);
+        setImmediate(() => {
+          scheduled.delete(connection);
+          void flush(connection);
+        });
+      }
+    });
 
   return {
     schemes: ['kafka'],
     problem,
     publish(delivery: Delivery): Promise<DeliveryResult> {
       const bad = problem(delivery.url);
-      const dest = parseDestination(delivery.url);
+      const dest = parsed(delivery.url);
       if (bad || !dest) return Promise.resolve({ outcome: 'ERROR', detail: bad ?? 'bad destination' });
-      const headers = messageHeaders(delivery);
-      const acked = new Promise<DeliveryResult>((resolve) => {
-        const message: Message = { key: delivery.key ?? null, value: delivery.payload, headers };
-        const queue = queues.get(dest.connection) ?? [];
-        queue.push({ topic: dest.path[0]!, message, resolve });
-        queues.set(dest.connection, queue);
-        // The batch leaves after the current tick, so deliveries started together share it.
-        setImmediate(() => void flush(dest.connection));
-      });
-      return withTimeout(acked, delivery.timeoutMs);
+      const message: Message = { key: delivery.key ?? null, value: delivery.payload, headers: messageHeaders(delivery) };
+      return withTimeout(enqueue(dest.connection, dest.path[0]!, [message]), delivery.timeoutMs);
+    },
+    /**
+     * Many deliveries in order, with one promise and one timer per run of messages to the same
+     * topic instead of per message (an outbox drain hands over thousands at once).
+     */
+    publishMany(deliveries: Delivery[]): Promise<DeliveryResult[]> {
+      const results: Promise<DeliveryResult>[] = [];
+      const counts: number[] = [];
+      let run: { url: string; messages: Message[]; timeoutMs: number } | undefined;
+      const close = () => {
+        if (!run) return;
+        const bad = problem(run.url);
+        const dest = parsed(run.url);
+        results.push(
+          bad || !dest
+            ? Promise.resolve({ outcome: 'ERROR', detail: bad ?? 'bad destination' })
+            : withTimeout(enqueue(dest.connection, dest.path[0]!, run.messages), run.timeoutMs),
+        );
+        counts.push(run.messages.length);
+        run = undefined;
+      };
+      for (const delivery of deliveries) {
+        if (run?.url !== delivery.url) close();
+        run ??= { url: delivery.url, messages: [], timeoutMs: delivery.timeoutMs };
+        run.messages.push({ key: delivery.key ?? null, value: delivery.payload, headers: messageHeaders(delivery) });
+      }
+      close();
+      return Promise.all(results).then((settled) => settled.flatMap((result, i) => new Array<DeliveryResult>(counts[i]!).fill(result)));
     },
     async close() {
       await Promise.all([...producers.values()].map((p) => p.then((producer) => producer.disconnect()).catch(() => undefined)));

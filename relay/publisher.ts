@@ -30,6 +30,8 @@ export interface Publisher {
   /** Why this destination can never be delivered (unknown connection, bad shape), or undefined. */
   problem(url: string): string | undefined;
   publish(delivery: Delivery): Promise<DeliveryResult>;
+  /** Optional: many deliveries at once, in order, cheaper than one publish each; results in the same order. */
+  publishMany?(deliveries: Delivery[]): Promise<DeliveryResult[]>;
   close(): Promise<void>;
 }
 
@@ -53,6 +55,26 @@ export class Relay {
     const publisher = this.byScheme.get(schemeOf(delivery.url));
     if (!publisher) return Promise.resolve({ outcome: 'ERROR', detail: `no publisher for ${delivery.url}` });
     return publisher.publish(delivery);
+  }
+
+  /** Many deliveries, in order per publisher; results in the order of `deliveries`. */
+  async publishMany(deliveries: Delivery[]): Promise<DeliveryResult[]> {
+    const byPublisher = new Map<Publisher | undefined, number[]>();
+    deliveries.forEach((d, i) => {
+      const publisher = this.byScheme.get(schemeOf(d.url));
+      const indexes = byPublisher.get(publisher);
+      if (indexes) indexes.push(i);
+      else byPublisher.set(publisher, [i]);
+    });
+    const results = new Array<DeliveryResult>(deliveries.length);
+    await Promise.all(
+      [...byPublisher].map(async ([publisher, indexes]) => {
+        const mine = indexes.map((i) => deliveries[i]!);
+        const answers = publisher?.publishMany ? await publisher.publishMany(mine) : await Promise.all(mine.map((d) => this.publish(d)));
+        indexes.forEach((i, n) => (results[i] = answers[n]!));
+      }),
+    );
+    return results;
   }
 
   async close(): Promise<void> {

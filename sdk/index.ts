@@ -32,3 +32,5 @@ export {
   type CommandHandler,
 } from './participant.js';
 export { commandHeaders, type SagaReply } from '../schemas/saga.js';
+export { outbox, ensureOutboxTable, type OutboxPublishOptions } from './outbox.js';
+export { nativeOutboxDdlPostgres, nativeOutboxNotifyDdlPostgres, nativeOutboxMapping } from '../schemas/db/outbox.js';

@@ -1,0 +1,147 @@
+/**
+ * Outbox bench (part of `npm run bench`): drain a backlog of committed outbox rows to Kafka (acks
+ * from all in-sync replicas, idempotent producer), first with the naive hand-rolled poller
+ * (bench/outbox-naive-poller.ts), then with `concord outbox drain` deleting published rows as the
+ * poller does, then with its cursor (published=none: no write per row), on the same Postgres, Kafka
+ * and table, each as its own process. Prints rows/s, peak RSS and CPU per 1,000 rows.
+ *
+ * BENCH_OUTBOX_ROWS (default 200000; 1000000 for the issue's figure), BENCH_OUTBOX_ROUNDS (default 1:
+ * each contender once; more rounds alternate them), BENCH_OUTBOX_BATCH (the poller's rows per batch,
+ * default 1000), BENCH_OUTBOX_CONCORD_BATCH (the drain's --batch-size; its default otherwise).
+ */
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { Kafka, logLevel } from 'kafkajs';
+import pg from 'pg';
+import { startKafka } from '../test/services/kafka.js';
+import { createDatabase } from '../test/services/postgres.js';
+import { runBench, type Bench } from './lifecycle.js';
+import { table } from './markdown.js';
+import { startBenchPostgres } from './postgres-server.js';
+import { progress } from './report.js';
+
+const rows = Number(process.env.BENCH_OUTBOX_ROWS ?? 200_000);
+const rounds = Number(process.env.BENCH_OUTBOX_ROUNDS ?? 1);
+const batch = Number(process.env.BENCH_OUTBOX_BATCH ?? 1000);
+/** Concord's own batch size (its default unless given); the poller's stays BENCH_OUTBOX_BATCH. */
+const concordBatch = process.env.BENCH_OUTBOX_CONCORD_BATCH;
+const dist = new URL('..', import.meta.url).pathname;
+
+interface Result {
+  contender: string;
+  seconds: number;
+  rssMiB: number;
+  cpuSeconds: number;
+}
+
+/** Runs a drainer process to its end; its last line reports peak RSS and CPU. */
+async function timed(contender: string, bench: Bench, args: string[]): Promise<Result> {
+  const started = performance.now();
+  const child = spawn('node', args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const stop = () => child.kill('SIGTERM');
+  bench.signal.addEventListener('abort', stop);
+  let out = '';
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  bench.signal.removeEventListener('abort', stop);
+  const seconds = (performance.now() - started) / 1000;
+  const match = /published (\d+).*peak RSS (\d+) MiB, CPU ([\d.]+) s/.exec(out);
+  if (code !== 0 || !match) throw new Error(`${contender} failed (exit ${code}): ${out.slice(-1000)}`);
+  if (Number(match[1]) !== rows) throw new Error(`${contender} published ${match[1]} of ${rows} rows`);
+  return { contender, seconds, rssMiB: Number(match[2]), cpuSeconds: Number(match[3]) };
+}
+
+async function main(bench: Bench): Promise<void> {
+  const [server, kafka] = await Promise.all([startBenchPostgres(bench, 'concord_bench_outbox_'), startKafka()]);
+  bench.defer(() => kafka.stop());
+  const url = await createDatabase(server.url, `${server.prefix}outbox`);
+  const pool = new pg.Pool({ connectionString: url, max: 2 });
+  bench.defer(() => pool.end());
+  const topic = `bench-outbox-${randomUUID()}`;
+  const admin = new Kafka({ brokers: kafka.brokers.split(','), logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  await admin.createTopics({ topics: [{ topic, numPartitions: 6 }], waitForLeaders: true });
+  await admin.disconnect();
+  await pool.query(`create table bench_outbox (id bigserial primary key, topic text not null, k text not null, payload text not null,
+    created_at timestamptz not null default now())`);
+
+  const fill = async () => {
+    await pool.query('truncate bench_outbox'); // the cursor contender leaves its rows behind
+    await pool.query(
+      `insert into bench_outbox (topic, k, payload) select $1, 'customer-' || (i % 64), '{"order":' || i || ',"note":"' || repeat('x', 80) || '"}'
+       from generate_series(1, $2::int) i`,
+      [topic, rows],
+    );
+    await pool.query('vacuum analyze bench_outbox');
+    await pool.query('checkpoint');
+  };
+  const concord = (published: 'delete' | 'none', round: number) => [
+    `${dist}coordinator/cli.js`,
+    'outbox',
+    'drain',
+    '--database',
+    url,
+    '--table',
+    'bench_outbox',
+    '--destination-column',
+    'topic',
+    '--destination-template',
+    'kafka://default/{destination}',
+    '--key-column',
+    'k',
+    '--payload-column',
+    'payload',
+    '--created-at-column',
+    'created_at',
+    '--published',
+    published,
+    '--name',
+    `bench-${published}-${round}`,
+    '--kafka-brokers',
+    kafka.brokers,
+    ...(concordBatch ? ['--batch-size', concordBatch] : []),
+    '--progress-ms',
+    '3600000',
+    '--exit-when-idle',
+  ];
+  const contenders = (round: number): [string, string[]][] => [
+    [
+      'naive poller (select, send, delete, commit)',
+      [`${dist}bench/outbox-naive-poller.js`, url, kafka.brokers, 'bench_outbox', String(batch)],
+    ],
+    ['concord outbox drain, published=delete', concord('delete', round)],
+    ['concord outbox drain, published=none (cursor, rows left in place)', concord('none', round)],
+  ];
+  const results: Result[] = [];
+  for (let round = 0; round < rounds; round++) {
+    for (const [name, args] of contenders(round)) {
+      bench.checkAborted();
+      progress(`outbox: filling ${rows} rows for ${name}`);
+      await fill();
+      progress(`outbox: draining with ${name}`);
+      const result = await timed(name, bench, args);
+      progress(`outbox: ${name}: ${Math.round(rows / result.seconds)} rows/s`);
+      results.push(result);
+    }
+  }
+  const naive = results.filter((r) => r.contender.startsWith('naive'));
+  const naiveRate = naive.reduce((s, r) => s + rows / r.seconds, 0) / naive.length;
+  console.log(
+    `\n### Outbox backlog drain to Kafka: ${rows} rows, acks=all, poller batches of ${batch}, drain batches of ${concordBatch ?? 'its default'}\n`,
+  );
+  console.log(
+    table(
+      ['drainer', 'rows/s', 'vs naive', 'seconds', 'peak RSS MiB', 'CPU ms per 1k rows'],
+      results.map((r) => [
+        r.contender,
+        String(Math.round(rows / r.seconds)),
+        `${(rows / r.seconds / naiveRate).toFixed(2)}×`,
+        r.seconds.toFixed(1),
+        String(r.rssMiB),
+        ((r.cpuSeconds * 1e6) / rows).toFixed(1),
+      ]),
+    ),
+  );
+}
+
+await runBench(main);

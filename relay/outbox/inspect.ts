@@ -1,0 +1,65 @@
+/** What `concord outbox inspect` reports: pending rows, the oldest one's age, and a dry run of the mapping on real rows. */
+import type pg from 'pg';
+import { outboxCursorTable } from '../../schemas/db/outbox.js';
+import type { Relay } from '../publisher.js';
+import { decodeRow, type OutboxRow } from './decode-row.js';
+import type { CheckedMapping } from './mapping-check.js';
+import { outboxSql } from './outbox-sql.js';
+
+export interface SampleRow {
+  id: string;
+  /** Where it would go, its key and body size; or why it would be parked. */
+  url?: string;
+  key?: string;
+  bytes?: number;
+  messageId?: string;
+  error?: string;
+}
+
+export interface Inspection {
+  pending: number;
+  /** Seconds since the oldest pending row was written (needs createdAtColumn). */
+  oldestAgeSeconds: number | null;
+  /** published=none: the drain's saved cursor. */
+  cursor?: string;
+  sample: SampleRow[];
+}
+
+export async function inspectOutbox(
+  db: pg.Pool | pg.ClientBase,
+  checked: CheckedMapping,
+  relay: Pick<Relay, 'problem'>,
+  sampleSize = 20,
+): Promise<Inspection> {
+  const sql = outboxSql(checked);
+  let cursor: string | undefined;
+  if (checked.mapping.published === 'none') {
+    const exists = await db.query<{ t: string | null }>('select to_regclass($1)::text as t', [outboxCursorTable]);
+    cursor = '0';
+    if (exists.rows[0]?.t) cursor = (await db.query<{ last_id: string }>(sql.loadCursor, [checked.name])).rows[0]?.last_id ?? '0';
+  }
+  const pending = await db.query<{ pending: string; oldest_age: number | null }>(sql.pending, cursor === undefined ? [] : [cursor]);
+  const rows =
+    cursor === undefined
+      ? (await db.query<OutboxRow>(sql.readFirst, [sampleSize])).rows
+      : (await db.query<OutboxRow>(sql.readAfter, [sampleSize, cursor])).rows;
+  const sample = rows.map((row): SampleRow => {
+    const decoded = decodeRow(checked.mapping, row);
+    if ('error' in decoded) return { id: row.id, error: decoded.error };
+    const problem = relay.problem(decoded.url);
+    if (problem) return { id: row.id, url: decoded.url, error: problem };
+    return {
+      id: row.id,
+      url: decoded.url,
+      ...(decoded.key === undefined ? {} : { key: decoded.key }),
+      bytes: Buffer.byteLength(decoded.payload),
+      messageId: decoded.headers['message-id']!,
+    };
+  });
+  return {
+    pending: Number(pending.rows[0]!.pending),
+    oldestAgeSeconds: pending.rows[0]!.oldest_age,
+    ...(cursor === undefined ? {} : { cursor }),
+    sample,
+  };
+}

@@ -1,0 +1,69 @@
+/**
+ * How Concord reads an outbox table it did not create: a mapping from the table's own columns to
+ * what a message needs. The table is never altered; `checkMapping` (relay/outbox) compares the
+ * mapping with the real table before anything is read.
+ */
+import { z } from 'zod';
+
+const identifier = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_$]*$/, 'a plain SQL identifier (letters, digits, _ and $)')
+  .describe('A column name.');
+
+export const payloadEncodings = ['text', 'json', 'bytea', 'base64'] as const;
+
+export const outboxMappingSchema = z
+  .strictObject({
+    table: z
+      .string()
+      .regex(/^([A-Za-z_][A-Za-z0-9_$]*\.)?[A-Za-z_][A-Za-z0-9_$]*$/, 'a table name, optionally schema-qualified (public.outbox)')
+      .describe('The outbox table, optionally schema-qualified.'),
+    name: z
+      .string()
+      .min(1)
+      .max(200)
+      .optional()
+      .describe('Names this drain (its cursor, its parked rows and its lock); defaults to the table name.'),
+    idColumn: identifier.default('id').describe('Unique, increasing id (bigserial or identity); rows are published in its order.'),
+    destinationColumn: identifier
+      .optional()
+      .describe("Column holding each row's destination (a URL, or a name put into destinationTemplate)."),
+    destination: z.string().min(1).optional().describe('One fixed destination URL for every row, instead of destinationColumn.'),
+    destinationTemplate: z
+      .string()
+      .includes('{destination}')
+      .optional()
+      .describe('Turns a destination column value that is not a URL into one, e.g. kafka://default/{destination}.'),
+    keyColumn: identifier.optional().describe('Message key (Kafka partitioning, per-key order); none means no key.'),
+    payloadColumn: identifier.describe('The message body.'),
+    payloadEncoding: z.enum(payloadEncodings).default('text').describe('How the payload column holds the body.'),
+    headersColumn: identifier.optional().describe('A JSON object (json, jsonb or text) of extra message headers.'),
+    createdAtColumn: identifier.optional().describe('When the row was written; used for the age of the oldest pending row.'),
+    published: z
+      .enum(['flag', 'delete', 'none'])
+      .describe(
+        'How published rows are recognised: flag (publishedColumn set: boolean true, number 1, or a timestamp), delete (published rows are deleted), none (Concord keeps its own cursor).',
+      ),
+    publishedColumn: identifier.optional().describe('With published=flag: the boolean, integer or timestamp column Concord sets.'),
+    messageId: z
+      .string()
+      .includes('{id}')
+      .default('outbox:{table}:{id}')
+      .describe('The message-id header of each row: the same on every delivery, so consumer inboxes drop duplicates.'),
+    notifyChannel: identifier.optional().describe('A LISTEN channel a trigger notifies on insert; without it the drain polls.'),
+  })
+  .superRefine((m, ctx) => {
+    if ((m.destination === undefined) === (m.destinationColumn === undefined))
+      ctx.addIssue({ code: 'custom', path: ['destinationColumn'], message: 'give exactly one of destinationColumn and destination' });
+    if (m.published === 'flag' && !m.publishedColumn)
+      ctx.addIssue({ code: 'custom', path: ['publishedColumn'], message: 'published=flag needs publishedColumn' });
+    if (m.published !== 'flag' && m.publishedColumn)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['publishedColumn'],
+        message: `publishedColumn is only used with published=flag, not ${m.published}`,
+      });
+  });
+
+export type OutboxMappingInput = z.input<typeof outboxMappingSchema>;
+export type OutboxMapping = z.output<typeof outboxMappingSchema>;
