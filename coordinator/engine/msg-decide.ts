@@ -9,8 +9,9 @@ import type { StoredOptions } from '../../schemas/db/tables.js';
 import type { DtmOutcome } from '../../schemas/dtm.js';
 import type { BranchRow } from '../store/transactions.js';
 
+/** What a decision of a type whose branches run in order (msg, tcc) reads. */
 export interface MsgView {
-  status: 'prepared' | 'submitted';
+  status: 'prepared' | 'submitted' | 'aborting';
   options: StoredOptions;
   /** Milliseconds since the message was created, by the store's clock. */
   ageMs: number;
@@ -22,14 +23,16 @@ export type MsgDecision =
   | { kind: 'check-back' }
   /** Due again in `delay` seconds (the message's delay has not passed). */
   | { kind: 'wait'; delay: number }
-  /** Deliver these groups in order; the branches of one group at once. */
-  | { kind: 'deliver'; groups: BranchRow[][] };
+  /** Deliver these groups in order, the branches of one group at once; then the transaction ends as `end`. */
+  | { kind: 'deliver'; groups: BranchRow[][]; end: 'succeed' | 'failed' }
+  /** Turn to aborting (its time ran out), then decide again. */
+  | { kind: 'rollback'; reason: string };
 
 export function decideMsg(view: MsgView): MsgDecision {
   if (view.status === 'prepared') return { kind: 'check-back' };
   const delayLeftMs = (view.options.delay ?? 0) * 1000 - view.ageMs;
   if (delayLeftMs > 0) return { kind: 'wait', delay: delayLeftMs / 1000 };
-  return { kind: 'deliver', groups: view.options.concurrent ? [view.branches] : view.branches.map((b) => [b]) };
+  return { kind: 'deliver', groups: view.options.concurrent ? [view.branches] : view.branches.map((b) => [b]), end: 'succeed' };
 }
 
 /** What the answer of query_prepared means: the local transaction rolled back, committed, or is not known yet. */

@@ -1,9 +1,11 @@
 /**
- * The executor of two-phase messages: one pass over a message this node holds the lease of. It
- * asks decideMsg (msg-decide.ts) what to do and does it: the check-back of a dangling prepare,
- * then delivery of the branches still pending. A branch call is started only when it can end (its
- * timeout) before the lease does, so no branch is ever called by two nodes at once. A message has
- * no rollback, so its attempts are counted with their results, which settle group-commits.
+ * The executor of the types whose branches run in order, two-phase messages and TCC: one pass over
+ * a transaction this node holds the lease of. It asks decideMsg (msg-decide.ts) or decideTcc
+ * (tcc-decide.ts) what to do and does it: the check-back of a dangling prepare, the rollback of a
+ * TCC whose time ran out, then the calls of the branches still pending. A branch call is started only when it can end (its
+ * timeout) before the lease does, so no branch is ever called by two nodes at once. Neither a
+ * message's delivery nor a Confirm or Cancel is undone, so attempts are counted with their
+ * results, which settle group-commits.
  */
 import type { BackoffPolicy } from '../../schemas/backoff.js';
 import type { DtmOutcome } from '../../schemas/dtm.js';
@@ -18,15 +20,17 @@ import {
   type Settlement,
   type TransRow,
 } from '../store/transactions.js';
+import { moveToAborting } from '../store/tcc.js';
 import { sendAlert } from './alert.js';
 import { batched } from './batches.js';
 import { leaseSeconds, type EngineContext } from './context.js';
 import { Lease } from './lease.js';
 import { checkBackVerdict, decideMsg, msgRetry } from './msg-decide.js';
+import { decideTcc } from './tcc-decide.js';
 import { publishBranch } from './publish.js';
 
 export interface PassResult {
-  status: 'prepared' | 'submitted' | 'succeed' | 'failed';
+  status: 'prepared' | 'submitted' | 'aborting' | 'succeed' | 'failed';
   reason?: string;
 }
 
@@ -68,7 +72,7 @@ export class MsgProcessor {
     const timeout = trans.options.request_timeout ?? config.requestTimeout;
     const policy: BackoffPolicy = { base: trans.options.retry_interval ?? config.retryInterval, cap: config.maxRetryInterval };
     const lease = new Lease(this.ctx, trans.gid, startedAt, leaseFor);
-    let status = trans.status as 'prepared' | 'submitted';
+    let status = trans.status as 'prepared' | 'submitted' | 'aborting';
     let seq = trans.submit_seq;
     const finish = async (s: Omit<Settlement, 'gid'>): Promise<PassResult> => {
       const applied = await this.settles.run({ gid: trans.gid, ...s });
@@ -93,7 +97,8 @@ export class MsgProcessor {
     for (;;) {
       // The store's age of the message at the claim, plus the time this pass has run since.
       const ageMs = trans.age_ms + (performance.now() - startedAt);
-      const next = decideMsg({ status, options: trans.options, ageMs, branches });
+      const view = { status, options: trans.options, ageMs, branches };
+      const next = trans.trans_type === 'tcc' ? decideTcc(view, config.timeoutToFail) : decideMsg(view);
       if (next.kind === 'wait') {
         return finish({ succeeded: [], status, interval: trans.next_cron_interval, delay: next.delay, retried: false });
       }
@@ -105,7 +110,13 @@ export class MsgProcessor {
           return finish({ succeeded: sent.succeeded, status, interval: trans.next_cron_interval, delay: orderWait, retried: false });
         }
         if (sent.kind === 'failed') return retryLater(sent.outcome, sent.succeeded, sent.failed, sent.failed.error);
-        return finish({ succeeded: sent.succeeded, status: 'succeed', interval: policy.base, delay: 0, retried: false });
+        return finish({ succeeded: sent.succeeded, status: next.end, interval: policy.base, delay: 0, retried: false });
+      }
+      if (next.kind === 'rollback') {
+        if (!(await moveToAborting(database, trans.gid, nodeId, next.reason))) return { status, reason: 'lease lost to another node' };
+        log.info({ reason: next.reason }, 'transaction rolls back');
+        status = 'aborting';
+        continue;
       }
 
       if (!(await lease.fits(timeout))) return release();

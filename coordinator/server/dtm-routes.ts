@@ -24,6 +24,8 @@ import { deleteTopic, subscribe, unsubscribe } from '../store/topics.js';
 import { ConcordError } from '../../schemas/errors.js';
 import type { MsgEngine } from '../engine/msg.js';
 import type { SagaEngine } from '../engine/saga.js';
+import type { TccEngine } from '../engine/tcc.js';
+import { tccRegistrationSchema } from '../../schemas/tcc.js';
 import type { Database } from '../store/database.js';
 import { getTransaction, listTransactions } from '../store/queries.js';
 import { branchView, redacted, transactionView } from './views.js';
@@ -32,6 +34,7 @@ export interface DtmRoutesOptions {
   database: Database;
   msg: MsgEngine;
   saga: SagaEngine;
+  tcc: TccEngine;
   relay: Relay;
   version: string;
 }
@@ -45,7 +48,7 @@ const redactionNote =
 type SubscribeQuery = z.infer<typeof subscribeQuerySchema>;
 type UnsubscribeQuery = z.infer<typeof unsubscribeQuerySchema>;
 
-export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { database, msg, saga, relay, version }) => {
+export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { database, msg, saga, tcc, relay, version }) => {
   /** Types not served (yet) get a clear 400, not a half-made transaction. */
   const served = (req: TransRequest, types: string[], what: string): void => {
     if (!types.includes(req.trans_type)) {
@@ -61,23 +64,50 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { 
     dtm_result: 'SUCCESS' as const,
   }));
 
-  app.post('/prepare', { schema: { summary: 'Prepare a two-phase message.', ...transRoute } }, async (request) => {
-    served(request.body, ['msg'], 'prepare');
-    await msg.prepare(request.body);
+  app.post('/prepare', { schema: { summary: 'Prepare a two-phase message or a TCC transaction.', ...transRoute } }, async (request) => {
+    served(request.body, ['msg', 'tcc'], 'prepare');
+    await (request.body.trans_type === 'tcc' ? tcc.prepare(request.body) : msg.prepare(request.body));
     return success;
   });
 
-  app.post('/submit', { schema: { summary: 'Submit a message (prepared or not) or a saga.', ...transRoute } }, async (request) => {
-    served(request.body, ['msg', 'saga'], 'submit');
-    await (request.body.trans_type === 'saga' ? saga.submit(request.body) : msg.submit(request.body));
-    return success;
-  });
+  app.post(
+    '/submit',
+    { schema: { summary: 'Submit a message (prepared or not), a saga, or a TCC transaction (every Confirm).', ...transRoute } },
+    async (request) => {
+      served(request.body, ['msg', 'saga', 'tcc'], 'submit');
+      const type = request.body.trans_type;
+      await (type === 'saga' ? saga.submit(request.body) : type === 'tcc' ? tcc.submit(request.body) : msg.submit(request.body));
+      return success;
+    },
+  );
 
-  app.post('/abort', { schema: { summary: 'Abort a prepared message.', ...transRoute } }, async (request) => {
-    served(request.body, ['msg'], 'abort');
-    await msg.abort(request.body);
-    return success;
-  });
+  app.post(
+    '/abort',
+    { schema: { summary: 'Abort a prepared message, or a prepared TCC transaction (every Cancel).', ...transRoute } },
+    async (request) => {
+      served(request.body, ['msg', 'tcc'], 'abort');
+      await (request.body.trans_type === 'tcc' ? tcc.abort(request.body) : msg.abort(request.body));
+      return success;
+    },
+  );
+
+  // DTM's Go and Python clients use registerBranch, its Node client the older registerTccBranch.
+  for (const path of ['/registerBranch', '/registerTccBranch']) {
+    app.post(
+      path,
+      {
+        schema: {
+          summary: "TCC: record a branch's Confirm and Cancel URLs while the transaction is prepared.",
+          body: tccRegistrationSchema,
+          response: { 200: dtmResultSchema, ...errors },
+        },
+      },
+      async (request) => {
+        await tcc.registerBranch(request.body);
+        return success;
+      },
+    );
+  }
 
   app.post(
     '/prepareWorkflow',

@@ -207,7 +207,7 @@ export interface Settlement {
   /** The branch call that did not succeed, and why. */
   failed?: { branchId: string; op: string; error: string };
   /** New status; unfinished statuses keep the row due after `delay` seconds. */
-  status: 'prepared' | 'submitted' | 'succeed' | 'failed';
+  status: 'prepared' | 'submitted' | 'aborting' | 'succeed' | 'failed';
   interval: number;
   delay: number;
   retried: boolean;

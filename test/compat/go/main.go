@@ -54,6 +54,14 @@
 //
 // -retry-limit sets the saga's RetryLimit (saga modes only).
 //
+// TCC mode (branches busi/TransOut{Try,Confirm,Cancel} and
+// busi/TransIn{Try,Confirm,Cancel}, payload {"amount":30}; the paths of
+// test/helpers/bank-service.ts):
+//
+//	tcc                    TccGlobalTransaction2: prepare, CallBranch(TransOut),
+//	                       CallBranch(TransIn), submit; a Try that fails makes the
+//	                       client abort (rollback_reason = its error) and print ok:false
+//
 // Workflow mode (github.com/dtm-labs/client/workflow, HTTP):
 //
 //	workflow               InitHTTP(dtm, busi/workflow/resume), Register("compat-wf", a
@@ -85,6 +93,7 @@ import (
 	"github.com/dtm-labs/client/dtmcli/dtmimp"
 	"github.com/dtm-labs/client/workflow"
 	"github.com/dtm-labs/logger"
+	"github.com/go-resty/resty/v2"
 )
 
 type result struct {
@@ -176,6 +185,8 @@ func main() {
 		var err error
 		if isSaga(*mode) {
 			err = runSaga(*mode, *dtm, *gid, base, opts)
+		} else if *mode == "tcc" {
+			err = runTcc(*dtm, *gid, base, opts)
 		} else {
 			err = runMsg(*mode, *dtm, *gid, base, opts, *delay)
 		}
@@ -269,4 +280,18 @@ func runWorkflow(dtm, gid, base string) error {
 		return err
 	}
 	return workflow.Execute(name, gid, []byte("{}"))
+}
+
+func runTcc(dtm, gid, base string, opts options) error {
+	req := map[string]interface{}{"amount": 30}
+	return dtmcli.TccGlobalTransaction2(dtm, gid, func(t *dtmcli.Tcc) { opts.apply(&t.TransBase) },
+		func(t *dtmcli.Tcc) (*resty.Response, error) {
+			for _, name := range []string{"TransOut", "TransIn"} {
+				url := base + "/" + name
+				if _, err := t.CallBranch(req, url+"Try", url+"Confirm", url+"Cancel"); err != nil {
+					return nil, err
+				}
+			}
+			return nil, nil
+		})
 }
