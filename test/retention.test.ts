@@ -1,7 +1,7 @@
 /** Retention: finished transactions past the retention age go, with their branches; nothing else does. */
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it, onTestFinished } from 'vitest';
 import { Msg } from '../sdk/index.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
 import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
@@ -59,6 +59,15 @@ it('deletes finished transactions older than the retention with their branches, 
   const prepared = gid();
   await new Msg(dtm, prepared, { timeoutToFail: 3_600 }).add(`${bank.url}/TransIn`, { amount: 1 }).prepare(`${bank.url}/QueryPrepared`);
   expect((await query(dtm, oldFailed)).transaction?.status).toBe('failed');
+  // While the retention lock is taken (as by a node deleting), no node deletes anything: taken
+  // before any row is old enough, so that the nodes (every 0.1 s) cannot start early.
+  const holder = await store.connect();
+  const releaseHolder = async () => {
+    await holder.query('select pg_advisory_unlock_all()').catch(() => undefined);
+    holder.release();
+  };
+  onTestFinished(releaseHolder);
+  await holder.query('select pg_advisory_lock($1)', [0x636f6e72]);
   // Many more old rows than one batch, written straight into the store, two branches each.
   const bulk = Array.from({ length: 40 }, gid);
   await store.query(
@@ -73,9 +82,6 @@ it('deletes finished transactions older than the retention with their branches, 
   );
   const branchesBefore = await count('trans_branch_op', [oldOk, noFinishTime, oldFailed, young, attention, prepared]);
 
-  // While the retention lock is taken (as by a node deleting), no node deletes anything.
-  const holder = await store.connect();
-  await holder.query('select pg_advisory_lock($1)', [0x636f6e72]);
   await store.query(`update trans_global set finish_time = now() - interval '61 minutes' where gid = any($1)`, [[oldOk, oldFailed]]);
   await store.query(`update trans_global set finish_time = null, update_time = now() - interval '2 hours' where gid = $1`, [noFinishTime]);
   await store.query(`update trans_global set finish_time = now() - interval '50 minutes' where gid = $1`, [young]);
@@ -92,7 +98,6 @@ it('deletes finished transactions older than the retention with their branches, 
   await new Promise((resolve) => setTimeout(resolve, 1_000));
   expect(await count('trans_global', expired)).toBe(expired.length);
   await holder.query('select pg_advisory_unlock($1)', [0x636f6e72]);
-  holder.release();
   await expect.poll(() => count('trans_global', expired), { timeout: 15_000, interval: 100 }).toBe(0);
   expect(await count('trans_branch_op', expired)).toBe(0);
   for (const g of [young, attention, prepared]) expect(await count('trans_global', [g])).toBe(1);
