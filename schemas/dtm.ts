@@ -183,7 +183,8 @@ export const errorReplySchema = z.object({
  * `failed` transaction into an error carrying `rollback_reason`; any other body leaves it with no
  * transaction, on which it crashes. Nothing is stored.
  */
-export const workflowBodySchema = z.looseObject({ gid: z.string().max(256).optional() });
+/** Any JSON object: whatever it holds, the answer is the same refusal, which DTM's client can read. */
+export const workflowBodySchema = z.looseObject({});
 export const workflowRefusalSchema = errorReplySchema.extend({
   transaction: z.object({ gid: z.string(), status: z.literal('failed'), rollback_reason: z.string() }),
   progresses: z.array(z.never()),

@@ -1,7 +1,7 @@
 /** DTM's coordinator API under /api/dtmsvr for two-phase messages and sagas, and Concord's redrive. */
 import { randomBytes } from 'node:crypto';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import type { z } from 'zod';
+import { z } from 'zod';
 import {
   allQuerySchema,
   allReplySchema,
@@ -115,7 +115,8 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { 
       schema: {
         summary: "DTM workflow: not served yet; answered so that DTM's workflow client returns an error (nothing is stored).",
         body: workflowBodySchema,
-        response: { 400: workflowRefusalSchema },
+        // A body that is not a JSON object gets the common error reply.
+        response: { 400: z.union([workflowRefusalSchema, errorReplySchema]) },
       },
     },
     async (request, reply) => {
@@ -125,7 +126,11 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { 
         message,
         field: 'trans_type',
         dtm_result: 'FAILURE' as const,
-        transaction: { gid: request.body.gid ?? '', status: 'failed' as const, rollback_reason: message },
+        transaction: {
+          gid: typeof request.body.gid === 'string' ? request.body.gid.slice(0, 128) : '',
+          status: 'failed' as const,
+          rollback_reason: message,
+        },
         progresses: [],
       });
     },
