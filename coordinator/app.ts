@@ -16,6 +16,7 @@ import { MsgEngine } from './engine/msg.js';
 import { MsgProcessor } from './engine/msg-process.js';
 import { InFlight } from './engine/in-flight.js';
 import { SagaEngine } from './engine/saga.js';
+import { TccEngine } from './engine/tcc.js';
 import { SagaProcessor } from './engine/saga-process.js';
 import { listenForReplies, type ReplyListener } from '../relay/replies.js';
 import { createMetrics } from './metrics.js';
@@ -73,6 +74,7 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   };
   const processor = new MsgProcessor(ctx);
   const msg = new MsgEngine(ctx, processor);
+  const tcc = new TccEngine(ctx, processor);
   const sagaProcessor = new SagaProcessor(ctx);
   const saga = new SagaEngine(ctx, sagaProcessor);
   const scheduler = new Scheduler(ctx, { msg: processor, saga: sagaProcessor });
@@ -80,7 +82,19 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   let draining = false;
   const access = { apiTokens: config.apiTokens, operatorTokens: config.operatorTokens };
   const outboxes = config.outboxes.length > 0 ? new OutboxDrains(config.outboxes, { relay, logger, metrics }) : undefined;
-  const server = await buildServer({ logger, database, metrics, msg, saga, relay, version, draining: () => draining, access, outboxes });
+  const server = await buildServer({
+    logger,
+    database,
+    metrics,
+    msg,
+    saga,
+    tcc,
+    relay,
+    version,
+    draining: () => draining,
+    access,
+    outboxes,
+  });
   const address = await server.listen({ port: config.port, host: config.host });
   logExposure(config, logger);
   scheduler.start();

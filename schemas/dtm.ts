@@ -177,6 +177,19 @@ export const errorReplySchema = z.object({
   dtm_result: z.enum(['FAILURE', 'ONGOING']).optional(),
 });
 
+/**
+ * POST /prepareWorkflow while workflows are not served. DTM's workflow client reads only
+ * `transaction` and `progresses` (as protobuf JSON, whatever the HTTP status) and turns a
+ * `failed` transaction into an error carrying `rollback_reason`; any other body leaves it with no
+ * transaction, on which it crashes. Nothing is stored.
+ */
+/** Any JSON object: whatever it holds, the answer is the same refusal, which DTM's client can read. */
+export const workflowBodySchema = z.looseObject({});
+export const workflowRefusalSchema = errorReplySchema.extend({
+  transaction: z.object({ gid: z.string(), status: z.literal('failed'), rollback_reason: z.string() }),
+  progresses: z.array(z.never()),
+});
+
 /** Query parameters DTM adds to every call of a branch or check-back URL. */
 export const branchCallQuerySchema = z.object({
   gid: gidSchema,

@@ -31,6 +31,10 @@ export const errorCodes = {
     status: 425,
     meaning: 'wait_result: the transaction is not finished yet; the coordinator keeps retrying it (DTM ONGOING).',
   },
+  CONTENDED: {
+    status: 503,
+    meaning: 'Other requests on the same gid kept changing it while this one was written; nothing was decided: send it again.',
+  },
   SHUTTING_DOWN: { status: 503, meaning: 'The coordinator is draining before it exits; retry on another node.' },
   STORE_UNAVAILABLE: { status: 503, meaning: 'The store cannot be reached; nothing was written.' },
   OUTBOX_NOT_FOUND: { status: 404, meaning: 'No outbox of this name is configured (config outboxes).' },

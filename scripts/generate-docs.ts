@@ -13,6 +13,7 @@ import { buildServer } from '../coordinator/server/build-server.js';
 import type { Database } from '../coordinator/store/database.js';
 import type { MsgEngine } from '../coordinator/engine/msg.js';
 import type { SagaEngine } from '../coordinator/engine/saga.js';
+import type { TccEngine } from '../coordinator/engine/tcc.js';
 import type { Relay } from '../relay/publisher.js';
 import { version } from '../coordinator/app.js';
 
@@ -67,6 +68,7 @@ export async function renderOpenApi(): Promise<string> {
     metrics: createMetrics(),
     msg: {} as MsgEngine,
     saga: {} as SagaEngine,
+    tcc: {} as TccEngine,
     relay: {} as Relay,
     version,
     draining: () => false,

@@ -2,6 +2,7 @@
 import { Agent, request } from 'undici';
 import { errorCodes, ConcordError, type ErrorCode } from '../schemas/errors.js';
 import type { TransRequest } from '../schemas/dtm.js';
+import type { TccRegistration } from '../schemas/tcc.js';
 
 export interface ClientOptions {
   /** Milliseconds a call to the coordinator may take. Default 10 000. */
@@ -56,6 +57,11 @@ export class CoordinatorClient {
 
   async transCall(op: 'prepare' | 'submit' | 'abort', body: TransRequest): Promise<void> {
     await this.call('POST', `/${op}`, body);
+  }
+
+  /** TCC: records a branch's Confirm and Cancel while the transaction is prepared. */
+  async registerBranch(body: TccRegistration): Promise<void> {
+    await this.call('POST', '/registerBranch', body);
   }
 
   async query(gid: string): Promise<unknown> {

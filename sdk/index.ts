@@ -22,6 +22,7 @@ export {
 export { ensureInboxTables, type ParkedMessage, type InboxMessage } from './inbox.js';
 export { inboxDdlPostgres } from '../schemas/db/inbox.js';
 export { Saga, type SagaOptions, type StepOptions } from './saga.js';
+export { tcc, Tcc, type TccOptions } from './tcc.js';
 export {
   participant,
   type Participant,

@@ -3,7 +3,9 @@
  * writers committing out of id order (no row lost, once in effect, order per key), a poison row
  * parked while the rest flows, and the cursor mode refused.
  */
+import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Kafka, logLevel } from 'kafkajs';
 import mysql from 'mysql2/promise';
@@ -19,12 +21,14 @@ import { freshDatabase, freshMysqlDatabase } from './helpers/db.js';
 import { receiver, startDrain, testRelay } from './helpers/outbox.js';
 
 const brokers = inject('kafkaBrokers');
+let url: string;
 let pool: mysql.Pool;
 let consumerDb: pg.Pool;
 const relay = testRelay(brokers);
 
 beforeAll(async () => {
-  pool = openOutboxPool(await freshMysqlDatabase(), 24) as mysql.Pool;
+  url = await freshMysqlDatabase();
+  pool = openOutboxPool(url, 24) as mysql.Pool;
   consumerDb = new pg.Pool({ connectionString: await freshDatabase(), max: 8 });
   await consumerDb.query('create table effects (seq bigserial primary key, message_id text unique, k text, n int)');
 });
@@ -219,6 +223,58 @@ it('parks a poison row with its error while the rest flows, and redrives it from
     expect(report).toMatchObject({ published: 2, duplicates: 0, parked: 2, pending: 0, ready: true });
   } finally {
     await drain.stop();
+    sink.server.close();
+  }
+});
+
+it('`concord outbox inspect`, `drain` and `cutover` take a mysql:// URL', async () => {
+  await pool.query(
+    `create table cli_outbox (id bigint auto_increment primary key, body text not null, created_at datetime(6) not null default now(6))`,
+  );
+  await pool.query(`insert into cli_outbox (body) values ('one'), ('two'), ('three')`);
+  const sink = await receiver();
+  const cli = new URL('../dist/coordinator/cli.js', import.meta.url).pathname;
+  const run = (args: string[]) =>
+    promisify(execFile)(
+      'node',
+      [
+        cli,
+        'outbox',
+        ...args,
+        '--database',
+        url,
+        '--table',
+        'cli_outbox',
+        '--destination',
+        sink.url,
+        '--payload-column',
+        'body',
+        '--created-at-column',
+        'created_at',
+        '--published',
+        'delete',
+      ],
+      {
+        env: { ...process.env, CONCORD_LOG_LEVEL: 'warn' },
+      },
+    );
+  try {
+    const inspected = await run(['inspect']);
+    expect(inspected.stdout).toMatch(/^pending rows: 3$/m);
+    expect(inspected.stdout).toMatch(
+      /^ {2}1 {2}ok {4}http:\/\/127\.0\.0\.1:\d+\/events {2}key=- {2}3 bytes {2}message-id=outbox:cli_outbox:1$/m,
+    );
+    await run(['drain', '--exit-when-idle']);
+    expect(sink.got).toEqual([
+      { messageId: 'outbox:cli_outbox:1', body: 'one' },
+      { messageId: 'outbox:cli_outbox:2', body: 'two' },
+      { messageId: 'outbox:cli_outbox:3', body: 'three' },
+    ]);
+    expect(await count('select count(*) as n from cli_outbox')).toBe(0);
+    const report = await run(['cutover']);
+    expect(report.stdout).toMatch(/^published by Concord: 3 since /m);
+    expect(report.stdout).toMatch(/^ready: /m);
+  } finally {
     sink.server.close();
   }
 });

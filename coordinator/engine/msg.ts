@@ -8,7 +8,7 @@ import { msgCustomDataSchema, parseJson } from '../../schemas/trans-checks.js';
 import type { BranchMeta, StoredOptions } from '../../schemas/db/tables.js';
 import { subscribersOf } from '../store/topics.js';
 import { ConcordError } from '../../schemas/errors.js';
-import { GroupCommit } from '../store/group-commit.js';
+import type { GroupCommit } from '../store/group-commit.js';
 import {
   failPrepared,
   findTransactions,
@@ -22,9 +22,11 @@ import {
   type NewTransaction,
   type TransRow,
 } from '../store/transactions.js';
+import { again, batched, inRounds } from './batches.js';
 import { leaseSeconds, type EngineContext } from './context.js';
+import { contended, throwUnlessSucceeded } from './outcome.js';
 import { branchMeta, conflictOf, contentHash } from './request.js';
-import type { MsgProcessor, PassResult } from './msg-process.js';
+import type { MsgProcessor } from './msg-process.js';
 
 type PrepareOutcome = { ok: true } | { error: ConcordError };
 /** `deliver`: this node holds the lease (from `startedAt`, local clock, for `lease` seconds) and delivers now. */
@@ -39,16 +41,20 @@ export class MsgEngine {
     private readonly ctx: EngineContext,
     private readonly processor: MsgProcessor,
   ) {
-    const batch = (kind: string) => ({
-      maxBatch: 256,
-      concurrency: 2,
-      onBatch: (size: number, seconds: number) => {
-        ctx.metrics.batchSize.observe({ kind }, size);
-        ctx.metrics.batchSeconds.observe({ kind }, seconds);
-      },
-    });
-    this.prepares = new GroupCommit((items) => this.prepareBatch(items), batch('prepare'));
-    this.submits = new GroupCommit((items) => this.submitBatch(items), batch('submit'));
+    this.prepares = batched(ctx, 'prepare', (items: NewTransaction[]) =>
+      inRounds(
+        items,
+        (open) => this.prepareRound(open),
+        (t) => ({ error: contended(t.gid) }),
+      ),
+    );
+    this.submits = batched(ctx, 'submit', (items: { trans: NewTransaction; hasSteps: boolean }[]) =>
+      inRounds(
+        items,
+        (open) => this.submitRound(open),
+        (i) => ({ error: contended(i.trans.gid) }),
+      ),
+    );
   }
 
   async prepare(req: TransRequest): Promise<void> {
@@ -68,7 +74,7 @@ export class MsgEngine {
     }
     const { trans: row, branches, startedAt, lease } = outcome.deliver;
     const pass = this.ctx.inFlight.track(this.processor.run(row, branches, startedAt, lease));
-    if (req.wait_result) throwUnlessSucceeded(req.gid, await pass);
+    if (req.wait_result) throwUnlessSucceeded(`transaction ${req.gid}`, await pass);
   }
 
   async abort(req: TransRequest): Promise<void> {
@@ -153,8 +159,11 @@ export class MsgEngine {
     return url;
   }
 
-  /** One statement inserts the new ones; repeats are compared with what is stored. */
-  private async prepareBatch(items: NewTransaction[]): Promise<PrepareOutcome[]> {
+  /**
+   * One statement inserts the new ones; repeats are compared with what is stored. A gid whose row
+   * was deleted (retention) between the two statements is prepared again.
+   */
+  private async prepareRound(items: NewTransaction[]): Promise<(PrepareOutcome | typeof again)[]> {
     const { database } = this.ctx;
     const created = await insertTransactions(database, items);
     const inserted = new Set(firstPerGid(items).filter((t) => created.has(t.gid)));
@@ -162,7 +171,7 @@ export class MsgEngine {
     return items.map((item) => {
       if (inserted.has(item)) return { ok: true };
       const row = existing.get(item.gid);
-      if (!row) throw new Error(`transaction ${item.gid} vanished during prepare; retrying`);
+      if (!row) return again;
       const conflict = conflictOf(row, item, true);
       if (conflict) return { error: conflict };
       if (row.status !== 'prepared') return { error: new ConcordError('INVALID_STATE', `current status '${row.status}', cannot prepare`) };
@@ -172,9 +181,11 @@ export class MsgEngine {
 
   /**
    * The common cases take one statement each and no explicit transaction: promote the prepared
-   * ones, insert the new ones. Only the rest (repeats, conflicts) is looked up to be answered.
+   * ones, insert the new ones. Only the rest (repeats, conflicts) is looked up to be answered. A
+   * row that changed between the statements (prepared meanwhile, or deleted by retention) makes
+   * its item run again.
    */
-  private async submitBatch(items: { trans: NewTransaction; hasSteps: boolean }[]): Promise<SubmitOutcome[]> {
+  private async submitRound(items: { trans: NewTransaction; hasSteps: boolean }[]): Promise<(SubmitOutcome | typeof again)[]> {
     const { database, nodeId } = this.ctx;
     const startedAt = performance.now();
     const lease = leaseSeconds(this.ctx.config, this.ctx.config.requestTimeout);
@@ -207,7 +218,7 @@ export class MsgEngine {
     const stored = await pendingBranches(database, bare);
     const branchesOf = (trans: NewTransaction) => stored.get(trans.gid) ?? trans.branches.map((b) => asBranchRow(trans.gid, b));
     const firsts = new Set(unique.map((u) => u.item));
-    return items.map((item): SubmitOutcome => {
+    return items.map((item): SubmitOutcome | typeof again => {
       const { trans, hasSteps } = item;
       const isFirst = firsts.has(item);
       const row = promoted.get(trans.gid);
@@ -224,23 +235,17 @@ export class MsgEngine {
       const stored = existing.get(trans.gid);
       if (!stored) {
         if (!hasSteps) return { error: new ConcordError('INVALID_REQUEST', 'a message needs at least one step', { field: 'steps' }) };
-        throw new Error(`transaction ${trans.gid} changed during submit; retrying`);
+        return again;
       }
       const conflict = conflictOf(stored, trans, hasSteps);
       if (conflict) return { error: conflict };
       if (stored.status === 'submitted' || stored.status === 'succeed') return { ok: true };
       // Prepared but not promoted: another node holds it for its check-back, which delivers if the commit landed.
       if (stored.status === 'prepared' && stored.owner !== '') return { ok: true };
-      if (stored.status === 'prepared') throw new Error(`transaction ${trans.gid} was prepared during submit; retrying`);
+      if (stored.status === 'prepared') return again;
       return { error: new ConcordError('INVALID_STATE', `current status '${stored.status}', cannot submit`) };
     });
   }
-}
-
-function throwUnlessSucceeded(gid: string, pass: PassResult): void {
-  if (pass.status === 'succeed') return;
-  if (pass.status === 'failed') throw new ConcordError('TRANSACTION_FAILED', pass.reason ?? `transaction ${gid} failed`);
-  throw new ConcordError('TRANSACTION_ONGOING', `transaction ${gid} is not finished: ${pass.reason ?? 'retrying'}`);
 }
 
 /** Keyed messages to a broker keep their submit order; HTTP calls and unkeyed messages need none. */

@@ -10,7 +10,7 @@ import { ConcordError } from '../../schemas/errors.js';
 import { sagaCustomDataSchema, sagaStepPolicySchema, type SagaReply } from '../../schemas/saga.js';
 import { parseJson } from '../../schemas/trans-checks.js';
 import { recordReply, redriveSaga } from '../store/sagas.js';
-import { GroupCommit } from '../store/group-commit.js';
+import type { GroupCommit } from '../store/group-commit.js';
 import {
   findTransactions,
   firstPerGid,
@@ -20,9 +20,12 @@ import {
   type NewTransaction,
   type TransRow,
 } from '../store/transactions.js';
+import { again, batched, inRounds } from './batches.js';
 import { leaseSeconds, type EngineContext } from './context.js';
+import { contended, throwUnlessSucceeded } from './outcome.js';
 import { branchMeta, conflictOf, contentHash } from './request.js';
-import { isBrokerUrl, type SagaPassResult, type SagaProcessor } from './saga-process.js';
+import { isBrokerUrl } from './saga-decide.js';
+import type { SagaProcessor } from './saga-process.js';
 
 type SubmitOutcome = { created: true } | { existing: TransRow } | { error: ConcordError };
 
@@ -33,14 +36,13 @@ export class SagaEngine {
     private readonly ctx: EngineContext,
     private readonly processor: SagaProcessor,
   ) {
-    this.submits = new GroupCommit((items) => this.submitBatch(items), {
-      maxBatch: 256,
-      concurrency: 2,
-      onBatch: (size, seconds) => {
-        ctx.metrics.batchSize.observe({ kind: 'saga' }, size);
-        ctx.metrics.batchSeconds.observe({ kind: 'saga' }, seconds);
-      },
-    });
+    this.submits = batched(ctx, 'saga', (items: NewTransaction[]) =>
+      inRounds(
+        items,
+        (open) => this.submitRound(open),
+        (t) => ({ error: contended(t.gid) }),
+      ),
+    );
   }
 
   /** Stores the saga and starts it; with wait_result, answers once it ended (or waitResultTimeout passed). */
@@ -54,13 +56,14 @@ export class SagaEngine {
       // The same saga sent again: it is already under way (or done).
       if (!req.wait_result) return;
       const status = outcome.existing.status;
-      if (status === 'succeed' || status === 'failed' || status === 'needs_attention') return throwUnlessSucceeded(req.gid, { status });
-      return throwUnlessSucceeded(req.gid, await this.processor.waitForEnd(req.gid, waitMs));
+      if (status === 'succeed' || status === 'failed' || status === 'needs_attention')
+        return throwUnlessSucceeded(`saga ${req.gid}`, { status });
+      return throwUnlessSucceeded(`saga ${req.gid}`, await this.processor.waitForEnd(req.gid, waitMs));
     }
     // Registered before the pass starts, so that an end within the first pass is not missed.
     const ended = req.wait_result ? this.processor.waitForEnd(req.gid, waitMs) : undefined;
     void this.ctx.inFlight.track(this.processor.run(insertedRow(trans, null), startedAt, trans.dueIn));
-    if (ended) throwUnlessSucceeded(req.gid, await ended);
+    if (ended) throwUnlessSucceeded(`saga ${req.gid}`, await ended);
   }
 
   /** Puts a saga that needs attention back to compensating (an operator fixed the cause). */
@@ -145,26 +148,18 @@ export class SagaEngine {
     };
   }
 
-  private async submitBatch(items: NewTransaction[]): Promise<SubmitOutcome[]> {
+  /** Inserts the new sagas; a repeat is compared with the stored one, or, deleted meanwhile (retention), stored again. */
+  private async submitRound(items: NewTransaction[]): Promise<(SubmitOutcome | typeof again)[]> {
     const { database } = this.ctx;
     const created = await insertTransactions(database, items);
     const firsts = new Set(firstPerGid(items).filter((t) => created.has(t.gid)));
     const existing = await findTransactions(database, [...new Set(items.filter((t) => !firsts.has(t)).map((t) => t.gid))]);
-    return items.map((item): SubmitOutcome => {
+    return items.map((item): SubmitOutcome | typeof again => {
       if (firsts.has(item)) return { created: true };
       const row = existing.get(item.gid);
-      if (!row) throw new Error(`transaction ${item.gid} vanished during submit; retrying`);
+      if (!row) return again;
       const conflict = conflictOf(row, item, true);
       return conflict ? { error: conflict } : { existing: row };
     });
   }
-}
-
-function throwUnlessSucceeded(gid: string, result: SagaPassResult | undefined): void {
-  if (result?.status === 'succeed') return;
-  if (result?.status === 'failed') throw new ConcordError('TRANSACTION_FAILED', result.reason ?? `saga ${gid} failed`);
-  if (result?.status === 'needs_attention') {
-    throw new ConcordError('TRANSACTION_ONGOING', `saga ${gid} needs attention: ${result.reason ?? 'a compensation keeps failing'}`);
-  }
-  throw new ConcordError('TRANSACTION_ONGOING', `saga ${gid} is not finished yet`);
 }

@@ -7,6 +7,7 @@ import { ConcordError } from '../../schemas/errors.js';
 import { findTextProblem } from '../../schemas/text.js';
 import type { MsgEngine } from '../engine/msg.js';
 import type { SagaEngine } from '../engine/saga.js';
+import type { TccEngine } from '../engine/tcc.js';
 import type { Relay } from '../../relay/publisher.js';
 import type { Metrics } from '../metrics.js';
 import type { Database } from '../store/database.js';
@@ -24,6 +25,7 @@ export interface ServerDeps {
   metrics: Metrics;
   msg: MsgEngine;
   saga: SagaEngine;
+  tcc: TccEngine;
   relay: Relay;
   version: string;
   /** True once shutdown began: new work is refused so it can go to another node. */
@@ -113,6 +115,7 @@ export async function buildServer(deps: ServerDeps) {
     database: deps.database,
     msg: deps.msg,
     saga: deps.saga,
+    tcc: deps.tcc,
     relay: deps.relay,
     version: deps.version,
   });

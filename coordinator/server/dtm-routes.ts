@@ -1,7 +1,7 @@
 /** DTM's coordinator API under /api/dtmsvr for two-phase messages and sagas, and Concord's redrive. */
 import { randomBytes } from 'node:crypto';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import type { z } from 'zod';
+import { z } from 'zod';
 import {
   allQuerySchema,
   allReplySchema,
@@ -15,6 +15,8 @@ import {
   topicParamsSchema,
   transRequestSchema,
   unsubscribeQuerySchema,
+  workflowBodySchema,
+  workflowRefusalSchema,
   type TransRequest,
 } from '../../schemas/dtm.js';
 import type { Relay } from '../../relay/publisher.js';
@@ -22,6 +24,8 @@ import { deleteTopic, subscribe, unsubscribe } from '../store/topics.js';
 import { ConcordError } from '../../schemas/errors.js';
 import type { MsgEngine } from '../engine/msg.js';
 import type { SagaEngine } from '../engine/saga.js';
+import type { TccEngine } from '../engine/tcc.js';
+import { tccRegistrationSchema } from '../../schemas/tcc.js';
 import type { Database } from '../store/database.js';
 import { getTransaction, listTransactions } from '../store/queries.js';
 import { branchView, redacted, transactionView } from './views.js';
@@ -30,6 +34,7 @@ export interface DtmRoutesOptions {
   database: Database;
   msg: MsgEngine;
   saga: SagaEngine;
+  tcc: TccEngine;
   relay: Relay;
   version: string;
 }
@@ -43,7 +48,7 @@ const redactionNote =
 type SubscribeQuery = z.infer<typeof subscribeQuerySchema>;
 type UnsubscribeQuery = z.infer<typeof unsubscribeQuerySchema>;
 
-export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { database, msg, saga, relay, version }) => {
+export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { database, msg, saga, tcc, relay, version }) => {
   /** Types not served (yet) get a clear 400, not a half-made transaction. */
   const served = (req: TransRequest, types: string[], what: string): void => {
     if (!types.includes(req.trans_type)) {
@@ -59,23 +64,77 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { 
     dtm_result: 'SUCCESS' as const,
   }));
 
-  app.post('/prepare', { schema: { summary: 'Prepare a two-phase message.', ...transRoute } }, async (request) => {
-    served(request.body, ['msg'], 'prepare');
-    await msg.prepare(request.body);
+  app.post('/prepare', { schema: { summary: 'Prepare a two-phase message or a TCC transaction.', ...transRoute } }, async (request) => {
+    served(request.body, ['msg', 'tcc'], 'prepare');
+    await (request.body.trans_type === 'tcc' ? tcc.prepare(request.body) : msg.prepare(request.body));
     return success;
   });
 
-  app.post('/submit', { schema: { summary: 'Submit a message (prepared or not) or a saga.', ...transRoute } }, async (request) => {
-    served(request.body, ['msg', 'saga'], 'submit');
-    await (request.body.trans_type === 'saga' ? saga.submit(request.body) : msg.submit(request.body));
-    return success;
-  });
+  app.post(
+    '/submit',
+    { schema: { summary: 'Submit a message (prepared or not), a saga, or a TCC transaction (every Confirm).', ...transRoute } },
+    async (request) => {
+      served(request.body, ['msg', 'saga', 'tcc'], 'submit');
+      const type = request.body.trans_type;
+      await (type === 'saga' ? saga.submit(request.body) : type === 'tcc' ? tcc.submit(request.body) : msg.submit(request.body));
+      return success;
+    },
+  );
 
-  app.post('/abort', { schema: { summary: 'Abort a prepared message.', ...transRoute } }, async (request) => {
-    served(request.body, ['msg'], 'abort');
-    await msg.abort(request.body);
-    return success;
-  });
+  app.post(
+    '/abort',
+    { schema: { summary: 'Abort a prepared message, or a prepared TCC transaction (every Cancel).', ...transRoute } },
+    async (request) => {
+      served(request.body, ['msg', 'tcc'], 'abort');
+      await (request.body.trans_type === 'tcc' ? tcc.abort(request.body) : msg.abort(request.body));
+      return success;
+    },
+  );
+
+  // DTM's Go and Python clients use registerBranch, its Node client the older registerTccBranch.
+  for (const path of ['/registerBranch', '/registerTccBranch']) {
+    app.post(
+      path,
+      {
+        schema: {
+          summary: "TCC: record a branch's Confirm and Cancel URLs while the transaction is prepared.",
+          body: tccRegistrationSchema,
+          response: { 200: dtmResultSchema, ...errors },
+        },
+      },
+      async (request) => {
+        await tcc.registerBranch(request.body);
+        return success;
+      },
+    );
+  }
+
+  app.post(
+    '/prepareWorkflow',
+    {
+      schema: {
+        summary: "DTM workflow: not served yet; answered so that DTM's workflow client returns an error (nothing is stored).",
+        body: workflowBodySchema,
+        // A body that is not a JSON object gets the common error reply.
+        response: { 400: z.union([workflowRefusalSchema, errorReplySchema]) },
+      },
+    },
+    async (request, reply) => {
+      const message = 'trans_type workflow is not supported by this coordinator (yet)';
+      return reply.status(400).send({
+        code: 'UNSUPPORTED',
+        message,
+        field: 'trans_type',
+        dtm_result: 'FAILURE' as const,
+        transaction: {
+          gid: typeof request.body.gid === 'string' ? request.body.gid.slice(0, 128) : '',
+          status: 'failed' as const,
+          rollback_reason: message,
+        },
+        progresses: [],
+      });
+    },
+  );
 
   app.post(
     '/redrive',

@@ -2,7 +2,7 @@
  * Store operations on transactions and their branches. Hot paths take whole batches (see
  * group-commit.ts) and use unnest() so that one statement serves any batch size.
  */
-import { sql } from 'drizzle-orm';
+import { sql, type SQL } from 'drizzle-orm';
 import type { BranchMeta, StoredOptions } from '../../schemas/db/tables.js';
 import { storedText } from '../../schemas/text.js';
 import type { Database } from './database.js';
@@ -50,8 +50,8 @@ export interface TransRow {
   next_cron_interval: number;
   retry_count: number;
   owner: string;
-  /** create_time in epoch milliseconds. */
-  create_ms: number;
+  /** Milliseconds since create_time, by the store's clock when the row was read. */
+  age_ms: number;
   /** Order of submission (null while prepared). */
   submit_seq: number | null;
 }
@@ -68,8 +68,14 @@ export interface BranchRow {
   status: string;
 }
 
-export const transColumns = sql`id::int as id, gid, trans_type, status, query_prepared, options, custom_data, content_hash,
-  next_cron_interval, retry_count, owner, (extract(epoch from create_time) * 1000)::float8 as create_ms, submit_seq::float8 as submit_seq`;
+/** The columns of a TransRow, read from `table` (a name or alias). Times are the store's: age_ms is now() - create_time. */
+export function transColumnsOf(t: string): SQL {
+  return sql.raw(`${t}.id::int as id, ${t}.gid, ${t}.trans_type, ${t}.status, ${t}.query_prepared, ${t}.options, ${t}.custom_data,
+    ${t}.content_hash, ${t}.next_cron_interval, ${t}.retry_count, ${t}.owner,
+    (extract(epoch from now() - ${t}.create_time) * 1000)::float8 as age_ms, ${t}.submit_seq::float8 as submit_seq`);
+}
+
+export const transColumns = transColumnsOf('trans_global');
 
 /**
  * Inserts the transactions whose gid is new, with their branches, in one statement (so one
@@ -123,7 +129,7 @@ export function insertedRow(trans: NewTransaction, submitSeq: number | null): Tr
     next_cron_interval: trans.interval,
     retry_count: 0,
     owner: trans.owner,
-    create_ms: Date.now(),
+    age_ms: 0,
     submit_seq: submitSeq,
   };
 }
@@ -155,9 +161,7 @@ export async function promoteToSubmitted(
         where g.gid = u.gid and g.status = 'prepared' and g.trans_type = u.trans_type
           and (u.content_hash = '' or g.content_hash = u.content_hash)
           and (g.owner = '' or g.owner = ${owner} or g.next_cron_time < now())
-        returning g.id::int as id, g.gid, g.trans_type, g.status, g.query_prepared, g.options, g.custom_data, g.content_hash,
-          g.next_cron_interval, g.retry_count, g.owner, (extract(epoch from g.create_time) * 1000)::float8 as create_ms,
-          g.submit_seq::float8 as submit_seq`,
+        returning ${transColumnsOf('g')}`,
   );
 }
 
@@ -191,9 +195,7 @@ export async function claimDue(database: Database, owner: string, limit: number,
               where status in ('prepared', 'submitted', 'aborting') and next_cron_time <= now()
               order by next_cron_time limit ${limit} for update skip locked) d
         where g.id = d.id
-        returning g.id::int as id, g.gid, g.trans_type, g.status, g.query_prepared, g.options, g.custom_data,
-          g.content_hash, g.next_cron_interval, g.retry_count, g.owner, (extract(epoch from g.create_time) * 1000)::float8 as create_ms,
-          g.submit_seq::float8 as submit_seq`,
+        returning ${transColumnsOf('g')}`,
   );
 }
 
@@ -205,7 +207,7 @@ export interface Settlement {
   /** The branch call that did not succeed, and why. */
   failed?: { branchId: string; op: string; error: string };
   /** New status; unfinished statuses keep the row due after `delay` seconds. */
-  status: 'prepared' | 'submitted' | 'succeed' | 'failed';
+  status: 'prepared' | 'submitted' | 'aborting' | 'succeed' | 'failed';
   interval: number;
   delay: number;
   retried: boolean;

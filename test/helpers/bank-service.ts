@@ -18,6 +18,8 @@ export interface BankService {
   received(gid: string, path: string): number;
   /** Business effects applied (rows in `transfers`) for a gid. */
   effects(gid: string): Promise<number>;
+  /** The kinds of the effects applied for a gid, sorted. */
+  effectKinds(gid: string): Promise<string[]>;
   /** The most calls of one branch (gid, path) that were in progress at the same moment. */
   maxOverlap(): number;
   close(): Promise<void>;
@@ -62,6 +64,13 @@ export async function startBankService(databaseUrl: string): Promise<BankService
   app.post('/TransIn', branch('/TransIn', 'in'));
   app.post('/TransOut', branch('/TransOut', 'out'));
   app.get('/QueryPrepared', fastifyQueryPrepared(pool));
+  // TCC: kinds out-try, out-confirm, out-cancel, in-try…
+  for (const side of ['Out', 'In']) {
+    for (const phase of ['Try', 'Confirm', 'Cancel']) {
+      const path = `/Trans${side}${phase}`;
+      app.post(path, branch(path, `${side.toLowerCase()}-${phase.toLowerCase()}`));
+    }
+  }
   const url = await app.listen({ port: 0, host: '127.0.0.1' });
 
   return {
@@ -71,6 +80,8 @@ export async function startBankService(databaseUrl: string): Promise<BankService
     setLatency: (ms) => (latency = ms),
     received: (gid, path) => counts.get(`${gid} ${path}`) ?? 0,
     effects: async (gid) => Number((await pool.query('select count(*) from transfers where gid = $1', [gid])).rows[0].count),
+    effectKinds: async (gid) =>
+      (await pool.query<{ kind: string }>('select kind from transfers where gid = $1 order by kind', [gid])).rows.map((r) => r.kind),
     maxOverlap: () => overlap,
     async close() {
       await app.close();

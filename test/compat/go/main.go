@@ -54,6 +54,23 @@
 //
 // -retry-limit sets the saga's RetryLimit (saga modes only).
 //
+// TCC mode (branches busi/TransOut{Try,Confirm,Cancel} and
+// busi/TransIn{Try,Confirm,Cancel}, payload {"amount":30}; the paths of
+// test/helpers/bank-service.ts):
+//
+//	tcc                    TccGlobalTransaction2: prepare, CallBranch(TransOut),
+//	                       CallBranch(TransIn), submit; a Try that fails makes the
+//	                       client abort (rollback_reason = its error) and print ok:false
+//
+// Workflow mode (github.com/dtm-labs/client/workflow, HTTP):
+//
+//	workflow               InitHTTP(dtm, busi/workflow/resume), Register("compat-wf", a
+//	                       handler that does nothing), Execute("compat-wf", gid, "{}"):
+//	                       the coordinator's /prepareWorkflow reply decides. This mode
+//	                       runs outside the panic guard of the others, so a reply
+//	                       the client cannot read crashes the process (exit code 2,
+//	                       no result line) instead of printing an error.
+//
 // Without -gid, a gid is fetched with MustGenGid first. The last stdout line
 // is always one JSON object: {"ok":true} (plus "gid" for new-gid) or
 // {"ok":false,"error":"..."}; the exit code is 0 or 1 accordingly (2 for bad
@@ -74,7 +91,9 @@ import (
 
 	"github.com/dtm-labs/client/dtmcli"
 	"github.com/dtm-labs/client/dtmcli/dtmimp"
+	"github.com/dtm-labs/client/workflow"
 	"github.com/dtm-labs/logger"
+	"github.com/go-resty/resty/v2"
 )
 
 type result struct {
@@ -139,6 +158,17 @@ func main() {
 		os.Exit(2)
 	}
 
+	if *mode == "workflow" {
+		if *busi == "" || *gid == "" {
+			fmt.Fprintln(os.Stderr, "mode workflow needs -busi and -gid")
+			os.Exit(2)
+		}
+		if err := runWorkflow(*dtm, *gid, strings.TrimSuffix(*busi, "/")); err != nil {
+			finish(result{Ok: false, Error: err.Error()})
+		}
+		finish(result{Ok: true})
+	}
+
 	err := dtmimp.CatchP(func() {
 		if *mode == "new-gid" {
 			g := dtmcli.MustGenGid(*dtm)
@@ -155,6 +185,8 @@ func main() {
 		var err error
 		if isSaga(*mode) {
 			err = runSaga(*mode, *dtm, *gid, base, opts)
+		} else if *mode == "tcc" {
+			err = runTcc(*dtm, *gid, base, opts)
 		} else {
 			err = runMsg(*mode, *dtm, *gid, base, opts, *delay)
 		}
@@ -239,4 +271,27 @@ func runSaga(mode, dtm, gid, base string, opts options) error {
 		usage(mode)
 	}
 	return saga.Submit()
+}
+
+func runWorkflow(dtm, gid, base string) error {
+	workflow.InitHTTP(dtm, base+"/workflow/resume")
+	name := "compat-wf"
+	if err := workflow.Register(name, func(wf *workflow.Workflow, data []byte) error { return nil }); err != nil {
+		return err
+	}
+	return workflow.Execute(name, gid, []byte("{}"))
+}
+
+func runTcc(dtm, gid, base string, opts options) error {
+	req := map[string]interface{}{"amount": 30}
+	return dtmcli.TccGlobalTransaction2(dtm, gid, func(t *dtmcli.Tcc) { opts.apply(&t.TransBase) },
+		func(t *dtmcli.Tcc) (*resty.Response, error) {
+			for _, name := range []string{"TransOut", "TransIn"} {
+				url := base + "/" + name
+				if _, err := t.CallBranch(req, url+"Try", url+"Confirm", url+"Cancel"); err != nil {
+					return nil, err
+				}
+			}
+			return nil, nil
+		})
 }

@@ -34,6 +34,13 @@ test/helpers/saga-service.ts):
                            failed (DTMFailureError); prints ok:false then
     saga-headers           trans_base.branch_headers = {"test_header": "x"}
 
+TCC mode (branches busi/TransOut{Try,Confirm,Cancel} and busi/TransIn{Try,Confirm,Cancel},
+payload {"amount": 30}; the paths of test/helpers/bank-service.ts):
+
+    tcc                    tcc_global_transaction: prepare, call_branch(TransOut),
+                           call_branch(TransIn), submit; when a Try fails the client
+                           aborts and returns "": prints ok:false, error "aborted"
+
 dtmcli 1.7.7.0's concurrent saga is broken client-side (add_branch_order and
 build_custom_options use attributes Saga never sets), so there is no
 saga-concurrent mode; its TransBase has no retry_limit, so -retry-limit is
@@ -54,7 +61,7 @@ import sys
 import traceback
 
 import requests
-from dtmcli import dtmimp, msg, saga, utils
+from dtmcli import dtmimp, msg, saga, tcc, utils
 
 _send = requests.Session.send
 
@@ -82,6 +89,7 @@ MODES = [
     "saga",
     "saga-wait",
     "saga-headers",
+    "tcc",
 ]
 
 
@@ -111,6 +119,18 @@ def run_saga(args, gid, base):
     s.submit()
 
 
+def run_tcc(args, gid, base):
+    req = {"amount": 30}
+
+    def body(t):
+        for name in ("TransOut", "TransIn"):
+            url = "%s/%s" % (base, name)
+            t.call_branch(req, url + "Try", url + "Confirm", url + "Cancel")
+
+    if tcc.tcc_global_transaction(args.dtm, gid, body) == "":
+        raise RuntimeError("aborted")
+
+
 def finish(ok, error=None, gid=None):
     out = {"ok": ok}
     if gid is not None:
@@ -137,6 +157,9 @@ def run(args):
     base = args.busi.rstrip("/")
     if args.mode.startswith("saga"):
         run_saga(args, gid, base)
+        return None
+    if args.mode == "tcc":
+        run_tcc(args, gid, base)
         return None
     req = {"amount": 30}
     m = msg.Msg(args.dtm, gid)

@@ -1,0 +1,137 @@
+/**
+ * TCC as the API calls it: prepare, registerBranch (the client called the branch's Try, or is
+ * about to), submit and abort. Submit and abort lease the transaction to this node and run its
+ * second phase at once (msg-process.ts with decideTcc); the scheduler retries what is left and
+ * aborts a prepared TCC whose client vanished (timeout_to_fail).
+ */
+import type { TransRequest } from '../../schemas/dtm.js';
+import { ConcordError } from '../../schemas/errors.js';
+import type { StoredOptions } from '../../schemas/db/tables.js';
+import type { TccRegistration } from '../../schemas/tcc.js';
+import { abortPrepared, registerBranches } from '../store/tcc.js';
+import { findTransactions, insertTransactions, pendingBranches, promoteToSubmitted, type TransRow } from '../store/transactions.js';
+import { leaseSeconds, type EngineContext } from './context.js';
+import type { MsgProcessor } from './msg-process.js';
+import { throwUnlessSucceeded } from './outcome.js';
+import { contentHash } from './request.js';
+
+export class TccEngine {
+  constructor(
+    private readonly ctx: EngineContext,
+    private readonly processor: MsgProcessor,
+  ) {}
+
+  /** Stores the prepared transaction; sent again, it is the same transaction. */
+  async prepare(req: TransRequest): Promise<void> {
+    const { config, database } = this.ctx;
+    const options: StoredOptions = {
+      timeout_to_fail: req.timeout_to_fail || undefined,
+      request_timeout: req.request_timeout || undefined,
+      retry_interval: req.retry_interval || undefined,
+      branch_headers: req.branch_headers,
+    };
+    const created = await insertTransactions(database, [
+      {
+        gid: req.gid,
+        transType: 'tcc',
+        status: 'prepared',
+        queryPrepared: '',
+        options: JSON.parse(JSON.stringify(options)) as StoredOptions,
+        customData: req.custom_data ?? '',
+        contentHash: contentHash(req),
+        interval: options.retry_interval ?? config.retryInterval,
+        // Due when its time runs out: a client that vanished before submit or abort gets its Cancels.
+        dueIn: options.timeout_to_fail ?? config.timeoutToFail,
+        owner: '',
+        branches: [],
+      },
+    ]);
+    if (created.has(req.gid)) return;
+    const row = await this.existing(req.gid, 'tcc');
+    if (row.status !== 'prepared') throw new ConcordError('INVALID_STATE', `current status '${row.status}', cannot prepare`);
+  }
+
+  /** Records a branch's Confirm and Cancel (rows cancel, then confirm, as DTM stores them). */
+  async registerBranch(reg: TccRegistration): Promise<void> {
+    const field = (name: 'confirm' | 'cancel') => {
+      const url = reg[name];
+      const problem = this.ctx.relay.problem(url);
+      if (problem) throw new ConcordError('INVALID_REQUEST', problem, { field: name });
+      return url;
+    };
+    const data = reg.data ?? '';
+    const branch = { branchId: reg.branch_id, data, meta: {}, orderKey: null };
+    const outcome = await registerBranches(this.ctx.database, reg.gid, 'tcc', [
+      { ...branch, op: 'cancel', url: field('cancel') },
+      { ...branch, op: 'confirm', url: field('confirm') },
+    ]);
+    if (outcome.kind === 'registered' || (outcome.kind === 'repeated' && outcome.same)) return;
+    if (outcome.kind === 'repeated') {
+      throw new ConcordError('GID_CONFLICT', `branch ${reg.branch_id} of ${reg.gid} is registered with other URLs or data`, {
+        field: 'branch_id',
+      });
+    }
+    if (outcome.status === null) throw new ConcordError('NOT_FOUND', `no transaction with gid ${reg.gid}`, { field: 'gid' });
+    if (outcome.transType !== 'tcc') {
+      throw new ConcordError('GID_CONFLICT', `gid ${reg.gid} is a ${outcome.transType} transaction, not tcc`, { field: 'trans_type' });
+    }
+    throw new ConcordError('INVALID_STATE', `current status '${outcome.status}', cannot register a branch`);
+  }
+
+  /** Confirms every branch; with wait_result, answers after that pass. */
+  async submit(req: TransRequest): Promise<void> {
+    const { config, database, nodeId } = this.ctx;
+    const startedAt = performance.now();
+    const lease = leaseSeconds(config, config.requestTimeout);
+    const [row] = await promoteToSubmitted(database, [{ gid: req.gid, transType: 'tcc', contentHash: '' }], nodeId, lease);
+    if (!row) {
+      const stored = await this.existing(req.gid, 'tcc');
+      if (stored.status === 'submitted' || stored.status === 'succeed') {
+        if (req.wait_result && stored.status !== 'succeed')
+          throw new ConcordError('TRANSACTION_ONGOING', `tcc ${req.gid} is not finished yet`);
+        return;
+      }
+      // Prepared but held by another node: its time ran out and that node is aborting it.
+      throw new ConcordError(
+        'INVALID_STATE',
+        `current status '${stored.status === 'prepared' ? 'aborting' : stored.status}', cannot submit`,
+      );
+    }
+    await this.runNow(row, req, startedAt, lease);
+  }
+
+  /** Cancels every branch (the client's Try failed); aborting twice is the same abort. */
+  async abort(req: TransRequest): Promise<void> {
+    const { config, database, nodeId } = this.ctx;
+    const startedAt = performance.now();
+    const lease = leaseSeconds(config, config.requestTimeout);
+    const reason = req.rollback_reason ?? 'aborted by the caller';
+    const row = await abortPrepared(database, req.gid, 'tcc', nodeId, lease, reason);
+    if (!row) {
+      const stored = await this.existing(req.gid, 'tcc');
+      if (stored.status === 'aborting' || stored.status === 'failed' || stored.status === 'prepared') return;
+      throw new ConcordError('INVALID_STATE', `current status '${stored.status}', cannot abort`);
+    }
+    await this.runNow(row, req, startedAt, lease);
+  }
+
+  private async runNow(row: TransRow, req: TransRequest, startedAt: number, lease: number): Promise<void> {
+    const branches = (await pendingBranches(this.ctx.database, [row.gid])).get(row.gid) ?? [];
+    const pass = this.ctx.inFlight.track(this.processor.run(row, branches, startedAt, lease));
+    if (req.wait_result) {
+      const end = await pass;
+      // An aborted TCC ends failed, which is what the caller asked for.
+      if (row.status === 'aborting' && end.status === 'failed') return;
+      throwUnlessSucceeded(`tcc ${req.gid}`, end);
+    }
+  }
+
+  private async existing(gid: string, transType: string): Promise<TransRow> {
+    const row = (await findTransactions(this.ctx.database, [gid])).get(gid);
+    if (!row) throw new ConcordError('NOT_FOUND', `no transaction with gid ${gid}`, { field: 'gid' });
+    if (row.trans_type !== transType) {
+      throw new ConcordError('GID_CONFLICT', `gid ${gid} is a ${row.trans_type} transaction, not ${transType}`, { field: 'trans_type' });
+    }
+    return row;
+  }
+}

@@ -1,0 +1,21 @@
+/** TCC's wire format: the body of POST registerBranch (and its legacy alias registerTccBranch). */
+import { z } from 'zod';
+import { gidSchema } from './dtm.js';
+
+/**
+ * DTM's clients send every value as a string and add keys of their own (status, try, subType,
+ * op): those are ignored. Nested TCC ids append two digits per level (01, 0101…).
+ */
+export const tccRegistrationSchema = z.looseObject({
+  gid: gidSchema,
+  trans_type: z.literal('tcc', { error: 'registerBranch serves trans_type tcc' }),
+  branch_id: z
+    .string()
+    .min(1)
+    .max(40)
+    .regex(/^[0-9A-Za-z_-]+$/, 'branch_id must be letters, digits, "_" or "-"'),
+  data: z.string().max(1_000_000).optional(),
+  confirm: z.string().min(1).max(1024),
+  cancel: z.string().min(1).max(1024),
+});
+export type TccRegistration = z.infer<typeof tccRegistrationSchema>;

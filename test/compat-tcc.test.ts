@@ -1,0 +1,58 @@
+/**
+ * DTM's own clients, unchanged, drive Concord's TCC: the Go client's TccGlobalTransaction2
+ * (github.com/dtm-labs/client v1.17.3) and Python dtmcli's tcc_global_transaction (1.7.7.0),
+ * through the drivers in test/compat, against the bank service's Try/Confirm/Cancel endpoints with
+ * the SDK's barrier.
+ */
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildGoClient, pythonWithDtmcli, PYTHON_CLIENT_SCRIPT, runClient } from './compat/setup.js';
+import { startBankService, type BankService } from './helpers/bank-service.js';
+import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
+import { freshDatabase } from './helpers/db.js';
+import { fastCoordinator, query, waitForStatus } from './helpers/poll.js';
+
+const clients = [
+  { name: 'Go', prepare: async () => [await buildGoClient()] },
+  { name: 'Python', prepare: async () => [await pythonWithDtmcli(), PYTHON_CLIENT_SCRIPT] },
+];
+
+describe.each(clients.map((c) => [c.name, c] as const))('DTM %s client, TCC', (_name, client) => {
+  let bin: string[];
+  let coordinator: RunningCoordinator;
+  let bank: BankService;
+
+  beforeAll(async () => {
+    const [command, store, bankDb] = await Promise.all([client.prepare(), freshDatabase(), freshDatabase()]);
+    bin = command;
+    coordinator = await startCoordinator({ store, env: fastCoordinator });
+    bank = await startBankService(bankDb);
+  }, 300_000); // a cold Go build takes 1-2 min
+  afterAll(async () => {
+    await bank?.close();
+    expect(await coordinator?.stop()).toBe(0);
+  });
+
+  const run = (gid: string) =>
+    runClient(bin, ['-dtm', coordinator.dtm, '-busi', bank.url, '-mode', 'tcc', '-gid', gid, '-timeout-to-fail', '60']);
+
+  it('tries both branches, submits, and the coordinator confirms both', async () => {
+    const gid = `compat-tcc-${randomUUID()}`;
+    const r = await run(gid);
+    expect(r.ok, r.stderr + r.error).toBe(true);
+    await waitForStatus(coordinator.dtm, gid, 'succeed');
+    expect(await bank.effectKinds(gid)).toEqual(['in-confirm', 'in-try', 'out-confirm', 'out-try']);
+  });
+
+  it('aborts when a Try fails, and the coordinator cancels both branches', async () => {
+    const gid = `compat-tcc-${randomUUID()}`;
+    bank.failNext('/TransInTry', 1, 'failure');
+    const r = await run(gid);
+    expect(r.ok).toBe(false);
+    expect(r.code).toBe(1);
+    await waitForStatus(coordinator.dtm, gid, 'failed');
+    expect(bank.received(gid, '/TransInCancel')).toBe(1);
+    expect(await bank.effectKinds(gid)).toEqual(['out-cancel', 'out-try']);
+    expect((await query(coordinator.dtm, gid)).branches.filter((b) => b.op === 'cancel').every((b) => b.status === 'succeed')).toBe(true);
+  });
+});

@@ -1,0 +1,112 @@
+/**
+ * The store's operations called directly on a freshly migrated Postgres database, without a
+ * coordinator: claims split work, a node that lost its lease writes nothing, a stale reply
+ * changes nothing, a branch registers only while its transaction is prepared.
+ */
+import { randomUUID } from 'node:crypto';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openDatabase, type Database } from '../coordinator/store/database.js';
+import { recordReply, updateSagaBranches } from '../coordinator/store/sagas.js';
+import { registerBranches } from '../coordinator/store/tcc.js';
+import {
+  claimDue,
+  extendLease,
+  findTransactions,
+  insertTransactions,
+  promoteToSubmitted,
+  settle,
+  type NewBranch,
+  type NewTransaction,
+} from '../coordinator/store/transactions.js';
+import { freshDatabase } from './helpers/db.js';
+
+let database: Database;
+
+beforeAll(async () => {
+  database = await openDatabase(await freshDatabase(), { poolSize: 4, logger: pino({ level: 'silent' }), lockTimeout: 5 });
+});
+afterAll(async () => {
+  await database?.close();
+});
+
+function transaction(over: Partial<NewTransaction> = {}): NewTransaction {
+  return {
+    gid: `store-${randomUUID()}`,
+    transType: 'msg',
+    status: 'submitted',
+    queryPrepared: '',
+    options: {},
+    customData: '',
+    contentHash: 'h',
+    interval: 1,
+    dueIn: 0,
+    owner: '',
+    branches: [],
+    ...over,
+  };
+}
+const branch = (branchId: string, op: string): NewBranch => ({ branchId, op, url: 'http://svc/x', data: '', meta: {}, orderKey: null });
+
+describe('store operations', () => {
+  it('claims due work once: two nodes get disjoint rows, and a leased row is not due', async () => {
+    const items = [transaction(), transaction(), transaction()];
+    await insertTransactions(database, items);
+    const gids = new Set(items.map((t) => t.gid));
+    const [a, b] = await Promise.all([claimDue(database, 'node-a', 100, 30), claimDue(database, 'node-b', 100, 30)]);
+    const mine = (rows: { gid: string }[]) => rows.map((r) => r.gid).filter((g) => gids.has(g));
+    expect([...mine(a), ...mine(b)].sort()).toEqual([...gids].sort());
+    expect(mine(a).filter((g) => mine(b).includes(g))).toEqual([]);
+    expect(mine(await claimDue(database, 'node-c', 100, 30))).toEqual([]);
+    // The row's age is the store's: now() - create_time.
+    expect(a.concat(b).every((r) => r.age_ms >= 0 && r.age_ms < 60_000)).toBe(true);
+  });
+
+  it('ignores the settlement and the lease extension of a node that lost the lease', async () => {
+    const t = transaction({ owner: 'node-a', dueIn: 30, branches: [branch('01', 'action')] });
+    await insertTransactions(database, [t]);
+    const done = {
+      gid: t.gid,
+      succeeded: [{ branchId: '01', op: 'action' }],
+      status: 'succeed' as const,
+      interval: 1,
+      delay: 0,
+      retried: false,
+    };
+    expect(await extendLease(database, t.gid, 'node-b', 60)).toBe(false);
+    expect(await settle(database, 'node-b', [done])).toEqual(new Set());
+    expect((await findTransactions(database, [t.gid])).get(t.gid)?.status).toBe('submitted');
+    expect(await settle(database, 'node-a', [done])).toEqual(new Set([t.gid]));
+    expect((await findTransactions(database, [t.gid])).get(t.gid)?.status).toBe('succeed');
+  });
+
+  it('records a reply only for the current attempt of a branch', async () => {
+    const t = transaction({
+      transType: 'saga',
+      owner: 'node-a',
+      dueIn: 30,
+      branches: [branch('01', 'compensate'), branch('01', 'action')],
+    });
+    await insertTransactions(database, [t]);
+    const attempt = { status: 'prepared' as const, attempts: 2, lastError: null, replyIn: 30, retryIn: null };
+    expect(await updateSagaBranches(database, 'node-a', t.gid, [{ branch_id: '01', op: 'action', update: attempt }])).toBe(true);
+    const reply = { gid: t.gid, branch_id: '01', op: 'action' as const, outcome: 'SUCCESS' as const };
+    expect(await recordReply(database, 'node-b', 30, { ...reply, attempt: 1 })).toEqual({ recorded: false });
+    // The current attempt is recorded; node-a holds a live lease, so node-b only pokes it.
+    expect(await recordReply(database, 'node-b', 30, { ...reply, attempt: 2 })).toEqual({ recorded: true });
+    expect(await recordReply(database, 'node-b', 30, { ...reply, attempt: 2 })).toEqual({ recorded: false });
+  });
+
+  it('registers TCC branches only while the transaction is prepared', async () => {
+    const t = transaction({ transType: 'tcc', status: 'prepared', dueIn: 60 });
+    await insertTransactions(database, [t]);
+    const rows = [branch('01', 'cancel'), branch('01', 'confirm')];
+    expect(await registerBranches(database, t.gid, 'tcc', rows)).toEqual({ kind: 'registered' });
+    expect(await registerBranches(database, t.gid, 'tcc', rows)).toEqual({ kind: 'repeated', same: true });
+    expect(await registerBranches(database, t.gid, 'saga', rows)).toEqual({ kind: 'refused', status: 'prepared', transType: 'tcc' });
+    expect(await promoteToSubmitted(database, [{ gid: t.gid, transType: 'tcc', contentHash: '' }], 'node-a', 30)).toHaveLength(1);
+    const late = [branch('02', 'cancel'), branch('02', 'confirm')];
+    expect(await registerBranches(database, t.gid, 'tcc', late)).toEqual({ kind: 'refused', status: 'submitted', transType: 'tcc' });
+    expect(await registerBranches(database, 'no-such-gid', 'tcc', late)).toEqual({ kind: 'refused', status: null, transType: null });
+  });
+});
