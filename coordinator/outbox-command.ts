@@ -170,7 +170,10 @@ export function outboxCommand(): Command {
       await withOutbox(flags, async ({ pool, checked, relay, logger }) => {
         const abort = new AbortController();
         for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => abort.abort());
-        const newDrain = () =>
+        // mapping.partitions > 1: one drain per part, each behind its own lock (the same locks as
+        // the coordinators' drains of this mapping), all in this process.
+        const count = checked.mapping.partitions;
+        const newDrain = (index: number) =>
           new OutboxDrain({
             pool,
             mapping: checked,
@@ -178,17 +181,22 @@ export function outboxCommand(): Command {
             logger,
             ...(flags.batchSize ? { batchSize: Number(flags.batchSize) } : {}),
             ...(flags.pollMs ? { pollMs: Number(flags.pollMs) } : {}),
+            ...(count > 1 ? { partition: { index, count } } : {}),
             stopWhenIdle: flags.exitWhenIdle !== undefined,
             signal: abort.signal,
           });
-        let drain = newDrain();
+        const drains = Array.from({ length: count }, (_, index) => newDrain(index));
         // Counts of drains that ended (a lost database session ends one; the next takes over).
         const before = { published: 0, parked: 0, retries: 0 };
-        const stats = () => ({
-          published: before.published + drain.stats.published,
-          parked: before.parked + drain.stats.parked,
-          retries: before.retries + drain.stats.retries,
-        });
+        const stats = () =>
+          drains.reduce(
+            (sum, d) => ({
+              published: sum.published + d.stats.published,
+              parked: sum.parked + d.stats.parked,
+              retries: sum.retries + d.stats.retries,
+            }),
+            before,
+          );
         const started = Date.now();
         let last = { at: started, published: 0 };
         const progress = () => {
@@ -202,10 +210,10 @@ export function outboxCommand(): Command {
           last = { at: now, published };
         };
         const timer = setInterval(progress, Number(flags.progressMs));
-        try {
+        const runPart = async (index: number) => {
           for (;;) {
             try {
-              await drain.run();
+              await drains[index]!.run();
               break;
             } catch (err) {
               if (abort.signal.aborted) break;
@@ -214,10 +222,16 @@ export function outboxCommand(): Command {
               console.log(`outbox ${checked.name}: ${(err as Error).message}; starting again`);
               await sleep(1_000, undefined, { signal: abort.signal }).catch(() => undefined);
               if (abort.signal.aborted) break;
-              Object.assign(before, stats());
-              drain = newDrain();
+              const ended = drains[index]!.stats;
+              before.published += ended.published;
+              before.parked += ended.parked;
+              before.retries += ended.retries;
+              drains[index] = newDrain(index);
             }
           }
+        };
+        try {
+          await Promise.all(drains.map((_, index) => runPart(index)));
         } finally {
           clearInterval(timer);
           const { published, parked } = stats();

@@ -4,13 +4,17 @@
  * other stops; metrics per table; readiness fails when a drain lags; the operator routes list and
  * redrive parked rows.
  */
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, inject, it } from 'vitest';
 import { loadConfig } from '../schemas/config.js';
 import { freshDatabase } from './helpers/db.js';
-import { freePort, startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
+import { cliPath, freePort, startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
 import { receiver } from './helpers/outbox.js';
 
 const brokers = inject('kafkaBrokers');
@@ -235,4 +239,53 @@ it('refuses an outboxes entry that cannot work, naming the field', () => {
       },
     }),
   ).toThrow(/each outbox needs its own name/);
+});
+
+it('concord outbox drain with partitions drains each part behind the same lock as the coordinators', async () => {
+  const http = await receiver();
+  await pool.query(`create table parts_outbox (id bigserial primary key, k text not null, body text not null);
+    insert into parts_outbox (k, body) select 'k' || (g % 31), 'b' || g from generate_series(1, 600) g`);
+  const mappingFile = join(tmpdir(), `parts-${randomUUID()}.json`);
+  writeFileSync(
+    mappingFile,
+    JSON.stringify({
+      table: 'parts_outbox',
+      destination: http.url,
+      keyColumn: 'k',
+      payloadColumn: 'body',
+      published: 'delete',
+      partitions: 2,
+    }),
+  );
+  // Another node holds both parts: the CLI stands by.
+  const holder = await pool.connect();
+  await holder.query(
+    `select pg_advisory_lock(hashtextextended('concord_outbox:parts_outbox:0/2', 0)), pg_advisory_lock(hashtextextended('concord_outbox:parts_outbox:1/2', 0))`,
+  );
+  const cli = spawn(
+    process.execPath,
+    [cliPath(), 'outbox', 'drain', '--database', outboxUrl, '--mapping', mappingFile, '--exit-when-idle'],
+    {
+      stdio: 'ignore',
+    },
+  );
+  const exited = new Promise<number | null>((resolve) => cli.once('exit', resolve));
+  await new Promise((r) => setTimeout(r, 3_000));
+  expect(http.got).toHaveLength(0);
+  // Part 0 is let go: its rows, and only those, go out.
+  await holder.query(`select pg_advisory_unlock(hashtextextended('concord_outbox:parts_outbox:0/2', 0))`);
+  await waitFor(
+    async () => http.got.length > 0 && (await pool.query('select 1 from parts_outbox')).rows.length === 600 - http.got.length,
+    15_000,
+  );
+  await new Promise((r) => setTimeout(r, 500));
+  const firstPart = http.got.length;
+  expect(firstPart).toBeGreaterThan(100);
+  expect(firstPart).toBeLessThan(500);
+  await holder.query(`select pg_advisory_unlock(hashtextextended('concord_outbox:parts_outbox:1/2', 0))`);
+  holder.release();
+  expect(await exited).toBe(0);
+  expect(new Set(http.got.map((g) => g.messageId)).size).toBe(600);
+  expect(http.got).toHaveLength(600);
+  http.server.close();
 });
