@@ -34,15 +34,15 @@ export interface OutboxReader {
   done(batch: HandledBatch): Promise<number | undefined>;
 }
 
-/** How often a scan starts again from the lowest unpublished id while a backlog streams past. */
-const rescanMs = 1_000;
-
-/** published=flag or delete. */
+/**
+ * published=flag or delete. Every read starts from the lowest unpublished id: a row that commits
+ * late (a lower id than rows already read) is then read before any later row of its key, which its
+ * writer can only commit after it, so per-key order holds. Rows handed out but not marked yet come
+ * back and are skipped, so the read asks for that many more.
+ */
 export class MarkingReader implements OutboxReader {
-  private after: string | undefined;
-  private lastRescan = 0;
   private reads = 0;
-  /** Handed out, not marked yet: a rescan must not hand them out again. */
+  /** Handed out, not marked yet: a read must not hand them out again. */
   private readonly pending = new Set<string>();
   /** Marked while some read was running, which may still return them: id → reads started at that time. */
   private readonly marked = new Map<string, number>();
@@ -54,17 +54,13 @@ export class MarkingReader implements OutboxReader {
 
   async read(limit: number): Promise<ReadBatch> {
     const started = ++this.reads;
-    const rescan = this.after === undefined || Date.now() - this.lastRescan > rescanMs;
-    if (rescan) this.lastRescan = Date.now();
-    const { rows } = rescan
-      ? await this.pool.query<OutboxRow>(this.sql.readFirst, [limit])
-      : await this.pool.query<OutboxRow>(this.sql.readAfter, [limit, this.after]);
+    const asked = limit + this.pending.size + this.marked.size;
+    const { rows } = await this.pool.query<OutboxRow>(this.sql.readFirst, [asked]);
     // A mark that committed before this read began is invisible to it: forget those.
     for (const [id, at] of this.marked) if (at < started) this.marked.delete(id);
-    this.after = rows.length === limit ? rows.at(-1)!.id : undefined;
     const fresh = rows.filter((r) => !this.pending.has(r.id) && !this.marked.has(r.id));
     for (const r of fresh) this.pending.add(r.id);
-    return { rows: fresh, more: rows.length === limit };
+    return { rows: fresh, more: rows.length === asked };
   }
 
   async done({ ids }: HandledBatch): Promise<number> {
