@@ -38,7 +38,9 @@ start.action(async (flags: Record<string, string | undefined>) => {
     const { startCoordinator } = await import('./app.js');
     coordinator = await startCoordinator(config, logger);
   } catch (err) {
-    logger.fatal({ err }, 'coordinator failed to start');
+    // A refusal we explain (store in use, newer store, unreachable) gets its message alone; anything else its stack.
+    if (isConcordError(err)) logger.fatal({ code: err.code, field: err.field }, `coordinator failed to start: ${err.message}`);
+    else logger.fatal({ err }, 'coordinator failed to start');
     process.exit(1);
   }
   const shutdown = (signal: string) => {
