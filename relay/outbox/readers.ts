@@ -54,13 +54,27 @@ export class MarkingReader implements OutboxReader {
 
   async read(limit: number): Promise<ReadBatch> {
     const started = ++this.reads;
-    const asked = limit + this.pending.size + this.marked.size;
-    const { rows } = await this.pool.query<OutboxRow>(this.sql.readFirst, [asked]);
+    const known = (id: string) => this.pending.has(id) || this.marked.has(id);
+    let rows: OutboxRow[];
+    let more: boolean;
+    if (this.pending.size + this.marked.size === 0) {
+      rows = (await this.pool.query<OutboxRow>(this.sql.readFirst, [limit])).rows;
+      more = rows.length === limit;
+    } else {
+      // Ids first, so the payloads of rows still in flight are not fetched again.
+      const asked = limit + this.pending.size + this.marked.size;
+      const ids = (await this.pool.query<{ id: string }>(this.sql.readFirstIds, [asked])).rows.map((r) => r.id);
+      // Rows marked since the last read are gone from the table but still counted: at most `limit` new ones.
+      const unknown = ids.filter((id) => !known(id));
+      const wanted = unknown.slice(0, limit);
+      more = ids.length === asked || unknown.length > limit;
+      rows = wanted.length === 0 ? [] : (await this.pool.query<OutboxRow>(this.sql.readIds, [wanted])).rows;
+    }
     // A mark that committed before this read began is invisible to it: forget those.
     for (const [id, at] of this.marked) if (at < started) this.marked.delete(id);
-    const fresh = rows.filter((r) => !this.pending.has(r.id) && !this.marked.has(r.id));
+    const fresh = rows.filter((r) => !known(r.id));
     for (const r of fresh) this.pending.add(r.id);
-    return { rows: fresh, more: rows.length === asked };
+    return { rows: fresh, more };
   }
 
   async done({ ids }: HandledBatch): Promise<number> {
