@@ -5,7 +5,7 @@
  */
 import type { TransRequest } from '../../schemas/dtm.js';
 import { msgCustomDataSchema, parseJson } from '../../schemas/trans-checks.js';
-import type { BranchMeta, StoredOptions } from '../../schemas/db/tables.js';
+import type { BranchMeta } from '../../schemas/db/tables.js';
 import { subscribersOf } from '../store/topics.js';
 import { ConcordError } from '../../schemas/errors.js';
 import type { GroupCommit } from '../store/group-commit.js';
@@ -25,7 +25,7 @@ import {
 import { again, batched, inRounds } from './batches.js';
 import { leaseSeconds, type EngineContext } from './context.js';
 import { contended, throwUnlessSucceeded } from './outcome.js';
-import { branchMeta, conflictOf, contentHash } from './request.js';
+import { branchMeta, conflictOf, contentHash, storedOptions } from './request.js';
 import type { MsgProcessor } from './msg-process.js';
 
 type PrepareOutcome = { ok: true } | { error: ConcordError };
@@ -125,14 +125,7 @@ export class MsgEngine {
       }));
     });
     const delay = parseDelay(req.custom_data);
-    const options: StoredOptions = {
-      timeout_to_fail: req.timeout_to_fail || undefined,
-      request_timeout: req.request_timeout || undefined,
-      retry_interval: req.retry_interval || undefined,
-      branch_headers: req.branch_headers,
-      concurrent: req.concurrent || undefined,
-      delay: delay || undefined,
-    };
+    const options = storedOptions(req, { concurrent: req.concurrent || undefined, delay: delay || undefined });
     const config = this.ctx.config;
     const lease = leaseSeconds(this.ctx.config, options.request_timeout ?? config.requestTimeout);
     const delivering = status === 'submitted' && delay === 0;
@@ -141,7 +134,7 @@ export class MsgEngine {
       transType: req.trans_type,
       status,
       queryPrepared: this.checked(req.query_prepared ?? '', 'query_prepared'),
-      options: JSON.parse(JSON.stringify(options)) as StoredOptions,
+      options,
       customData: req.custom_data ?? '',
       contentHash: contentHash(req),
       interval: options.retry_interval ?? config.retryInterval,

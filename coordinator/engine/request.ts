@@ -1,10 +1,25 @@
-/** What msg and saga requests share: their content hash, conflict check and per-step broker details. */
+/** What the requests of every type share: stored options, content hash, conflict check and per-step broker details. */
 import { createHash } from 'node:crypto';
 import type { TransRequest } from '../../schemas/dtm.js';
-import type { BranchMeta } from '../../schemas/db/tables.js';
+import type { BranchMeta, StoredOptions } from '../../schemas/db/tables.js';
 import { ConcordError } from '../../schemas/errors.js';
 import { parseStepHeaders } from '../../schemas/trans-checks.js';
 import type { NewTransaction, TransRow } from '../store/transactions.js';
+
+/**
+ * The options a transaction keeps for later passes: those every type has (DTM sends 0 for unset),
+ * then the type's own; unset keys are dropped, as the JSON column would drop them.
+ */
+export function storedOptions(req: TransRequest, own: StoredOptions = {}): StoredOptions {
+  const options: StoredOptions = {
+    timeout_to_fail: req.timeout_to_fail || undefined,
+    request_timeout: req.request_timeout || undefined,
+    retry_interval: req.retry_interval || undefined,
+    branch_headers: req.branch_headers,
+    ...own,
+  };
+  return JSON.parse(JSON.stringify(options)) as StoredOptions;
+}
 
 /** A re-sent request must describe the same transaction; without steps it only names the gid. */
 export function conflictOf(row: TransRow, trans: NewTransaction, compareSteps: boolean): ConcordError | undefined {

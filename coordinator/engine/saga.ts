@@ -5,7 +5,7 @@
  * or whose node died.
  */
 import type { TransRequest } from '../../schemas/dtm.js';
-import type { BranchMeta, StoredOptions } from '../../schemas/db/tables.js';
+import type { BranchMeta } from '../../schemas/db/tables.js';
 import { ConcordError } from '../../schemas/errors.js';
 import { sagaCustomDataSchema, sagaStepPolicySchema, type SagaReply } from '../../schemas/saga.js';
 import { parseJson } from '../../schemas/trans-checks.js';
@@ -23,7 +23,7 @@ import {
 import { again, batched, inRounds } from './batches.js';
 import { leaseSeconds, type EngineContext } from './context.js';
 import { contended, throwUnlessSucceeded } from './outcome.js';
-import { branchMeta, conflictOf, contentHash } from './request.js';
+import { branchMeta, conflictOf, contentHash, storedOptions } from './request.js';
 import { isBrokerUrl } from './saga-decide.js';
 import type { SagaProcessor } from './saga-process.js';
 
@@ -123,22 +123,18 @@ export class SagaEngine {
       const action = branch('action', { ...common, command: policy.command, maxAttempts: policy.attempts });
       return [branch('compensate', { ...common, command: policy.compensate_command, maxAttempts: policy.compensate_attempts }), action];
     });
-    const options: StoredOptions = {
-      timeout_to_fail: req.timeout_to_fail || undefined,
-      request_timeout: req.request_timeout || undefined,
-      retry_interval: req.retry_interval || undefined,
-      branch_headers: req.branch_headers,
+    const options = storedOptions(req, {
       concurrent: custom.concurrent || orders !== undefined || undefined,
       orders,
       retry_limit: req.retry_limit || undefined,
-    };
+    });
     const lease = leaseSeconds(config, options.request_timeout ?? config.requestTimeout);
     return {
       gid: req.gid,
       transType: 'saga',
       status: 'submitted',
       queryPrepared: '',
-      options: JSON.parse(JSON.stringify(options)) as StoredOptions,
+      options,
       customData: req.custom_data ?? '',
       contentHash: contentHash(req),
       interval: options.retry_interval ?? config.retryInterval,

@@ -6,14 +6,13 @@
  */
 import type { TransRequest } from '../../schemas/dtm.js';
 import { ConcordError } from '../../schemas/errors.js';
-import type { StoredOptions } from '../../schemas/db/tables.js';
 import type { TccRegistration } from '../../schemas/tcc.js';
 import { abortPrepared, registerBranches } from '../store/tcc.js';
 import { findTransactions, insertTransactions, pendingBranches, promoteToSubmitted, type TransRow } from '../store/transactions.js';
 import { leaseSeconds, type EngineContext } from './context.js';
 import type { MsgProcessor } from './msg-process.js';
 import { throwUnlessSucceeded } from './outcome.js';
-import { contentHash } from './request.js';
+import { contentHash, storedOptions } from './request.js';
 
 export class TccEngine {
   constructor(
@@ -24,19 +23,14 @@ export class TccEngine {
   /** Stores the prepared transaction; sent again, it is the same transaction. */
   async prepare(req: TransRequest): Promise<void> {
     const { config, database } = this.ctx;
-    const options: StoredOptions = {
-      timeout_to_fail: req.timeout_to_fail || undefined,
-      request_timeout: req.request_timeout || undefined,
-      retry_interval: req.retry_interval || undefined,
-      branch_headers: req.branch_headers,
-    };
+    const options = storedOptions(req);
     const created = await insertTransactions(database, [
       {
         gid: req.gid,
         transType: 'tcc',
         status: 'prepared',
         queryPrepared: '',
-        options: JSON.parse(JSON.stringify(options)) as StoredOptions,
+        options,
         customData: req.custom_data ?? '',
         contentHash: contentHash(req),
         interval: options.retry_interval ?? config.retryInterval,
