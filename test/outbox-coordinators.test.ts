@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
-import { afterAll, beforeAll, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, expect, inject, it, vi } from 'vitest';
 import { loadConfig } from '../schemas/config.js';
 import { freshDatabase } from './helpers/db.js';
 import { cliPath, freePort, startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
@@ -19,12 +19,14 @@ import { receiver } from './helpers/outbox.js';
 
 const brokers = inject('kafkaBrokers');
 
+/** Polls `ok` every 100 ms until it holds, failing after `timeoutMs`. */
 async function waitFor(ok: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await ok())) {
-    if (Date.now() > deadline) throw new Error(`not true after ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await vi.waitFor(
+    async () => {
+      if (!(await ok())) throw new Error(`not true after ${timeoutMs} ms`);
+    },
+    { timeout: timeoutMs, interval: 100 },
+  );
 }
 let outboxUrl: string;
 let store: string;
@@ -276,12 +278,15 @@ it('concord outbox drain with partitions drains each part behind the same lock a
   expect(http.got).toHaveLength(0);
   // Part 0 is let go: its rows, and only those, go out.
   await holder.query(`select pg_advisory_unlock(hashtextextended('concord_outbox:parts_outbox:0/2', 0))`);
-  await waitFor(
-    async () => http.got.length > 0 && (await pool.query('select 1 from parts_outbox')).rows.length === 600 - http.got.length,
-    15_000,
-  );
-  await new Promise((r) => setTimeout(r, 500));
+  // The part of a row, as the drain hashes its key.
+  const partOf = `(hashtextextended(k, 0) & 9223372036854775807) % 2`;
+  const partZero = (await pool.query<{ n: number }>(`select count(*)::int as n from parts_outbox where ${partOf} = 0`)).rows[0]!.n;
+  await waitFor(async () => (await pool.query(`select 1 from parts_outbox where ${partOf} = 0`)).rows.length === 0, 15_000);
+  // Part 0 is gone and part 1 is still held: what arrived is part 0, all of it, and nothing else.
+  expect((await pool.query(`select count(*)::int as n from parts_outbox`)).rows[0].n).toBe(600 - partZero);
+  await waitFor(async () => http.got.length >= partZero, 5_000);
   const firstPart = http.got.length;
+  expect(firstPart).toBe(partZero);
   expect(firstPart).toBeGreaterThan(100);
   expect(firstPart).toBeLessThan(500);
   await holder.query(`select pg_advisory_unlock(hashtextextended('concord_outbox:parts_outbox:1/2', 0))`);
