@@ -3,6 +3,7 @@ import swagger from '@fastify/swagger';
 import Fastify, { LogController } from 'fastify';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Logger } from 'pino';
+import { errorReplySchema } from '../../schemas/dtm.js';
 import { ConcordError } from '../../schemas/errors.js';
 import { findTextProblem } from '../../schemas/text.js';
 import type { MsgEngine } from '../engine/msg.js';
@@ -59,6 +60,11 @@ export async function buildServer(deps: ServerDeps) {
   app.addHook('onRequest', accessHook(deps.access ?? { apiTokens: [], operatorTokens: [] }));
   const wrongMethod = methodNotAllowed();
   app.addHook('onRoute', (route) => wrongMethod.onRoute(route));
+  // Any route taking a body can answer 413 (bodyLimit): documented once here, not per route.
+  app.addHook('onRoute', (route) => {
+    const response = route.schema?.response as Record<string, unknown> | undefined;
+    if (route.schema?.body && response && !response[413]) route.schema.response = { ...response, 413: errorReplySchema };
+  });
   app.setNotFoundHandler((request, reply) => wrongMethod.notFound(request, reply));
   // Answered before the body is read: a method with a body (QUERY) would otherwise get a 400 for its Content-Type first.
   app.addHook('onRequest', async (request, reply) => {
