@@ -45,7 +45,13 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
 }
 
 function serverSettings(durable: boolean): Record<string, string> {
-  const settings: Record<string, string> = { max_connections: '300', shared_buffers: '256MB' };
+  // XA branches need prepared transactions; the outbox's logical-decoding mode needs wal_level logical.
+  const settings: Record<string, string> = {
+    max_connections: '300',
+    shared_buffers: '256MB',
+    max_prepared_transactions: '100',
+    wal_level: 'logical',
+  };
   // A crash loses a throwaway test cluster anyway; these make commits and CREATE DATABASE cheap.
   if (!durable) Object.assign(settings, { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off' });
   return settings;
