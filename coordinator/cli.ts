@@ -6,7 +6,6 @@ import { configKeys, configSchema, envName, flagName, loadConfig, type ConfigKey
 import { barrierDdlPostgres } from '../schemas/db/barrier.js';
 import { isConcordError } from '../schemas/errors.js';
 import { version } from './version.js';
-import { outboxCommand } from './outbox-command.js';
 
 const program = new Command('concord').version(version).description('Distributed-transaction coordinator (DTM-compatible).');
 
@@ -64,6 +63,10 @@ program
     process.stdout.write(barrierDdlPostgres);
   });
 
-program.addCommand(outboxCommand());
+// The outbox tools bring database and broker clients a running coordinator does without: `start`,
+// which runs for days, does not load them.
+if (process.argv.slice(2).find((arg) => !arg.startsWith('-')) !== 'start') {
+  program.addCommand((await import('./outbox-command.js')).outboxCommand());
+}
 
 await program.parseAsync();
