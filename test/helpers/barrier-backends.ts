@@ -6,7 +6,7 @@ import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { createClient } from 'redis';
 import { inject } from 'vitest';
-import { BranchBarrier, BranchFailure, ensureBarrierTable, type BarrierSource } from '../../sdk/index.js';
+import { BranchBarrier, BranchFailure, ensureBarrierTable, type BarrierSource, type RedisAdjustment } from '../../sdk/index.js';
 import { freshDatabase, freshMysqlDatabase } from './db.js';
 
 export interface BarrierBackend {
@@ -16,9 +16,12 @@ export interface BarrierBackend {
   setBalance(gid: string, balance: number): Promise<void>;
   balance(gid: string): Promise<number>;
   /**
-   * Adds `amount` to the account through the barrier: true when the business ran. Taking more than
-   * the balance throws BranchFailure (in SQL from the business, rolling the barrier rows back).
+   * The business change that adds `amount` to the account, in the form this store's barrier takes
+   * (a function of the transaction, or a Redis adjustment). Taking more than the balance throws
+   * BranchFailure (in SQL from the business, rolling the barrier rows back).
    */
+  change(gid: string, amount: number): ((tx: never) => Promise<unknown>) | RedisAdjustment;
+  /** Applies `change(gid, amount)` through the barrier: true when the business ran. */
   apply(barrier: BranchBarrier, gid: string, amount: number): Promise<boolean>;
   close(): Promise<void>;
 }
@@ -30,6 +33,10 @@ function sqlBackend<Tx>(
   query: (text: string, params: unknown[]) => Promise<Record<string, unknown>[]>,
   close: () => Promise<void>,
 ): BarrierBackend {
+  const change = (gid: string, amount: number) => async (tx: Tx) => {
+    if ((await update(tx, gid, amount)) === 0) throw new BranchFailure(`account ${gid}: balance too low`);
+    return true;
+  };
   return {
     source,
     setBalance: async (gid, balance) => {
@@ -37,11 +44,8 @@ function sqlBackend<Tx>(
       await query('insert into accounts (id, balance) values ($1, $2)', [gid, balance]);
     },
     balance: async (gid) => Number((await query('select balance from accounts where id = $1', [gid]))[0]?.balance),
-    apply: async (barrier, gid, amount) =>
-      (await barrier.run<boolean, Tx>(source as never, async (tx) => {
-        if ((await update(tx, gid, amount)) === 0) throw new BranchFailure(`account ${gid}: balance too low`);
-        return true;
-      })) === true,
+    change,
+    apply: async (barrier, gid, amount) => (await barrier.run<boolean, Tx>(source as never, change(gid, amount))) === true,
     close,
   };
 }
@@ -90,6 +94,7 @@ async function redis(): Promise<BarrierBackend> {
       await client.set(key(gid), String(balance));
     },
     balance: async (gid) => Number(await client.get(key(gid))),
+    change: (gid, amount) => ({ key: key(gid), amount, expireSeconds: 600 }),
     apply: async (barrier, gid, amount) => (await barrier.run(client, { key: key(gid), amount, expireSeconds: 600 })) !== undefined,
     close: async () => {
       client.destroy();
