@@ -3,7 +3,7 @@
 import { Command, Option } from 'commander';
 import { pino } from 'pino';
 import { configKeys, configSchema, envName, flagName, loadConfig, type ConfigKey } from '../schemas/config.js';
-import { barrierDdlPostgres } from '../schemas/db/barrier.js';
+import { barrierDdlMysql, barrierDdlPostgres } from '../schemas/db/barrier.js';
 import { isConcordError } from '../schemas/errors.js';
 import { version } from './version.js';
 
@@ -58,9 +58,10 @@ start.action(async (flags: Record<string, string | undefined>) => {
 
 program
   .command('barrier-sql')
-  .description("Print the SQL that creates the barrier table in a service's Postgres database.")
-  .action(() => {
-    process.stdout.write(barrierDdlPostgres);
+  .description("Print the SQL that creates the barrier table in a service's Postgres (or MySQL/MariaDB) database.")
+  .option('--mysql', 'the MySQL/MariaDB table instead')
+  .action((options: { mysql?: boolean }) => {
+    process.stdout.write(options.mysql ? barrierDdlMysql : barrierDdlPostgres);
   });
 
 // The outbox tools bring database and broker clients a running coordinator does without: `start`,
