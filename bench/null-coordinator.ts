@@ -33,7 +33,7 @@ async function callBranches(body: MsgBody): Promise<void> {
       branch_id: String(i + 1).padStart(2, '0'),
       op: 'action',
     });
-    const res = await request(`${step.action}${step.action.includes('?') ? '&' : '?'}${query}`, {
+    const res = await request(`${step.action}${step.action.includes('?') ? '&' : '?'}${query.toString()}`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: body.payloads?.[i] ?? '',
