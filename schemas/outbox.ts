@@ -96,8 +96,8 @@ export const outboxDrainConfigSchema = mappingShape
   .extend({
     database: z
       .string()
-      .regex(/^postgres(ql)?:\/\//, 'a postgres:// URL')
-      .describe('The database holding the outbox table.'),
+      .regex(/^(postgres(ql)?|mysql|mariadb):\/\//, 'a postgres://, mysql:// or mariadb:// URL')
+      .describe('The database holding the outbox table (Postgres, MySQL or MariaDB).'),
   })
   .superRefine(refineMapping);
 
