@@ -6,6 +6,7 @@ import { decodeRow, type OutboxRow } from './decode-row.js';
 import type { CheckedMapping } from './mapping-check.js';
 import { outboxDb, type OutboxPool } from './outbox-db.js';
 import { outboxSql } from './outbox-sql.js';
+import { logicalNamesIn, slotStatus, type SlotStatus } from './logical-slot.js';
 
 export interface SampleRow {
   id: string;
@@ -23,6 +24,8 @@ export interface Inspection {
   oldestAgeSeconds: number | null;
   /** published=none: the drain's saved cursor. */
   cursor?: string;
+  /** The drain's replication slot (read=logical, or left behind by it). */
+  slot?: SlotStatus;
   sample: SampleRow[];
 }
 
@@ -45,6 +48,7 @@ export async function inspectOutbox(
     cursor === undefined
       ? (await db.query<OutboxRow>(sql.readFirst, [sampleSize])).rows
       : (await db.query<OutboxRow>(sql.readAfter, [sampleSize, cursor])).rows;
+  const slot = db.dialect === 'postgres' ? await slotStatus(db, await logicalNamesIn(db, checked.name)) : undefined;
   const sample = rows.map((row): SampleRow => {
     const decoded = decodeRow(checked.mapping, row);
     if ('error' in decoded) return { id: row.id, error: decoded.error };
@@ -62,6 +66,7 @@ export async function inspectOutbox(
     pending: Number(pending.rows[0]!.pending),
     oldestAgeSeconds: pending.rows[0]!.oldest_age === null ? null : Number(pending.rows[0]!.oldest_age),
     ...(cursor === undefined ? {} : { cursor }),
+    ...(slot ? { slot } : {}),
     sample,
   };
 }
