@@ -14,6 +14,7 @@ import { OutboxDrain } from '../relay/outbox/drain.js';
 import { checkMapping, type CheckedMapping } from '../relay/outbox/mapping-check.js';
 import { isMysqlPool, openOutboxPool, outboxDb, type OutboxPool, type OutboxSession } from '../relay/outbox/outbox-db.js';
 import { outboxSql } from '../relay/outbox/outbox-sql.js';
+import { logicalNamesIn, slotStatus, type LogicalNames, type SlotStatus } from '../relay/outbox/logical-slot.js';
 import { redriveParked, type RedriveResult } from '../relay/outbox/redrive.js';
 import type { Relay } from '../relay/publisher.js';
 import { outboxParkedTable } from '../schemas/db/outbox.js';
@@ -38,6 +39,8 @@ export interface OutboxStatus {
   lagThreshold: number | null;
   /** Why this outbox is not healthy, if it is not. */
   problem: string | null;
+  /** Its replication slot (read=logical, or left behind by it), if one exists. */
+  slot: SlotStatus | null;
 }
 
 export interface ParkedRow {
@@ -58,6 +61,7 @@ class OutboxRunner {
   parked = 0;
   lag: number | null = null;
   problem: string | null = null;
+  slot: SlotStatus | null = null;
   private readonly drains = new Set<OutboxDrain>();
   private readonly counted = new Map<OutboxDrain, { published: number; parked: number }>();
   private member: OutboxSession | undefined;
@@ -167,6 +171,7 @@ class OutboxRunner {
         this.lag = age === undefined || age === null ? null : Number(age);
         this.deps.metrics.outboxLag.set({ outbox: this.name }, Math.max(0, this.lag ?? 0));
       }
+      await this.checkSlot();
       const threshold = this.config.lagThreshold;
       this.problem =
         threshold !== undefined && this.lag !== null && this.lag > threshold
@@ -178,6 +183,25 @@ class OutboxRunner {
       this.member = undefined;
     }
   }
+
+  /** A slot holds WAL whether or not a drain reads it: shown for every Postgres outbox. */
+  private async checkSlot(): Promise<void> {
+    const db = outboxDb(this.pool);
+    if (db.dialect !== 'postgres') return;
+    this.names ??= await logicalNamesIn(db, this.name);
+    this.slot = (await slotStatus(db, this.names)) ?? null;
+    this.deps.metrics.outboxSlotRetained.set({ outbox: this.name }, this.slot?.retainedBytes ?? 0);
+    if (this.slot && !this.slot.active && this.config.read !== 'logical' && !this.warned) {
+      this.warned = true;
+      this.deps.logger.warn(
+        { outbox: this.name, slot: this.slot.slot, retainedBytes: this.slot.retainedBytes },
+        'outbox: a replication slot left from read=logical holds WAL; drop it with `concord outbox drop-slot`',
+      );
+    }
+  }
+
+  private names: LogicalNames | undefined;
+  private warned = false;
 
   /** Holds the member lock (again, after a lost session) and counts the members. */
   private async join(): Promise<void> {
@@ -201,6 +225,7 @@ class OutboxRunner {
       lagSeconds: this.lag,
       lagThreshold: this.config.lagThreshold ?? null,
       problem: this.problem,
+      slot: this.slot,
     };
   }
 }

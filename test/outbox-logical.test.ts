@@ -10,13 +10,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import { logicalNames, logicalSetupProblem } from '../relay/outbox/logical-slot.js';
 import { checkMapping, parseMapping } from '../relay/outbox/mapping-check.js';
 import { isConcordError } from '../schemas/errors.js';
 import { consume } from '../sdk/index.js';
 import { freshDatabase } from './helpers/db.js';
-import { startDrain, testRelay } from './helpers/outbox.js';
+import { startCoordinator } from './helpers/coordinator.js';
+import { receiver, startDrain, testRelay } from './helpers/outbox.js';
 
 const cli = new URL('../dist/coordinator/cli.js', import.meta.url).pathname;
 const brokers = inject('kafkaBrokers');
@@ -32,10 +33,16 @@ beforeAll(async () => {
   await consumerDb.query('create table effects (seq bigserial primary key, message_id text unique, k text, n int)');
 });
 afterAll(async () => {
-  // Slots are cluster-wide and hold WAL: leave none behind on the shared server.
-  await pool?.query(
-    `select pg_drop_replication_slot(slot_name) from pg_replication_slots where database = current_database() and not active`,
+  // Slots are cluster-wide, hold WAL and keep their database from being dropped: leave none behind.
+  // A stopped drain's walsender lets go of its slot a moment later.
+  await vi.waitFor(
+    async () => {
+      const { rows } = await pool.query(`select 1 from pg_replication_slots where database = current_database() and active`);
+      if (rows.length > 0) throw new Error('a slot is still in use');
+    },
+    { timeout: 30_000, interval: 200 },
   );
+  await pool.query(`select pg_drop_replication_slot(slot_name) from pg_replication_slots where database = current_database()`);
   await relay.close();
   await pool?.end();
   await consumerDb?.end();
@@ -250,6 +257,32 @@ it('killed with SIGKILL mid-stream and resumed: no row lost, duplicates absorbed
     ).rows[0].n,
   ).toBe(0);
 }, 180_000);
+
+it('a coordinator runs a read=logical drain (config outboxes) and shows its slot in /api/outboxes and the metrics', async () => {
+  const http = await receiver();
+  await pool.query('create table logical_coord (id bigserial primary key, body text not null)');
+  const c = await startCoordinator({
+    store: await freshDatabase(),
+    env: {
+      CONCORD_OUTBOXES: JSON.stringify([
+        { database: url, table: 'logical_coord', destination: http.url, payloadColumn: 'body', published: 'none', read: 'logical' },
+      ]),
+    },
+  });
+  try {
+    const status = async () =>
+      ((await (await fetch(`${c.url}/api/outboxes`)).json()) as { outboxes: { slot: { active: boolean } | null }[] }).outboxes[0]!;
+    await expect.poll(async () => (await status()).slot?.active, { timeout: 30_000 }).toBe(true);
+    await pool.query(`insert into logical_coord (body) select 'b' || g from generate_series(1, 300) g`);
+    await expect.poll(() => http.got.length, { timeout: 30_000 }).toBe(300);
+    expect(http.got.map((g) => g.body)).toEqual(Array.from({ length: 300 }, (_, i) => `b${i + 1}`)); // commit order
+    const metrics = await (await fetch(`${c.url}/api/metrics`)).text();
+    expect(metrics).toMatch(/concord_outbox_slot_retained_bytes\{outbox="logical_coord"\} \d+/);
+  } finally {
+    await c.stop();
+    http.server.close();
+  }
+}, 120_000);
 
 describe('setup refused clearly', () => {
   const mapping = {
