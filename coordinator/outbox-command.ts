@@ -154,7 +154,9 @@ export function outboxCommand(): Command {
               (m.read === 'logical' ? '' : ' (left from read=logical: drop it with `concord outbox drop-slot`)'),
           );
         else if (m.read === 'logical') console.log('replication slot: not created yet (the drain creates it)');
-        console.log(`pending rows: ${report.pending}`);
+        if (m.read === 'logical' && m.published === 'none')
+          console.log('pending rows: what the slot has not confirmed (its lag above; with published=none no table cursor moves)');
+        else console.log(`pending rows: ${report.pending}`);
         console.log(
           `oldest pending: ${report.oldestAgeSeconds === null ? 'unknown (no createdAtColumn, or none pending)' : `${report.oldestAgeSeconds.toFixed(1)} s`}`,
         );

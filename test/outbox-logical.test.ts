@@ -148,8 +148,7 @@ it.each(['none', 'flag'] as const)(
         await expect.poll(async () => (await pool.query(`select count(*)::int as n from ${table} where not sent`)).rows[0].n).toBe(0);
       expect(drain.drain.stats.parked).toBe(0);
       // The slot is confirmed as rows are published: it holds back little.
-      const inspect = await run([
-        'inspect',
+      const mappingArgs = [
         '--database',
         url,
         '--table',
@@ -163,11 +162,13 @@ it.each(['none', 'flag'] as const)(
         ...(published === 'flag' ? ['--published-column', 'sent'] : []),
         '--read',
         'logical',
-        '--kafka-brokers',
-        brokers,
-      ]);
+      ];
+      const inspect = await run(['inspect', ...mappingArgs, '--kafka-brokers', brokers]);
       expect(inspect.code, inspect.stderr).toBe(0);
       expect(inspect.stdout).toMatch(/replication slot concord_logical_\w+: streaming, lag \d+\.\d MiB, holds \d+\.\d MiB of WAL/);
+      // The drain streams and nothing is left: the old poller can go.
+      const cutover = await run(['cutover', ...mappingArgs]);
+      expect(cutover.stdout).toMatch(/ready: Concord keeps up \(0 pending\)/);
       console.log(`${published}: published ${drain.drain.stats.published} for 16,500 rows`);
     } finally {
       await drain.stop();

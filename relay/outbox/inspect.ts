@@ -38,6 +38,11 @@ export async function inspectOutbox(
   const sql = outboxSql(checked);
   const db = outboxDb(pool);
   let cursor: string | undefined;
+  const slot = db.dialect === 'postgres' ? await slotStatus(db, await logicalNamesIn(db, checked.name)) : undefined;
+  if (checked.mapping.read === 'logical' && checked.mapping.published === 'none') {
+    // No table cursor moves in this mode: what is pending is what the slot has not confirmed (its lag).
+    return { pending: 0, oldestAgeSeconds: null, ...(slot ? { slot } : {}), sample: [] };
+  }
   if (checked.mapping.published === 'none') {
     const exists = await db.query<{ t: string | null }>('select to_regclass($1)::text as t', [outboxCursorTable]);
     cursor = '0';
@@ -48,7 +53,6 @@ export async function inspectOutbox(
     cursor === undefined
       ? (await db.query<OutboxRow>(sql.readFirst, [sampleSize])).rows
       : (await db.query<OutboxRow>(sql.readAfter, [sampleSize, cursor])).rows;
-  const slot = db.dialect === 'postgres' ? await slotStatus(db, await logicalNamesIn(db, checked.name)) : undefined;
   const sample = rows.map((row): SampleRow => {
     const decoded = decodeRow(checked.mapping, row);
     if ('error' in decoded) return { id: row.id, error: decoded.error };

@@ -21,7 +21,7 @@ import type { OutboxSql } from './outbox-sql.js';
 import type { HandledBatch, OutboxReader, ReadBatch } from './readers.js';
 
 /** Rows held in memory before the stream is paused (TCP backpressure on the walsender). */
-const highWater = 20_000;
+const highWater = 5_000;
 /** How long an empty read waits for the stream before the drain's idle step. */
 const waitMs = 200;
 /** Status updates to the server, so that it neither times the connection out nor keeps WAL needlessly. */
