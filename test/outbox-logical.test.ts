@@ -11,6 +11,7 @@ import { promisify } from 'node:util';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
+import { beforeLsn } from '../relay/outbox/logical-reader.js';
 import { logicalNames, logicalSetupProblem } from '../relay/outbox/logical-slot.js';
 import { checkMapping, parseMapping } from '../relay/outbox/mapping-check.js';
 import { isConcordError } from '../schemas/errors.js';
@@ -285,6 +286,40 @@ it('a coordinator runs a read=logical drain (config outboxes) and shows its slot
   }
 }, 120_000);
 
+it('streamed rows decode as the table reader reads them: bytea payload, json headers, integer key', async () => {
+  const http = await receiver();
+  await pool.query('create table logical_types (id bigserial primary key, k int not null, raw bytea not null, hdr jsonb)');
+  const drain = await startDrain(
+    pool,
+    {
+      table: 'logical_types',
+      destination: http.url,
+      keyColumn: 'k',
+      payloadColumn: 'raw',
+      payloadEncoding: 'bytea',
+      headersColumn: 'hdr',
+      published: 'delete',
+      read: 'logical',
+    },
+    relay,
+  );
+  try {
+    await expect
+      .poll(async () => (await pool.query(`select 1 from pg_replication_slots where active and database = current_database()`)).rowCount)
+      .toBe(1);
+    await pool.query(
+      `insert into logical_types (k, raw, hdr) values (7, convert_to('{"ü":"ok"}', 'UTF8'), '{"traceparent": "00-abc-01"}')`,
+    );
+    await expect.poll(() => http.got.length, { timeout: 20_000 }).toBe(1);
+    expect(http.got[0]).toMatchObject({ body: '{"ü":"ok"}', messageId: 'outbox:logical_types:1' });
+    await expect.poll(async () => (await pool.query('select count(*)::int as n from logical_types')).rows[0].n).toBe(0);
+    expect(drain.drain.stats.parked).toBe(0); // the headers decoded as a JSON object
+  } finally {
+    await drain.stop();
+    http.server.close();
+  }
+});
+
 describe('setup refused clearly', () => {
   const mapping = {
     table: 'logical_refused',
@@ -330,6 +365,12 @@ describe('setup refused clearly', () => {
       await weak.end();
       await pool.query(`drop owned by ${role}; drop role ${role}`);
     }
+  });
+
+  it('confirms a commit end or keepalive position as itself: the library adds one, so it is given one less', () => {
+    expect(beforeLsn('0/1000')).toBe('0/FFF');
+    expect(beforeLsn('1/0')).toBe('0/FFFFFFFF');
+    expect(beforeLsn('A/16B3E28')).toBe('A/16B3E27');
   });
 
   it('wal_level other than logical is refused (the check, on facts the shared server cannot show)', () => {

@@ -10,7 +10,7 @@
  * is read back by id. With published=none the stream's row is sent as it is.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import type pg from 'pg';
+import pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 import type { Logger } from 'pino';
 import type { OutboxRow } from './decode-row.js';
@@ -27,7 +27,8 @@ const waitMs = 200;
 /** Status updates to the server, so that it neither times the connection out nor keeps WAL needlessly. */
 const statusMs = 5_000;
 
-const byteaParser = (text: string) => Buffer.from(text.slice(2), 'hex');
+/** pg's own bytea parser (hex or escape output). */
+const byteaParser = pg.types.getTypeParser(17) as (text: string) => Buffer;
 
 export class LogicalReader implements OutboxReader {
   private readonly service: LogicalReplicationService;
@@ -209,7 +210,7 @@ export class LogicalReader implements OutboxReader {
  * keepalive's position already point past what was sent (the next record may start exactly there),
  * so they are handed to it minus one.
  */
-function beforeLsn(lsn: string): string {
+export function beforeLsn(lsn: string): string {
   const v = lsnValue(lsn) - 1n;
   return `${(v >> 32n).toString(16).toUpperCase()}/${(v & 0xffffffffn).toString(16).toUpperCase()}`;
 }
