@@ -286,6 +286,43 @@ it('a coordinator runs a read=logical drain (config outboxes) and shows its slot
   }
 }, 120_000);
 
+it('two coordinators on one read=logical outbox: one streams, the other stands by and takes over; nothing published twice', async () => {
+  const http = await receiver();
+  await pool.query('create table logical_pair (id bigserial primary key, body text not null)');
+  const store = await freshDatabase();
+  const outboxes = JSON.stringify([
+    { database: url, table: 'logical_pair', destination: http.url, payloadColumn: 'body', published: 'none', read: 'logical' },
+  ]);
+  const a = await startCoordinator({ store, env: { CONCORD_OUTBOXES: outboxes } });
+  const b = await startCoordinator({ store, env: { CONCORD_OUTBOXES: outboxes } });
+  const published = async (c: { url: string }) => {
+    const text = await (await fetch(`${c.url}/api/metrics`)).text();
+    return Number(/concord_outbox_published_total\{outbox="logical_pair"\} (\d+)/.exec(text)?.[1] ?? 0);
+  };
+  try {
+    await expect
+      .poll(async () => (await pool.query(`select 1 from pg_replication_slots where active and database = current_database()`)).rowCount, {
+        timeout: 30_000,
+      })
+      .toBe(1);
+    await pool.query(`insert into logical_pair (body) select 'b' || g from generate_series(1, 1000) g`);
+    await expect.poll(() => http.got.length, { timeout: 30_000 }).toBe(1000);
+    await expect.poll(async () => (await published(a)) + (await published(b)), { timeout: 10_000 }).toBe(1000);
+    const [first, second] = (await published(a)) === 1000 ? [a, b] : [b, a];
+    expect(await published(second)).toBe(0);
+    // The streaming one stops: the other takes the lock and the slot, from the confirmed position.
+    await first.stop();
+    await pool.query(`insert into logical_pair (body) select 'c' || g from generate_series(1, 500) g`);
+    await expect.poll(() => http.got.length, { timeout: 30_000 }).toBe(1500);
+    expect(new Set(http.got.map((g) => g.messageId)).size).toBe(1500);
+    await expect.poll(() => published(second), { timeout: 10_000 }).toBe(500);
+  } finally {
+    await a.stop();
+    await b.stop();
+    http.server.close();
+  }
+}, 120_000);
+
 it('streamed rows decode as the table reader reads them: bytea payload, json headers, integer key', async () => {
   const http = await receiver();
   await pool.query('create table logical_types (id bigserial primary key, k int not null, raw bytea not null, hdr jsonb)');
