@@ -66,8 +66,14 @@ export class LogicalReader implements OutboxReader {
 
   /** Starts streaming from the slot's confirmed position. */
   async start(): Promise<void> {
-    const { rows } = await this.db.query<{ lsn: string }>('select pg_current_wal_flush_lsn()::text as lsn');
+    const { rows } = await this.db.query<{ lsn: string; confirmed: string | null }>(
+      `select pg_current_wal_flush_lsn()::text as lsn,
+         (select confirmed_flush_lsn::text from pg_replication_slots where slot_name = $1) as confirmed`,
+      [this.names.slot],
+    );
     this.startLsn = lsnValue(rows[0]!.lsn);
+    // Status updates carry it from the start, so a stream paused before its first batch is published stays open.
+    this.confirmed = rows[0]!.confirmed ?? undefined;
     this.service.on('data', (lsn: string, message: Pgoutput.Message) => this.onMessage(message));
     this.service.on('heartbeat', (lsn: string, _at: number, respond: boolean) => {
       if (!this.inTransaction) this.checkpoint(lsn);
