@@ -5,6 +5,8 @@
  * the slot's confirmed position, `inspect` and `drop-slot`, and setups refused with a clear error.
  */
 import { execFile, spawn } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -320,6 +322,47 @@ it('two coordinators on one read=logical outbox: one streams, the other stands b
     await a.stop();
     await b.stop();
     http.server.close();
+  }
+}, 120_000);
+
+it('a destination down while 12,000 rows stream in: the stream pauses, nothing is parked or lost, each row once', async () => {
+  let down = true;
+  const got = new Set<string>();
+  let calls = 0;
+  const server = createServer((req, res) => {
+    calls++;
+    req.resume();
+    req.on('end', () => {
+      if (down) return void res.writeHead(503).end('down');
+      got.add(String(req.headers['message-id']));
+      res.writeHead(200).end('{"dtm_result":"SUCCESS"}');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const destination = `http://127.0.0.1:${(server.address() as AddressInfo).port}/events`;
+  await pool.query('create table logical_down (id bigserial primary key, body text not null)');
+  const drain = await startDrain(
+    pool,
+    { table: 'logical_down', destination, payloadColumn: 'body', published: 'none', read: 'logical' },
+    relay,
+    { retry: { base: 0.05, cap: 0.2 } },
+  );
+  try {
+    await expect
+      .poll(async () => (await pool.query(`select 1 from pg_replication_slots where active and database = current_database()`)).rowCount, {
+        timeout: 30_000,
+      })
+      .toBe(1);
+    await pool.query(`insert into logical_down (body) select 'b' || g from generate_series(1, 12000) g`);
+    // Failing calls and retries, more rows streamed than the reader holds: then the destination comes back.
+    await expect.poll(() => drain.drain.stats.retries, { timeout: 20_000 }).toBeGreaterThan(1000);
+    down = false;
+    await expect.poll(() => got.size, { timeout: 60_000 }).toBe(12_000);
+    expect(drain.drain.stats).toMatchObject({ parked: 0, published: 12_000 });
+    console.log(`destination down, then up: ${calls} calls for 12,000 rows`);
+  } finally {
+    await drain.stop();
+    server.close();
   }
 }, 120_000);
 
