@@ -167,13 +167,13 @@ it('readiness fails while a MariaDB outbox lags past lagThreshold; parked rows a
     ]),
   });
   let health: Response | undefined;
-  await waitFor(async () => (health = await fetch(`${c.url}/api/health`)).status === 503, 15_000);
+  await waitFor(async () => (health = await fetch(`${c.url}/api/health`)).status === 503, 30_000);
   expect(await health!.json()).toMatchObject({
     code: 'NOT_READY',
     message: expect.stringMatching(/m_stuck: the oldest pending row is 3\d{3}\.\d s old, over lagThreshold 60 s/),
   });
   expect(await metric(c, 'concord_outbox_lag_seconds', 'm_stuck')).toBeGreaterThan(3000);
-  await waitFor(async () => (await metric(c, 'concord_outbox_parked_total', 'm_refused')) === 1, 10_000);
+  await waitFor(async () => (await metric(c, 'concord_outbox_parked_total', 'm_refused')) === 1, 30_000);
   const parked = (await (await fetch(`${c.url}/api/outboxes/m_refused/parked`)).json()) as {
     parked: { rowId: string; error: string; row: { body: string } }[];
   };
