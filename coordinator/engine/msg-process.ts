@@ -170,6 +170,8 @@ export class MsgProcessor {
       headers: { ...trans.options.branch_headers, ...meta.headers },
       timeoutMs: timeout * 1000,
       key: meta.key,
+      // DTM calls XA's phase two by POST, with or without data.
+      post: trans.trans_type === 'xa',
       timed: true,
     });
   }
