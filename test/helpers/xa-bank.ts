@@ -69,11 +69,7 @@ export async function startXaBank(kind: BankDb, databaseUrl: string, accounts: R
           const changed =
             tx instanceof pg.Client
               ? ((await tx.query(sql, [amount, account])).rowCount ?? 0)
-              : (
-                  (
-                    await (tx as mysql.PoolConnection).query(sql.replace(/\$\d+/g, '?'), [amount, account, amount])
-                  )[0] as mysql.ResultSetHeader
-                ).affectedRows;
+              : ((await tx.query(sql.replace(/\$\d+/g, '?'), [amount, account, amount]))[0] as mysql.ResultSetHeader).affectedRows;
           if (changed === 0) throw new BranchFailure(`account ${account} cannot take ${amount}`);
         });
         const answer = dtmAnswer();
