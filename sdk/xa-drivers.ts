@@ -79,8 +79,29 @@ function pgDriver(pool: pg.Pool): XaDriver {
   };
 }
 
+/**
+ * A session holding a prepared XA transaction can run nothing else, and MariaDB lets no other
+ * session commit it while the session lives: close the connection (the prepared transaction
+ * stays), and wait until the server dropped the session, so that phase two can come at once.
+ */
+async function handOver(pool: MysqlPool, conn: MysqlConnection): Promise<void> {
+  const session = conn.threadId;
+  conn.destroy();
+  for (let waited = 0; waited < 5_000; waited += 2) {
+    const [rows] = await pool.query('select 1 from information_schema.processlist where id = ?', [session]);
+    if ((rows as unknown[]).length === 0) return;
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}
+
 function mysqlDriver(pool: MysqlPool): XaDriver {
+  const preparedXids = async () => {
+    const [rows] = await pool.query('xa recover');
+    // data is the gtrid followed by the branch qualifier; DTM's xids and ours have none.
+    return (rows as { gtrid_length: number; data: Buffer | string }[]).map((r) => r.data.toString().slice(0, r.gtrid_length));
+  };
   return {
+    preparedXids,
     async prepare(xid, work) {
       const conn = await pool.getConnection();
       let prepared = false;
@@ -98,9 +119,7 @@ function mysqlDriver(pool: MysqlPool): XaDriver {
           throw err;
         }
       } finally {
-        // A session holding a prepared XA can run nothing else, and MariaDB lets no other session
-        // commit it while the session lives: close the connection, the prepared transaction stays.
-        if (prepared) conn.destroy();
+        if (prepared) await handOver(pool, conn);
         else conn.release();
       }
     },
@@ -108,14 +127,13 @@ function mysqlDriver(pool: MysqlPool): XaDriver {
       try {
         await pool.query(`xa ${op} ${literal(xid)}`);
       } catch (err) {
-        // XAER_NOTA (1397): no prepared transaction with that xid (finished before).
+        // XAER_NOTA (1397): no prepared transaction with that xid we may finish. Either it finished
+        // before, or the session that prepared it is still closing (MariaDB hands the xid over only
+        // once it is gone): then XA RECOVER still lists it, and the call must be retried.
         if ((err as { errno?: number }).errno !== 1397) throw err;
+        if ((await preparedXids()).includes(xid))
+          throw new Error(`xa ${op} ${xid}: its preparing session has not closed yet`, { cause: err });
       }
-    },
-    async preparedXids() {
-      const [rows] = await pool.query('xa recover');
-      // data is the gtrid followed by the branch qualifier; DTM's xids and ours have none.
-      return (rows as { gtrid_length: number; data: Buffer | string }[]).map((r) => r.data.toString().slice(0, r.gtrid_length));
     },
   };
 }

@@ -133,16 +133,19 @@ export async function xaRecover(db: XaDatabase, options: XaRecoverOptions): Prom
     const registered = (reply.branches ?? []).some((b) => b.branch_id === ids.branchId && b.op === 'commit');
     if (status === 'prepared' && registered) {
       done.waiting.push(xid);
-    } else if ((status === 'submitted' || status === 'succeed') && registered) {
-      await driver.finish(xid, 'commit');
-      done.committed.push(xid);
     } else if (status === 'prepared') {
       // Prepared but unregistered: its action's process died before registering, or is about to
       // register right now; wait until the global transaction ends either way.
       done.waiting.push(xid);
     } else {
-      await driver.finish(xid, 'rollback');
-      done.rolledBack.push(xid);
+      const op = (status === 'submitted' || status === 'succeed') && registered ? 'commit' : 'rollback';
+      // A transaction still held by a live session (MySQL) cannot be finished yet: later.
+      const finished = await driver.finish(xid, op).then(
+        () => true,
+        () => false,
+      );
+      if (!finished) done.waiting.push(xid);
+      else (op === 'commit' ? done.committed : done.rolledBack).push(xid);
     }
   }
   return done;

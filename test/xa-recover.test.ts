@@ -4,8 +4,9 @@
  * are made with the SDK's own driver (the PREPARE that xaLocal does), a real coordinator decides.
  */
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CoordinatorClient, xaRecover, type XaRecovery } from '../sdk/index.js';
+import type mysql from 'mysql2/promise';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { CoordinatorClient, xaPhase2, xaRecover, type XaRecovery } from '../sdk/index.js';
 import { xaDriver } from '../sdk/xa-drivers.js';
 import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
 import { freshDatabase, freshMysqlDatabase } from './helpers/db.js';
@@ -81,5 +82,37 @@ describe.each<[BankDb]>([['postgres'], ['mysql']])('xaRecover in %s', (kind) => 
     expect(second).toEqual({ committed: [], rolledBack: [`${gid.waiting}-01`], waiting: [] });
     expect(await bank.preparedXids(run)).toEqual([]);
     for (const c of ['waiting', 'registered'] as const) expect(await bank.balance(c)).toBe(0);
+  });
+});
+
+describe('xaPhase2 in MariaDB', () => {
+  const run = `xp-${randomUUID().slice(0, 8)}-`;
+  let bank: XaBank;
+  beforeAll(async () => {
+    bank = await startXaBank('mysql', await freshMysqlDatabase(), { carol: 0 });
+  });
+  afterAll(async () => {
+    await bank?.rollbackPrepared(run);
+    await bank?.close();
+  });
+
+  it('does not take "unknown xid" for done while the session that prepared it still lives', async () => {
+    const gid = `${run}g`;
+    const query = { gid, trans_type: 'xa', branch_id: '01', op: 'commit' };
+    const session = await (bank.db as mysql.Pool).getConnection();
+    try {
+      await session.query(`xa start '${gid}-01'`);
+      await session.query("update accounts set balance = balance + 10 where id = 'carol'");
+      await session.query(`xa end '${gid}-01'`);
+      await session.query(`xa prepare '${gid}-01'`);
+      // MariaDB answers XAER_NOTA to another session's XA COMMIT here: a retry, not a success.
+      await expect(xaPhase2(query, bank.db)).rejects.toThrow(/has not closed yet/);
+      expect(await bank.preparedXids(gid)).toEqual([`${gid}-01`]);
+    } finally {
+      session.destroy();
+    }
+    await vi.waitFor(() => xaPhase2(query, bank.db), { timeout: 10_000, interval: 50 });
+    expect(await bank.preparedXids(gid)).toEqual([]);
+    expect(await bank.balance('carol')).toBe(10);
   });
 });
