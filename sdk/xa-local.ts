@@ -11,7 +11,7 @@
  */
 import { z } from 'zod';
 import { gidSchema } from '../schemas/dtm.js';
-import { ConcordError } from '../schemas/errors.js';
+import { ConcordError, isConcordError } from '../schemas/errors.js';
 import { CoordinatorClient, type ClientOptions } from './coordinator-client.js';
 import { BranchFailure } from './errors.js';
 import { parseXid, xaDriver, xidOf, type XaConnection, type XaConnectionOf, type XaDatabase } from './xa-drivers.js';
@@ -75,7 +75,7 @@ export async function xaLocal<T, D extends XaDatabase>(
   } catch (err) {
     // Unregistered, nobody would ever finish it: roll back now; the client aborts on the error.
     await driver.finish(xid, 'rollback');
-    if (err instanceof ConcordError && err.status >= 400 && err.status < 500) {
+    if (isConcordError(err) && err.status >= 400 && err.status < 500) {
       throw new BranchFailure(`registerBranch refused: ${err.message}`, { cause: err });
     }
     throw err;

@@ -103,6 +103,21 @@ describe('XA', () => {
     expect(await balances()).toEqual(before);
   });
 
+  it('rolls back at once a branch whose registration the coordinator refuses (its transaction ended)', async () => {
+    const gid = newGid();
+    const before = await balances();
+    const client = new CoordinatorClient(coordinator.dtm);
+    await client.transCall('prepare', { gid, trans_type: 'xa', timeout_to_fail: 60 });
+    await client.transCall('abort', { gid, trans_type: 'xa' });
+    // A late action (its client gave up and aborted): prepared, then refused by the coordinator.
+    const url = `${pgBank.url}/Trans?gid=${gid}&trans_type=xa&branch_id=01&op=action&dtm=${encodeURIComponent(coordinator.dtm)}`;
+    const late = await post(`${url}&phase2_url=${encodeURIComponent(`${pgBank.url}/Trans`)}`, { account: 'alice', amount: -30 });
+    expect(late.status).toBe(409);
+    expect(String(late.body.message)).toContain('registerBranch refused');
+    expect(await prepared(gid)).toEqual([]);
+    expect(await balances()).toEqual(before);
+  });
+
   it('refuses bad XA registrations with the field named, and a branch once the transaction ended', async () => {
     const gid = newGid();
     await xa(coordinator.dtm, gid, transfer(1), options);
