@@ -77,6 +77,17 @@ describe('XA', () => {
     expect(await prepared(gid)).toEqual([]);
   });
 
+  it('retries a commit that errors until it succeeds', async () => {
+    const gid = newGid();
+    const before = await balances();
+    myBank.failNext(2, 'error', 'commit');
+    await xa(coordinator.dtm, gid, transfer(30), options);
+    await waitForStatus(coordinator.dtm, gid, 'succeed');
+    expect(myBank.received(gid, 'commit')).toBe(3);
+    expect(await balances()).toEqual([before[0]! - 30, before[1]! + 30]);
+    expect(await prepared(gid)).toEqual([]);
+  });
+
   it('rolls back when the first branch fails before any local work', async () => {
     const gid = newGid();
     const before = await balances();

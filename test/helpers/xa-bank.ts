@@ -20,8 +20,8 @@ export interface XaBank {
   preparedXids(gidPrefix: string): Promise<string[]>;
   /** Rolls back what a failed test left prepared (it would hold its locks on the shared server). */
   rollbackPrepared(gidPrefix: string): Promise<void>;
-  /** Answers the next `n` actions with `kind` (before any local work). */
-  failNext(n: number, kind: 'failure' | 'error'): void;
+  /** Answers the next `n` calls of `op` (default action) with `kind`, before any database work. */
+  failNext(n: number, kind: 'failure' | 'error', op?: 'action' | 'commit' | 'rollback'): void;
   /** Makes each phase-two call wait this long before it commits or rolls back. */
   setPhase2Latency(ms: number): void;
   /** Calls received for a gid and op (action, commit, rollback), duplicates included. */
@@ -48,7 +48,7 @@ export async function startXaBank(kind: BankDb, databaseUrl: string, accounts: R
   for (const [id, balance] of Object.entries(accounts)) await exec('insert into accounts (id, balance) values ($1, $2)', [id, balance]);
 
   const calls = new Map<string, number>();
-  let failures = { n: 0, kind: 'error' as 'failure' | 'error' };
+  let failures = { n: 0, kind: 'error' as 'failure' | 'error', op: 'action' };
   let phase2Latency = 0;
   const app = Fastify();
   app.post<{ Querystring: Record<string, string>; Body: { account: string; amount: number } | undefined }>(
@@ -58,7 +58,7 @@ export async function startXaBank(kind: BankDb, databaseUrl: string, accounts: R
       const key = `${gid} ${op}`;
       calls.set(key, (calls.get(key) ?? 0) + 1);
       try {
-        if (op === 'action' && failures.n > 0) {
+        if (op === failures.op && failures.n > 0) {
           failures.n--;
           throw failures.kind === 'failure' ? new BranchFailure('planned failure') : new Error('planned error');
         }
@@ -103,7 +103,7 @@ export async function startXaBank(kind: BankDb, databaseUrl: string, accounts: R
         await exec(kind === 'postgres' ? `rollback prepared '${xid}'` : `xa rollback '${xid}'`);
     },
 
-    failNext: (n, k) => (failures = { n, kind: k }),
+    failNext: (n, k, op = 'action') => (failures = { n, kind: k, op }),
     setPhase2Latency: (ms) => (phase2Latency = ms),
     received: (gid, op) => calls.get(`${gid} ${op}`) ?? 0,
     async close() {
