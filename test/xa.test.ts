@@ -129,6 +129,23 @@ describe('XA', () => {
     expect(await balances()).toEqual(before);
   });
 
+  it('leaves nothing prepared when an action outlives its client, which aborted on the timeout', async () => {
+    const gid = newGid();
+    const before = await balances();
+    myBank.setLatency('action', 1_000);
+    try {
+      // The client stops waiting for Bob's bank after 300 ms and aborts; the action goes on.
+      await expect(xa(coordinator.dtm, gid, transfer(30), { ...options, timeoutMs: 300 })).rejects.toThrow();
+      await waitForStatus(coordinator.dtm, gid, 'failed');
+      // The late action prepares, is refused by the coordinator, rolls itself back and answers 409.
+      await expect.poll(() => myBank.answered(gid, 'action'), { timeout: 10_000 }).toEqual([409]);
+      expect(await prepared(gid)).toEqual([]);
+      expect(await balances()).toEqual(before);
+    } finally {
+      myBank.setLatency('action', 0);
+    }
+  });
+
   it('refuses bad XA registrations with the field named, and a branch once the transaction ended', async () => {
     const gid = newGid();
     await xa(coordinator.dtm, gid, transfer(1), options);
@@ -157,7 +174,7 @@ describe('XA', () => {
     const first = await startCoordinator({ store, env });
     let second: RunningCoordinator | undefined;
     const before = await balances();
-    pgBank.setPhase2Latency(300);
+    pgBank.setLatency('phase2', 300);
     try {
       await xa(first.dtm, gid, transfer(30), options);
       // The first commit is on its way (XA commits in registration order): kill the node.
@@ -168,7 +185,7 @@ describe('XA', () => {
       expect(await balances()).toEqual([before[0]! - 30, before[1]! + 30]);
       expect(await prepared(gid)).toEqual([]);
     } finally {
-      pgBank.setPhase2Latency(0);
+      pgBank.setLatency('phase2', 0);
       await first.stop('SIGKILL');
       await second?.stop();
     }

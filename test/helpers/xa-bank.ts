@@ -22,10 +22,12 @@ export interface XaBank {
   rollbackPrepared(gidPrefix: string): Promise<void>;
   /** Answers the next `n` calls of `op` (default action) with `kind`, before any database work. */
   failNext(n: number, kind: 'failure' | 'error', op?: 'action' | 'commit' | 'rollback'): void;
-  /** Makes each phase-two call wait this long before it commits or rolls back. */
-  setPhase2Latency(ms: number): void;
+  /** Makes each call of a phase (the action, or phase two) wait this long before its database work. */
+  setLatency(phase: 'action' | 'phase2', ms: number): void;
   /** Calls received for a gid and op (action, commit, rollback), duplicates included. */
   received(gid: string, op: string): number;
+  /** The HTTP statuses answered so far for a gid and op, in order. */
+  answered(gid: string, op: string): number[];
   close(): Promise<void>;
 }
 
@@ -48,8 +50,9 @@ export async function startXaBank(kind: BankDb, databaseUrl: string, accounts: R
   for (const [id, balance] of Object.entries(accounts)) await exec('insert into accounts (id, balance) values ($1, $2)', [id, balance]);
 
   const calls = new Map<string, number>();
+  const answers = new Map<string, number[]>();
   let failures = { n: 0, kind: 'error' as 'failure' | 'error', op: 'action' };
-  let phase2Latency = 0;
+  const latency = { action: 0, phase2: 0 };
   const app = Fastify();
   app.post<{ Querystring: Record<string, string>; Body: { account: string; amount: number } | undefined }>(
     '/Trans',
@@ -57,12 +60,17 @@ export async function startXaBank(kind: BankDb, databaseUrl: string, accounts: R
       const { gid, op } = request.query;
       const key = `${gid} ${op}`;
       calls.set(key, (calls.get(key) ?? 0) + 1);
+      const answerWith = (answer: { status: number; body: unknown }) => {
+        answers.set(key, [...(answers.get(key) ?? []), answer.status]);
+        return reply.status(answer.status).send(answer.body);
+      };
       try {
         if (op === failures.op && failures.n > 0) {
           failures.n--;
           throw failures.kind === 'failure' ? new BranchFailure('planned failure') : new Error('planned error');
         }
-        if (op !== 'action' && phase2Latency > 0) await new Promise((r) => setTimeout(r, phase2Latency));
+        const wait = latency[op === 'action' ? 'action' : 'phase2'];
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
         await xaLocal(request.query, db, async (tx) => {
           const { account, amount } = request.body ?? { account: '', amount: 0 };
           const sql = 'update accounts set balance = balance + $1 where id = $2 and balance + $1 >= 0';
@@ -72,11 +80,9 @@ export async function startXaBank(kind: BankDb, databaseUrl: string, accounts: R
               : ((await tx.query(sql.replace(/\$\d+/g, '?'), [amount, account, amount]))[0] as mysql.ResultSetHeader).affectedRows;
           if (changed === 0) throw new BranchFailure(`account ${account} cannot take ${amount}`);
         });
-        const answer = dtmAnswer();
-        return reply.status(answer.status).send(answer.body);
+        return answerWith(dtmAnswer());
       } catch (err) {
-        const answer = dtmAnswer(err);
-        return reply.status(answer.status).send(answer.body);
+        return answerWith(dtmAnswer(err));
       }
     },
   );
@@ -104,8 +110,9 @@ export async function startXaBank(kind: BankDb, databaseUrl: string, accounts: R
     },
 
     failNext: (n, k, op = 'action') => (failures = { n, kind: k, op }),
-    setPhase2Latency: (ms) => (phase2Latency = ms),
+    setLatency: (phase, ms) => (latency[phase] = ms),
     received: (gid, op) => calls.get(`${gid} ${op}`) ?? 0,
+    answered: (gid, op) => answers.get(`${gid} ${op}`) ?? [],
     async close() {
       await app.close();
       await db.end();
