@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureBarrierTable } from '../sdk/index.js';
+import { ensureBarrierTable, xa } from '../sdk/index.js';
 import { buildGoClient, runClient } from './compat/setup.js';
 import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
 import { freshDatabase, freshMysqlDatabase } from './helpers/db.js';
@@ -146,13 +146,29 @@ describe("DTM Go client's XaLocalTransaction branches on Postgres and MariaDB", 
     ]);
   });
 
+  it("serves the SDK's xa() as initiator too (dtm and phase2_url in the query, as DTM's client sends them)", async () => {
+    const gid = newGid();
+    await xa(
+      coordinator.dtm,
+      gid,
+      async (x) => {
+        await x.callBranch({ account: 'alice', amount: -5 }, `${aliceBusi}/Trans`);
+        await x.callBranch({ account: 'bob', amount: 5 }, `${bobBusi}/Trans`);
+      },
+      { timeoutToFail: 60, waitResult: true },
+    );
+    expect((await query(coordinator.dtm, gid)).transaction?.status).toBe('succeed');
+    expect([await alice.balance('alice'), await bob.balance('bob')]).toEqual([965, 1_035]);
+    expect([...(await alice.preparedXids(gid)), ...(await bob.preparedXids(gid))]).toEqual([]);
+  });
+
   it('rolls back the first branch when the second refuses (ErrFailure)', async () => {
     const gid = newGid();
     // Alice receives 5000, Bob would go negative: his branch answers FAILURE, the client aborts.
     const r = await xaRun(gid, aliceBusi, bobBusi, -5_000);
     expect(r.ok).toBe(false);
     await waitForStatus(coordinator.dtm, gid, 'failed');
-    expect([await alice.balance('alice'), await bob.balance('bob')]).toEqual([970, 1_030]);
+    expect([await alice.balance('alice'), await bob.balance('bob')]).toEqual([965, 1_035]);
     expect([...(await alice.preparedXids(gid)), ...(await bob.preparedXids(gid))]).toEqual([]);
   });
 });
