@@ -4,7 +4,8 @@
  */
 import { z } from 'zod';
 
-export const storeKinds = ['postgres', 'pglite'] as const;
+/** none: bench/null-coordinator.ts, which stores nothing (the machine's HTTP ceiling). */
+export const storeKinds = ['none', 'postgres', 'pglite'] as const;
 export type StoreKind = (typeof storeKinds)[number];
 
 /** "1, 16,64" → ['1', '16', '64'] */
@@ -29,8 +30,8 @@ export const benchOptionsSchema = z.object({
     .describe('BENCH_CONCURRENCY: closed-loop workers per configuration, comma-separated.'),
   stores: commaList
     .pipe(z.array(z.enum(storeKinds)).min(1))
-    .default(['postgres', 'pglite'])
-    .describe("BENCH_STORES: the coordinator's store kinds, comma-separated (postgres, pglite)."),
+    .default(['none', 'postgres', 'pglite'])
+    .describe("BENCH_STORES: the coordinator's store kinds, comma-separated (none = the null coordinator, postgres, pglite)."),
   idleWaitSeconds: z.coerce
     .number()
     .min(0)

@@ -53,12 +53,23 @@ export function machineLine(postgresVersion: string): string {
 
 /** The main table: throughput, latency, memory, and the pgbench ceiling beside each row. */
 export function resultsTable(rows: Row[]): string {
+  const ceiling = (concurrency: number) => rows.find((r) => r.store === 'none' && r.concurrency === concurrency)?.msgsPerSecond;
   return table(
-    ['store', 'concurrency', 'msgs/s', 'p50 ms', 'p99 ms', 'coordinator peak RSS MB: row / since start', 'pgbench inserts/s'],
+    [
+      'store',
+      'concurrency',
+      'msgs/s',
+      'vs null coordinator',
+      'p50 ms',
+      'p99 ms',
+      'coordinator peak RSS MB: row / since start',
+      'pgbench inserts/s',
+    ],
     rows.map((r) => [
-      r.store,
+      r.store === 'none' ? 'none (null coordinator)' : r.store,
       String(r.concurrency),
       fixed(r.msgsPerSecond, 0),
+      `${fixed(r.msgsPerSecond / (ceiling(r.concurrency) ?? NaN), 2)}×`,
       fixed(r.p50Ms, 1),
       fixed(r.p99Ms, 1),
       `${fixed(r.peakRssMiB, 0)} / ${fixed(r.peakRssSinceStartMiB, 0)}`,

@@ -4,13 +4,16 @@
  * Everything it starts (Postgres, coordinators, pgbench) is stopped at the end, on failure and on
  * Ctrl-C. docs/benchmarks.md describes the workload and the knobs.
  */
+import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { ensureBarrierTable } from '../sdk/index.js';
 import type { RunningCoordinator } from '../test/helpers/coordinator.js';
 import { createDatabase, pgBinDir } from '../test/services/postgres.js';
+import { freePort } from '../test/services/supervised-process.js';
 import { businessTableDdl } from './closed-loop.js';
 import { runBench, type Bench } from './lifecycle.js';
 import { measureConfiguration } from './measure.js';
@@ -85,6 +88,7 @@ async function main(bench: Bench): Promise<void> {
 }
 
 async function startFreshCoordinator(bench: Bench, store: StoreKind, adminUrl: string, prefix: string): Promise<RunningCoordinator> {
+  if (store === 'none') return startNullCoordinator(bench);
   let location: string;
   if (store === 'postgres') {
     location = await createDatabase(adminUrl, `${prefix}store`);
@@ -95,6 +99,40 @@ async function startFreshCoordinator(bench: Bench, store: StoreKind, adminUrl: s
   }
   const coordinator = await bench.startCoordinator({ store: location, env: { CONCORD_LOG_LEVEL: 'warn' } });
   progress(`coordinator (${store} store) started, pid ${coordinator.proc.pid}, ${coordinator.url}`);
+  return coordinator;
+}
+
+/** bench/null-coordinator.ts as a process, shaped as a running coordinator for measureConfiguration. */
+async function startNullCoordinator(bench: Bench): Promise<RunningCoordinator> {
+  const port = await freePort();
+  const proc = spawn(process.execPath, [fileURLToPath(new URL('null-coordinator.js', import.meta.url)), String(port)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  proc.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  await new Promise<void>((resolve, reject) => {
+    proc.stdout.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      if (output.includes('listening')) resolve();
+    });
+    proc.once('exit', (code) => reject(new Error(`the null coordinator exited with ${code}: ${output}`)));
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const coordinator: RunningCoordinator = {
+    url,
+    dtm: `${url}/api/dtmsvr`,
+    port,
+    proc,
+    output: () => output,
+    async stop(signal = 'SIGTERM') {
+      if (proc.exitCode !== null) return proc.exitCode;
+      const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+      proc.kill(signal);
+      return exited;
+    },
+  };
+  bench.defer(() => coordinator.stop());
+  progress(`null coordinator started, pid ${proc.pid}, ${url}`);
   return coordinator;
 }
 

@@ -1,24 +1,17 @@
 /**
  * Opens the store: PGlite in a directory (the embedded default) or Postgres by URL, with the same
  * drizzle schema and migrations on both. Migrations run at start under an advisory lock, so
- * coordinators starting together do not race, and a store migrated by a newer Concord is refused.
+ * coordinators starting together do not race; a store migrated by a newer Concord is refused only
+ * for a breaking migration (migrations.ts).
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { PGlite } from '@electric-sql/pglite';
 import { createHash } from 'node:crypto';
 import { sql, type SQL } from 'drizzle-orm';
 import { PgDialect } from 'drizzle-orm/pg-core';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
-import { drizzle as drizzlePg } from 'drizzle-orm/node-postgres';
-import { migrate as migratePg } from 'drizzle-orm/node-postgres/migrator';
-import { drizzle as drizzlePglite } from 'drizzle-orm/pglite';
-import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
-import pg from 'pg';
 import type { Logger } from 'pino';
 import { ConcordError } from '../../schemas/errors.js';
 import { lockDirectory } from './directory-lock.js';
+import { checkNewerMigrations, migrationsFolder, recordMigrations } from './migrations.js';
 
 export type Db = PgDatabase<PgQueryResultHKT>;
 
@@ -32,7 +25,6 @@ export interface Database {
   close(): Promise<void>;
 }
 
-const migrationsFolder = findMigrations();
 const migrationLockKey = 0x636f6e63; // "conc"
 
 export interface OpenOptions {
@@ -45,10 +37,16 @@ export interface OpenOptions {
 export async function openDatabase(store: string, options: OpenOptions): Promise<Database> {
   const isUrl = /^postgres(ql)?:\/\//.test(store);
   if (isUrl) return openPostgres(store, options);
-  return openPglite(store, options.lockTimeout);
+  return openPglite(store, options);
 }
 
+// Each store's client is loaded when that store is opened: the embedded one needs no pg, a server no PGlite.
 async function openPostgres(url: string, options: OpenOptions): Promise<Database> {
+  const [{ default: pg }, { drizzle: drizzlePg }, { migrate: migratePg }] = await Promise.all([
+    import('pg'),
+    import('drizzle-orm/node-postgres'),
+    import('drizzle-orm/node-postgres/migrator'),
+  ]);
   const pool = new pg.Pool({ connectionString: url, max: options.poolSize, connectionTimeoutMillis: 5_000 });
   // An idle client losing its connection must not crash the process; the next query reports it.
   pool.on('error', (err) => options.logger.warn({ err }, 'store connection lost'));
@@ -72,8 +70,9 @@ async function openPostgres(url: string, options: OpenOptions): Promise<Database
   });
   try {
     await lock.query('select pg_advisory_lock($1)', [migrationLockKey]);
-    await refuseNewerStore(database);
+    await checkNewerMigrations(database, options.logger);
     await migratePg(drizzlePg(lock), { migrationsFolder });
+    await recordMigrations(database);
   } finally {
     await lock.query('select pg_advisory_unlock($1)', [migrationLockKey]).catch(() => undefined);
     lock.release();
@@ -82,17 +81,23 @@ async function openPostgres(url: string, options: OpenOptions): Promise<Database
 }
 
 /** One process per directory: PGlite does not lock its files, and two writers lose each other's writes. */
-async function openPglite(dir: string, lockTimeout: number): Promise<Database> {
+async function openPglite(dir: string, { lockTimeout, logger }: OpenOptions): Promise<Database> {
+  const [{ drizzle: drizzlePglite }, { migrate: migratePglite }, { openPgliteStore }] = await Promise.all([
+    import('drizzle-orm/pglite'),
+    import('drizzle-orm/pglite/migrator'),
+    import('./pglite-store.js'),
+  ]);
   const lock = await lockDirectory(dir, lockTimeout * 1000);
   try {
-    const client = await PGlite.create(dir);
+    const client = await openPgliteStore(dir);
     const db = drizzlePglite(client) as unknown as Db;
     const database = makeDatabase(db, 'pglite', async () => {
       await client.close();
       await lock.release();
     });
-    await refuseNewerStore(database);
+    await checkNewerMigrations(database, logger);
     await migratePglite(drizzlePglite(client), { migrationsFolder });
+    await recordMigrations(database);
     return database;
   } catch (err) {
     await lock.release();
@@ -115,37 +120,4 @@ function makeDatabase(
     },
     close,
   };
-}
-
-/** A store that holds a migration this build does not know was written by a newer Concord. */
-async function refuseNewerStore(database: Database): Promise<void> {
-  const journal = JSON.parse(readFileSync(join(migrationsFolder, 'meta', '_journal.json'), 'utf8')) as {
-    entries: { when: number; tag: string }[];
-  };
-  const newest = Math.max(...journal.entries.map((e) => e.when));
-  const exists = await database.rows<{ t: string | null }>(sql`select to_regclass('drizzle.__drizzle_migrations')::text as t`);
-  if (!exists[0]?.t) return;
-  const applied = await database.rows<{ created_at: string }>(
-    sql`select created_at::text from drizzle.__drizzle_migrations order by created_at desc limit 1`,
-  );
-  const latest = Number(applied[0]?.created_at ?? 0);
-  if (latest > newest) {
-    throw new ConcordError(
-      'UNSUPPORTED',
-      `the store was migrated by a newer Concord (migration of ${new Date(latest).toISOString()}); upgrade this coordinator`,
-      { field: 'store' },
-    );
-  }
-}
-
-/** schemas/db/migrations, found from the source tree or from the build in dist/. */
-function findMigrations(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const candidate = join(dir, 'schemas', 'db', 'migrations');
-    if (existsSync(join(candidate, 'meta', '_journal.json'))) return candidate;
-    const parent = dirname(dir);
-    if (parent === dir) throw new Error('schemas/db/migrations not found');
-    dir = parent;
-  }
 }

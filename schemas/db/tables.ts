@@ -164,3 +164,15 @@ export const kv = pgTable(
   },
   (t) => [uniqueIndex('kv_cat_k_uniq').on(t.cat, t.k)],
 );
+
+/**
+ * The migrations applied to this store, each with its mark from schemas/db/migrations/marks.json.
+ * A node that finds migrations it does not know refuses to start only if one of them is breaking,
+ * so old and new nodes run side by side through a rolling deploy of compatible changes.
+ */
+export const concordMigrations = pgTable('concord_migrations', {
+  tag: varchar('tag', { length: 128 }).primaryKey(),
+  breaking: boolean('breaking').notNull(),
+  appliedBy: varchar('applied_by', { length: 64 }).notNull(),
+  appliedAt: time('applied_at').notNull().defaultNow(),
+});
