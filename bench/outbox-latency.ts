@@ -1,7 +1,8 @@
 /**
  * Steady-state outbox latency: N writers each commit one business row + one native outbox row at a
  * time (`outbox.publish`), while `concord outbox drain --native` publishes to Kafka and a consumer
- * measures commit → receive. Woken by the NOTIFY trigger, or by polling (BENCH_OUTBOX_NOTIFY=0).
+ * measures commit → receive. Woken by the NOTIFY trigger, or by polling (BENCH_OUTBOX_NOTIFY=0), or
+ * streaming the table's inserts from a replication slot (BENCH_OUTBOX_READ=logical; no trigger).
  *
  * node dist/bench/outbox-latency.js; BENCH_SECONDS (default 10), BENCH_CONCURRENCY (default 16).
  */
@@ -18,7 +19,8 @@ import { progress } from './report.js';
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 10);
 const writers = Number(process.env.BENCH_CONCURRENCY ?? 16);
-const notify = process.env.BENCH_OUTBOX_NOTIFY !== '0';
+const logical = process.env.BENCH_OUTBOX_READ === 'logical';
+const notify = process.env.BENCH_OUTBOX_NOTIFY !== '0' && !logical;
 const dist = new URL('..', import.meta.url).pathname;
 
 async function main(bench: Bench): Promise<void> {
@@ -53,7 +55,17 @@ async function main(bench: Bench): Promise<void> {
   bench.defer(() => consumer.disconnect());
   const drain = spawn(
     'node',
-    [`${dist}coordinator/cli.js`, 'outbox', 'drain', '--native', '--database', url, '--kafka-brokers', kafka.brokers],
+    [
+      `${dist}coordinator/cli.js`,
+      'outbox',
+      'drain',
+      '--native',
+      '--database',
+      url,
+      '--kafka-brokers',
+      kafka.brokers,
+      ...(logical ? ['--read', 'logical'] : []),
+    ],
     {
       stdio: ['ignore', 'ignore', 'inherit'],
     },
@@ -61,6 +73,20 @@ async function main(bench: Bench): Promise<void> {
   bench.defer(async () => {
     drain.kill('SIGTERM');
     await new Promise((resolve) => drain.once('exit', resolve));
+    // A slot left behind would hold WAL (and its database) for ever.
+    for (let tries = 0; logical && tries < 50; tries++) {
+      const { rows } = await pool.query(`select slot_name from pg_replication_slots where database = current_database()`);
+      const dropped = await Promise.all(
+        rows.map((r: { slot_name: string }) =>
+          pool.query('select pg_drop_replication_slot($1)', [r.slot_name]).then(
+            () => true,
+            () => false,
+          ),
+        ),
+      );
+      if (dropped.every(Boolean)) break;
+      await new Promise((r) => setTimeout(r, 200)); // the drain's walsender lets go a moment after it exits
+    }
   });
 
   let stop = false;
@@ -88,7 +114,8 @@ async function main(bench: Bench): Promise<void> {
   latencies.sort((a, b) => a - b);
   const pct = (p: number) => (latencies[Math.min(latencies.length - 1, Math.floor((latencies.length * p) / 100))] ?? 0).toFixed(1);
   progress(`outbox latency: ${latencies.length} events`);
-  console.log(`\n### Native outbox, steady state: ${writers} writers, ${notify ? 'NOTIFY' : 'polling every 10 ms'}\n`);
+  const mode = logical ? 'read=logical (replication slot)' : notify ? 'NOTIFY' : 'polling every 10 ms';
+  console.log(`\n### Native outbox, steady state: ${writers} writers, ${mode}\n`);
   console.log('| writers | events/s | commit→consumer p50 ms | p99 ms |\n| --- | --- | --- | --- |');
   console.log(`| ${writers} | ${Math.round(latencies.length / seconds)} | ${pct(50)} | ${pct(99)} |`);
 }

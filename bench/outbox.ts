@@ -2,8 +2,9 @@
  * Outbox bench (part of `npm run bench`): drain a backlog of committed outbox rows to Kafka (acks
  * from all in-sync replicas, idempotent producer), first with the naive hand-rolled poller
  * (bench/outbox-naive-poller.ts), then with `concord outbox drain` deleting published rows as the
- * poller does, then with its cursor (published=none: no write per row), on the same Postgres, Kafka
- * and table, each as its own process. Prints rows/s, peak RSS and CPU per 1,000 rows.
+ * poller does, then with its cursor (published=none: no write per row), then streaming the inserts
+ * from a replication slot (read=logical, published=none; the slot exists before the rows are
+ * written), on the same Postgres, Kafka and table, each as its own process. Prints rows/s, peak RSS and CPU per 1,000 rows.
  *
  * BENCH_OUTBOX_ROWS (default 200000; 1000000 for the issue's figure), BENCH_OUTBOX_ROUNDS (default 1:
  * each contender once; more rounds alternate them), BENCH_OUTBOX_BATCH (the poller's rows per batch,
@@ -13,6 +14,9 @@ import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
+import { dropLogical, ensureLogical, logicalNamesIn, recordCatchUp } from '../relay/outbox/logical-slot.js';
+import { outboxDb } from '../relay/outbox/outbox-db.js';
+import { outboxStateDdlPostgres } from '../schemas/db/outbox.js';
 import { startKafka } from '../test/services/kafka.js';
 import { createDatabase } from '../test/services/postgres.js';
 import { runBench, type Bench } from './lifecycle.js';
@@ -77,7 +81,7 @@ async function main(bench: Bench): Promise<void> {
     await pool.query('vacuum analyze bench_outbox');
     await pool.query('checkpoint');
   };
-  const concord = (published: 'delete' | 'none', round: number) => [
+  const concord = (published: 'delete' | 'none', round: number, read = 'table') => [
     ...concordNodeFlags,
     `${dist}coordinator/cli.js`,
     'outbox',
@@ -99,7 +103,9 @@ async function main(bench: Bench): Promise<void> {
     '--published',
     published,
     '--name',
-    `bench-${published}-${round}`,
+    `bench-${published}-${read}-${round}`,
+    '--read',
+    read,
     '--kafka-brokers',
     kafka.brokers,
     ...(concordBatch ? ['--batch-size', concordBatch] : []),
@@ -114,15 +120,27 @@ async function main(bench: Bench): Promise<void> {
     ],
     ['concord outbox drain, published=delete', concord('delete', round)],
     ['concord outbox drain, published=none (cursor, rows left in place)', concord('none', round)],
+    ['concord outbox drain, read=logical (replication slot, published=none)', concord('none', round, 'logical')],
   ];
+  // read=logical streams what is written after its slot exists: the slot (and the note that rows
+  // before it need no catch-up) is made before the fill, and dropped after the drain.
+  const db = outboxDb(pool);
+  const prepareSlot = async (round: number) => {
+    const names = await logicalNamesIn(db, `bench-none-logical-${round}`);
+    await db.query(outboxStateDdlPostgres);
+    await ensureLogical(db, names, 'bench_outbox');
+    await recordCatchUp(db, names);
+    return () => dropLogical(db, names);
+  };
   const results: Result[] = [];
   for (let round = 0; round < rounds; round++) {
     for (const [name, args] of contenders(round)) {
       bench.checkAborted();
       progress(`outbox: filling ${rows} rows for ${name}`);
+      const dropSlot = name.includes('read=logical') ? await prepareSlot(round) : undefined;
       await fill();
       progress(`outbox: draining with ${name}`);
-      const result = await timed(name, bench, args);
+      const result = await timed(name, bench, args).finally(() => dropSlot?.());
       progress(`outbox: ${name}: ${Math.round(rows / result.seconds)} rows/s`);
       results.push(result);
     }

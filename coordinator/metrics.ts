@@ -88,6 +88,12 @@ export function createMetrics() {
       labelNames: ['outbox'] as const,
       registers: [registry],
     }),
+    outboxSlotRetained: new Gauge({
+      name: 'concord_outbox_slot_retained_bytes',
+      help: 'WAL kept on disk by the replication slot of each outbox (read=logical, or a slot left behind by it: drop it with concord outbox drop-slot).',
+      labelNames: ['outbox'] as const,
+      registers: [registry],
+    }),
     outboxPartitionsHeld: new Gauge({
       name: 'concord_outbox_partitions_held',
       help: 'Parts of each outbox this node drains now.',

@@ -29,6 +29,9 @@ import {
   outboxStateDdlPostgres,
 } from '../schemas/db/outbox.js';
 import { isConcordError } from '../schemas/errors.js';
+import { dropLogical, logicalDdl, logicalNames, logicalNamesIn } from '../relay/outbox/logical-slot.js';
+
+const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 
 /** Mapping keys settable as flags (--table, --payload-column, …), over those of --mapping <file>. */
 const mappingFlags = [
@@ -47,6 +50,7 @@ const mappingFlags = [
   ['publishedColumn', 'with published=flag: the boolean, integer or timestamp column set once published'],
   ['messageId', 'message-id header template (default outbox:{table}:{id})'],
   ['notifyChannel', 'LISTEN channel a trigger notifies on insert'],
+  ['read', 'table (default) or logical: stream inserts from a replication slot (wal_level=logical)'],
 ] as const;
 
 const kebab = (key: string) => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
@@ -144,7 +148,15 @@ export function outboxCommand(): Command {
           `outbox ${m.table} (drain "${checked.name}", published=${m.published}${m.publishedColumn ? ` via ${m.publishedColumn}` : ''})`,
         );
         if (report.cursor !== undefined) console.log(`cursor: ${report.cursor}`);
-        console.log(`pending rows: ${report.pending}`);
+        if (report.slot)
+          console.log(
+            `replication slot ${report.slot.slot}: ${report.slot.active ? 'streaming' : 'not read by any drain'}, lag ${mib(report.slot.lagBytes)}, holds ${mib(report.slot.retainedBytes)} of WAL` +
+              (m.read === 'logical' ? '' : ' (left from read=logical: drop it with `concord outbox drop-slot`)'),
+          );
+        else if (m.read === 'logical') console.log('replication slot: not created yet (the drain creates it)');
+        if (m.read === 'logical' && m.published === 'none')
+          console.log('pending rows: what the slot has not confirmed (its lag above; with published=none no table cursor moves)');
+        else console.log(`pending rows: ${report.pending}`);
         console.log(
           `oldest pending: ${report.oldestAgeSeconds === null ? 'unknown (no createdAtColumn, or none pending)' : `${report.oldestAgeSeconds.toFixed(1)} s`}`,
         );
@@ -299,12 +311,40 @@ export function outboxCommand(): Command {
       });
     });
 
+  withMappingOptions(outbox.command('drop-slot'))
+    .description('Leave read=logical: drop the drain’s replication slot (a slot nobody reads holds WAL for ever) and its publication.')
+    .action(async (flags: Record<string, string | undefined>) => {
+      await withOutbox(flags, async ({ pool, checked }) => {
+        if (isMysqlPool(pool)) throw new Error('MySQL/MariaDB outboxes have no replication slot');
+        const names = await logicalNamesIn(outboxDb(pool), checked.name);
+        const dropped = await dropLogical(outboxDb(pool), names);
+        console.log(
+          `outbox ${checked.name}: slot ${names.slot} ${dropped.slot ? 'dropped' : 'did not exist'}, publication ${names.publication} ${dropped.publication ? 'dropped' : 'did not exist'}`,
+        );
+      });
+    });
+
   outbox
     .command('sql')
-    .description('Print the SQL of the native outbox table (SDK outbox.publish) and of Concord’s cursor and parked tables.')
+    .description(
+      'Print the SQL of the native outbox table (SDK outbox.publish) and of Concord’s cursor and parked tables; with --logical, the publication and slot of read=logical.',
+    )
     .option('--notify', 'also the trigger that wakes the drain on insert')
-    .action((flags: { notify?: boolean }) => {
-      process.stdout.write(nativeOutboxDdlPostgres + outboxStateDdlPostgres + (flags.notify ? nativeOutboxNotifyDdlPostgres : ''));
+    .option('--logical', 'the publication and replication slot of read=logical for --table (and --name), in --database')
+    .option('--database <url>', 'with --logical: the database (slot names carry a hash of its name)')
+    .option('--table <table>', 'with --logical: the outbox table')
+    .option('--name <name>', 'with --logical: the drain name (default: the table)')
+    .action(async (flags: { notify?: boolean; logical?: boolean; database?: string; table?: string; name?: string }) => {
+      if (!flags.logical) {
+        process.stdout.write(nativeOutboxDdlPostgres + outboxStateDdlPostgres + (flags.notify ? nativeOutboxNotifyDdlPostgres : ''));
+        return;
+      }
+      if (!flags.table || !flags.database) {
+        console.error('--logical needs --table and --database');
+        process.exit(2);
+      }
+      const database = decodeURIComponent(new URL(flags.database).pathname.slice(1));
+      process.stdout.write(logicalDdl(logicalNames(database, flags.name ?? flags.table), flags.table));
     });
   return outbox;
 }

@@ -1,18 +1,20 @@
 /**
  * The outbox drains a coordinator runs beside its engine (config `outboxes`), through its relay.
  *
- * A mapping with `partitions: N` is drained as N parts, each behind its own advisory lock, so at
+ * Postgres and MySQL/MariaDB tables alike (outbox-db hides the difference: advisory locks or GET_LOCK).
+ * A mapping with `partitions: N` is drained as N parts, each behind its own lock, so at
  * most one node publishes a part at a time. Every node running the mapping also holds a shared
  * "member" lock; counting its holders tells each node its share, ceil(N / members). A node takes
  * free parts up to its share, and one holding more than its share (a node joined) hands its highest
  * part over after the batch in hand is marked, so no row is published twice on the way.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import pg from 'pg';
 import type { Logger } from 'pino';
 import { OutboxDrain } from '../relay/outbox/drain.js';
 import { checkMapping, type CheckedMapping } from '../relay/outbox/mapping-check.js';
+import { isMysqlPool, openOutboxPool, outboxDb, type OutboxPool, type OutboxSession } from '../relay/outbox/outbox-db.js';
 import { outboxSql } from '../relay/outbox/outbox-sql.js';
+import { logicalNamesIn, slotStatus, type LogicalNames, type SlotStatus } from '../relay/outbox/logical-slot.js';
 import { redriveParked, type RedriveResult } from '../relay/outbox/redrive.js';
 import type { Relay } from '../relay/publisher.js';
 import { outboxParkedTable } from '../schemas/db/outbox.js';
@@ -37,6 +39,8 @@ export interface OutboxStatus {
   lagThreshold: number | null;
   /** Why this outbox is not healthy, if it is not. */
   problem: string | null;
+  /** Its replication slot (read=logical, or left behind by it), if one exists. */
+  slot: SlotStatus | null;
 }
 
 export interface ParkedRow {
@@ -57,14 +61,15 @@ class OutboxRunner {
   parked = 0;
   lag: number | null = null;
   problem: string | null = null;
+  slot: SlotStatus | null = null;
   private readonly drains = new Set<OutboxDrain>();
   private readonly counted = new Map<OutboxDrain, { published: number; parked: number }>();
-  private member: pg.PoolClient | undefined;
+  private member: OutboxSession | undefined;
   private readonly tasks: Promise<void>[] = [];
 
   constructor(
     readonly config: OutboxDrainConfig,
-    readonly pool: pg.Pool,
+    readonly pool: OutboxPool,
     private readonly deps: { relay: Relay; logger: Logger; metrics: Metrics; signal: AbortSignal },
   ) {
     this.name = config.name ?? config.table;
@@ -107,7 +112,7 @@ class OutboxRunner {
     })();
     await Promise.all([...parts, ticking]);
     this.count();
-    this.member?.release(true);
+    this.member?.release();
   }
 
   private async drainPart(checked: CheckedMapping, index: number): Promise<void> {
@@ -161,10 +166,12 @@ class OutboxRunner {
       await this.join();
       const sql = outboxSql(this.checked!);
       if (sql.oldestAge) {
-        const { rows } = await this.pool.query<{ age: number | null }>(sql.oldestAge, [this.name]);
-        this.lag = rows[0]?.age ?? null;
+        const { rows } = await outboxDb(this.pool).query<{ age: number | string | null }>(sql.oldestAge, [this.name]);
+        const age = rows[0]?.age; // MySQL: a decimal, as a string
+        this.lag = age === undefined || age === null ? null : Number(age);
         this.deps.metrics.outboxLag.set({ outbox: this.name }, Math.max(0, this.lag ?? 0));
       }
+      await this.checkSlot();
       const threshold = this.config.lagThreshold;
       this.problem =
         threshold !== undefined && this.lag !== null && this.lag > threshold
@@ -172,27 +179,38 @@ class OutboxRunner {
           : null;
     } catch (err) {
       this.problem = `outbox ${this.name}: ${(err as Error).message}`;
-      this.member?.release(true);
+      this.member?.release();
       this.member = undefined;
     }
   }
 
+  /** A slot holds WAL whether or not a drain reads it: shown for every Postgres outbox. */
+  private async checkSlot(): Promise<void> {
+    const db = outboxDb(this.pool);
+    if (db.dialect !== 'postgres') return;
+    this.names ??= await logicalNamesIn(db, this.name);
+    this.slot = (await slotStatus(db, this.names)) ?? null;
+    this.deps.metrics.outboxSlotRetained.set({ outbox: this.name }, this.slot?.retainedBytes ?? 0);
+    if (this.slot && !this.slot.active && this.config.read !== 'logical' && !this.warned) {
+      this.warned = true;
+      this.deps.logger.warn(
+        { outbox: this.name, slot: this.slot.slot, retainedBytes: this.slot.retainedBytes },
+        'outbox: a replication slot left from read=logical holds WAL; drop it with `concord outbox drop-slot`',
+      );
+    }
+  }
+
+  private names: LogicalNames | undefined;
+  private warned = false;
+
   /** Holds the member lock (again, after a lost session) and counts the members. */
   private async join(): Promise<void> {
-    const key = `concord_outbox_member:${this.name}`;
-    if (!this.member) {
-      const client = await this.pool.connect();
-      client.on('error', () => undefined); // noticed by the next query
-      await client.query('select pg_advisory_lock_shared(hashtextextended($1, 0))', [key]);
-      this.member = client;
+    if (this.member?.lost()) {
+      this.member.release();
+      this.member = undefined;
     }
-    const { rows } = await this.member.query<{ n: number }>(
-      `with k as (select hashtextextended($1, 0) as k)
-       select count(*)::int as n from pg_locks, k where locktype = 'advisory' and objsubid = 1 and granted
-         and classid = ((k.k >> 32) & 4294967295)::oid and objid = (k.k & 4294967295)::oid`,
-      [key],
-    );
-    this.members = Math.max(1, rows[0]!.n);
+    this.member ??= await outboxDb(this.pool).session();
+    this.members = Math.max(1, await this.member.members(`concord_outbox_member:${this.name}`));
   }
 
   status(): OutboxStatus {
@@ -207,6 +225,7 @@ class OutboxRunner {
       lagSeconds: this.lag,
       lagThreshold: this.config.lagThreshold ?? null,
       problem: this.problem,
+      slot: this.slot,
     };
   }
 }
@@ -222,8 +241,8 @@ export class OutboxDrains {
     const logger = deps.logger.child({ component: 'relay.outbox' });
     for (const config of configs) {
       // Per part: its locked session, a read ahead and a few marks in flight.
-      const pool = new pg.Pool({ connectionString: config.database, max: Math.min(64, 2 + 5 * config.partitions) });
-      pool.on('error', (err) => logger.warn({ err }, 'idle outbox connection lost'));
+      const pool = openOutboxPool(config.database, Math.min(64, 2 + 5 * config.partitions));
+      if (!isMysqlPool(pool)) pool.on('error', (err) => logger.warn({ err }, 'idle outbox connection lost'));
       const runner = new OutboxRunner(config, pool, { ...deps, logger, signal: this.abort.signal });
       this.runners.set(runner.name, runner);
     }
@@ -261,7 +280,7 @@ export class OutboxDrains {
 
   async parked(name: string, limit: number): Promise<ParkedRow[]> {
     const runner = this.runners.get(name)!;
-    const { rows } = await runner.pool.query<{
+    const { rows } = await outboxDb(runner.pool).query<{
       row_id: string;
       message_id: string;
       error: string;
@@ -279,7 +298,8 @@ export class OutboxDrains {
       error: r.error,
       attempts: r.attempts,
       parkedAt: r.parked_at.toISOString(),
-      row: r.row_data,
+      // MariaDB's json is longtext: it comes back as a string.
+      row: typeof r.row_data === 'string' ? (JSON.parse(r.row_data) as unknown) : r.row_data,
     }));
   }
 

@@ -142,7 +142,7 @@ export const configSchema = z
       .default([])
       .refine((list) => new Set(list.map((o) => o.name ?? o.table)).size === list.length, 'each outbox needs its own name (or table)')
       .describe(
-        'Outbox tables this coordinator drains beside its engine (docs/outbox-migration.md), JSON: [{"database": "postgres://…", "table": "outbox", "payloadColumn": "body", "destination": "kafka://default/orders", "published": "delete", "partitions": 4}]; each entry is a mapping plus its database.',
+        'Outbox tables this coordinator drains beside its engine (docs/outbox-migration.md), JSON: [{"database": "postgres://…", "table": "outbox", "payloadColumn": "body", "destination": "kafka://default/orders", "published": "delete", "partitions": 4}]; each entry is a mapping plus its database (postgres://, mysql:// or mariadb://).',
       ),
     replyTopic: z
       .string()

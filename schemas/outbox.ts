@@ -50,6 +50,12 @@ const mappingShape = z.strictObject({
     .default('outbox:{table}:{id}')
     .describe('The message-id header of each row: the same on every delivery, so consumer inboxes drop duplicates.'),
   notifyChannel: identifier.optional().describe('A LISTEN channel a trigger notifies on insert; without it the drain polls.'),
+  read: z
+    .enum(['table', 'logical'])
+    .default('table')
+    .describe(
+      "How the drain finds new rows: table (reads the table, polling or woken by notifyChannel) or logical (Postgres with wal_level=logical: streams the table's inserts in commit order from a replication slot, no polling; the role needs REPLICATION).",
+    ),
   partitions: z
     .number()
     .int()
@@ -81,6 +87,18 @@ function refineMapping(m: MappingShape, ctx: z.RefinementCtx): void {
     });
   if (m.partitions > 1 && m.published === 'none')
     ctx.addIssue({ code: 'custom', path: ['partitions'], message: 'partitions need published=flag or delete (a cursor is one per table)' });
+  if (m.read === 'logical' && m.partitions > 1)
+    ctx.addIssue({
+      code: 'custom',
+      path: ['partitions'],
+      message: 'read=logical streams the table from one replication slot: partitions must be 1',
+    });
+  if (m.read === 'logical' && m.notifyChannel)
+    ctx.addIssue({
+      code: 'custom',
+      path: ['notifyChannel'],
+      message: 'read=logical needs no notifyChannel (the slot streams every insert)',
+    });
   if (m.lagThreshold !== undefined && !m.createdAtColumn)
     ctx.addIssue({
       code: 'custom',
@@ -96,8 +114,8 @@ export const outboxDrainConfigSchema = mappingShape
   .extend({
     database: z
       .string()
-      .regex(/^postgres(ql)?:\/\//, 'a postgres:// URL')
-      .describe('The database holding the outbox table.'),
+      .regex(/^(postgres(ql)?|mysql|mariadb):\/\//, 'a postgres://, mysql:// or mariadb:// URL')
+      .describe('The database holding the outbox table (Postgres, MySQL or MariaDB).'),
   })
   .superRefine(refineMapping);
 

@@ -91,6 +91,19 @@ export class BranchBarrier {
     return business();
   }
 
+  /**
+   * Two-phase messages sent together (MsgBatch): one local transaction with a barrier row per
+   * message, then `business` once. A message already decided throws BranchFailure, and the whole
+   * transaction rolls back.
+   */
+  static async runForMessages<T, Tx = unknown>(db: SqlBarrierSource, gids: string[], business: (tx: Tx) => Promise<T>): Promise<T> {
+    return sqlTransaction<T, Tx>(db, async (exec, tx) => {
+      for (const gid of gids)
+        await new BranchBarrier({ trans_type: 'msg', gid, branch_id: '00', op: 'msg' }).within(exec, async () => undefined);
+      return business(tx);
+    });
+  }
+
   /** Barrier ids count the barrier's calls (01, 02…), so that one handler may use it more than once. */
   private nextBarrierId(): string {
     return String(++this.calls).padStart(2, '0');

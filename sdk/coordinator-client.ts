@@ -1,6 +1,7 @@
 /** The SDK's HTTP client for the coordinator's DTM-compatible API. */
 import { Agent, request } from 'undici';
 import { errorCodes, ConcordError, type ErrorCode } from '../schemas/errors.js';
+import type { BatchItem } from '../schemas/batch.js';
 import type { TransRequest } from '../schemas/dtm.js';
 import type { BranchRegistration } from '../schemas/xa.js';
 
@@ -59,6 +60,16 @@ export class CoordinatorClient {
     await this.call('POST', `/${op}`, body);
   }
 
+  /**
+   * Several two-phase messages in one request (POST /api/concord/msg/<op> beside the DTM API):
+   * one result per message, in order. The request itself failing (bad input, store down) throws.
+   */
+  async batchCall(op: 'prepare' | 'submit' | 'abort', transactions: TransRequest[]): Promise<BatchItem[]> {
+    const base = this.server.replace(/\/api\/dtmsvr\/?$/, '');
+    const body = (await this.call('POST', `/msg/${op}`, { transactions }, `${base}/api/concord`)) as { results: BatchItem[] };
+    return body.results;
+  }
+
   /** TCC and XA: records a branch's phase-two calls while the transaction is prepared. */
   async registerBranch(body: BranchRegistration): Promise<void> {
     await this.call('POST', '/registerBranch', body);
@@ -68,16 +79,10 @@ export class CoordinatorClient {
     return this.call('GET', `/query?gid=${encodeURIComponent(gid)}`);
   }
 
-  private async call(method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
+  private async call(method: 'GET' | 'POST', path: string, body?: unknown, base = this.server): Promise<unknown> {
     const token = this.options.token;
     const headers: Record<string, string> = token === undefined ? {} : { authorization: `Bearer ${token}` };
-    const res = await httpCall(
-      method,
-      `${this.server}${path}`,
-      body === undefined ? undefined : JSON.stringify(body),
-      this.options,
-      headers,
-    );
+    const res = await httpCall(method, `${base}${path}`, body === undefined ? undefined : JSON.stringify(body), this.options, headers);
     const { text } = res;
     const parsed = parse(text);
     if (res.status === 200) return parsed;

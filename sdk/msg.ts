@@ -123,6 +123,12 @@ export class Msg {
     return classifyDtmAnswer(res.status, res.text);
   }
 
+  /** The message as DTM's prepare and submit carry it; MsgBatch sends many of these at once. */
+  toRequest(queryPrepared?: string): TransRequest {
+    if (queryPrepared !== undefined) this.queryPrepared = queryPrepared;
+    return this.body();
+  }
+
   private body(): TransRequest {
     const o = this.options;
     return {

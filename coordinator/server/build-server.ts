@@ -13,6 +13,7 @@ import type { Relay } from '../../relay/publisher.js';
 import type { Metrics } from '../metrics.js';
 import type { Database } from '../store/database.js';
 import { accessHook, stripTokenPrefix, type AccessOptions } from './access.js';
+import { batchRoutes } from './batch-routes.js';
 import { dtmRoutes } from './dtm-routes.js';
 import { handleError } from './error-handler.js';
 import { methodNotAllowed } from './method-not-allowed.js';
@@ -127,6 +128,7 @@ export async function buildServer(deps: ServerDeps) {
     relay: deps.relay,
     version: deps.version,
   });
+  await app.register(batchRoutes, { prefix: '/api/concord', msg: deps.msg });
   await app.register(opsRoutes, {
     prefix: '/api',
     database: deps.database,

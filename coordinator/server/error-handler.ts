@@ -2,21 +2,27 @@
  * The one error handler: every failure becomes `{ code, message, field? }` with the status of its
  * code (schemas/errors.ts); 409 and 425 carry DTM's `dtm_result` so DTM's clients read them.
  */
-import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyBaseLogger, FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { ConcordError, isConcordError } from '../../schemas/errors.js';
 
 export function handleError(error: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
-  const concord = toConcordError(error);
-  if (concord.code === 'INTERNAL') request.log.error({ err: error }, 'request failed');
-  else if (concord.code === 'STORE_UNAVAILABLE') request.log.warn({ err: error }, 'store unavailable');
+  const { status, body } = errorReply(error, request.log);
+  return reply.status(status).send(body);
+}
+
+/** The status and body an error answers with (also each failed item of a batch); logs what the operator must see. */
+export function errorReply(error: unknown, log: FastifyBaseLogger): { status: number; body: Record<string, string> } {
+  const concord = toConcordError(error as FastifyError);
+  if (concord.code === 'INTERNAL') log.error({ err: error }, 'request failed');
+  else if (concord.code === 'STORE_UNAVAILABLE') log.warn({ err: error }, 'store unavailable');
   // The message always names the field, so a human reading only the message knows what to fix.
   const named = concord.field && !concord.message.includes(concord.field) ? `${concord.field}: ${concord.message}` : concord.message;
   const body: Record<string, string> = { code: concord.code, message: named };
   if (concord.field !== undefined) body.field = concord.field;
   if (concord.status === 409) body.dtm_result = 'FAILURE';
   if (concord.status === 425) body.dtm_result = 'ONGOING';
-  return reply.status(concord.status).send(body);
+  return { status: concord.status, body };
 }
 
 function toConcordError(error: FastifyError): ConcordError {

@@ -23,6 +23,16 @@ const statusSchema = z.object({
   lagSeconds: z.number().nullable(),
   lagThreshold: z.number().nullable(),
   problem: z.string().nullable(),
+  slot: z
+    .object({
+      slot: z.string(),
+      active: z.boolean(),
+      lagBytes: z.number(),
+      retainedBytes: z.number(),
+      confirmedLsn: z.string().nullable(),
+    })
+    .nullable()
+    .describe('Its replication slot (read=logical, or one left behind by it: it holds WAL until dropped), if one exists.'),
 });
 
 const parkedSchema = z.object({

@@ -48,7 +48,7 @@ export async function cutoverReport(pool: OutboxPool, checked: CheckedMapping, o
     parked_now: string;
   }>(outboxSql(checked).stats, [checked.name]);
   const stats = rows[0]!;
-  const { pending, oldestAgeSeconds } = await inspectOutbox(pool, checked, { problem: () => undefined }, 0);
+  const { pending, oldestAgeSeconds, slot } = await inspectOutbox(pool, checked, { problem: () => undefined }, 0);
   const report: CutoverReport = {
     drain: checked.name,
     published: Number(stats.published ?? 0),
@@ -76,6 +76,8 @@ export async function cutoverReport(pool: OutboxPool, checked: CheckedMapping, o
   const maxLag = options.maxLagSeconds ?? 5;
   const lag = report.oldestPendingSeconds ?? 0;
   if (report.published === 0) report.verdict = 'Concord has not published a row of this outbox yet: run `concord outbox drain` first';
+  else if (checked.mapping.read === 'logical' && !slot?.active)
+    report.verdict = 'not yet: no drain streams from the replication slot of this outbox (read=logical): is the drain running?';
   else if (report.oldestPendingSeconds === null && report.pending > 0)
     report.verdict = `not yet: ${report.pending} row(s) pending (map createdAtColumn to tell their age)`;
   else if (lag > maxLag)

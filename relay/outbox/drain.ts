@@ -13,13 +13,16 @@
  * second one waits as a standby.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
 import type { Logger } from 'pino';
 import { backoffInterval, jitter, type BackoffPolicy } from '../../schemas/backoff.js';
 import type { Delivery, DeliveryResult, Relay } from '../publisher.js';
 import { decodeRow, messageIdOf, type DecodedRow, type OutboxRow } from './decode-row.js';
 import type { CheckedMapping } from './mapping-check.js';
 import { outboxDb, type OutboxDb, type OutboxPool, type OutboxSession } from './outbox-db.js';
-import { outboxSql, type OutboxSql, type Partition } from './outbox-sql.js';
+import { outboxSql, quoteIdent, type OutboxSql, type Partition } from './outbox-sql.js';
+import { LogicalReader } from './logical-reader.js';
+import { catchUpDone, ensureLogical, logicalNamesIn, recordCatchUp } from './logical-slot.js';
 import { CursorReader, MarkingReader, type HandledBatch, type OutboxReader, type ReadBatch } from './readers.js';
 
 export interface DrainOptions {
@@ -107,15 +110,56 @@ export class OutboxDrain {
       await this.lock(session);
       const channel = this.o.mapping.mapping.notifyChannel;
       if (channel) await session.listen(channel, () => this.poke());
-      const reader: OutboxReader =
-        this.o.mapping.mapping.published === 'none'
-          ? new CursorReader(db, this.sql, this.o.mapping, { settleMs: this.o.settleMs, maxMissing: 50_000, maxWindow: 2_000_000n })
-          : new MarkingReader(db, this.sql);
-      await this.pipeline(reader, () => session.lost());
+      if (this.o.mapping.mapping.read === 'logical') await this.runLogical(session);
+      else await this.pipeline(this.tableReader(), () => session.lost());
     } finally {
       this.halted = true; // database steps still retrying in the background give up
       session.release();
       logger.info({ drain: this.name, ...this.stats }, 'outbox drain stopped');
+    }
+  }
+
+  private tableReader(): OutboxReader {
+    return this.o.mapping.mapping.published === 'none'
+      ? new CursorReader(this.db, this.sql, this.o.mapping, { settleMs: this.o.settleMs, maxMissing: 50_000, maxWindow: 2_000_000n })
+      : new MarkingReader(this.db, this.sql);
+  }
+
+  /**
+   * read=logical: rows written before the slot existed are not in its stream, so they are read from
+   * the table first (with flag/delete at every start: what is unpublished; with none once per slot,
+   * from the cursor), up to the highest id at that point; then the slot streams the rest.
+   */
+  private async runLogical(session: OutboxSession): Promise<void> {
+    const { db } = this;
+    const { mapping } = this.o.mapping;
+    if (!(this.o.pool instanceof pg.Pool)) throw new Error('read=logical needs a Postgres pool');
+    const names = await logicalNamesIn(db, this.name);
+    await ensureLogical(db, names, mapping.table);
+    if (mapping.published !== 'none' || !(await catchUpDone(db, names))) {
+      const { rows } = await db.query<{ max: string | null }>(
+        `select max(${quoteIdent(mapping.idColumn)})::text as max from ${quoteIdent(mapping.table)}`,
+      );
+      const last = rows[0]!.max;
+      if (last !== null) {
+        const caughtUp =
+          mapping.published === 'none'
+            ? (batch: ReadBatch) => batch.cursor !== undefined && batch.cursor >= BigInt(last)
+            : (batch: ReadBatch) =>
+                (batch.rows.length === 0 && !batch.more) ||
+                (this.o.mapping.integerId && batch.rows.length > 0 && BigInt(batch.rows[0]!.id) > BigInt(last));
+        await this.pipeline(this.tableReader(), () => session.lost(), caughtUp);
+      }
+      if (this.o.signal?.aborted) return;
+      if (mapping.published === 'none') await recordCatchUp(db, names);
+    }
+    const reader = new LogicalReader(this.o.pool, db, this.sql, this.o.mapping, names, this.o.logger);
+    await reader.start();
+    this.o.logger.info({ drain: this.name, slot: names.slot }, 'outbox drain streaming from its replication slot');
+    try {
+      await this.pipeline(reader, () => session.lost() ?? reader.lost());
+    } finally {
+      await reader.stop();
     }
   }
 
@@ -160,7 +204,8 @@ export class OutboxDrain {
     this.notified = false;
   }
 
-  private async pipeline(reader: OutboxReader, lost: () => Error | undefined): Promise<void> {
+  /** Reads, produces and marks until stopped; with `caughtUp`, also once a batch it holds for is handled. */
+  private async pipeline(reader: OutboxReader, lost: () => Error | undefined, caughtUp?: (batch: ReadBatch) => boolean): Promise<void> {
     const { signal, batchSize } = this.o;
     const read = () => this.retrying('read', () => reader.read(batchSize));
     let next = read();
@@ -183,6 +228,7 @@ export class OutboxDrain {
       if (batch === undefined) break; // aborted
       if (batch.rows.length === 0) {
         await markAfter(batch); // published=none: the cursor may have settled further
+        if (caughtUp?.(batch)) break;
         // The read after a busy one was sent before that batch was produced: ask once more at once
         // for what committed meanwhile, rather than sleeping a poll interval on a stale answer.
         const stale = busy;
@@ -200,6 +246,7 @@ export class OutboxDrain {
       if (!(await this.deliver(batch.rows))) break;
       this.stats.batches++;
       await markAfter(batch);
+      if (caughtUp?.(batch)) break;
     }
     await Promise.all(marking);
   }

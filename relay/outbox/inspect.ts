@@ -6,6 +6,7 @@ import { decodeRow, type OutboxRow } from './decode-row.js';
 import type { CheckedMapping } from './mapping-check.js';
 import { outboxDb, type OutboxPool } from './outbox-db.js';
 import { outboxSql } from './outbox-sql.js';
+import { logicalNamesIn, slotStatus, type SlotStatus } from './logical-slot.js';
 
 export interface SampleRow {
   id: string;
@@ -23,6 +24,8 @@ export interface Inspection {
   oldestAgeSeconds: number | null;
   /** published=none: the drain's saved cursor. */
   cursor?: string;
+  /** The drain's replication slot (read=logical, or left behind by it). */
+  slot?: SlotStatus;
   sample: SampleRow[];
 }
 
@@ -35,6 +38,11 @@ export async function inspectOutbox(
   const sql = outboxSql(checked);
   const db = outboxDb(pool);
   let cursor: string | undefined;
+  const slot = db.dialect === 'postgres' ? await slotStatus(db, await logicalNamesIn(db, checked.name)) : undefined;
+  if (checked.mapping.read === 'logical' && checked.mapping.published === 'none') {
+    // No table cursor moves in this mode: what is pending is what the slot has not confirmed (its lag).
+    return { pending: 0, oldestAgeSeconds: null, ...(slot ? { slot } : {}), sample: [] };
+  }
   if (checked.mapping.published === 'none') {
     const exists = await db.query<{ t: string | null }>('select to_regclass($1)::text as t', [outboxCursorTable]);
     cursor = '0';
@@ -62,6 +70,7 @@ export async function inspectOutbox(
     pending: Number(pending.rows[0]!.pending),
     oldestAgeSeconds: pending.rows[0]!.oldest_age === null ? null : Number(pending.rows[0]!.oldest_age),
     ...(cursor === undefined ? {} : { cursor }),
+    ...(slot ? { slot } : {}),
     sample,
   };
 }

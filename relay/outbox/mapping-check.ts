@@ -5,6 +5,7 @@
 import type pg from 'pg';
 import { ConcordError } from '../../schemas/errors.js';
 import { outboxMappingSchema, type OutboxMapping } from '../../schemas/outbox.js';
+import { logicalFacts, logicalNamesIn, logicalSetupProblem } from './logical-slot.js';
 import { outboxDb, type OutboxDb, type OutboxDialect, type OutboxPool } from './outbox-db.js';
 
 /** How a published flag column is set and tested. */
@@ -99,7 +100,15 @@ export async function checkMapping(pool: OutboxPool | pg.ClientBase, mapping: Ou
         'published=none (a cursor over ids) is not supported on MySQL/MariaDB: it has no transaction snapshot to tell a late commit from a gap; use flag or delete',
       );
     if (mapping.notifyChannel) fail('notifyChannel', 'MySQL/MariaDB has no LISTEN/NOTIFY; leave notifyChannel out (the drain polls)');
-  } else if (mapping.published === 'none') {
+    if (mapping.read === 'logical')
+      fail('read', 'read=logical (a Postgres replication slot) is not available on MySQL/MariaDB; use read=table');
+  }
+  if (db.dialect === 'postgres' && mapping.read === 'logical') {
+    const names = await logicalNamesIn(db, mapping.name ?? mapping.table);
+    const problem = logicalSetupProblem(await logicalFacts(db, names, mapping.table), names, mapping.table);
+    if (problem) fail('read', problem);
+  }
+  if (db.dialect === 'postgres' && mapping.published === 'none') {
     // A cursor over ids is only sound when ids are handed out in order: a sequence cache > 1 gives
     // each session its own block, so a lower id can commit long after a higher one is settled.
     const seq = await db.query<{ cache: string | null }>(

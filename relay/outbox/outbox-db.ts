@@ -30,6 +30,12 @@ export interface OutboxDb extends Queryable {
 export interface OutboxSession {
   /** Takes the named lock (concord_outbox:<drain>[:<part>]) unless another session holds it. */
   tryLock(name: string): Promise<boolean>;
+  /**
+   * Joins the members of `name` (every coordinator running one outbox holds this for as long as it
+   * runs it) and returns how many hold it now: a shared advisory lock on Postgres, one of a few
+   * GET_LOCK slots on MySQL (which has no shared locks). Called again, it only counts.
+   */
+  members(name: string): Promise<number>;
   /** Postgres: calls `onNotify` on each NOTIFY of the channel. */
   listen(channel: string, onNotify: () => void): Promise<void>;
   /** Why the connection was lost, if it was: the lock went with it. */
@@ -76,11 +82,23 @@ class PostgresOutboxDb implements OutboxDb {
     if (!(this.pool instanceof pg.Pool)) throw new Error('a drain needs a pool');
     const client = await this.pool.connect();
     let lost: Error | undefined;
+    let joined = false;
     client.on('error', (err) => (lost = err));
     return {
       tryLock: async (name) => {
         const { rows } = await client.query<{ ok: boolean }>(`select pg_try_advisory_lock(hashtextextended($1, 0)) as ok`, [name]);
         return rows[0]!.ok;
+      },
+      members: async (name) => {
+        if (!joined) await client.query('select pg_advisory_lock_shared(hashtextextended($1, 0))', [name]);
+        joined = true;
+        const { rows } = await client.query<{ n: number }>(
+          `with k as (select hashtextextended($1, 0) as k)
+           select count(*)::int as n from pg_locks, k where locktype = 'advisory' and objsubid = 1 and granted
+             and classid = ((k.k >> 32) & 4294967295)::oid and objid = (k.k & 4294967295)::oid`,
+          [name],
+        );
+        return rows[0]!.n;
       },
       listen: async (channel, onNotify) => {
         client.on('notification', onNotify);
@@ -111,15 +129,28 @@ class MysqlOutboxDb implements OutboxDb {
     const connection = await this.pool.getConnection();
     let lost: Error | undefined;
     connection.connection.on('error', (err: Error) => (lost = err));
+    // GET_LOCK is server-wide and its names are at most 64 characters: a hash of database and name.
+    const lockName = (name: string) =>
+      `concord:${createHash('sha1')
+        .update(`${connection.config.database ?? ''}:${name}`)
+        .digest('hex')}`;
+    const tryLock = async (name: string) => {
+      const [rows] = await connection.query<mysql.RowDataPacket[]>(`select get_lock(?, 0) as ok`, [lockName(name)]);
+      return Number(rows[0]!.ok) === 1;
+    };
+    const slots = (name: string) => Array.from({ length: memberSlots }, (_, i) => lockName(`${name}#${i}`));
+    let joined = false;
     return {
-      // GET_LOCK is server-wide and its names are at most 64 characters: a hash of database and drain.
-      tryLock: async (name) => {
-        const [rows] = await connection.query<mysql.RowDataPacket[]>(`select get_lock(concat('concord:', ?), 0) as ok`, [
-          createHash('sha1')
-            .update(`${connection.config.database ?? ''}:${name}`)
-            .digest('hex'),
-        ]);
-        return Number(rows[0]!.ok) === 1;
+      tryLock,
+      members: async (name) => {
+        for (let i = 0; !joined && i < memberSlots; i++) joined = await tryLock(`${name}#${i}`);
+        const [rows] = await connection.query<mysql.RowDataPacket[]>(
+          `select ${slots(name)
+            .map(() => '(is_used_lock(?) is not null)')
+            .join(' + ')} as n`,
+          slots(name),
+        );
+        return Number(rows[0]!.n);
       },
       listen: () => Promise.reject(new Error('MySQL has no LISTEN/NOTIFY')),
       lost: () => lost,
@@ -127,6 +158,9 @@ class MysqlOutboxDb implements OutboxDb {
     };
   }
 }
+
+/** MySQL: how many coordinators can count themselves as members of one outbox (more run, uncounted). */
+const memberSlots = 32;
 
 /**
  * outbox-sql writes $1, $2, … for both dialects; mysql2 takes `?` in order of appearance, and
