@@ -127,3 +127,26 @@ function loadOptions<S extends z.ZodObject>(schema: S, names: Record<string, str
   }
   return Object.freeze(parsed.data);
 }
+
+export const transferKinds = ['tcc', 'xa-pg', 'xa-mysql'] as const;
+export type TransferKind = (typeof transferKinds)[number];
+
+export const transferBenchOptionsSchema = sagaBenchOptionsSchema.pick({ seconds: true, warmupSeconds: true, concurrency: true }).extend({
+  kinds: commaList
+    .pipe(z.array(z.enum(transferKinds)).min(1))
+    .default(['tcc', 'xa-pg', 'xa-mysql'])
+    .describe(
+      'BENCH_TRANSFER_KINDS: tcc (two branches on Postgres with the barrier), xa-pg (two Postgres databases), xa-mysql (Postgres and MariaDB).',
+    ),
+});
+export type TransferBenchOptions = Readonly<z.infer<typeof transferBenchOptionsSchema>>;
+
+export function loadTransferBenchOptions(env: NodeJS.ProcessEnv): TransferBenchOptions {
+  const names = {
+    seconds: envNames.seconds,
+    warmupSeconds: envNames.warmupSeconds,
+    concurrency: envNames.concurrency,
+    kinds: 'BENCH_TRANSFER_KINDS',
+  };
+  return loadOptions(transferBenchOptionsSchema, names, env);
+}

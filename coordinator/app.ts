@@ -16,7 +16,7 @@ import { MsgEngine } from './engine/msg.js';
 import { MsgProcessor } from './engine/msg-process.js';
 import { InFlight } from './engine/in-flight.js';
 import { SagaEngine } from './engine/saga.js';
-import { TccEngine } from './engine/tcc.js';
+import { PhaseTwoEngine } from './engine/phase-two.js';
 import { SagaProcessor } from './engine/saga-process.js';
 import { listenForReplies, type ReplyListener } from '../relay/replies.js';
 import { createMetrics } from './metrics.js';
@@ -74,7 +74,8 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   };
   const processor = new MsgProcessor(ctx);
   const msg = new MsgEngine(ctx, processor);
-  const tcc = new TccEngine(ctx, processor);
+  const tcc = new PhaseTwoEngine(ctx, processor, 'tcc');
+  const xa = new PhaseTwoEngine(ctx, processor, 'xa');
   const sagaProcessor = new SagaProcessor(ctx);
   const saga = new SagaEngine(ctx, sagaProcessor);
   const scheduler = new Scheduler(ctx, { msg: processor, saga: sagaProcessor });
@@ -93,6 +94,7 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
     msg,
     saga,
     tcc,
+    xa,
     relay,
     version,
     draining: () => draining,

@@ -1,7 +1,7 @@
 /**
  * HTTP publisher: calls a branch the way DTM does. The DTM parameters are merged into the URL's
- * own query; the method is POST when there is a payload, GET otherwise; the answer is read with
- * DTM's rules (classifyDtmAnswer).
+ * own query; the method is POST when there is a payload (or the delivery asks for POST), GET
+ * otherwise; the answer is read with DTM's rules (classifyDtmAnswer).
  */
 import { Agent, request } from 'undici';
 import { classifyDtmAnswer } from '../schemas/dtm.js';
@@ -45,14 +45,15 @@ export function createHttpPublisher(options: HttpPublisherOptions = {}): Publish
       const refused = policy.hostProblem(url.hostname);
       if (refused) return { outcome: 'ERROR', detail: refused };
       for (const [key, value] of Object.entries(delivery.params)) url.searchParams.set(key, value);
-      const post = delivery.payload !== '';
+      const post = delivery.payload !== '' || delivery.post === true;
       // One deadline for connecting, the headers and the whole body: bodyTimeout alone only limits the gap between chunks.
       const signal = AbortSignal.timeout(delivery.timeoutMs);
       try {
         const res = await request(url, {
           dispatcher: agent,
           method: post ? 'POST' : 'GET',
-          headers: { 'content-type': 'application/json', ...delivery.headers },
+          // An empty POST says no content type: servers such as Fastify refuse an empty JSON body.
+          headers: post && delivery.payload === '' ? delivery.headers : { 'content-type': 'application/json', ...delivery.headers },
           body: post ? delivery.payload : undefined,
           headersTimeout: delivery.timeoutMs,
           bodyTimeout: delivery.timeoutMs,

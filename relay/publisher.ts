@@ -11,6 +11,8 @@ export interface Delivery {
   params: Record<string, string>;
   /** Raw payload; empty means none. */
   payload: string;
+  /** HTTP: POST even without a payload (DTM's XA phase two); otherwise an empty payload is a GET. */
+  post?: boolean;
   headers: Record<string, string>;
   /** The call is abandoned after this many milliseconds. */
   timeoutMs: number;

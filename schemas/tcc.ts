@@ -2,18 +2,21 @@
 import { z } from 'zod';
 import { gidSchema } from './dtm.js';
 
+/** A branch id as DTM's clients make them; nested TCC ids append two digits per level (01, 0101…). */
+export const branchIdSchema = z
+  .string()
+  .min(1)
+  .max(40)
+  .regex(/^[0-9A-Za-z_-]+$/, 'branch_id must be letters, digits, "_" or "-"');
+
 /**
  * DTM's clients send every value as a string and add keys of their own (status, try, subType,
- * op): those are ignored. Nested TCC ids append two digits per level (01, 0101…).
+ * op): those are ignored.
  */
 export const tccRegistrationSchema = z.looseObject({
   gid: gidSchema,
-  trans_type: z.literal('tcc', { error: 'registerBranch serves trans_type tcc' }),
-  branch_id: z
-    .string()
-    .min(1)
-    .max(40)
-    .regex(/^[0-9A-Za-z_-]+$/, 'branch_id must be letters, digits, "_" or "-"'),
+  trans_type: z.literal('tcc'),
+  branch_id: branchIdSchema,
   data: z.string().max(1_000_000).optional(),
   confirm: z.string().min(1).max(1024),
   cancel: z.string().min(1).max(1024),

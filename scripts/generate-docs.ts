@@ -13,7 +13,7 @@ import { buildServer } from '../coordinator/server/build-server.js';
 import type { Database } from '../coordinator/store/database.js';
 import type { MsgEngine } from '../coordinator/engine/msg.js';
 import type { SagaEngine } from '../coordinator/engine/saga.js';
-import type { TccEngine } from '../coordinator/engine/tcc.js';
+import type { PhaseTwoEngine } from '../coordinator/engine/phase-two.js';
 import type { Relay } from '../relay/publisher.js';
 import { version } from '../coordinator/app.js';
 
@@ -68,7 +68,8 @@ export async function renderOpenApi(): Promise<string> {
     metrics: createMetrics(),
     msg: {} as MsgEngine,
     saga: {} as SagaEngine,
-    tcc: {} as TccEngine,
+    tcc: {} as PhaseTwoEngine,
+    xa: {} as PhaseTwoEngine,
     relay: {} as Relay,
     version,
     draining: () => false,

@@ -3,7 +3,7 @@ import { Agent, request } from 'undici';
 import { errorCodes, ConcordError, type ErrorCode } from '../schemas/errors.js';
 import type { BatchItem } from '../schemas/batch.js';
 import type { TransRequest } from '../schemas/dtm.js';
-import type { TccRegistration } from '../schemas/tcc.js';
+import type { BranchRegistration } from '../schemas/xa.js';
 
 export interface ClientOptions {
   /** Milliseconds a call to the coordinator may take. Default 10 000. */
@@ -70,8 +70,8 @@ export class CoordinatorClient {
     return body.results;
   }
 
-  /** TCC: records a branch's Confirm and Cancel while the transaction is prepared. */
-  async registerBranch(body: TccRegistration): Promise<void> {
+  /** TCC and XA: records a branch's phase-two calls while the transaction is prepared. */
+  async registerBranch(body: BranchRegistration): Promise<void> {
     await this.call('POST', '/registerBranch', body);
   }
 

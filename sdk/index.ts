@@ -27,6 +27,18 @@ export { ensureInboxTables, type ParkedMessage, type InboxMessage } from './inbo
 export { inboxDdlPostgres } from '../schemas/db/inbox.js';
 export { Saga, type SagaOptions, type StepOptions } from './saga.js';
 export { tcc, Tcc, type TccOptions } from './tcc.js';
+export { xa, Xa, type XaOptions } from './xa.js';
+export {
+  xaLocal,
+  xaPhase2,
+  xaRecover,
+  type XaLocalOptions,
+  type XaRecoverOptions,
+  type XaRecovery,
+  type XaConnection,
+  type XaConnectionOf,
+  type XaDatabase,
+} from './xa-local.js';
 export {
   participant,
   type Participant,

@@ -16,21 +16,10 @@
 import type { TransRequest } from '../schemas/dtm.js';
 import { ConcordError } from '../schemas/errors.js';
 import { tccTryQuerySchema } from '../schemas/tcc.js';
-import { CoordinatorClient, httpCall, type ClientOptions } from './coordinator-client.js';
-import { BranchFailure, BranchOngoing } from './errors.js';
+import { CoordinatorClient } from './coordinator-client.js';
+import { callFirstPhase, clientFor, phaseTwoRequest, runPhaseTwo, type PhaseTwoOptions } from './phase-two-global.js';
 
-export interface TccOptions extends ClientOptions {
-  /** Answer submit only after every Confirm succeeded. */
-  waitResult?: boolean;
-  /** Seconds after which a prepared TCC whose client went silent is cancelled (default: the coordinator's). */
-  timeoutToFail?: number;
-  /** Seconds each Confirm or Cancel call may take. */
-  requestTimeout?: number;
-  /** First retry delay of a Confirm or Cancel, seconds. */
-  retryInterval?: number;
-  /** Headers the coordinator sends with every Confirm and Cancel. */
-  branchHeaders?: Record<string, string>;
-}
+export type TccOptions = PhaseTwoOptions;
 
 /** One TCC transaction while its body runs: calls branches, numbered 01, 02… in call order. */
 export class Tcc {
@@ -78,35 +67,14 @@ export class Tcc {
       confirm: confirmUrl,
       cancel: cancelUrl,
     });
-    const url = new URL(tryUrl);
     // `dtm` lets the Try continue this TCC with nested branches (DTM's clients send it too).
-    const query = { dtm: this.client.server, gid: this.gid, trans_type: 'tcc', branch_id: branchId, op: 'try' };
-    for (const [key, value] of Object.entries(query)) {
-      url.searchParams.set(key, value);
-    }
-    const { status, text } = await httpCall('POST', url, data, this.options);
-    if (status === 200 && !text.includes('FAILURE')) return text;
-    const what = `Try ${tryUrl} answered ${status}: ${text.slice(0, 200)}`;
-    if (status === 409 || text.includes('FAILURE')) throw new BranchFailure(what);
-    if (status === 425) throw new BranchOngoing(what);
-    throw new Error(what);
+    const params = { dtm: this.client.server, gid: this.gid, trans_type: 'tcc', branch_id: branchId, op: 'try' };
+    return callFirstPhase(tryUrl, params, data, this.options);
   }
 
   /** The DTM request for prepare, submit and abort. */
   request(extra: Partial<TransRequest> = {}): TransRequest {
-    const o = this.options;
-    return JSON.parse(
-      JSON.stringify({
-        gid: this.gid,
-        trans_type: 'tcc',
-        wait_result: o.waitResult,
-        timeout_to_fail: o.timeoutToFail,
-        request_timeout: o.requestTimeout,
-        retry_interval: o.retryInterval,
-        branch_headers: o.branchHeaders,
-        ...extra,
-      }),
-    ) as TransRequest;
+    return phaseTwoRequest(this.gid, 'tcc', this.options, extra);
   }
 }
 
@@ -120,16 +88,10 @@ export async function tcc<T>(
   body: (t: Tcc) => Promise<T>,
   options: TccOptions = {},
 ): Promise<T> {
-  const client = typeof coordinator === 'string' ? new CoordinatorClient(coordinator, options) : coordinator;
-  const t = new Tcc(client, gid, options);
-  await client.transCall('prepare', t.request());
-  let result: T;
-  try {
-    result = await body(t);
-  } catch (err) {
-    await client.transCall('abort', t.request({ rollback_reason: (err as Error).message.slice(0, 1024) }));
-    throw err;
-  }
-  await client.transCall('submit', t.request());
-  return result;
+  const t = new Tcc(clientFor(coordinator, options), gid, options);
+  return runPhaseTwo(
+    t.client,
+    (extra) => t.request(extra),
+    () => body(t),
+  );
 }

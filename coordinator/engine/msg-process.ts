@@ -1,10 +1,11 @@
 /**
- * The executor of the types whose branches run in order, two-phase messages and TCC: one pass over
- * a transaction this node holds the lease of. It asks decideMsg (msg-decide.ts) or decideTcc
- * (tcc-decide.ts) what to do and does it: the check-back of a dangling prepare, the rollback of a
- * TCC whose time ran out, then the calls of the branches still pending. A branch call is started only when it can end (its
- * timeout) before the lease does, so no branch is ever called by two nodes at once. Neither a
- * message's delivery nor a Confirm or Cancel is undone, so attempts are counted with their
+ * The executor of the types whose branches run in order, two-phase messages, TCC and XA: one pass
+ * over a transaction this node holds the lease of. It asks decideMsg (msg-decide.ts) or
+ * decidePhaseTwo (phase-two-decide.ts) what to do and does it: the check-back of a dangling
+ * prepare, the rollback of a TCC or XA whose time ran out, then the calls of the branches still
+ * pending. A branch call is started only when it can end (its timeout) before the lease does, so
+ * no branch is ever called by two nodes at once. Neither a
+ * message's delivery nor a phase-two call is undone, so attempts are counted with their
  * results, which settle group-commits.
  */
 import type { BackoffPolicy } from '../../schemas/backoff.js';
@@ -26,7 +27,7 @@ import { batched } from './batches.js';
 import { leaseSeconds, type EngineContext } from './context.js';
 import { Lease } from './lease.js';
 import { checkBackVerdict, decideMsg, msgRetry } from './msg-decide.js';
-import { decideTcc } from './tcc-decide.js';
+import { decidePhaseTwo, isPhaseTwoType } from './phase-two-decide.js';
 import { publishBranch } from './publish.js';
 
 export interface PassResult {
@@ -98,7 +99,8 @@ export class MsgProcessor {
       // The store's age of the message at the claim, plus the time this pass has run since.
       const ageMs = trans.age_ms + (performance.now() - startedAt);
       const view = { status, options: trans.options, ageMs, branches };
-      const next = trans.trans_type === 'tcc' ? decideTcc(view, config.timeoutToFail) : decideMsg(view);
+      const type = trans.trans_type;
+      const next = isPhaseTwoType(type) ? decidePhaseTwo(type, view, config.timeoutToFail) : decideMsg(view);
       if (next.kind === 'wait') {
         return finish({ succeeded: [], status, interval: trans.next_cron_interval, delay: next.delay, retried: false });
       }
@@ -168,6 +170,8 @@ export class MsgProcessor {
       headers: { ...trans.options.branch_headers, ...meta.headers },
       timeoutMs: timeout * 1000,
       key: meta.key,
+      // DTM calls XA's phase two by POST, with or without data.
+      post: trans.trans_type === 'xa',
       timed: true,
     });
   }

@@ -8,7 +8,7 @@ import { ConcordError } from '../../schemas/errors.js';
 import { findTextProblem } from '../../schemas/text.js';
 import type { MsgEngine } from '../engine/msg.js';
 import type { SagaEngine } from '../engine/saga.js';
-import type { TccEngine } from '../engine/tcc.js';
+import type { PhaseTwoEngine } from '../engine/phase-two.js';
 import type { Relay } from '../../relay/publisher.js';
 import type { Metrics } from '../metrics.js';
 import type { Database } from '../store/database.js';
@@ -27,7 +27,8 @@ export interface ServerDeps {
   metrics: Metrics;
   msg: MsgEngine;
   saga: SagaEngine;
-  tcc: TccEngine;
+  tcc: PhaseTwoEngine;
+  xa: PhaseTwoEngine;
   relay: Relay;
   version: string;
   /** True once shutdown began: new work is refused so it can go to another node. */
@@ -123,6 +124,7 @@ export async function buildServer(deps: ServerDeps) {
     msg: deps.msg,
     saga: deps.saga,
     tcc: deps.tcc,
+    xa: deps.xa,
     relay: deps.relay,
     version: deps.version,
   });

@@ -1,4 +1,4 @@
-/** DTM's coordinator API under /api/dtmsvr for two-phase messages and sagas, and Concord's redrive. */
+/** DTM's coordinator API under /api/dtmsvr for two-phase messages, sagas, TCC and XA, and Concord's redrive. */
 import { randomBytes } from 'node:crypto';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
@@ -24,8 +24,8 @@ import { deleteTopic, subscribe, unsubscribe } from '../store/topics.js';
 import { ConcordError } from '../../schemas/errors.js';
 import type { MsgEngine } from '../engine/msg.js';
 import type { SagaEngine } from '../engine/saga.js';
-import type { TccEngine } from '../engine/tcc.js';
-import { tccRegistrationSchema } from '../../schemas/tcc.js';
+import type { PhaseTwoEngine } from '../engine/phase-two.js';
+import { branchRegistrationSchema } from '../../schemas/xa.js';
 import type { Database } from '../store/database.js';
 import { getTransaction, listTransactions } from '../store/queries.js';
 import { branchView, redacted, transactionView } from './views.js';
@@ -34,7 +34,8 @@ export interface DtmRoutesOptions {
   database: Database;
   msg: MsgEngine;
   saga: SagaEngine;
-  tcc: TccEngine;
+  tcc: PhaseTwoEngine;
+  xa: PhaseTwoEngine;
   relay: Relay;
   version: string;
 }
@@ -48,7 +49,8 @@ const redactionNote =
 type SubscribeQuery = z.infer<typeof subscribeQuerySchema>;
 type UnsubscribeQuery = z.infer<typeof unsubscribeQuerySchema>;
 
-export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { database, msg, saga, tcc, relay, version }) => {
+export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { database, msg, saga, tcc, xa, relay, version }) => {
+  const phaseTwo = { tcc, xa };
   /** Types not served (yet) get a clear 400, not a half-made transaction. */
   const served = (req: TransRequest, types: string[], what: string): void => {
     if (!types.includes(req.trans_type)) {
@@ -64,29 +66,41 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { 
     dtm_result: 'SUCCESS' as const,
   }));
 
-  app.post('/prepare', { schema: { summary: 'Prepare a two-phase message or a TCC transaction.', ...transRoute } }, async (request) => {
-    served(request.body, ['msg', 'tcc'], 'prepare');
-    await (request.body.trans_type === 'tcc' ? tcc.prepare(request.body) : msg.prepare(request.body));
-    return success;
-  });
+  app.post(
+    '/prepare',
+    { schema: { summary: 'Prepare a two-phase message, a TCC or an XA transaction.', ...transRoute } },
+    async (request) => {
+      served(request.body, ['msg', 'tcc', 'xa'], 'prepare');
+      const type = request.body.trans_type;
+      await (type === 'tcc' || type === 'xa' ? phaseTwo[type].prepare(request.body) : msg.prepare(request.body));
+      return success;
+    },
+  );
 
   app.post(
     '/submit',
-    { schema: { summary: 'Submit a message (prepared or not), a saga, or a TCC transaction (every Confirm).', ...transRoute } },
+    {
+      schema: {
+        summary: 'Submit a message (prepared or not), a saga, or a TCC or XA transaction (every Confirm or XA commit).',
+        ...transRoute,
+      },
+    },
     async (request) => {
-      served(request.body, ['msg', 'saga', 'tcc'], 'submit');
+      served(request.body, ['msg', 'saga', 'tcc', 'xa'], 'submit');
       const type = request.body.trans_type;
-      await (type === 'saga' ? saga.submit(request.body) : type === 'tcc' ? tcc.submit(request.body) : msg.submit(request.body));
+      const engine = type === 'saga' ? saga : type === 'tcc' || type === 'xa' ? phaseTwo[type] : msg;
+      await engine.submit(request.body);
       return success;
     },
   );
 
   app.post(
     '/abort',
-    { schema: { summary: 'Abort a prepared message, or a prepared TCC transaction (every Cancel).', ...transRoute } },
+    { schema: { summary: 'Abort a prepared message, or a prepared TCC or XA transaction (every Cancel or XA rollback).', ...transRoute } },
     async (request) => {
-      served(request.body, ['msg', 'tcc'], 'abort');
-      await (request.body.trans_type === 'tcc' ? tcc.abort(request.body) : msg.abort(request.body));
+      served(request.body, ['msg', 'tcc', 'xa'], 'abort');
+      const type = request.body.trans_type;
+      await (type === 'tcc' || type === 'xa' ? phaseTwo[type].abort(request.body) : msg.abort(request.body));
       return success;
     },
   );
@@ -97,13 +111,13 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { 
       path,
       {
         schema: {
-          summary: "TCC: record a branch's Confirm and Cancel URLs while the transaction is prepared.",
-          body: tccRegistrationSchema,
+          summary: "TCC: record a branch's Confirm and Cancel URLs; XA: a branch's phase-two URL (op commit or rollback).",
+          body: branchRegistrationSchema,
           response: { 200: dtmResultSchema, ...errors },
         },
       },
       async (request) => {
-        await tcc.registerBranch(request.body);
+        await phaseTwo[request.body.trans_type].registerBranch(request.body);
         return success;
       },
     );

@@ -1,5 +1,5 @@
 /**
- * Store operations of TCC (and of any type whose branches the client registers while the
+ * Store operations of TCC and XA (the types whose branches the client registers while the
  * transaction is prepared). The global row is locked for the registration, so a branch is either
  * registered before submit or abort changes the status, or refused.
  */

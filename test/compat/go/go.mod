@@ -6,6 +6,8 @@ require (
 	github.com/dtm-labs/client v1.17.3
 	github.com/dtm-labs/logger v0.0.1
 	github.com/go-resty/resty/v2 v2.7.0
+	github.com/go-sql-driver/mysql v1.7.0
+	github.com/lib/pq v1.10.7
 )
 
 require (

@@ -78,6 +78,17 @@
 //	                       the client cannot read crashes the process (exit code 2,
 //	                       no result line) instead of printing an error.
 //
+// XA modes (test/helpers/xa-bank.ts's paths: each bank serves POST <base>/Trans,
+// body {"account","amount"}; see xa.go):
+//
+//	xa                     XaGlobalTransaction2: prepare, CallBranch(busi/Trans,
+//	                       alice -amount), CallBranch(busi2/Trans, bob +amount),
+//	                       submit; a branch that fails makes the client abort and
+//	                       print ok:false
+//	xa-busi                a branch server on -db (mysql://… or postgres://…) whose
+//	                       handler is XaLocalTransaction; prints its base URL on a
+//	                       line of its own and serves until killed (-dtm unused)
+//
 // Without -gid, a gid is fetched with MustGenGid first. The last stdout line
 // is always one JSON object: {"ok":true} (plus "gid" for new-gid) or
 // {"ok":false,"error":"..."}; the exit code is 0 or 1 accordingly (2 for bad
@@ -149,6 +160,10 @@ func main() {
 	flag.Int64Var(&opts.requestTimeout, "request-timeout", 0, "RequestTimeout option in seconds (0: not sent)")
 	flag.BoolVar(&opts.waitResult, "wait-result", false, "WaitResult option")
 	flag.Int64Var(&opts.retryLimit, "retry-limit", 0, "saga RetryLimit option (0: not sent; saga modes only)")
+	busi2 := flag.String("busi2", "", "xa: the second branch's server")
+	amount := flag.Int("amount", 30, "xa: the amount moved")
+	db := flag.String("db", "", "xa-busi: the branch database, mysql://user:pw@host:port/db or postgres://…")
+	barrierTable := flag.String("barrier-table", "", "xa-busi: DTM's barrier table (default dtm_barrier.barrier)")
 	delay := flag.Uint64("delay", 0, "SetDelay in seconds, sent as custom_data {\"delay\":N} on submit (0: none; msg modes only)")
 	flag.Parse()
 
@@ -165,6 +180,12 @@ func main() {
 	if isSaga(*mode) && *delay > 0 || !isSaga(*mode) && opts.retryLimit > 0 {
 		fmt.Fprintln(os.Stderr, "-delay is for msg modes, -retry-limit for saga modes")
 		os.Exit(2)
+	}
+
+	if *mode == "xa-busi" {
+		if err := serveXaBusi(*db, *barrierTable); err != nil {
+			finish(result{Ok: false, Error: err.Error()})
+		}
 	}
 
 	if *mode == "workflow" {
@@ -196,6 +217,8 @@ func main() {
 			err = runSaga(*mode, *dtm, *gid, base, opts)
 		} else if *mode == "tcc" {
 			err = runTcc(*dtm, *gid, base, opts)
+		} else if *mode == "xa" {
+			err = runXa(*dtm, *gid, base, strings.TrimSuffix(*busi2, "/"), *amount, opts)
 		} else if strings.HasPrefix(*mode, "tcc-nested") {
 			err = runTccNested(*mode, *dtm, *gid, base, opts)
 		} else {

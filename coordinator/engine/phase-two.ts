@@ -1,23 +1,26 @@
 /**
- * TCC as the API calls it: prepare, registerBranch (the client called the branch's Try, or is
- * about to), submit and abort. Submit and abort lease the transaction to this node and run its
- * second phase at once (msg-process.ts with decideTcc); the scheduler retries what is left and
- * aborts a prepared TCC whose client vanished (timeout_to_fail).
+ * TCC and XA as the API calls them: prepare, registerBranch (TCC: the client called the branch's
+ * Try, or is about to; XA: the branch's local transaction is prepared), submit and abort. Submit
+ * and abort lease the transaction to this node and run its second phase at once (msg-process.ts
+ * with decidePhaseTwo); the scheduler retries what is left and aborts a prepared transaction whose
+ * client vanished (timeout_to_fail). One engine serves one type.
  */
 import type { TransRequest } from '../../schemas/dtm.js';
 import { ConcordError } from '../../schemas/errors.js';
-import type { TccRegistration } from '../../schemas/tcc.js';
+import type { BranchRegistration } from '../../schemas/xa.js';
 import { abortPrepared, registerBranches } from '../store/tcc.js';
 import { findTransactions, insertTransactions, pendingBranches, promoteToSubmitted, type TransRow } from '../store/transactions.js';
 import { leaseSeconds, type EngineContext } from './context.js';
 import type { MsgProcessor } from './msg-process.js';
 import { throwUnlessSucceeded } from './outcome.js';
+import { phaseTwoOps, type PhaseTwoType } from './phase-two-decide.js';
 import { contentHash, storedOptions } from './request.js';
 
-export class TccEngine {
+export class PhaseTwoEngine {
   constructor(
     private readonly ctx: EngineContext,
     private readonly processor: MsgProcessor,
+    readonly type: PhaseTwoType,
   ) {}
 
   /** Stores the prepared transaction; sent again, it is the same transaction. */
@@ -27,37 +30,41 @@ export class TccEngine {
     const created = await insertTransactions(database, [
       {
         gid: req.gid,
-        transType: 'tcc',
+        transType: this.type,
         status: 'prepared',
         queryPrepared: '',
         options,
         customData: req.custom_data ?? '',
         contentHash: contentHash(req),
         interval: options.retry_interval ?? config.retryInterval,
-        // Due when its time runs out: a client that vanished before submit or abort gets its Cancels.
+        // Due when its time runs out: a client that vanished before submit or abort gets its rollbacks.
         dueIn: options.timeout_to_fail ?? config.timeoutToFail,
         owner: '',
         branches: [],
       },
     ]);
     if (created.has(req.gid)) return;
-    const row = await this.existing(req.gid, 'tcc');
+    const row = await this.existing(req.gid);
     if (row.status !== 'prepared') throw new ConcordError('INVALID_STATE', `current status '${row.status}', cannot prepare`);
   }
 
-  /** Records a branch's Confirm and Cancel (rows cancel, then confirm, as DTM stores them). */
-  async registerBranch(reg: TccRegistration): Promise<void> {
-    const field = (name: 'confirm' | 'cancel') => {
-      const url = reg[name];
+  /**
+   * Records a branch's phase-two calls as DTM stores them: TCC's Cancel and Confirm, XA's rollback
+   * and commit (the same URL for both).
+   */
+  async registerBranch(reg: BranchRegistration): Promise<void> {
+    const checked = (field: 'confirm' | 'cancel' | 'url', url: string) => {
       const problem = this.ctx.relay.problem(url);
-      if (problem) throw new ConcordError('INVALID_REQUEST', problem, { field: name });
+      if (problem) throw new ConcordError('INVALID_REQUEST', problem, { field });
       return url;
     };
-    const data = reg.data ?? '';
-    const branch = { branchId: reg.branch_id, data, meta: {}, orderKey: null };
-    const outcome = await registerBranches(this.ctx.database, reg.gid, 'tcc', [
-      { ...branch, op: 'cancel', url: field('cancel') },
-      { ...branch, op: 'confirm', url: field('confirm') },
+    const [rollbackUrl, commitUrl] =
+      reg.trans_type === 'tcc' ? [checked('cancel', reg.cancel), checked('confirm', reg.confirm)] : [checked('url', reg.url), reg.url];
+    const ops = phaseTwoOps[reg.trans_type];
+    const branch = { branchId: reg.branch_id, data: reg.data ?? '', meta: {}, orderKey: null };
+    const outcome = await registerBranches(this.ctx.database, reg.gid, reg.trans_type, [
+      { ...branch, op: ops.rollback, url: rollbackUrl },
+      { ...branch, op: ops.commit, url: commitUrl },
     ]);
     if (outcome.kind === 'registered' || (outcome.kind === 'repeated' && outcome.same)) return;
     if (outcome.kind === 'repeated') {
@@ -66,23 +73,25 @@ export class TccEngine {
       });
     }
     if (outcome.status === null) throw new ConcordError('NOT_FOUND', `no transaction with gid ${reg.gid}`, { field: 'gid' });
-    if (outcome.transType !== 'tcc') {
-      throw new ConcordError('GID_CONFLICT', `gid ${reg.gid} is a ${outcome.transType} transaction, not tcc`, { field: 'trans_type' });
+    if (outcome.transType !== reg.trans_type) {
+      throw new ConcordError('GID_CONFLICT', `gid ${reg.gid} is a ${outcome.transType} transaction, not ${reg.trans_type}`, {
+        field: 'trans_type',
+      });
     }
     throw new ConcordError('INVALID_STATE', `current status '${outcome.status}', cannot register a branch`);
   }
 
-  /** Confirms every branch; with wait_result, answers after that pass. */
+  /** Commits every branch (TCC: Confirm); with wait_result, answers after that pass. */
   async submit(req: TransRequest): Promise<void> {
     const { config, database, nodeId } = this.ctx;
     const startedAt = performance.now();
     const lease = leaseSeconds(config, config.requestTimeout);
-    const [row] = await promoteToSubmitted(database, [{ gid: req.gid, transType: 'tcc', contentHash: '' }], nodeId, lease);
+    const [row] = await promoteToSubmitted(database, [{ gid: req.gid, transType: this.type, contentHash: '' }], nodeId, lease);
     if (!row) {
-      const stored = await this.existing(req.gid, 'tcc');
+      const stored = await this.existing(req.gid);
       if (stored.status === 'submitted' || stored.status === 'succeed') {
         if (req.wait_result && stored.status !== 'succeed')
-          throw new ConcordError('TRANSACTION_ONGOING', `tcc ${req.gid} is not finished yet`);
+          throw new ConcordError('TRANSACTION_ONGOING', `${this.type} ${req.gid} is not finished yet`);
         return;
       }
       // Prepared but held by another node: its time ran out and that node is aborting it.
@@ -94,15 +103,15 @@ export class TccEngine {
     await this.runNow(row, req, startedAt, lease);
   }
 
-  /** Cancels every branch (the client's Try failed); aborting twice is the same abort. */
+  /** Rolls back every branch (TCC: Cancel; a branch failed); aborting twice is the same abort. */
   async abort(req: TransRequest): Promise<void> {
     const { config, database, nodeId } = this.ctx;
     const startedAt = performance.now();
     const lease = leaseSeconds(config, config.requestTimeout);
     const reason = req.rollback_reason ?? 'aborted by the caller';
-    const row = await abortPrepared(database, req.gid, 'tcc', nodeId, lease, reason);
+    const row = await abortPrepared(database, req.gid, this.type, nodeId, lease, reason);
     if (!row) {
-      const stored = await this.existing(req.gid, 'tcc');
+      const stored = await this.existing(req.gid);
       if (stored.status === 'aborting' || stored.status === 'failed' || stored.status === 'prepared') return;
       throw new ConcordError('INVALID_STATE', `current status '${stored.status}', cannot abort`);
     }
@@ -114,13 +123,14 @@ export class TccEngine {
     const pass = this.ctx.inFlight.track(this.processor.run(row, branches, startedAt, lease));
     if (req.wait_result) {
       const end = await pass;
-      // An aborted TCC ends failed, which is what the caller asked for.
+      // An aborted transaction ends failed, which is what the caller asked for.
       if (row.status === 'aborting' && end.status === 'failed') return;
-      throwUnlessSucceeded(`tcc ${req.gid}`, end);
+      throwUnlessSucceeded(`${this.type} ${req.gid}`, end);
     }
   }
 
-  private async existing(gid: string, transType: string): Promise<TransRow> {
+  private async existing(gid: string): Promise<TransRow> {
+    const transType = this.type;
     const row = (await findTransactions(this.ctx.database, [gid])).get(gid);
     if (!row) throw new ConcordError('NOT_FOUND', `no transaction with gid ${gid}`, { field: 'gid' });
     if (row.trans_type !== transType) {
