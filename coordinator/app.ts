@@ -17,6 +17,8 @@ import { MsgProcessor } from './engine/msg-process.js';
 import { InFlight } from './engine/in-flight.js';
 import { SagaEngine } from './engine/saga.js';
 import { TccEngine } from './engine/tcc.js';
+import { WorkflowEngine } from './engine/workflow.js';
+import { WorkflowProcessor } from './engine/workflow-process.js';
 import { SagaProcessor } from './engine/saga-process.js';
 import { listenForReplies, type ReplyListener } from '../relay/replies.js';
 import { createMetrics } from './metrics.js';
@@ -77,7 +79,8 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   const tcc = new TccEngine(ctx, processor);
   const sagaProcessor = new SagaProcessor(ctx);
   const saga = new SagaEngine(ctx, sagaProcessor);
-  const scheduler = new Scheduler(ctx, { msg: processor, saga: sagaProcessor });
+  const workflow = new WorkflowEngine(ctx);
+  const scheduler = new Scheduler(ctx, { msg: processor, saga: sagaProcessor, workflow: new WorkflowProcessor(ctx) });
   const retention = new RetentionJob(ctx);
   let draining = false;
   const access = { apiTokens: config.apiTokens, operatorTokens: config.operatorTokens };
@@ -89,6 +92,7 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
     msg,
     saga,
     tcc,
+    workflow,
     relay,
     version,
     draining: () => draining,

@@ -14,6 +14,7 @@ import type { Database } from '../coordinator/store/database.js';
 import type { MsgEngine } from '../coordinator/engine/msg.js';
 import type { SagaEngine } from '../coordinator/engine/saga.js';
 import type { TccEngine } from '../coordinator/engine/tcc.js';
+import type { WorkflowEngine } from '../coordinator/engine/workflow.js';
 import type { Relay } from '../relay/publisher.js';
 import { version } from '../coordinator/app.js';
 
@@ -69,6 +70,7 @@ export async function renderOpenApi(): Promise<string> {
     msg: {} as MsgEngine,
     saga: {} as SagaEngine,
     tcc: {} as TccEngine,
+    workflow: {} as WorkflowEngine,
     relay: {} as Relay,
     version,
     draining: () => false,

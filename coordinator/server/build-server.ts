@@ -9,6 +9,7 @@ import { findTextProblem } from '../../schemas/text.js';
 import type { MsgEngine } from '../engine/msg.js';
 import type { SagaEngine } from '../engine/saga.js';
 import type { TccEngine } from '../engine/tcc.js';
+import type { WorkflowEngine } from '../engine/workflow.js';
 import type { Relay } from '../../relay/publisher.js';
 import type { Metrics } from '../metrics.js';
 import type { Database } from '../store/database.js';
@@ -27,6 +28,7 @@ export interface ServerDeps {
   msg: MsgEngine;
   saga: SagaEngine;
   tcc: TccEngine;
+  workflow: WorkflowEngine;
   relay: Relay;
   version: string;
   /** True once shutdown began: new work is refused so it can go to another node. */
@@ -122,6 +124,7 @@ export async function buildServer(deps: ServerDeps) {
     msg: deps.msg,
     saga: deps.saga,
     tcc: deps.tcc,
+    workflow: deps.workflow,
     relay: deps.relay,
     version: deps.version,
   });
