@@ -3,6 +3,7 @@ import { Agent, request } from 'undici';
 import { errorCodes, ConcordError, type ErrorCode } from '../schemas/errors.js';
 import type { TransRequest } from '../schemas/dtm.js';
 import type { TccRegistration } from '../schemas/tcc.js';
+import type { WorkflowRegistration, WorkflowReply } from '../schemas/workflow.js';
 
 export interface ClientOptions {
   /** Milliseconds a call to the coordinator may take. Default 10 000. */
@@ -61,6 +62,16 @@ export class CoordinatorClient {
 
   /** TCC: records a branch's Confirm and Cancel while the transaction is prepared. */
   async registerBranch(body: TccRegistration): Promise<void> {
+    await this.call('POST', '/registerBranch', body);
+  }
+
+  /** Workflow: creates it, or answers it with the steps it recorded. */
+  async prepareWorkflow(body: TransRequest): Promise<WorkflowReply> {
+    return (await this.call('POST', '/prepareWorkflow', body)) as WorkflowReply;
+  }
+
+  /** Workflow: records one step's outcome. */
+  async recordProgress(body: WorkflowRegistration): Promise<void> {
     await this.call('POST', '/registerBranch', body);
   }
 

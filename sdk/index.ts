@@ -4,8 +4,8 @@ export { CoordinatorClient, type ClientOptions } from './coordinator-client.js';
 export { BranchBarrier, ensureBarrierTable } from './barrier.js';
 export { BranchFailure, BranchOngoing, isBranchFailure, isBranchOngoing, dtmAnswer } from './errors.js';
 export { inTransaction, pgExecutor, drizzleExecutor, type SqlExecutor, type TransactionSource, type DrizzleLike } from './sql-executor.js';
-export { fastifyBranch, fastifyQueryPrepared, type BranchHandler } from './adapters/fastify.js';
-export { expressBranch, expressQueryPrepared } from './adapters/express.js';
+export { fastifyBranch, fastifyQueryPrepared, fastifyWorkflow, type BranchHandler } from './adapters/fastify.js';
+export { expressBranch, expressQueryPrepared, expressWorkflow } from './adapters/express.js';
 export { ConcordError, isConcordError, type ErrorCode } from '../schemas/errors.js';
 export { barrierDdlPostgres } from '../schemas/db/barrier.js';
 export type { BranchCallQuery } from '../schemas/dtm.js';
@@ -23,6 +23,7 @@ export { ensureInboxTables, type ParkedMessage, type InboxMessage } from './inbo
 export { inboxDdlPostgres } from '../schemas/db/inbox.js';
 export { Saga, type SagaOptions, type StepOptions } from './saga.js';
 export { tcc, Tcc, type TccOptions } from './tcc.js';
+export { Workflows, Workflow, type WorkflowsOptions, type WorkflowFunction, type StepDefinition, type StepContext } from './workflow.js';
 export {
   participant,
   type Participant,

@@ -1,0 +1,178 @@
+/**
+ * The SDK's workflows against a real coordinator and the bank service: steps recorded and replayed,
+ * compensations in reverse, resume through the callback the coordinator calls, and a coordinator
+ * SIGKILLed mid-workflow.
+ */
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BranchFailure, fastifyWorkflow, Workflows, type Workflow } from '../sdk/index.js';
+import { startBankService, type BankService } from './helpers/bank-service.js';
+import { freePort, startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
+import { freshDatabase } from './helpers/db.js';
+import { fastCoordinator, query, waitForStatus } from './helpers/poll.js';
+
+interface Input {
+  amount: number;
+}
+
+describe('SDK workflows', () => {
+  let coordinator: RunningCoordinator;
+  let bank: BankService;
+  let service: FastifyInstance;
+  let workflows: Workflows;
+  /** Called between the two transfer steps; a test replaces it to stop or crash something there. */
+  let between: (gid: string) => Promise<void> = async () => undefined;
+  const local: string[] = [];
+
+  const newGid = () => `wf-${randomUUID()}`;
+  const progress = async (gid: string) => (await query(coordinator.dtm, gid)).branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`);
+
+  beforeAll(async () => {
+    const [store, bankDb] = await Promise.all([freshDatabase(), freshDatabase()]);
+    coordinator = await startCoordinator({ store, env: fastCoordinator });
+    bank = await startBankService(bankDb);
+    service = Fastify();
+    const port = await freePort();
+    // retryInterval 1: a workflow left prepared is resumed about a second later (the tests that need it poll for it).
+    workflows = new Workflows({ coordinator: coordinator.dtm, callback: `http://127.0.0.1:${port}/workflow/resume`, retryInterval: 1 });
+    service.post('/workflow/resume', fastifyWorkflow(workflows));
+    await service.listen({ port, host: '127.0.0.1' });
+
+    workflows.register('transfer', async (wf: Workflow, input: Input) => {
+      await wf.callBranch(input, `${bank.url}/TransOut`, `${bank.url}/TransOutCancel`);
+      await between(wf.gid);
+      await wf.callBranch(input, `${bank.url}/TransIn`, `${bank.url}/TransInCancel`);
+      return { moved: input.amount };
+    });
+    workflows.register('local-steps', async (wf: Workflow, input: { failAt: number }) => {
+      wf.onRollback(async () => void local.push(`${wf.gid} rollback hook`));
+      for (let i = 1; i <= 3; i++) {
+        await wf.step({
+          action: async ({ branchId }) => {
+            if (i === input.failAt) throw new BranchFailure(`step ${i} refused`);
+            local.push(`${wf.gid} action ${branchId}`);
+            return i;
+          },
+          compensate: async ({ branchId }) => void local.push(`${wf.gid} compensate ${branchId}`),
+          commit: async ({ branchId }) => void local.push(`${wf.gid} commit ${branchId}`),
+        });
+      }
+      wf.onCommit(async () => void local.push(`${wf.gid} commit hook`));
+    });
+    workflows.register('tcc-in-workflow', async (wf: Workflow, input: Input) => {
+      await wf.tccBranch(input, `${bank.url}/TransOutTry`, `${bank.url}/TransOutConfirm`, `${bank.url}/TransOutCancel`);
+      await wf.tccBranch(input, `${bank.url}/TransInTry`, `${bank.url}/TransInConfirm`, `${bank.url}/TransInCancel`);
+    });
+  });
+  afterAll(async () => {
+    await service?.close();
+    await bank?.close();
+    expect(await coordinator?.stop()).toBe(0);
+  });
+
+  it('runs the steps, records them, answers the result, and replays a finished workflow without calling anything', async () => {
+    const gid = newGid();
+    expect(await workflows.execute('transfer', gid, { amount: 30 })).toEqual({ moved: 30 });
+    expect((await query(coordinator.dtm, gid)).transaction?.status).toBe('succeed');
+    expect(await progress(gid)).toEqual(['01 action succeed', '02 action succeed']);
+    expect(await workflows.execute('transfer', gid, { amount: 30 })).toEqual({ moved: 30 });
+    expect(bank.received(gid, '/TransOut')).toBe(1);
+    expect(await bank.effectKinds(gid)).toEqual(['in', 'out']);
+  });
+
+  it('rolls back when a step fails: earlier compensations run, the failed step’s own does not, and execute throws', async () => {
+    const gid = newGid();
+    bank.failNext('/TransIn', 1, 'failure');
+    await expect(workflows.execute('transfer', gid, { amount: 30 })).rejects.toThrow(/TransIn answered 409/);
+    const { transaction } = await query(coordinator.dtm, gid);
+    expect(transaction?.status).toBe('failed');
+    expect(transaction?.rollback_reason).toContain('TransIn answered 409');
+    expect(await progress(gid)).toEqual(['01 action succeed', '02 action failed', '01 rollback succeed']);
+    expect(await bank.effectKinds(gid)).toEqual(['out', 'out-cancel']);
+    // Run again: the failed workflow answers its failure, nothing is called.
+    await expect(workflows.execute('transfer', gid, { amount: 30 })).rejects.toBeInstanceOf(BranchFailure);
+    expect(bank.received(gid, '/TransOutCancel')).toBe(1);
+  });
+
+  it('runs compensations and the rollback hook last registered first; commits and the commit hook on success', async () => {
+    const failed = newGid();
+    await expect(workflows.execute('local-steps', failed, { failAt: 3 })).rejects.toThrow('step 3 refused');
+    expect(local.filter((l) => l.startsWith(failed)).map((l) => l.slice(failed.length + 1))).toEqual([
+      'action 02',
+      'action 03',
+      'compensate 03',
+      'compensate 02',
+      'rollback hook',
+    ]);
+    const ok = newGid();
+    await workflows.execute('local-steps', ok, { failAt: 0 });
+    expect(local.filter((l) => l.startsWith(ok)).map((l) => l.slice(ok.length + 1))).toEqual([
+      'action 02',
+      'action 03',
+      'action 04',
+      'commit hook',
+      'commit 04',
+      'commit 03',
+      'commit 02',
+    ]);
+    expect(await progress(ok)).toContain('05 commit succeed');
+  });
+
+  it('runs TCC branches inside a workflow: Try as the step, Confirm on success', async () => {
+    const gid = newGid();
+    await workflows.execute('tcc-in-workflow', gid, { amount: 30 });
+    expect(await bank.effectKinds(gid)).toEqual(['in-confirm', 'in-try', 'out-confirm', 'out-try']);
+  });
+
+  it('is resumed by the coordinator through the callback when a run stopped mid-way, replaying the finished step', async () => {
+    const gid = newGid();
+    between = async () => {
+      throw new Error('the service lost its connection');
+    };
+    try {
+      await expect(workflows.execute('transfer', gid, { amount: 30 })).rejects.toThrow('lost its connection');
+    } finally {
+      between = async () => undefined;
+    }
+    expect((await query(coordinator.dtm, gid)).transaction?.status).toBe('prepared');
+    await waitForStatus(coordinator.dtm, gid, 'succeed', 30_000);
+    expect(await progress(gid)).toEqual(['01 action succeed', '02 action succeed']);
+    expect(bank.received(gid, '/TransOut')).toBe(1);
+    expect(await bank.effectKinds(gid)).toEqual(['in', 'out']);
+  });
+
+  it('finishes a workflow whose coordinator was SIGKILLed mid-way: the restarted coordinator resumes it', async () => {
+    const store = await freshDatabase();
+    const first = await startCoordinator({ store, env: fastCoordinator });
+    let second: RunningCoordinator | undefined;
+    const service2 = Fastify();
+    const port = await freePort();
+    const flows = new Workflows({ coordinator: first.dtm, callback: `http://127.0.0.1:${port}/workflow/resume`, retryInterval: 1 });
+    service2.post('/workflow/resume', fastifyWorkflow(flows));
+    await service2.listen({ port, host: '127.0.0.1' });
+    let killed = false;
+    flows.register('transfer', async (wf: Workflow, input: Input) => {
+      await wf.callBranch(input, `${bank.url}/TransOut`, `${bank.url}/TransOutCancel`);
+      if (!killed) {
+        killed = true;
+        expect(await first.stop('SIGKILL')).toBeNull();
+      }
+      await wf.callBranch(input, `${bank.url}/TransIn`, `${bank.url}/TransInCancel`);
+    });
+    const gid = newGid();
+    try {
+      // Recording step 2 finds no coordinator: the run stops without submitting.
+      await expect(flows.execute('transfer', gid, { amount: 30 })).rejects.toThrow();
+      second = await startCoordinator({ store, env: fastCoordinator, port: first.port });
+      await waitForStatus(second.dtm, gid, 'succeed', 30_000);
+      expect(bank.received(gid, '/TransOut')).toBe(1); // recorded before the kill: replayed
+      expect(bank.received(gid, '/TransIn')).toBe(2); // called, not recorded: called again, the barrier absorbs it
+      expect(await bank.effectKinds(gid)).toEqual(['in', 'out']);
+    } finally {
+      await first.stop('SIGKILL');
+      await second?.stop();
+      await service2.close();
+    }
+  });
+});
