@@ -3,7 +3,10 @@
  * compensations in reverse, resume through the callback the coordinator calls, and a coordinator
  * SIGKILLed mid-workflow.
  */
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BranchFailure, fastifyWorkflow, Workflows, type Workflow } from '../sdk/index.js';
@@ -139,6 +142,28 @@ describe('SDK workflows', () => {
     await waitForStatus(coordinator.dtm, gid, 'succeed', 30_000);
     expect(await progress(gid)).toEqual(['01 action succeed', '02 action succeed']);
     expect(bank.received(gid, '/TransOut')).toBe(1);
+    expect(await bank.effectKinds(gid)).toEqual(['in', 'out']);
+  });
+
+  it('is resumed after its service process was SIGKILLed mid-way: the finished step replays, the rest runs', async () => {
+    const gid = newGid();
+    const port = await freePort();
+    const script = fileURLToPath(new URL('../dist/test/helpers/workflow-service.js', import.meta.url));
+    const env = { ...process.env, CONCORD_URL: coordinator.dtm, BANK_URL: bank.url, PORT: String(port), GID: gid };
+    const crashed = spawn(process.execPath, [script], { env: { ...env, MODE: 'crash' }, stdio: 'ignore' });
+    const [, signal] = (await once(crashed, 'exit')) as [number | null, string | null];
+    expect(signal).toBe('SIGKILL');
+    expect((await query(coordinator.dtm, gid)).transaction?.status).toBe('prepared');
+    expect(await progress(gid)).toEqual(['01 action succeed']);
+
+    const serving = spawn(process.execPath, [script], { env: { ...env, MODE: 'serve' }, stdio: 'ignore' });
+    try {
+      await waitForStatus(coordinator.dtm, gid, 'succeed', 30_000);
+    } finally {
+      serving.kill('SIGKILL');
+    }
+    expect(bank.received(gid, '/TransOut')).toBe(1);
+    expect(bank.received(gid, '/TransIn')).toBe(1);
     expect(await bank.effectKinds(gid)).toEqual(['in', 'out']);
   });
 
