@@ -124,6 +124,38 @@ describe('DTM Go workflow client', () => {
     expect(await bank.effectKinds(gid)).toEqual(['in', 'out']);
   });
 
+  it('finishes a workflow whose coordinator was SIGKILLed while a step ran: the client or the resume records the rest', async () => {
+    const store = await freshDatabase();
+    const first = await startCoordinator({ store, env: fastCoordinator });
+    let second: RunningCoordinator | undefined;
+    const gid = `compat-wf-${randomUUID()}`;
+    const port = await freePort();
+    const callback = `http://127.0.0.1:${port}/workflow/resume`;
+    servers.push(
+      spawn(bin, ['-dtm', first.dtm, '-busi', bank.url, '-mode', 'workflow-serve', '-listen', `127.0.0.1:${port}`], { stdio: 'ignore' }),
+    );
+    bank.setLatency(1_000);
+    try {
+      const client = runClient(
+        [bin],
+        ['-dtm', first.dtm, '-busi', bank.url, '-mode', 'workflow', '-gid', gid, '-retry-interval', '1', '-callback', callback],
+      );
+      // Step 2 is in flight at the bank: kill the coordinator, then bring it back on the same port and store.
+      await expect.poll(() => bank.received(gid, '/TransIn'), { timeout: 20_000, interval: 10 }).toBeGreaterThan(0);
+      expect(await first.stop('SIGKILL')).toBeNull();
+      second = await startCoordinator({ store, env: fastCoordinator, port: first.port });
+      await client; // either recorded step 2 and submitted, or found no coordinator and stopped: the resume finishes it
+      bank.setLatency(0);
+      await waitForStatus(second.dtm, gid, 'succeed', 30_000);
+      expect(bank.received(gid, '/TransOut')).toBe(1);
+      expect(await bank.effectKinds(gid)).toEqual(['in', 'out']);
+    } finally {
+      bank.setLatency(0);
+      await first.stop('SIGKILL');
+      await second?.stop();
+    }
+  });
+
   it('answers prepareWorkflow errors as a failed workflow DTM’s client can read, and stores nothing', async () => {
     const res = await post(`${coordinator.dtm}/prepareWorkflow`, { gid: 'wf-bad', trans_type: 'workflow', custom_data: '{}' });
     expect(res.status).toBe(400);
