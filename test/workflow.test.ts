@@ -13,7 +13,7 @@ import { BranchFailure, fastifyWorkflow, Workflows, type Workflow } from '../sdk
 import { startBankService, type BankService } from './helpers/bank-service.js';
 import { freePort, startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
 import { freshDatabase } from './helpers/db.js';
-import { fastCoordinator, query, waitForStatus } from './helpers/poll.js';
+import { fastCoordinator, post, query, waitForStatus } from './helpers/poll.js';
 
 interface Input {
   amount: number;
@@ -120,6 +120,36 @@ describe('SDK workflows', () => {
       'commit 02',
     ]);
     expect(await progress(ok)).toContain('05 commit succeed');
+  });
+
+  it('refuses bad workflow requests with 4xx naming the field, and stores nothing for them', async () => {
+    const gid = newGid();
+    await workflows.execute('transfer', gid, { amount: 30 });
+    const dtm = coordinator.dtm;
+    const step = { gid, trans_type: 'workflow', branch_id: '03', op: 'action', status: 'succeed', data: '' };
+    expect(await post(`${dtm}/registerBranch`, { ...step, status: 'maybe' })).toMatchObject({ status: 400, body: { field: 'status' } });
+    expect(await post(`${dtm}/registerBranch`, { ...step, op: undefined })).toMatchObject({ status: 400, body: { field: 'op' } });
+    expect(await post(`${dtm}/registerBranch`, step)).toMatchObject({ status: 409, body: { dtm_result: 'FAILURE' } }); // it ended
+    expect(await post(`${dtm}/registerBranch`, { ...step, gid: newGid() })).toMatchObject({ status: 404, body: { field: 'gid' } });
+    expect(await post(`${dtm}/submit`, { gid, trans_type: 'workflow' })).toMatchObject({
+      status: 400,
+      body: { field: 'req_extra.status' },
+    });
+    const failed = { gid, trans_type: 'workflow', req_extra: { status: 'failed' } };
+    expect(await post(`${dtm}/submit`, failed)).toMatchObject({ status: 409, body: { code: 'INVALID_STATE' } });
+    const same = { gid, trans_type: 'workflow', req_extra: { status: 'succeed' } };
+    expect(await post(`${dtm}/submit`, same)).toMatchObject({ status: 200 });
+    expect(await post(`${dtm}/abort`, { gid, trans_type: 'workflow' })).toMatchObject({ status: 400, body: { field: 'trans_type' } });
+    expect(await progress(gid)).toEqual(['01 action succeed', '02 action succeed']);
+
+    const tccGid = newGid();
+    expect(await post(`${dtm}/prepare`, { gid: tccGid, trans_type: 'tcc', timeout_to_fail: 60 })).toMatchObject({ status: 200 });
+    const reuse = await post(`${dtm}/prepareWorkflow`, {
+      gid: tccGid,
+      trans_type: 'workflow',
+      custom_data: JSON.stringify({ name: 'transfer', data: null }),
+    });
+    expect(reuse).toMatchObject({ status: 409, body: { code: 'GID_CONFLICT', transaction: { status: 'failed' }, progresses: [] } });
   });
 
   it('runs TCC branches inside a workflow: Try as the step, Confirm on success', async () => {
