@@ -210,7 +210,8 @@ export class Workflows {
       JSON.stringify({
         gid,
         trans_type: 'workflow',
-        custom_data: JSON.stringify({ name, data: input === undefined ? null : Buffer.from(JSON.stringify(input)).toString('base64') }),
+        // Never empty (no input is JSON null): the coordinator resumes with a GET when the input is empty, and the route takes POST.
+        custom_data: JSON.stringify({ name, data: Buffer.from(JSON.stringify(input ?? null)).toString('base64') }),
         query_prepared: o.callback,
         protocol: 'http',
         retry_interval: o.retryInterval,

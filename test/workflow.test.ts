@@ -63,6 +63,15 @@ describe('SDK workflows', () => {
       }
       wf.onCommit(async () => void local.push(`${wf.gid} commit hook`));
     });
+    let stopOnce = true;
+    workflows.register('no-input', async (wf: Workflow, input: undefined) => {
+      await wf.step({ action: async () => 'first' });
+      if (stopOnce) {
+        stopOnce = false;
+        throw new Error('stopped before the end');
+      }
+      return input === undefined ? 'no input' : 'unexpected input';
+    });
     workflows.register('tcc-in-workflow', async (wf: Workflow, input: Input) => {
       await wf.tccBranch(input, `${bank.url}/TransOutTry`, `${bank.url}/TransOutConfirm`, `${bank.url}/TransOutCancel`);
       await wf.tccBranch(input, `${bank.url}/TransInTry`, `${bank.url}/TransInConfirm`, `${bank.url}/TransInCancel`);
@@ -173,6 +182,13 @@ describe('SDK workflows', () => {
     expect(await progress(gid)).toEqual(['01 action succeed', '02 action succeed']);
     expect(bank.received(gid, '/TransOut')).toBe(1);
     expect(await bank.effectKinds(gid)).toEqual(['in', 'out']);
+  });
+
+  it('resumes a workflow without input through the same POST route, handing it no input', async () => {
+    const gid = newGid();
+    await expect(workflows.execute('no-input', gid)).rejects.toThrow('stopped before the end');
+    await waitForStatus(coordinator.dtm, gid, 'succeed', 30_000);
+    expect(await workflows.execute('no-input', gid)).toBe('no input');
   });
 
   it('is resumed after its service process was SIGKILLed mid-way: the finished step replays, the rest runs', async () => {
