@@ -9,7 +9,7 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BranchFailure, fastifyWorkflow, Workflows, type Workflow } from '../sdk/index.js';
+import { BranchFailure, expressWorkflow, fastifyWorkflow, Workflows, type Workflow } from '../sdk/index.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
 import { freePort, startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
 import { freshDatabase } from './helpers/db.js';
@@ -189,6 +189,34 @@ describe('SDK workflows', () => {
     await expect(workflows.execute('no-input', gid)).rejects.toThrow('stopped before the end');
     await waitForStatus(coordinator.dtm, gid, 'succeed', 30_000);
     expect(await workflows.execute('no-input', gid)).toBe('no input');
+  });
+
+  it('resumes through the Express route too', async () => {
+    const { default: express } = await import('express');
+    const app = express();
+    app.use(express.json());
+    const port = await freePort();
+    const flows = new Workflows({ coordinator: coordinator.dtm, callback: `http://127.0.0.1:${port}/resume`, retryInterval: 1 });
+    app.post('/resume', expressWorkflow(flows));
+    let runs = 0;
+    flows.register('transfer', async (wf: Workflow, input: Input) => {
+      runs++;
+      await wf.callBranch(input, `${bank.url}/TransOut`, `${bank.url}/TransOutCancel`);
+      if (runs === 1) throw new Error('stopped after the first step');
+      await wf.callBranch(input, `${bank.url}/TransIn`, `${bank.url}/TransInCancel`);
+    });
+    const server = app.listen(port, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const gid = newGid();
+      await expect(flows.execute('transfer', gid, { amount: 30 })).rejects.toThrow('stopped after the first step');
+      await waitForStatus(coordinator.dtm, gid, 'succeed', 30_000);
+      expect(runs).toBe(2);
+      expect(bank.received(gid, '/TransOut')).toBe(1);
+      expect(await bank.effectKinds(gid)).toEqual(['in', 'out']);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
   });
 
   it('is resumed after its service process was SIGKILLed mid-way: the finished step replays, the rest runs', async () => {
