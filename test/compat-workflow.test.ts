@@ -84,6 +84,21 @@ describe('DTM Go workflow client', () => {
     expect(await bank.effectKinds(gid)).toEqual(['out', 'out-cancel']);
   });
 
+  it('runs TCC branches inside a workflow: Try as the step, Confirm on commit (last first), Cancel on rollback', async () => {
+    const ok = `compat-wf-${randomUUID()}`;
+    const r = await run(ok, '-tcc');
+    expect(r.ok, r.stderr + r.error).toBe(true);
+    expect(await progress(ok)).toEqual(['01 action succeed', '02 action succeed', '02 commit succeed', '01 commit succeed']);
+    expect(await bank.effectKinds(ok)).toEqual(['in-confirm', 'in-try', 'out-confirm', 'out-try']);
+
+    const failed = `compat-wf-${randomUUID()}`;
+    bank.failNext('/TransInTry', 1, 'failure');
+    expect((await run(failed, '-tcc')).ok).toBe(false);
+    expect((await query(coordinator.dtm, failed)).transaction?.status).toBe('failed');
+    expect(await progress(failed)).toEqual(['01 action succeed', '02 action failed', '01 rollback succeed']);
+    expect(await bank.effectKinds(failed)).toEqual(['out-cancel', 'out-try']);
+  });
+
   it('resumes a workflow whose client was killed mid-way: the coordinator calls the callback, finished steps replay', async () => {
     const gid = `compat-wf-${randomUUID()}`;
     const port = await freePort();

@@ -75,6 +75,9 @@
 //	workflow               Execute("compat-wf", gid, input)
 //	                       -fail-local: a third, local branch (wf.Do) returns
 //	                       ErrFailure, so both compensations run, TransIn's first
+//	                       -tcc: TCC branches instead: busi/TransOutTry as the
+//	                       step, OnCommit busi/TransOutConfirm, OnRollback
+//	                       busi/TransOutCancel (TransIn likewise)
 //	                       -crash-after 1: the process SIGKILLs itself right after
 //	                       branch 1 is recorded (a client dying mid-workflow)
 //	workflow-serve         serves -callback's path on -listen (host:port) with
@@ -158,6 +161,7 @@ func main() {
 	callback := flag.String("callback", "", "workflow modes: the URL the coordinator calls to resume (default busi/workflow/resume)")
 	listen := flag.String("listen", "", "workflow-serve: host:port to serve the callback on")
 	crashAfter := flag.Int("crash-after", 0, "workflow: SIGKILL this process after branch N is recorded (0: never)")
+	tccSteps := flag.Bool("tcc", false, "workflow: TCC branches (Try as the step, OnCommit Confirm, OnRollback Cancel)")
 	failLocal := flag.Bool("fail-local", false, "workflow: a third branch fails (ErrFailure), so every compensation runs")
 	delay := flag.Uint64("delay", 0, "SetDelay in seconds, sent as custom_data {\"delay\":N} on submit (0: none; msg modes only)")
 	flag.Parse()
@@ -183,7 +187,7 @@ func main() {
 			fmt.Fprintln(os.Stderr, "mode workflow needs -busi and -gid; workflow-serve needs -busi and -listen")
 			os.Exit(2)
 		}
-		wf := wfFlags{base: base, callback: dtmimp.OrString(*callback, base+"/workflow/resume"), crashAfter: *crashAfter, failLocal: *failLocal, opts: opts}
+		wf := wfFlags{base: base, callback: dtmimp.OrString(*callback, base+"/workflow/resume"), crashAfter: *crashAfter, failLocal: *failLocal, tcc: *tccSteps, opts: opts}
 		registerWorkflow(*dtm, wf)
 		if *mode == "workflow-serve" {
 			serveWorkflow(*listen, wf.callback)
@@ -303,7 +307,7 @@ const wfName = "compat-wf"
 type wfFlags struct {
 	base, callback string
 	crashAfter     int
-	failLocal      bool
+	failLocal, tcc bool
 	opts           options
 }
 
@@ -311,13 +315,19 @@ type wfFlags struct {
 func registerWorkflow(dtm string, f wfFlags) {
 	workflow.InitHTTP(dtm, f.callback)
 	err := workflow.Register(wfName, func(wf *workflow.Workflow, data []byte) error {
+		post := func(url string) error {
+			_, err := wf.NewRequest().SetHeader("Content-Type", "application/json").SetBody(data).Post(url)
+			return err
+		}
 		for i, name := range []string{"TransOut", "TransIn"} {
 			url := f.base + "/" + name
-			_, err := wf.NewBranch().OnRollback(func(bb *dtmcli.BranchBarrier) error {
-				_, err := wf.NewRequest().SetHeader("Content-Type", "application/json").SetBody(data).Post(url + "Cancel")
-				return err
-			}).NewRequest().SetHeader("Content-Type", "application/json").SetBody(data).Post(url)
-			if err != nil {
+			branch := wf.NewBranch().OnRollback(func(bb *dtmcli.BranchBarrier) error { return post(url + "Cancel") })
+			action := url
+			if f.tcc {
+				branch.OnCommit(func(bb *dtmcli.BranchBarrier) error { return post(url + "Confirm") })
+				action = url + "Try"
+			}
+			if err := post(action); err != nil {
 				return err
 			}
 			if f.crashAfter == i+1 {
