@@ -42,10 +42,31 @@ describe('workflow store operations', () => {
   it('records a step once: the same record again is a repeat, another outcome is refused, the record reads back', async () => {
     const w = workflow();
     await insertTransactions(database, [w]);
-    expect(await recordProgress(database, w.gid, step)).toEqual({ kind: 'recorded' });
-    expect(await recordProgress(database, w.gid, step)).toEqual({ kind: 'repeated', same: true });
-    expect(await recordProgress(database, w.gid, { ...step, status: 'failed', data: 'no' })).toEqual({ kind: 'repeated', same: false });
+    expect(await recordProgress(database, [{ gid: w.gid, ...step }])).toEqual([{ kind: 'recorded' }]);
+    expect(await recordProgress(database, [{ gid: w.gid, ...step }])).toEqual([{ kind: 'repeated', same: true }]);
+    expect(await recordProgress(database, [{ gid: w.gid, ...step, status: 'failed', data: 'no' }])).toEqual([
+      { kind: 'repeated', same: false },
+    ]);
     expect((await findWorkflow(database, w.gid))?.progresses).toEqual([step]);
+  });
+
+  it('records a batch in one statement, each item answered in order (steps of several workflows, refusals among them)', async () => {
+    const [a, b] = [workflow(), workflow()];
+    await insertTransactions(database, [a, b]);
+    const answers = await recordProgress(database, [
+      { gid: a.gid, ...step },
+      { gid: b.gid, ...step, data: 'b' },
+      { gid: 'no-such-gid', ...step },
+      { gid: a.gid, ...step, branch_id: '02' },
+    ]);
+    expect(answers).toEqual([
+      { kind: 'recorded' },
+      { kind: 'recorded' },
+      { kind: 'refused', status: null, transType: null },
+      { kind: 'recorded' },
+    ]);
+    expect((await findWorkflow(database, a.gid))?.progresses.map((p) => p.branch_id)).toEqual(['01', '02']);
+    expect((await findWorkflow(database, b.gid))?.progresses.map((p) => p.data)).toEqual(['b']);
   });
 
   it('records nothing for a workflow that ended, a gid of another type, or no gid', async () => {
@@ -53,9 +74,13 @@ describe('workflow store operations', () => {
     const tcc = workflow({ transType: 'tcc' });
     await insertTransactions(database, [w, tcc]);
     expect(await finishWorkflow(database, w.gid, { status: 'succeed', reason: '', result: 'e30=' })).toBe(true);
-    expect(await recordProgress(database, w.gid, step)).toEqual({ kind: 'refused', status: 'succeed', transType: 'workflow' });
-    expect(await recordProgress(database, tcc.gid, step)).toEqual({ kind: 'refused', status: 'prepared', transType: 'tcc' });
-    expect(await recordProgress(database, 'no-such-gid', step)).toEqual({ kind: 'refused', status: null, transType: null });
+    expect(await recordProgress(database, [{ gid: w.gid, ...step }])).toEqual([
+      { kind: 'refused', status: 'succeed', transType: 'workflow' },
+    ]);
+    expect(await recordProgress(database, [{ gid: tcc.gid, ...step }])).toEqual([
+      { kind: 'refused', status: 'prepared', transType: 'tcc' },
+    ]);
+    expect(await recordProgress(database, [{ gid: 'no-such-gid', ...step }])).toEqual([{ kind: 'refused', status: null, transType: null }]);
     expect((await findWorkflow(database, w.gid))?.progresses).toEqual([]);
   });
 

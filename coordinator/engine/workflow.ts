@@ -8,14 +8,41 @@ import type { TransRequest } from '../../schemas/dtm.js';
 import { ConcordError } from '../../schemas/errors.js';
 import { parseJson } from '../../schemas/trans-checks.js';
 import { workflowCustomDataSchema, workflowOutcomeSchema, type WorkflowRegistration, type WorkflowReply } from '../../schemas/workflow.js';
-import { finishWorkflow, findWorkflow, recordProgress } from '../store/workflow.js';
+import type { GroupCommit } from '../store/group-commit.js';
+import { finishWorkflow, findWorkflow, recordProgress, type NewProgress, type Recorded } from '../store/workflow.js';
 import { insertTransactions } from '../store/transactions.js';
+import { again, batched, inRounds } from './batches.js';
 import type { EngineContext } from './context.js';
+import { contended } from './outcome.js';
 import { contentHash, storedOptions } from './request.js';
 import { firstResumeIn } from './workflow-decide.js';
 
 export class WorkflowEngine {
-  constructor(private readonly ctx: EngineContext) {}
+  /** Progress records of concurrent requests share a store transaction; one step twice in a batch waits for the next. */
+  private readonly records: GroupCommit<NewProgress, Recorded | ConcordError>;
+
+  constructor(private readonly ctx: EngineContext) {
+    this.records = batched(ctx, 'workflow-record', (items: NewProgress[]) =>
+      inRounds<NewProgress, Recorded | ConcordError>(
+        items,
+        async (round) => {
+          const first = new Set<number>();
+          const seen = new Set<string>();
+          round.forEach((item, i) => {
+            const key = JSON.stringify([item.gid, item.branch_id, item.op]);
+            if (!seen.has(key)) first.add(i);
+            seen.add(key);
+          });
+          const written = await recordProgress(
+            ctx.database,
+            round.filter((_, i) => first.has(i)),
+          );
+          return round.map((_, i) => (first.has(i) ? (written.shift() ?? again) : again));
+        },
+        (item) => contended(item.gid),
+      ),
+    );
+  }
 
   /** Creates the workflow (prepared) unless its gid exists; answers it with its progress records. */
   async prepare(req: TransRequest): Promise<WorkflowReply> {
@@ -68,12 +95,14 @@ export class WorkflowEngine {
 
   /** Records a step's outcome; the same record sent again is accepted, another one for the same step refused. */
   async registerBranch(reg: WorkflowRegistration): Promise<void> {
-    const outcome = await recordProgress(this.ctx.database, reg.gid, {
+    const outcome = await this.records.run({
+      gid: reg.gid,
       branch_id: reg.branch_id,
       op: reg.op,
       status: reg.status,
       data: reg.data ?? '',
     });
+    if (outcome instanceof ConcordError) throw outcome;
     if (outcome.kind === 'recorded' || (outcome.kind === 'repeated' && outcome.same)) return;
     if (outcome.kind === 'repeated') {
       // Two runs of one workflow at once (the client, and a resume): the first record wins.

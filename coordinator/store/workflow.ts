@@ -7,6 +7,8 @@ import { sql } from 'drizzle-orm';
 import { storedText } from '../../schemas/text.js';
 import type { Database } from './database.js';
 
+const p = (value: unknown) => sql.param(value);
+
 export interface ProgressRow {
   branch_id: string;
   op: string;
@@ -44,27 +46,45 @@ export type Recorded =
   /** No workflow with this gid, or it is no longer prepared. */
   | { kind: 'refused'; status: string | null; transType: string | null };
 
-/** Records one step's outcome while the workflow is prepared; the global row is locked so submit cannot pass it. */
-export async function recordProgress(database: Database, gid: string, p: ProgressRow): Promise<Recorded> {
-  const [row] = await database.rows<{ status: string | null; trans_type: string | null; inserted: number; same: number }>(
-    sql`with g as (select status, trans_type from trans_global where gid = ${gid} for share),
-        ins as (
+export interface NewProgress extends ProgressRow {
+  gid: string;
+}
+
+/**
+ * Records steps' outcomes of prepared workflows, in one statement for the batch; the global rows
+ * are locked (share, in gid order) so a submit cannot pass a record, and rows are inserted in key
+ * order, so two batches racing on the same steps cannot deadlock. The batch must not hold
+ * one (gid, branch_id, op) twice: both would read as recorded.
+ */
+export async function recordProgress(database: Database, items: NewProgress[]): Promise<Recorded[]> {
+  if (items.length === 0) return [];
+  const rows = await database.rows<{ n: number; status: string | null; trans_type: string | null; inserted: boolean; same: boolean }>(
+    sql`with u as (
+          select * from unnest(${p(items.map((i) => i.gid))}::text[], ${p(items.map((i) => i.branch_id))}::text[],
+            ${p(items.map((i) => i.op))}::text[], ${p(items.map((i) => i.status))}::text[], ${p(items.map((i) => i.data))}::text[])
+            with ordinality as u(gid, branch_id, op, status, data, n)
+        ), g as (
+          select gid, status, trans_type from trans_global where gid in (select gid from u) order by gid for share
+        ), ins as (
           insert into trans_branch_op (gid, url, data, meta, order_key, branch_id, op, status, attempts, finish_time)
-          select ${gid}, '', ${p.data}, '{}'::jsonb, null, ${p.branch_id}, ${p.op}, ${p.status}, 1, now()
-          where exists (select 1 from g where g.status = 'prepared' and g.trans_type = 'workflow')
+          select u.gid, '', u.data, '{}'::jsonb, null, u.branch_id, u.op, u.status, 1, now()
+          from u join g on g.gid = u.gid where g.status = 'prepared' and g.trans_type = 'workflow'
+          order by u.gid, u.branch_id, u.op
           on conflict (gid, branch_id, op) do nothing
-          returning 1
+          returning gid, branch_id, op
         )
-        select (select status from g) as status, (select trans_type from g) as trans_type,
-          (select count(*) from ins)::int as inserted,
-          (select count(*) from trans_branch_op where gid = ${gid} and branch_id = ${p.branch_id} and op = ${p.op}
-             and status = ${p.status} and data = ${p.data})::int as same`,
+        select u.n::int as n, g.status, g.trans_type,
+          exists (select 1 from ins where ins.gid = u.gid and ins.branch_id = u.branch_id and ins.op = u.op) as inserted,
+          exists (select 1 from trans_branch_op b where b.gid = u.gid and b.branch_id = u.branch_id and b.op = u.op
+                    and b.status = u.status and b.data = u.data) as same
+        from u left join g on g.gid = u.gid order by u.n`,
   );
-  if (!row || row.status !== 'prepared' || row.trans_type !== 'workflow') {
-    return { kind: 'refused', status: row?.status ?? null, transType: row?.trans_type ?? null };
-  }
-  if (row.inserted === 1) return { kind: 'recorded' };
-  return { kind: 'repeated', same: row.same === 1 };
+  return rows.map((row): Recorded => {
+    if (row.status !== 'prepared' || row.trans_type !== 'workflow') {
+      return { kind: 'refused', status: row.status, transType: row.trans_type };
+    }
+    return row.inserted ? { kind: 'recorded' } : { kind: 'repeated', same: row.same };
+  });
 }
 
 /**
