@@ -22,7 +22,7 @@ import { WorkflowProcessor } from './engine/workflow-process.js';
 import { SagaProcessor } from './engine/saga-process.js';
 import { listenForReplies, type ReplyListener } from '../relay/replies.js';
 import { createMetrics } from './metrics.js';
-import { OutboxDrains } from './outbox-drains.js';
+import type { OutboxDrains } from './outbox-drains.js';
 import { version } from './version.js';
 import { RetentionJob } from './retention-job.js';
 import { Scheduler } from './scheduler.js';
@@ -84,7 +84,11 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   const retention = new RetentionJob(ctx);
   let draining = false;
   const access = { apiTokens: config.apiTokens, operatorTokens: config.operatorTokens };
-  const outboxes = config.outboxes.length > 0 ? new OutboxDrains(config.outboxes, { relay, logger, metrics }) : undefined;
+  // Loaded only when configured: the drains bring the Postgres and MySQL clients.
+  const outboxes: OutboxDrains | undefined =
+    config.outboxes.length > 0
+      ? new (await import('./outbox-drains.js')).OutboxDrains(config.outboxes, { relay, logger, metrics })
+      : undefined;
   const server = await buildServer({
     logger,
     database,

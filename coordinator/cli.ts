@@ -3,10 +3,9 @@
 import { Command, Option } from 'commander';
 import { pino } from 'pino';
 import { configKeys, configSchema, envName, flagName, loadConfig, type ConfigKey } from '../schemas/config.js';
-import { barrierDdlPostgres } from '../schemas/db/barrier.js';
+import { barrierDdlMysql, barrierDdlPostgres } from '../schemas/db/barrier.js';
 import { isConcordError } from '../schemas/errors.js';
 import { version } from './version.js';
-import { outboxCommand } from './outbox-command.js';
 
 const program = new Command('concord').version(version).description('Distributed-transaction coordinator (DTM-compatible).');
 
@@ -59,11 +58,16 @@ start.action(async (flags: Record<string, string | undefined>) => {
 
 program
   .command('barrier-sql')
-  .description("Print the SQL that creates the barrier table in a service's Postgres database.")
-  .action(() => {
-    process.stdout.write(barrierDdlPostgres);
+  .description("Print the SQL that creates the barrier table in a service's Postgres (or MySQL/MariaDB) database.")
+  .option('--mysql', 'the MySQL/MariaDB table instead')
+  .action((options: { mysql?: boolean }) => {
+    process.stdout.write(options.mysql ? barrierDdlMysql : barrierDdlPostgres);
   });
 
-program.addCommand(outboxCommand());
+// The outbox tools bring database and broker clients a running coordinator does without: `start`,
+// which runs for days, does not load them.
+if (process.argv.slice(2).find((arg) => !arg.startsWith('-')) !== 'start') {
+  program.addCommand((await import('./outbox-command.js')).outboxCommand());
+}
 
 await program.parseAsync();

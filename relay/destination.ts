@@ -15,9 +15,14 @@ export function parseDestination(url: string): { scheme: string; connection: str
  */
 export function messageHeaders(delivery: Delivery): Record<string, string> {
   const { gid, branch_id, trans_type } = delivery.params;
-  const headers: Record<string, string> = { 'message-id': `${gid ?? ''}/${branch_id ?? ''}`, 'content-type': 'application/json' };
-  // Outbox rows are no DTM transaction: they carry none of these (and their own message-id).
-  if (gid !== undefined) headers['dtm-gid'] = gid;
+  // An outbox row is no DTM transaction: its own headers (with its message-id) are all it carries,
+  // and its payload need not be JSON. Taken as they are: a drain sends tens of thousands a second.
+  if (gid === undefined) return delivery.headers;
+  const headers: Record<string, string> = {
+    'message-id': `${gid}/${branch_id ?? ''}`,
+    'content-type': 'application/json',
+    'dtm-gid': gid,
+  };
   if (branch_id !== undefined) headers['dtm-branch-id'] = branch_id;
   if (trans_type !== undefined) headers['dtm-trans-type'] = trans_type;
   for (const [name, value] of Object.entries(delivery.headers)) headers[name.toLowerCase()] = value;

@@ -5,7 +5,7 @@
  *
  * Destination: kafka://<connection>/<topic>; the message key comes with the delivery.
  */
-import { Kafka, logLevel, type Message, type Producer } from 'kafkajs';
+import type { Message, Producer } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { Delivery, DeliveryResult, Publisher } from './publisher.js';
 import { messageHeaders, parseDestination, withTimeout } from './destination.js';
@@ -37,16 +37,19 @@ export function createKafkaPublisher(connections: Record<string, string[]>, logg
     if (!producer) {
       const brokers = connections[name];
       if (!brokers) return Promise.reject(new Error(`no Kafka connection named "${name}"`));
-      const kafka = new Kafka({ clientId: 'concord', brokers, logLevel: logLevel.NOTHING, retry: { retries: 2 } });
-      // Idempotent: a retried produce request cannot duplicate or reorder messages in a partition.
-      const p = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: true });
-      producer = p.connect().then(
-        () => p,
-        (err: unknown) => {
+      // kafkajs is loaded on first use: a coordinator without Kafka destinations does not carry it.
+      producer = import('kafkajs')
+        .then(async ({ Kafka, logLevel }) => {
+          const kafka = new Kafka({ clientId: 'concord', brokers, logLevel: logLevel.NOTHING, retry: { retries: 2 } });
+          // Idempotent: a retried produce request cannot duplicate or reorder messages in a partition.
+          const p = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: true });
+          await p.connect();
+          return p;
+        })
+        .catch((err: unknown) => {
           producers.delete(name);
           throw err;
-        },
-      );
+        });
       producers.set(name, producer);
     }
     return producer;

@@ -7,7 +7,7 @@
  * Destination: rabbitmq://<connection>/<exchange>/<routing key> (an empty exchange is the default
  * exchange, whose routing key is the queue name).
  */
-import { connect, type ChannelModel, type ConfirmChannel } from 'amqplib';
+import type { ChannelModel, ConfirmChannel } from 'amqplib';
 import type { Logger } from 'pino';
 import { messageHeaders, parseDestination, withTimeout } from './destination.js';
 import type { Delivery, DeliveryResult, Publisher } from './publisher.js';
@@ -28,6 +28,8 @@ export function createRabbitPublisher(connections: Record<string, string>, logge
       const url = connections[name];
       if (!url) return Promise.reject(new Error(`no RabbitMQ connection named "${name}"`));
       link = (async () => {
+        // Loaded on first use: a coordinator without RabbitMQ destinations does not carry the client.
+        const { connect } = await import('amqplib');
         const model = await connect(url);
         const channel = await model.createConfirmChannel();
         const returned = new Map<string, string>();

@@ -8,8 +8,8 @@
  * cannot be made, or is lost, is retried with capped, jittered backoff.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { connect, type ChannelModel } from 'amqplib';
-import { Kafka, logLevel, type Consumer } from 'kafkajs';
+import type { ChannelModel } from 'amqplib';
+import type { Consumer } from 'kafkajs';
 import type { Logger } from 'pino';
 import { backoffInterval, jitter } from '../schemas/backoff.js';
 import { parseDestination } from './destination.js';
@@ -72,6 +72,7 @@ export function listenForReplies(
       await consumer?.disconnect().catch(() => undefined);
     });
     keepRunning(name, async () => {
+      const { Kafka, logLevel } = await import('kafkajs'); // loaded when a saga uses Kafka, as the publisher does
       const kafka = new Kafka({ clientId: 'concord-replies', brokers, logLevel: logLevel.NOTHING });
       const admin = kafka.admin();
       await admin.connect();
@@ -120,6 +121,7 @@ export function listenForReplies(
       await model?.close().catch(() => undefined);
     });
     keepRunning(name, async () => {
+      const { connect } = await import('amqplib');
       const m = await connect(url);
       model = m;
       const closed = new Promise<void>((resolve, reject) => {

@@ -19,3 +19,18 @@ export const tccRegistrationSchema = z.looseObject({
   cancel: z.string().min(1).max(1024),
 });
 export type TccRegistration = z.infer<typeof tccRegistrationSchema>;
+
+/**
+ * The query a Try is called with, as far as a nested TCC needs it: the coordinator's API (`dtm`,
+ * which DTM's clients add for this), the gid, and the branch id that its sub-branches extend.
+ */
+export const tccTryQuerySchema = z.looseObject({
+  dtm: z.url({ error: 'dtm must be the URL of the coordinator API' }),
+  gid: gidSchema,
+  trans_type: z.literal('tcc', { error: 'a nested TCC continues a trans_type tcc' }),
+  branch_id: z
+    .string()
+    .min(1)
+    .max(38, 'branch_id leaves no room for a sub-branch')
+    .regex(/^[0-9A-Za-z_-]+$/, 'branch_id must be letters, digits, "_" or "-"'),
+});

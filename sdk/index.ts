@@ -1,13 +1,15 @@
 /** Concord's SDK: everything a service imports, as `concord/sdk`. */
 export { Msg, type MsgOptions, type DestinationOptions } from './msg.js';
 export { CoordinatorClient, type ClientOptions } from './coordinator-client.js';
-export { BranchBarrier, ensureBarrierTable } from './barrier.js';
+export { BranchBarrier, ensureBarrierTable, type BarrierSource, type SqlBarrierSource } from './barrier.js';
+export { type RedisLike, type RedisAdjustment } from './barrier-redis.js';
+export { inMysqlTransaction, mysqlExecutor, type MysqlSource } from './mysql-executor.js';
 export { BranchFailure, BranchOngoing, isBranchFailure, isBranchOngoing, dtmAnswer } from './errors.js';
 export { inTransaction, pgExecutor, drizzleExecutor, type SqlExecutor, type TransactionSource, type DrizzleLike } from './sql-executor.js';
 export { fastifyBranch, fastifyQueryPrepared, fastifyWorkflow, type BranchHandler } from './adapters/fastify.js';
 export { expressBranch, expressQueryPrepared, expressWorkflow } from './adapters/express.js';
 export { ConcordError, isConcordError, type ErrorCode } from '../schemas/errors.js';
-export { barrierDdlPostgres } from '../schemas/db/barrier.js';
+export { barrierDdlPostgres, barrierDdlMysql } from '../schemas/db/barrier.js';
 export type { BranchCallQuery } from '../schemas/dtm.js';
 export {
   consume,

@@ -5,10 +5,10 @@
  */
 import type { TransRequest } from '../schemas/dtm.js';
 import { classifyDtmAnswer } from '../schemas/dtm.js';
-import { BranchBarrier } from './barrier.js';
+import { BranchBarrier, type BarrierSource, type SqlBarrierSource } from './barrier.js';
+import type { RedisAdjustment, RedisLike } from './barrier-redis.js';
 import { CoordinatorClient, httpCall, type ClientOptions } from './coordinator-client.js';
 import { isBranchFailure } from './errors.js';
-import type { TransactionSource } from './sql-executor.js';
 
 export interface MsgOptions extends ClientOptions {
   /** Answer submit only after the branches were delivered (or failed). */
@@ -81,20 +81,25 @@ export class Msg {
   }
 
   /**
-   * Prepares, runs `business` with the barrier row in one local transaction on `db`, and submits.
-   * A BranchFailure from `business` aborts the message. Any other error leaves the outcome
-   * unknown (did the commit land?), so the query-prepared URL is asked, as the coordinator would.
+   * Prepares, runs `business` with the barrier row in one local transaction on `db` (Postgres or
+   * MySQL), and submits. A BranchFailure from `business` aborts the message. Any other error leaves
+   * the outcome unknown (did the commit land?), so the query-prepared URL is asked, as the
+   * coordinator would.
    */
-  async doAndSubmit<T, Tx = unknown>(
+  doAndSubmit<T, Tx = unknown>(queryPrepared: string, db: SqlBarrierSource, business: (tx: Tx) => Promise<T>): Promise<T | undefined>;
+  /** Redis: the local change is `change`, applied with the barrier key by one script. */
+  doAndSubmit(queryPrepared: string, redis: RedisLike, change: RedisAdjustment): Promise<number | undefined>;
+  async doAndSubmit<T, Tx>(
     queryPrepared: string,
-    db: TransactionSource,
-    business: (tx: Tx) => Promise<T>,
-  ): Promise<T | undefined> {
+    db: BarrierSource,
+    business: ((tx: Tx) => Promise<T>) | RedisAdjustment,
+  ): Promise<T | number | undefined> {
     await this.prepare(queryPrepared);
     const barrier = new BranchBarrier({ trans_type: 'msg', gid: this.gid, branch_id: '00', op: 'msg' });
-    let result: T | undefined;
+    let result: T | number | undefined;
     try {
-      result = await barrier.run(db, business);
+      // One call, two overloads: the barrier checks again that the pair fits.
+      result = await (barrier.run as (db: BarrierSource, b: typeof business) => Promise<T | number | undefined>)(db, business);
     } catch (err) {
       const decided = isBranchFailure(err) ? 'FAILURE' : await this.checkBack(queryPrepared).catch(() => 'ERROR');
       if (decided === 'FAILURE') {

@@ -7,6 +7,8 @@ import { sql, type SQL } from 'drizzle-orm';
 import type pg from 'pg';
 
 export interface SqlExecutor {
+  /** Which SQL the statements must be written in; Postgres when absent. */
+  readonly dialect?: 'postgres' | 'mysql';
   /** Runs `text` with $1, $2… placeholders; returns the rows and how many rows it changed. */
   execute(text: string, params: unknown[]): Promise<{ rowCount: number; rows: Record<string, unknown>[] }>;
 }

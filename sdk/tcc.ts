@@ -8,8 +8,14 @@
  *     await t.callBranch({ amount: 30 }, `${bank}/TransOutTry`, `${bank}/TransOutConfirm`, `${bank}/TransOutCancel`);
  *     await t.callBranch({ amount: 30 }, `${bank}/TransInTry`, `${bank}/TransInConfirm`, `${bank}/TransInCancel`);
  *   });
+ *
+ * Nested TCC, as DTM's TccFromQuery: a Try may itself call sub-branches of the same transaction
+ * with `Tcc.fromQuery(query)`; they are numbered after it (0201, 0202… inside branch 02), and the
+ * coordinator confirms or cancels them with all the others.
  */
 import type { TransRequest } from '../schemas/dtm.js';
+import { ConcordError } from '../schemas/errors.js';
+import { tccTryQuerySchema } from '../schemas/tcc.js';
 import { CoordinatorClient, httpCall, type ClientOptions } from './coordinator-client.js';
 import { BranchFailure, BranchOngoing } from './errors.js';
 
@@ -30,11 +36,29 @@ export interface TccOptions extends ClientOptions {
 export class Tcc {
   private branches = 0;
 
+  /** `parentBranchId`: the Try this instance runs in, for a nested TCC ('' at the top). */
   constructor(
     readonly client: CoordinatorClient,
     readonly gid: string,
     private readonly options: TccOptions = {},
+    readonly parentBranchId = '',
   ) {}
+
+  /**
+   * Continues the TCC a Try was called in, from that call's query parameters (DTM's TccFromQuery):
+   * its branches become sub-branches of the calling one. Missing or bad parameters throw a
+   * ConcordError INVALID_REQUEST naming the parameter (the adapters answer it with 400).
+   */
+  static fromQuery(query: unknown, options: TccOptions = {}): Tcc {
+    const parsed = tccTryQuerySchema.safeParse(query);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      const field = issue?.path.join('.') ?? '';
+      throw new ConcordError('INVALID_REQUEST', `query parameter ${field}: ${issue?.message ?? 'invalid'}`, { field });
+    }
+    const { dtm, gid, branch_id } = parsed.data;
+    return new Tcc(new CoordinatorClient(dtm, options), gid, options, branch_id);
+  }
 
   /**
    * Registers the branch, then calls its Try with `body` (JSON unless a string). Answers the Try's
@@ -42,7 +66,9 @@ export class Tcc {
    * ONGOING (425) BranchOngoing, anything else that is not 200 an Error.
    */
   async callBranch(body: unknown, tryUrl: string, confirmUrl: string, cancelUrl: string): Promise<string> {
-    const branchId = String(++this.branches).padStart(2, '0');
+    // DTM's numbering: two digits per level, so at most 99 branches per Try.
+    if (this.branches >= 99) throw new Error(`TCC ${this.gid}: more than 99 branches under '${this.parentBranchId}'`);
+    const branchId = this.parentBranchId + String(++this.branches).padStart(2, '0');
     const data = typeof body === 'string' ? body : JSON.stringify(body);
     await this.client.registerBranch({
       gid: this.gid,
@@ -53,7 +79,9 @@ export class Tcc {
       cancel: cancelUrl,
     });
     const url = new URL(tryUrl);
-    for (const [key, value] of Object.entries({ gid: this.gid, trans_type: 'tcc', branch_id: branchId, op: 'try' })) {
+    // `dtm` lets the Try continue this TCC with nested branches (DTM's clients send it too).
+    const query = { dtm: this.client.server, gid: this.gid, trans_type: 'tcc', branch_id: branchId, op: 'try' };
+    for (const [key, value] of Object.entries(query)) {
       url.searchParams.set(key, value);
     }
     const { status, text } = await httpCall('POST', url, data, this.options);

@@ -1,61 +1,117 @@
-/** The barrier's rules, on a real Postgres database, through pg and through drizzle. */
+/** The barrier's rules, one suite on real Postgres, MariaDB and Redis; drizzle and the Express adapter on Postgres. */
 import { randomUUID } from 'node:crypto';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import { sql } from 'drizzle-orm';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BranchBarrier, BranchFailure, ensureBarrierTable, expressBranch, isBranchFailure, type DrizzleLike } from '../sdk/index.js';
+import {
+  BranchBarrier,
+  BranchFailure,
+  ensureBarrierTable,
+  expressBranch,
+  isBranchFailure,
+  type BranchCallQuery,
+  type DrizzleLike,
+} from '../sdk/index.js';
+import { barrierBackends, type BarrierBackend } from './helpers/barrier-backends.js';
 import { backoffInterval, doubled, jitter } from '../schemas/backoff.js';
 import { freshDatabase } from './helpers/db.js';
 
 let pool: pg.Pool;
 beforeAll(async () => {
   pool = new pg.Pool({ connectionString: await freshDatabase() });
-  await Promise.all([ensureBarrierTable(pool), ensureBarrierTable(pool)]); // racing services are fine
+  await ensureBarrierTable(pool);
 });
 afterAll(async () => {
   await pool?.end();
 });
 
-const call = (gid: string, op: string) => new BranchBarrier({ trans_type: 'saga', gid, branch_id: '01', op });
+const call = (gid: string, op: string, trans_type: BranchCallQuery['trans_type'] = 'saga') =>
+  new BranchBarrier({ trans_type, gid, branch_id: '01', op });
+const msgCall = (gid: string) => new BranchBarrier({ trans_type: 'msg', gid, branch_id: '00', op: 'msg' });
+const failureOf = (promise: Promise<unknown>) =>
+  promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+
+describe.each(barrierBackends)('barrier on %s', (_name, open) => {
+  let store: BarrierBackend;
+  beforeAll(async () => {
+    store = await open();
+  });
+  afterAll(async () => {
+    await store?.close();
+  });
+
+  /** A new account holding 100, named by a new gid. */
+  const account = async () => {
+    const gid = randomUUID();
+    await store.setBalance(gid, 100);
+    return gid;
+  };
+
+  it('runs a repeated request once', async () => {
+    const gid = await account();
+    const ran = [];
+    for (let i = 0; i < 3; i++) ran.push(await store.apply(call(gid, 'action'), gid, -30));
+    expect(ran).toEqual([true, false, false]);
+    expect(await store.balance(gid)).toBe(70);
+  });
+
+  it.each([
+    ['saga', 'action', 'compensate'],
+    ['tcc', 'try', 'cancel'],
+  ] as const)('%s: null compensation, then the hanging %s is skipped', async (transType, origin, compensation) => {
+    const gid = await account();
+    expect(await store.apply(call(gid, compensation, transType), gid, 30)).toBe(false);
+    expect(await store.apply(call(gid, origin, transType), gid, -30)).toBe(false);
+    expect(await store.balance(gid)).toBe(100);
+  });
+
+  it('runs action then compensation in the normal order, each once', async () => {
+    const gid = await account();
+    expect(await store.apply(call(gid, 'action'), gid, -30)).toBe(true);
+    expect(await store.apply(call(gid, 'compensate'), gid, 30)).toBe(true);
+    expect(await store.apply(call(gid, 'compensate'), gid, 30)).toBe(false);
+    expect(await store.balance(gid)).toBe(100);
+  });
+
+  it('leaves no mark when the business fails, so a retry runs', async () => {
+    const gid = await account();
+    await store.setBalance(gid, 10);
+    expect(isBranchFailure(await failureOf(store.apply(call(gid, 'action'), gid, -30)))).toBe(true);
+    await store.setBalance(gid, 100);
+    expect(await store.apply(call(gid, 'action'), gid, -30)).toBe(true);
+    expect(await store.balance(gid)).toBe(70);
+  });
+
+  it('runs the business once for concurrent identical calls', async () => {
+    const gid = await account();
+    const ran = await Promise.all(Array.from({ length: 5 }, () => store.apply(call(gid, 'action'), gid, -30)));
+    expect(ran.filter(Boolean)).toHaveLength(1);
+    expect(await store.balance(gid)).toBe(70);
+  });
+
+  it('answers the check-back SUCCESS after the local change committed, and the same again', async () => {
+    const gid = await account();
+    expect(await store.apply(msgCall(gid), gid, -30)).toBe(true);
+    expect(await BranchBarrier.queryPrepared(store.source, gid)).toBe('SUCCESS');
+    expect(await BranchBarrier.queryPrepared(store.source, gid)).toBe('SUCCESS');
+    // A second run of the same message's local change is refused, not skipped.
+    expect(isBranchFailure(await failureOf(store.apply(msgCall(gid), gid, -30)))).toBe(true);
+    expect(await store.balance(gid)).toBe(70);
+  });
+
+  it('answers the check-back FAILURE when nothing committed, and then refuses the late local change', async () => {
+    const gid = await account();
+    for (let i = 0; i < 2; i++) expect(isBranchFailure(await failureOf(BranchBarrier.queryPrepared(store.source, gid)))).toBe(true);
+    expect(isBranchFailure(await failureOf(store.apply(msgCall(gid), gid, -30)))).toBe(true);
+    expect(await store.balance(gid)).toBe(100);
+  });
+});
 
 describe('barrier', () => {
-  it('runs a repeated request once', async () => {
-    const gid = randomUUID();
-    let runs = 0;
-    for (let i = 0; i < 3; i++) await call(gid, 'action').run(pool, async () => runs++);
-    expect(runs).toBe(1);
-  });
-
-  it('skips a compensation that arrives before its action (null compensation), then the late action (hanging)', async () => {
-    const gid = randomUUID();
-    const ran: string[] = [];
-    expect(await call(gid, 'compensate').run(pool, async () => ran.push('compensate'))).toBeUndefined();
-    expect(await call(gid, 'action').run(pool, async () => ran.push('action'))).toBeUndefined();
-    expect(ran).toEqual([]);
-  });
-
-  it('runs action then compensation in the normal order', async () => {
-    const gid = randomUUID();
-    const ran: string[] = [];
-    await call(gid, 'action').run(pool, async () => ran.push('action'));
-    await call(gid, 'compensate').run(pool, async () => ran.push('compensate'));
-    expect(ran).toEqual(['action', 'compensate']);
-  });
-
-  it('rolls the barrier row back with the business error, so a retry runs again', async () => {
-    const gid = randomUUID();
-    let runs = 0;
-    await expect(
-      call(gid, 'action').run(pool, async () => {
-        runs++;
-        throw new Error('db hiccup');
-      }),
-    ).rejects.toThrow('db hiccup');
-    await call(gid, 'action').run(pool, async () => runs++);
-    expect(runs).toBe(2);
-  });
-
   it('works inside a drizzle transaction, writing with the same transaction', async () => {
     const db = drizzle(pool) as unknown as DrizzleLike;
     await pool.query('create table if not exists notes (gid text)');
@@ -66,17 +122,6 @@ describe('barrier', () => {
       });
     }
     expect((await pool.query('select count(*)::int as n from notes where gid = $1', [gid])).rows[0].n).toBe(1);
-  });
-
-  it('answers the check-back from the barrier row: SUCCESS after a commit, FAILURE otherwise', async () => {
-    const committed = randomUUID();
-    await new BranchBarrier({ trans_type: 'msg', gid: committed, branch_id: '00', op: 'msg' }).run(pool, async () => undefined);
-    expect(await BranchBarrier.queryPrepared(pool, committed)).toBe('SUCCESS');
-    const never = randomUUID();
-    const failure = await BranchBarrier.queryPrepared(pool, never).catch((e: unknown) => e);
-    expect(isBranchFailure(failure)).toBe(true);
-    // Asked again, the answer stays the same.
-    expect(isBranchFailure(await BranchBarrier.queryPrepared(pool, never).catch((e: unknown) => e))).toBe(true);
   });
 
   it('refuses a barrier without the DTM query parameters, naming the missing one', () => {

@@ -2,9 +2,9 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, inject, it } from 'vitest';
 import { freePort, startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
-import { freshDatabase } from './helpers/db.js';
+import { freshDatabase, freshMysqlDatabase } from './helpers/db.js';
 import { fastCoordinator } from './helpers/poll.js';
 
 let coordinator: RunningCoordinator;
@@ -24,6 +24,17 @@ it('runs the bank-transfer quick start: one transfer lands, the overdraft rolls 
   expect(stdout).toMatch(/transferred 30/);
   expect(stdout).toMatch(/rolled back \(insufficient balance\)/);
   expect(stdout).toContain('balances [{"id":1,"balance":70},{"id":2,"balance":30}]');
+});
+
+it('runs the bank transfer with the barrier in MySQL and Redis: one transfer lands, the overdraft rolls back', async () => {
+  const script = fileURLToPath(new URL('../dist/examples/bank-transfer-mysql-redis/index.js', import.meta.url));
+  const { stdout } = await promisify(execFile)(process.execPath, [script], {
+    env: { ...process.env, CONCORD_URL: coordinator.dtm, MYSQL_URL: await freshMysqlDatabase(), REDIS_URL: inject('redisUrl') },
+    timeout: 30_000,
+  });
+  expect(stdout).toMatch(/transferred 30/);
+  expect(stdout).toMatch(/rolled back \(insufficient balance\)/);
+  expect(stdout).toContain('balances {"alice":70,"bob":30}');
 });
 
 it('runs the workflow bank transfer: one lands, a closed account is compensated, an overdraft fails at once', async () => {

@@ -4,21 +4,29 @@ import { startKafka } from './services/kafka.js';
 import { dropMysqlDatabases, startMariaDB } from './services/mariadb.js';
 import { dropDatabases, startPostgres } from './services/postgres.js';
 import { startRabbitMQ } from './services/rabbitmq.js';
+import { startRedis } from './services/redis.js';
 
 /**
- * Starts one PostgreSQL server, one Kafka broker, one RabbitMQ broker and one MariaDB server for the whole run, all at
+ * Starts one PostgreSQL server, one Kafka broker, one RabbitMQ broker, one MariaDB server and one Redis server for the whole run, all at
  * once; test files get databases on the server (test/helpers/db.ts), and topics and queues with
  * random names. A service that does not start fails the run: nothing is skipped.
  */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  const [postgres, kafka, rabbitmq, mariadb] = await Promise.allSettled([
+  const [postgres, kafka, rabbitmq, mariadb, redis] = await Promise.allSettled([
     timed('PostgreSQL', () => startPostgres({ durable: false })),
     timed('Kafka', startKafka),
     timed('RabbitMQ', startRabbitMQ),
     timed('MariaDB', startMariaDB),
+    timed('Redis', startRedis),
   ]);
-  if (postgres.status === 'rejected' || kafka.status === 'rejected' || rabbitmq.status === 'rejected' || mariadb.status === 'rejected') {
-    const results = { PostgreSQL: postgres, Kafka: kafka, RabbitMQ: rabbitmq, MariaDB: mariadb };
+  if (
+    postgres.status === 'rejected' ||
+    kafka.status === 'rejected' ||
+    rabbitmq.status === 'rejected' ||
+    mariadb.status === 'rejected' ||
+    redis.status === 'rejected'
+  ) {
+    const results = { PostgreSQL: postgres, Kafka: kafka, RabbitMQ: rabbitmq, MariaDB: mariadb, Redis: redis };
     // Stop the ones that did start, so that a failed setup leaves nothing running.
     const started = Object.values(results).flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
     await Promise.all(started.map((service) => service.stop().catch(() => {})));
@@ -34,6 +42,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   project.provide('kafkaBrokers', kafka.value.brokers);
   project.provide('amqpUrl', rabbitmq.value.url);
   project.provide('mysqlUrl', mariadb.value.url);
+  project.provide('redisUrl', redis.value.url);
   return async () => {
     const stopped = await Promise.allSettled([
       (async () => {
@@ -47,6 +56,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
         if (process.env.CONCORD_TEST_MYSQL_URL) await dropMysqlDatabases(mariadb.value.url, prefix);
         await mariadb.value.stop();
       })(),
+      redis.value.stop(),
     ]);
     const errors = stopped.flatMap((result) => (result.status === 'rejected' ? [result.reason as Error] : []));
     if (errors.length > 0)

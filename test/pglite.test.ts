@@ -1,5 +1,6 @@
 /** The embedded store: the same engine on PGlite, durable across a restart. */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -46,4 +47,20 @@ it('delivers on the embedded store and keeps unfinished work across a restart', 
   } finally {
     expect(await second.stop()).toBe(0);
   }
+});
+
+it('makes a new store from the build-time template, with its small-footprint settings, and redoes an interrupted unpack', async () => {
+  const store = join(dir, 'template');
+  // What a start killed while unpacking leaves: a staging directory and no PG_VERSION.
+  await mkdir(join(store, '.concord-template', 'base'), { recursive: true });
+  await writeFile(join(store, '.concord-template', 'base', 'partial'), 'x');
+  const node = await startCoordinator({ store, env: fastCoordinator });
+  try {
+    expect(await (await fetch(`${node.url}/api/health`)).json()).toEqual({ status: 'ok', store: 'pglite' });
+  } finally {
+    expect(await node.stop()).toBe(0);
+  }
+  expect(existsSync(join(store, '.concord-template'))).toBe(false);
+  expect(await readFile(join(store, 'postgresql.auto.conf'), 'utf8')).toMatch(/^shared_buffers = '8MB'$/m);
+  expect(existsSync(join(store, 'base', 'partial'))).toBe(false);
 });

@@ -2,7 +2,8 @@
  * TCC through the SDK's tcc(): a real coordinator, the bank service's Try/Confirm/Cancel endpoints
  * with the SDK's barrier, real Postgres. Submit confirms every branch, a failed Try cancels every
  * branch (a branch whose Try did nothing gets a null compensation), a Confirm is retried until it
- * succeeds, and a TCC whose client went silent is cancelled after timeout_to_fail.
+ * succeeds, and a TCC whose client went silent is cancelled after timeout_to_fail. Nested TCC: a Try
+ * that continues the transaction with Tcc.fromQuery (branch 0201 inside 02).
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -158,5 +159,63 @@ describe('TCC', () => {
       await first.stop('SIGKILL');
       await second?.stop();
     }
+  });
+});
+
+describe('nested TCC', () => {
+  /** TransOut (01), then the bank's nesting Try (02), which calls TransIn as 0201. */
+  const nested = async (t: Tcc) => {
+    await t.callBranch({ amount: 30 }, `${bank.url}/TransOutTry`, `${bank.url}/TransOutConfirm`, `${bank.url}/TransOutCancel`);
+    await t.callBranch(
+      { amount: 30 },
+      `${bank.url}/TransInNestedTry`,
+      `${bank.url}/TransInNestedConfirm`,
+      `${bank.url}/TransInNestedCancel`,
+    );
+  };
+  const branchStates = async (gid: string) =>
+    (await query(coordinator.dtm, gid)).branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`).sort();
+
+  it('confirms every branch, the nested one included, on submit', async () => {
+    const gid = newGid();
+    await tcc(coordinator.dtm, gid, nested, { ...options, waitResult: true });
+    expect((await query(coordinator.dtm, gid)).transaction?.status).toBe('succeed');
+    expect(await bank.effectKinds(gid)).toEqual(['in-confirm', 'in-try', 'nested-confirm', 'out-confirm', 'out-try']);
+    expect(await branchStates(gid)).toEqual([
+      '01 cancel prepared',
+      '01 confirm succeed',
+      '02 cancel prepared',
+      '02 confirm succeed',
+      '0201 cancel prepared',
+      '0201 confirm succeed',
+    ]);
+  });
+
+  it('cancels every branch when the nested Try fails', async () => {
+    const gid = newGid();
+    bank.failNext('/TransInTry', 1, 'failure');
+    await expect(tcc(coordinator.dtm, gid, nested, options)).rejects.toBeInstanceOf(BranchFailure);
+    await waitForStatus(coordinator.dtm, gid, 'failed');
+    for (const path of ['/TransOutCancel', '/TransInNestedCancel', '/TransInCancel']) expect(bank.received(gid, path)).toBe(1);
+    // Only TransOut's Try did something; the other Cancels were null compensations.
+    expect(await bank.effectKinds(gid)).toEqual(['out-cancel', 'out-try']);
+    expect(await branchStates(gid)).toEqual([
+      '01 cancel succeed',
+      '01 confirm prepared',
+      '02 cancel succeed',
+      '02 confirm prepared',
+      '0201 cancel succeed',
+      '0201 confirm prepared',
+    ]);
+  });
+
+  it('answers a nesting Try called without the coordinator in its query with 400 naming dtm', async () => {
+    const res = await fetch(`${bank.url}/TransInNestedTry?gid=${newGid()}&trans_type=tcc&branch_id=01&op=try`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"amount":30}',
+    });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { message: string }).message).toContain('dtm');
   });
 });

@@ -6,16 +6,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PGlite } from '@electric-sql/pglite';
 import { createHash } from 'node:crypto';
 import { sql, type SQL } from 'drizzle-orm';
 import { PgDialect } from 'drizzle-orm/pg-core';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
-import { drizzle as drizzlePg } from 'drizzle-orm/node-postgres';
-import { migrate as migratePg } from 'drizzle-orm/node-postgres/migrator';
-import { drizzle as drizzlePglite } from 'drizzle-orm/pglite';
-import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
-import pg from 'pg';
 import type { Logger } from 'pino';
 import { ConcordError } from '../../schemas/errors.js';
 import { lockDirectory } from './directory-lock.js';
@@ -48,7 +42,13 @@ export async function openDatabase(store: string, options: OpenOptions): Promise
   return openPglite(store, options.lockTimeout);
 }
 
+// Each store's client is loaded when that store is opened: the embedded one needs no pg, a server no PGlite.
 async function openPostgres(url: string, options: OpenOptions): Promise<Database> {
+  const [{ default: pg }, { drizzle: drizzlePg }, { migrate: migratePg }] = await Promise.all([
+    import('pg'),
+    import('drizzle-orm/node-postgres'),
+    import('drizzle-orm/node-postgres/migrator'),
+  ]);
   const pool = new pg.Pool({ connectionString: url, max: options.poolSize, connectionTimeoutMillis: 5_000 });
   // An idle client losing its connection must not crash the process; the next query reports it.
   pool.on('error', (err) => options.logger.warn({ err }, 'store connection lost'));
@@ -83,9 +83,14 @@ async function openPostgres(url: string, options: OpenOptions): Promise<Database
 
 /** One process per directory: PGlite does not lock its files, and two writers lose each other's writes. */
 async function openPglite(dir: string, lockTimeout: number): Promise<Database> {
+  const [{ drizzle: drizzlePglite }, { migrate: migratePglite }, { openPgliteStore }] = await Promise.all([
+    import('drizzle-orm/pglite'),
+    import('drizzle-orm/pglite/migrator'),
+    import('./pglite-store.js'),
+  ]);
   const lock = await lockDirectory(dir, lockTimeout * 1000);
   try {
-    const client = await PGlite.create(dir);
+    const client = await openPgliteStore(dir);
     const db = drizzlePglite(client) as unknown as Db;
     const database = makeDatabase(db, 'pglite', async () => {
       await client.close();

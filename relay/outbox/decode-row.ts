@@ -23,8 +23,16 @@ export interface DecodedRow {
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
+/** The template split around {id} once per mapping, not once per row. */
+const idTemplates = new WeakMap<OutboxMapping, string[]>();
+
 export function messageIdOf(mapping: OutboxMapping, id: string): string {
-  return mapping.messageId.replaceAll('{table}', mapping.table).replaceAll('{id}', id);
+  let parts = idTemplates.get(mapping);
+  if (!parts) {
+    parts = mapping.messageId.replaceAll('{table}', mapping.table).split('{id}');
+    idTemplates.set(mapping, parts);
+  }
+  return parts.length === 2 ? parts[0]! + id + parts[1]! : parts.join(id);
 }
 
 /** The row as a delivery, or `{ error }` saying what about it cannot be delivered. */

@@ -13,10 +13,8 @@ export interface OutboxSql {
   /** flag/delete: unpublished rows in id order; $1 = limit, $2 = after this id (the second form). */
   readFirst: string;
   readAfter: string;
-  /** flag/delete: the ids readFirst would return ($1 = limit), without the rows. */
-  readFirstIds: string;
-  /** flag/delete: the rows whose ids are in $1 that are still unpublished, in id order. */
-  readIds: string;
+  /** flag/delete: readFirst without the rows whose ids are in $2 (those in flight); $2 is never empty. */
+  readExcept: string;
   /**
    * none: the snapshot, then rows with ids in $1 (ids still missing), in ($4, $2] (the whole window,
    * when too many are missing to list), and above $2 (at most $3 of these).
@@ -103,8 +101,7 @@ export function outboxSql(checked: CheckedMapping, partition?: Partition): Outbo
     unpublished,
     readFirst: `select ${columns} from ${t} t where ${unpublished}${mine} order by ${idExpr} limit $1`,
     readAfter: `select ${columns} from ${t} t where ${unpublished}${mine} and ${idExpr} > ${idParam(2)} order by ${idExpr} limit $1`,
-    readFirstIds: `select t.${id}::text as id from ${t} t where ${unpublished}${mine} order by ${idExpr} limit $1`,
-    readIds: `select ${columns} from ${t} t where ${idMatch} and ${unpublished} order by ${idExpr}`,
+    readExcept: `select ${columns} from ${t} t where ${unpublished}${mine} and not (${idMatch.replace('$1', '$2')}) order by ${idExpr} limit $1`,
     ...(m.createdAtColumn
       ? {
           oldestAge: `select extract(epoch from now() - t.${quoteIdent(m.createdAtColumn)})::float8 as age
@@ -191,8 +188,7 @@ function mysqlOutboxSql(checked: CheckedMapping, partition?: Partition): OutboxS
     unpublished,
     readFirst: `${select} order by ${id} limit $1`,
     readAfter: `${select} and ${id} > ${idParam(2)} order by ${id} limit $1`,
-    readFirstIds: `select cast(${id} as char) as id from ${t} t where ${unpublished}${mine} order by ${id} limit $1`,
-    readIds: `select ${columns} from ${t} t where ${id} in ($1) and ${unpublished} order by ${id}`,
+    readExcept: `${select} and ${id} not in ($2) order by ${id} limit $1`,
     ...(m.createdAtColumn
       ? {
           oldestAge: `select timestampdiff(microsecond, t.${q(m.createdAtColumn)}, now(6)) / 1e6 as age

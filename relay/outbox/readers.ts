@@ -55,26 +55,17 @@ export class MarkingReader implements OutboxReader {
   async read(limit: number): Promise<ReadBatch> {
     const started = ++this.reads;
     const known = (id: string) => this.pending.has(id) || this.marked.has(id);
-    let rows: OutboxRow[];
-    let more: boolean;
-    if (this.pending.size + this.marked.size === 0) {
-      rows = (await this.pool.query<OutboxRow>(this.sql.readFirst, [limit])).rows;
-      more = rows.length === limit;
-    } else {
-      // Ids first, so the payloads of rows still in flight are not fetched again.
-      const asked = limit + this.pending.size + this.marked.size;
-      const ids = (await this.pool.query<{ id: string }>(this.sql.readFirstIds, [asked])).rows.map((r) => r.id);
-      // Rows marked since the last read are gone from the table but still counted: at most `limit` new ones.
-      const unknown = ids.filter((id) => !known(id));
-      const wanted = unknown.slice(0, limit);
-      more = ids.length === asked || unknown.length > limit;
-      rows = wanted.length === 0 ? [] : (await this.pool.query<OutboxRow>(this.sql.readIds, [wanted])).rows;
-    }
+    // Rows in flight are left out by the database, so their payloads are not fetched again.
+    const inFlight = [...this.pending, ...this.marked.keys()];
+    const { rows } =
+      inFlight.length === 0
+        ? await this.pool.query<OutboxRow>(this.sql.readFirst, [limit])
+        : await this.pool.query<OutboxRow>(this.sql.readExcept, [limit, inFlight]);
     // A mark that committed before this read began is invisible to it: forget those.
     for (const [id, at] of this.marked) if (at < started) this.marked.delete(id);
     const fresh = rows.filter((r) => !known(r.id));
     for (const r of fresh) this.pending.add(r.id);
-    return { rows: fresh, more };
+    return { rows: fresh, more: rows.length === limit };
   }
 
   async done({ ids }: HandledBatch): Promise<number> {

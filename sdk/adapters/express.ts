@@ -2,8 +2,7 @@
  * Express adapter, the twin of the Fastify one: DTM's query parameters in, DTM's answer out.
  * Structural types keep Express out of the SDK's dependencies; needs express.json() for bodies.
  */
-import { BranchBarrier } from '../barrier.js';
-import type { TransactionSource } from '../sql-executor.js';
+import { BranchBarrier, type BarrierSource } from '../barrier.js';
 import type { Workflows } from '../workflow.js';
 import { answerBranch, type BranchHandler } from './answer-branch.js';
 
@@ -21,7 +20,7 @@ export function expressBranch<B = unknown>(handler: BranchHandler<B>) {
 }
 
 /** A ready query-prepared route for Express. */
-export function expressQueryPrepared(db: TransactionSource) {
+export function expressQueryPrepared(db: BarrierSource) {
   return expressBranch(async ({ barrier }) => BranchBarrier.queryPrepared(db, barrier.call.gid));
 }
 

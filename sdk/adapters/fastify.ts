@@ -3,8 +3,7 @@
  * outcome is answered the way the coordinator reads it (200, 409 FAILURE, 425 ONGOING, 500 retry).
  * Structural types keep Fastify out of the SDK's dependencies.
  */
-import { BranchBarrier } from '../barrier.js';
-import type { TransactionSource } from '../sql-executor.js';
+import { BranchBarrier, type BarrierSource } from '../barrier.js';
 import type { Workflows } from '../workflow.js';
 import { answerBranch, type BranchHandler } from './answer-branch.js';
 
@@ -24,7 +23,7 @@ export function fastifyBranch<B = unknown>(handler: BranchHandler<B>) {
 }
 
 /** A ready query-prepared route: answers the coordinator's check-back from the barrier table. */
-export function fastifyQueryPrepared(db: TransactionSource) {
+export function fastifyQueryPrepared(db: BarrierSource) {
   return fastifyBranch(async ({ barrier }) => BranchBarrier.queryPrepared(db, barrier.call.gid));
 }
 

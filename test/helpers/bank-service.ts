@@ -5,7 +5,7 @@
  */
 import Fastify from 'fastify';
 import pg from 'pg';
-import { BranchFailure, BranchOngoing, ensureBarrierTable, fastifyBranch, fastifyQueryPrepared } from '../../sdk/index.js';
+import { BranchFailure, BranchOngoing, ensureBarrierTable, fastifyBranch, fastifyQueryPrepared, Tcc } from '../../sdk/index.js';
 
 export interface BankService {
   url: string;
@@ -39,6 +39,7 @@ export async function startBankService(databaseUrl: string): Promise<BankService
   let latency = 0;
 
   const app = Fastify();
+  let url = '';
   const branch = (path: string, kind: string) =>
     fastifyBranch<{ amount: number }>(async ({ barrier, body }) => {
       const key = `${barrier.call.gid} ${path}`;
@@ -71,7 +72,19 @@ export async function startBankService(databaseUrl: string): Promise<BankService
       app.post(path, branch(path, `${side.toLowerCase()}-${phase.toLowerCase()}`));
     }
   }
-  const url = await app.listen({ port: 0, host: '127.0.0.1' });
+  // Nested TCC: this Try continues the caller's TCC with TransIn as its sub-branch (kinds
+  // nested-confirm and nested-cancel for its own Confirm and Cancel).
+  app.post(
+    '/TransInNestedTry',
+    fastifyBranch<{ amount: number }>(async ({ barrier, body, query }) => {
+      const key = `${barrier.call.gid} /TransInNestedTry`;
+      counts.set(key, (counts.get(key) ?? 0) + 1);
+      await Tcc.fromQuery(query).callBranch(body, `${url}/TransInTry`, `${url}/TransInConfirm`, `${url}/TransInCancel`);
+    }),
+  );
+  app.post('/TransInNestedConfirm', branch('/TransInNestedConfirm', 'nested-confirm'));
+  app.post('/TransInNestedCancel', branch('/TransInNestedCancel', 'nested-cancel'));
+  url = await app.listen({ port: 0, host: '127.0.0.1' });
 
   return {
     url,

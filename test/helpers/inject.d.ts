@@ -13,5 +13,7 @@ declare module 'vitest' {
     amqpUrl: string;
     /** mysql:// URL of the test MariaDB (or MySQL) server, of a user that may create databases. */
     mysqlUrl: string;
+    /** redis:// URL of the test Redis server; tests keep apart by their keys (gids in them). */
+    redisUrl: string;
   }
 }

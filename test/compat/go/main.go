@@ -61,6 +61,13 @@
 //	tcc                    TccGlobalTransaction2: prepare, CallBranch(TransOut),
 //	                       CallBranch(TransIn), submit; a Try that fails makes the
 //	                       client abort (rollback_reason = its error) and print ok:false
+//	tcc-nested             nested TCC: CallBranch(TransOut), then CallBranch of a Try
+//	                       that this process serves itself on a loopback port
+//	                       (/TransInNestedTry): it continues the TCC with
+//	                       TccFromQuery and calls CallBranch(TransIn), branch 0201;
+//	                       branch 02's Confirm and Cancel are busi/TransInNested{Confirm,Cancel}
+//	tcc-nested-busi        the same, but branch 02's Try is busi/TransInNestedTry (the
+//	                       business service nests, e.g. with the TypeScript SDK)
 //
 // Workflow modes (github.com/dtm-labs/client/workflow, HTTP). The workflow
 // "compat-wf" has two branches, each an HTTP step recorded by the client
@@ -216,6 +223,8 @@ func main() {
 			err = runSaga(*mode, *dtm, *gid, base, opts)
 		} else if *mode == "tcc" {
 			err = runTcc(*dtm, *gid, base, opts)
+		} else if strings.HasPrefix(*mode, "tcc-nested") {
+			err = runTccNested(*mode, *dtm, *gid, base, opts)
 		} else {
 			err = runMsg(*mode, *dtm, *gid, base, opts, *delay)
 		}
@@ -390,5 +399,47 @@ func runTcc(dtm, gid, base string, opts options) error {
 				}
 			}
 			return nil, nil
+		})
+}
+
+// runTccNested calls TransOut, then a Try that nests TransIn inside it (branch 02,
+// sub-branch 0201); in mode tcc-nested that Try is served here, with TccFromQuery.
+func runTccNested(mode, dtm, gid, base string, opts options) error {
+	nestedTry := base + "/TransInNestedTry"
+	if mode == "tcc-nested" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		defer ln.Close()
+		mux := http.NewServeMux()
+		mux.HandleFunc("/TransInNestedTry", func(w http.ResponseWriter, r *http.Request) {
+			var body map[string]interface{}
+			err := json.NewDecoder(r.Body).Decode(&body)
+			var tcc *dtmcli.Tcc
+			if err == nil {
+				tcc, err = dtmcli.TccFromQuery(r.URL.Query())
+			}
+			if err == nil {
+				_, err = tcc.CallBranch(body, base+"/TransInTry", base+"/TransInConfirm", base+"/TransInCancel")
+			}
+			// DTM's own mapping: 409 FAILURE, 425 ONGOING, 500 other errors, 200 success.
+			code, res := dtmcli.Result2HttpJSON(err)
+			w.Header().Set("content-type", "application/json")
+			w.WriteHeader(code)
+			_ = json.NewEncoder(w).Encode(res)
+		})
+		go func() { _ = http.Serve(ln, mux) }()
+		nestedTry = "http://" + ln.Addr().String() + "/TransInNestedTry"
+	} else if mode != "tcc-nested-busi" {
+		usage(mode)
+	}
+	req := map[string]interface{}{"amount": 30}
+	return dtmcli.TccGlobalTransaction2(dtm, gid, func(t *dtmcli.Tcc) { opts.apply(&t.TransBase) },
+		func(t *dtmcli.Tcc) (*resty.Response, error) {
+			if _, err := t.CallBranch(req, base+"/TransOutTry", base+"/TransOutConfirm", base+"/TransOutCancel"); err != nil {
+				return nil, err
+			}
+			return t.CallBranch(req, nestedTry, base+"/TransInNestedConfirm", base+"/TransInNestedCancel")
 		})
 }
