@@ -24,6 +24,7 @@ describe('SDK workflows', () => {
   let bank: BankService;
   let service: FastifyInstance;
   let workflows: Workflows;
+  let callback: string;
   /** Called between the two transfer steps; a test replaces it to stop or crash something there. */
   let between: (gid: string) => Promise<void> = async () => undefined;
   const local: string[] = [];
@@ -38,7 +39,8 @@ describe('SDK workflows', () => {
     service = Fastify();
     const port = await freePort();
     // retryInterval 1: a workflow left prepared is resumed about a second later (the tests that need it poll for it).
-    workflows = new Workflows({ coordinator: coordinator.dtm, callback: `http://127.0.0.1:${port}/workflow/resume`, retryInterval: 1 });
+    callback = `http://127.0.0.1:${port}/workflow/resume`;
+    workflows = new Workflows({ coordinator: coordinator.dtm, callback, retryInterval: 1 });
     service.post('/workflow/resume', fastifyWorkflow(workflows));
     await service.listen({ port, host: '127.0.0.1' });
 
@@ -183,6 +185,30 @@ describe('SDK workflows', () => {
     expect(bank.received(gid, '/TransOut')).toBe(1);
     expect(await bank.effectKinds(gid)).toEqual(['in', 'out']);
   });
+
+  it.each(['ongoing', 'error', 'timeout'] as const)(
+    'stops at a step that answers %s (nothing recorded for it), and is resumed until it finishes',
+    async (kind) => {
+      const gid = newGid();
+      // The same workflow with a short call timeout; the resume runs it in the service with the default one.
+      const impatient = new Workflows({ coordinator: coordinator.dtm, callback, retryInterval: 1, timeoutMs: 500 });
+      impatient.register('transfer', async (wf: Workflow, input: Input) => {
+        await wf.callBranch(input, `${bank.url}/TransOut`, `${bank.url}/TransOutCancel`);
+        if (kind === 'timeout') bank.setLatency(1_500); // TransIn only
+        await wf.callBranch(input, `${bank.url}/TransIn`, `${bank.url}/TransInCancel`);
+      });
+      if (kind !== 'timeout') bank.failNext('/TransIn', 1, kind);
+      try {
+        await expect(impatient.execute('transfer', gid, { amount: 30 })).rejects.toThrow();
+      } finally {
+        bank.setLatency(0);
+      }
+      expect(await progress(gid)).toEqual(['01 action succeed']);
+      await waitForStatus(coordinator.dtm, gid, 'succeed', 30_000);
+      expect(await progress(gid)).toEqual(['01 action succeed', '02 action succeed']);
+      expect(await bank.effectKinds(gid)).toEqual(['in', 'out']);
+    },
+  );
 
   it('resumes a workflow without input through the same POST route, handing it no input', async () => {
     const gid = newGid();
