@@ -139,6 +139,25 @@ describe('DTM Go workflow client', () => {
     expect(await bank.effectKinds(gid)).toEqual(['in', 'out']);
   });
 
+  it.each(['ongoing', 'error'] as const)('stops at a step that answers %s, unrecorded; the resume finishes it', async (kind) => {
+    const gid = `compat-wf-${randomUUID()}`;
+    const port = await freePort();
+    const callback = `http://127.0.0.1:${port}/workflow/resume`;
+    servers.push(
+      spawn(bin, ['-dtm', coordinator.dtm, '-busi', bank.url, '-mode', 'workflow-serve', '-listen', `127.0.0.1:${port}`], {
+        stdio: 'ignore',
+      }),
+    );
+    bank.failNext('/TransIn', 1, kind);
+    const r = await run(gid, '-retry-interval', '1', '-callback', callback);
+    expect(r.ok).toBe(false);
+    expect(await progress(gid)).toEqual(['01 action succeed']);
+    await waitForStatus(coordinator.dtm, gid, 'succeed', 30_000);
+    expect(await progress(gid)).toEqual(['01 action succeed', '02 action succeed']);
+    expect(bank.received(gid, '/TransOut')).toBe(1);
+    expect(await bank.effectKinds(gid)).toEqual(['in', 'out']);
+  });
+
   it('finishes a workflow whose coordinator was SIGKILLed while a step ran: the client or the resume records the rest', async () => {
     const store = await freshDatabase();
     const first = await startCoordinator({ store, env: fastCoordinator });
