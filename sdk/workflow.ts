@@ -126,7 +126,11 @@ export class Workflow {
     this.rollbacks.push({ branchId: this.nextBranch(), fn });
   }
 
-  /** Runs the commits (`failed` false) or the compensations, last registered first, each recorded once done. */
+  /**
+   * Runs the commits (`failed` false) or the compensations, last registered first, each recorded
+   * once done. Workflows.execute calls it when the function returned or threw BranchFailure.
+   * @internal
+   */
   async finish(failed: boolean): Promise<void> {
     const op = failed ? 'rollback' : 'commit';
     const items = failed ? this.rollbacks : this.commits;
