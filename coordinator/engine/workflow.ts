@@ -59,7 +59,7 @@ export class WorkflowEngine {
     const problem = callback === '' ? undefined : this.ctx.relay.problem(callback);
     if (problem) throw new ConcordError('INVALID_REQUEST', problem, { field: 'query_prepared' });
     const options = storedOptions(req);
-    await insertTransactions(database, [
+    const created = await insertTransactions(database, [
       {
         gid: req.gid,
         transType: 'workflow',
@@ -74,6 +74,8 @@ export class WorkflowEngine {
         branches: [],
       },
     ]);
+    // A new workflow has no record yet: answer without reading it back.
+    if (created.has(req.gid)) return { transaction: { gid: req.gid, status: 'prepared', rollback_reason: '', result: '' }, progresses: [] };
     const found = await findWorkflow(database, req.gid);
     if (!found) throw new ConcordError('CONTENDED', `gid ${req.gid} was removed while it was prepared; send it again`, { field: 'gid' });
     if (found.trans.trans_type !== 'workflow') {
