@@ -75,7 +75,12 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { 
 
   app.post(
     '/submit',
-    { schema: { summary: 'Submit a message (prepared or not), a saga, or a TCC transaction (every Confirm).', ...transRoute } },
+    {
+      schema: {
+        summary: "Submit a message (prepared or not), a saga, a TCC transaction (every Confirm), or a workflow's end (req_extra).",
+        ...transRoute,
+      },
+    },
     async (request) => {
       served(request.body, ['msg', 'saga', 'tcc', 'workflow'], 'submit');
       const type = request.body.trans_type;
@@ -138,7 +143,7 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { 
           const field = issue?.path.join('.') ?? '';
           throw new ConcordError('INVALID_REQUEST', `${field || 'body'}: ${issue?.message ?? 'invalid'}`, { field });
         }
-        if (parsed.data.trans_type !== 'workflow') served(parsed.data, ['workflow'], 'prepareWorkflow');
+        served(parsed.data, ['workflow'], 'prepareWorkflow');
         return await workflow.prepare(parsed.data);
       } catch (err) {
         const refusal = workflowRefusal(err, request.body.gid);
