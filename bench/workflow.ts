@@ -4,7 +4,7 @@
  * end to end, at several concurrencies. Each of N workers runs one workflow at a time with
  * Workflows.execute and counts it when execute answered (the workflow submitted, so it is
  * finished at the coordinator). A workflow costs prepareWorkflow, two step calls, two
- * registerBranch and a submit: five requests to the coordinator, no call from it.
+ * registerBranch and a submit: four requests to the coordinator, no call from it.
  *
  *   npm run build && node dist/bench/workflow.js   (BENCH_SECONDS, BENCH_WARMUP_SECONDS, BENCH_CONCURRENCY)
  */
