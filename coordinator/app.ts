@@ -17,6 +17,8 @@ import { MsgProcessor } from './engine/msg-process.js';
 import { InFlight } from './engine/in-flight.js';
 import { SagaEngine } from './engine/saga.js';
 import { PhaseTwoEngine } from './engine/phase-two.js';
+import { WorkflowEngine } from './engine/workflow.js';
+import { WorkflowProcessor } from './engine/workflow-process.js';
 import { SagaProcessor } from './engine/saga-process.js';
 import { listenForReplies, type ReplyListener } from '../relay/replies.js';
 import { createMetrics } from './metrics.js';
@@ -78,7 +80,8 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   const xa = new PhaseTwoEngine(ctx, processor, 'xa');
   const sagaProcessor = new SagaProcessor(ctx);
   const saga = new SagaEngine(ctx, sagaProcessor);
-  const scheduler = new Scheduler(ctx, { msg: processor, saga: sagaProcessor });
+  const workflow = new WorkflowEngine(ctx);
+  const scheduler = new Scheduler(ctx, { msg: processor, saga: sagaProcessor, workflow: new WorkflowProcessor(ctx) });
   const retention = new RetentionJob(ctx);
   let draining = false;
   const access = { apiTokens: config.apiTokens, operatorTokens: config.operatorTokens };
@@ -95,6 +98,7 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
     saga,
     tcc,
     xa,
+    workflow,
     relay,
     version,
     draining: () => draining,

@@ -7,6 +7,7 @@ import { leaseSeconds, type EngineContext } from './engine/context.js';
 import { Pause } from './pause.js';
 import type { MsgProcessor } from './engine/msg-process.js';
 import type { SagaProcessor } from './engine/saga-process.js';
+import type { WorkflowProcessor } from './engine/workflow-process.js';
 import { claimDue, pendingBranches } from './store/transactions.js';
 
 export class Scheduler {
@@ -17,7 +18,7 @@ export class Scheduler {
 
   constructor(
     private readonly ctx: EngineContext,
-    private readonly processors: { msg: MsgProcessor; saga: SagaProcessor },
+    private readonly processors: { msg: MsgProcessor; saga: SagaProcessor; workflow: WorkflowProcessor },
   ) {}
 
   start(): void {
@@ -56,9 +57,13 @@ export class Scheduler {
             this.active++;
             const pending = branches.get(row.gid) ?? [];
             const key = pending.find((b) => b.order_key !== null)?.order_key;
-            const { msg, saga } = this.processors;
+            const { msg, saga, workflow } = this.processors;
             const start = (): Promise<unknown> =>
-              row.trans_type === 'saga' ? saga.run(row, startedAt, lease) : msg.run(row, pending, startedAt, lease);
+              row.trans_type === 'saga'
+                ? saga.run(row, startedAt, lease)
+                : row.trans_type === 'workflow'
+                  ? workflow.run(row, startedAt, lease)
+                  : msg.run(row, pending, startedAt, lease);
             const pass = key ? (chains.get(key) ?? Promise.resolve()).then(start) : start();
             if (key) chains.set(key, pass);
             void this.ctx.inFlight.track(pass).finally(() => {

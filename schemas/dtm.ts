@@ -55,6 +55,7 @@ export const transRequestSchema = z
     custom_data: optional(z.string().max(1024).describe('JSON text; msg: {"delay": seconds}.')),
     protocol: optional(z.string().describe('"" or "http"; gRPC and JSON-RPC are not served.')),
     rollback_reason: optional(z.string().max(1024)),
+    req_extra: optional(z.record(z.string(), z.string()).describe('Workflow submit: status, rollback_reason and result (base64).')),
     ...transOptionsShape,
   })
   .superRefine((req, ctx) => {
@@ -177,18 +178,8 @@ export const errorReplySchema = z.object({
   dtm_result: z.enum(['FAILURE', 'ONGOING']).optional(),
 });
 
-/**
- * POST /prepareWorkflow while workflows are not served. DTM's workflow client reads only
- * `transaction` and `progresses` (as protobuf JSON, whatever the HTTP status) and turns a
- * `failed` transaction into an error carrying `rollback_reason`; any other body leaves it with no
- * transaction, on which it crashes. Nothing is stored.
- */
-/** Any JSON object: whatever it holds, the answer is the same refusal, which DTM's client can read. */
+/** Any JSON object: prepareWorkflow validates it itself, so that every error reaches DTM's client as a failed workflow. */
 export const workflowBodySchema = z.looseObject({});
-export const workflowRefusalSchema = errorReplySchema.extend({
-  transaction: z.object({ gid: z.string(), status: z.literal('failed'), rollback_reason: z.string() }),
-  progresses: z.array(z.never()),
-});
 
 /** Query parameters DTM adds to every call of a branch or check-back URL. */
 export const branchCallQuerySchema = z.object({

@@ -14,6 +14,7 @@ import type { Database } from '../coordinator/store/database.js';
 import type { MsgEngine } from '../coordinator/engine/msg.js';
 import type { SagaEngine } from '../coordinator/engine/saga.js';
 import type { PhaseTwoEngine } from '../coordinator/engine/phase-two.js';
+import type { WorkflowEngine } from '../coordinator/engine/workflow.js';
 import type { Relay } from '../relay/publisher.js';
 import { version } from '../coordinator/app.js';
 
@@ -70,6 +71,7 @@ export async function renderOpenApi(): Promise<string> {
     saga: {} as SagaEngine,
     tcc: {} as PhaseTwoEngine,
     xa: {} as PhaseTwoEngine,
+    workflow: {} as WorkflowEngine,
     relay: {} as Relay,
     version,
     draining: () => false,

@@ -4,6 +4,7 @@ import { errorCodes, ConcordError, type ErrorCode } from '../schemas/errors.js';
 import type { BatchItem } from '../schemas/batch.js';
 import type { TransRequest } from '../schemas/dtm.js';
 import type { BranchRegistration } from '../schemas/xa.js';
+import type { WorkflowRegistration, WorkflowReply } from '../schemas/workflow.js';
 
 export interface ClientOptions {
   /** Milliseconds a call to the coordinator may take. Default 10 000. */
@@ -72,6 +73,16 @@ export class CoordinatorClient {
 
   /** TCC and XA: records a branch's phase-two calls while the transaction is prepared. */
   async registerBranch(body: BranchRegistration): Promise<void> {
+    await this.call('POST', '/registerBranch', body);
+  }
+
+  /** Workflow: creates it, or answers it with the steps it recorded. */
+  async prepareWorkflow(body: TransRequest): Promise<WorkflowReply> {
+    return (await this.call('POST', '/prepareWorkflow', body)) as WorkflowReply;
+  }
+
+  /** Workflow: records one step's outcome. */
+  async recordProgress(body: WorkflowRegistration): Promise<void> {
     await this.call('POST', '/registerBranch', body);
   }
 

@@ -8,8 +8,8 @@ export { type RedisLike, type RedisAdjustment } from './barrier-redis.js';
 export { inMysqlTransaction, mysqlExecutor, type MysqlSource } from './mysql-executor.js';
 export { BranchFailure, BranchOngoing, isBranchFailure, isBranchOngoing, dtmAnswer } from './errors.js';
 export { inTransaction, pgExecutor, drizzleExecutor, type SqlExecutor, type TransactionSource, type DrizzleLike } from './sql-executor.js';
-export { fastifyBranch, fastifyQueryPrepared, type BranchHandler } from './adapters/fastify.js';
-export { expressBranch, expressQueryPrepared } from './adapters/express.js';
+export { fastifyBranch, fastifyQueryPrepared, fastifyWorkflow, type BranchHandler } from './adapters/fastify.js';
+export { expressBranch, expressQueryPrepared, expressWorkflow } from './adapters/express.js';
 export { ConcordError, isConcordError, type ErrorCode } from '../schemas/errors.js';
 export { barrierDdlPostgres, barrierDdlMysql } from '../schemas/db/barrier.js';
 export type { BranchCallQuery } from '../schemas/dtm.js';
@@ -39,6 +39,7 @@ export {
   type XaConnectionOf,
   type XaDatabase,
 } from './xa-local.js';
+export { Workflows, Workflow, type WorkflowsOptions, type WorkflowFunction, type StepDefinition, type StepContext } from './workflow.js';
 export {
   participant,
   type Participant,

@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, inject, it } from 'vitest';
-import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
+import { freePort, startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
 import { freshDatabase, freshMysqlDatabase } from './helpers/db.js';
 import { fastCoordinator } from './helpers/poll.js';
 
@@ -35,4 +35,16 @@ it('runs the bank transfer with the barrier in MySQL and Redis: one transfer lan
   expect(stdout).toMatch(/transferred 30/);
   expect(stdout).toMatch(/rolled back \(insufficient balance\)/);
   expect(stdout).toContain('balances {"alice":70,"bob":30}');
+});
+
+it('runs the workflow bank transfer: one lands, a closed account is compensated, an overdraft fails at once', async () => {
+  const script = fileURLToPath(new URL('../dist/examples/workflow-transfer/index.js', import.meta.url));
+  const { stdout } = await promisify(execFile)(process.execPath, [script], {
+    env: { ...process.env, CONCORD_URL: coordinator.dtm, DATABASE_URL: await freshDatabase(), PORT: String(await freePort()) },
+    timeout: 30_000,
+  });
+  expect(stdout).toMatch(/transferred 30/);
+  expect(stdout).toMatch(/rolled back \(.*account 3 is closed\)/);
+  expect(stdout).toMatch(/rolled back \(insufficient balance\)/);
+  expect(stdout).toContain('balances [{"id":1,"balance":70},{"id":2,"balance":30},{"id":3,"balance":0}]');
 });

@@ -152,7 +152,7 @@ describe('API contract', () => {
     [{ gid: 'ok', trans_type: 'msg', custom_data: '{nope', steps: [{ action: 'http://x/a' }] }, 'custom_data'],
     [{ gid: 'ok', trans_type: 'msg', custom_data: '{"delay":"soon"}', steps: [{ action: 'http://x/a' }] }, 'custom_data'],
     [{ gid: 'ok', trans_type: 'msg', protocol: 'grpc', steps: [{ action: 'http://x/a' }] }, 'protocol'],
-    [{ gid: 'ok', trans_type: 'workflow', steps: [{ action: 'http://x/a' }] }, 'trans_type'],
+    [{ gid: 'ok', trans_type: 'workflow', steps: [{ action: 'http://x/a' }] }, 'req_extra.status'],
   ])('rejects %j with a 4xx naming %s', async (body, field) => {
     const res = await post(`${coordinator.dtm}/submit`, body);
     expect(res.status).toBe(400);

@@ -9,6 +9,7 @@ import { findTextProblem } from '../../schemas/text.js';
 import type { MsgEngine } from '../engine/msg.js';
 import type { SagaEngine } from '../engine/saga.js';
 import type { PhaseTwoEngine } from '../engine/phase-two.js';
+import type { WorkflowEngine } from '../engine/workflow.js';
 import type { Relay } from '../../relay/publisher.js';
 import type { Metrics } from '../metrics.js';
 import type { Database } from '../store/database.js';
@@ -29,6 +30,7 @@ export interface ServerDeps {
   saga: SagaEngine;
   tcc: PhaseTwoEngine;
   xa: PhaseTwoEngine;
+  workflow: WorkflowEngine;
   relay: Relay;
   version: string;
   /** True once shutdown began: new work is refused so it can go to another node. */
@@ -125,6 +127,7 @@ export async function buildServer(deps: ServerDeps) {
     saga: deps.saga,
     tcc: deps.tcc,
     xa: deps.xa,
+    workflow: deps.workflow,
     relay: deps.relay,
     version: deps.version,
   });

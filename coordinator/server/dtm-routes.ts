@@ -16,7 +16,6 @@ import {
   transRequestSchema,
   unsubscribeQuerySchema,
   workflowBodySchema,
-  workflowRefusalSchema,
   type TransRequest,
 } from '../../schemas/dtm.js';
 import type { Relay } from '../../relay/publisher.js';
@@ -25,7 +24,11 @@ import { ConcordError } from '../../schemas/errors.js';
 import type { MsgEngine } from '../engine/msg.js';
 import type { SagaEngine } from '../engine/saga.js';
 import type { PhaseTwoEngine } from '../engine/phase-two.js';
-import { branchRegistrationSchema } from '../../schemas/xa.js';
+import { tccRegistrationSchema } from '../../schemas/tcc.js';
+import { xaRegistrationSchema } from '../../schemas/xa.js';
+import type { WorkflowEngine } from '../engine/workflow.js';
+import { workflowRefusalSchema, workflowRegistrationSchema, workflowReplySchema } from '../../schemas/workflow.js';
+import { workflowRefusal } from './workflow-refusal.js';
 import type { Database } from '../store/database.js';
 import { getTransaction, listTransactions } from '../store/queries.js';
 import { branchView, redacted, transactionView } from './views.js';
@@ -36,6 +39,7 @@ export interface DtmRoutesOptions {
   saga: SagaEngine;
   tcc: PhaseTwoEngine;
   xa: PhaseTwoEngine;
+  workflow: WorkflowEngine;
   relay: Relay;
   version: string;
 }
@@ -49,7 +53,10 @@ const redactionNote =
 type SubscribeQuery = z.infer<typeof subscribeQuerySchema>;
 type UnsubscribeQuery = z.infer<typeof unsubscribeQuerySchema>;
 
-export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { database, msg, saga, tcc, xa, relay, version }) => {
+export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (
+  app,
+  { database, msg, saga, tcc, xa, workflow, relay, version },
+) => {
   const phaseTwo = { tcc, xa };
   /** Types not served (yet) get a clear 400, not a half-made transaction. */
   const served = (req: TransRequest, types: string[], what: string): void => {
@@ -81,15 +88,16 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { 
     '/submit',
     {
       schema: {
-        summary: 'Submit a message (prepared or not), a saga, or a TCC or XA transaction (every Confirm or XA commit).',
+        summary:
+          "Submit a message (prepared or not), a saga, a TCC or XA transaction (every Confirm or XA commit), or a workflow's end (req_extra).",
         ...transRoute,
       },
     },
     async (request) => {
-      served(request.body, ['msg', 'saga', 'tcc', 'xa'], 'submit');
+      served(request.body, ['msg', 'saga', 'tcc', 'xa', 'workflow'], 'submit');
       const type = request.body.trans_type;
-      const engine = type === 'saga' ? saga : type === 'tcc' || type === 'xa' ? phaseTwo[type] : msg;
-      await engine.submit(request.body);
+      if (type === 'workflow') await workflow.submit(request.body);
+      else await (type === 'saga' ? saga : type === 'tcc' || type === 'xa' ? phaseTwo[type] : msg).submit(request.body);
       return success;
     },
   );
@@ -111,13 +119,17 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { 
       path,
       {
         schema: {
-          summary: "TCC: record a branch's Confirm and Cancel URLs; XA: a branch's phase-two URL (op commit or rollback).",
-          body: branchRegistrationSchema,
+          summary:
+            "TCC: record a branch's Confirm and Cancel URLs; XA: a branch's phase-two URL (op commit or rollback); workflow: a step's outcome (while prepared).",
+          body: z.discriminatedUnion('trans_type', [tccRegistrationSchema, xaRegistrationSchema, workflowRegistrationSchema], {
+            error: 'registerBranch serves trans_type tcc, xa or workflow',
+          }),
           response: { 200: dtmResultSchema, ...errors },
         },
       },
       async (request) => {
-        await phaseTwo[request.body.trans_type].registerBranch(request.body);
+        const body = request.body;
+        await (body.trans_type === 'workflow' ? workflow.registerBranch(body) : phaseTwo[body.trans_type].registerBranch(body));
         return success;
       },
     );
@@ -127,26 +139,33 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { 
     '/prepareWorkflow',
     {
       schema: {
-        summary: "DTM workflow: not served yet; answered so that DTM's workflow client returns an error (nothing is stored).",
+        summary: 'DTM workflow: create the workflow, or return it with the steps it recorded (a resumed run replays them).',
+        description: "Errors have the reply's shape too (a failed transaction), so DTM's workflow client returns them as errors.",
         body: workflowBodySchema,
-        // A body that is not a JSON object gets the common error reply.
-        response: { 400: z.union([workflowRefusalSchema, errorReplySchema]) },
+        response: {
+          200: workflowReplySchema,
+          400: z.union([workflowRefusalSchema, errorReplySchema]),
+          404: workflowRefusalSchema,
+          409: workflowRefusalSchema,
+          503: z.union([workflowRefusalSchema, errorReplySchema]),
+        },
       },
     },
     async (request, reply) => {
-      const message = 'trans_type workflow is not supported by this coordinator (yet)';
-      return reply.status(400).send({
-        code: 'UNSUPPORTED',
-        message,
-        field: 'trans_type',
-        dtm_result: 'FAILURE' as const,
-        transaction: {
-          gid: typeof request.body.gid === 'string' ? request.body.gid.slice(0, 128) : '',
-          status: 'failed' as const,
-          rollback_reason: message,
-        },
-        progresses: [],
-      });
+      try {
+        const parsed = transRequestSchema.safeParse(request.body);
+        if (!parsed.success) {
+          const issue = parsed.error.issues[0];
+          const field = issue?.path.join('.') ?? '';
+          throw new ConcordError('INVALID_REQUEST', `${field || 'body'}: ${issue?.message ?? 'invalid'}`, { field });
+        }
+        served(parsed.data, ['workflow'], 'prepareWorkflow');
+        return await workflow.prepare(parsed.data);
+      } catch (err) {
+        const refusal = workflowRefusal(err, request.body.gid);
+        if (!refusal) throw err;
+        return reply.status(refusal.status).send(refusal.body);
+      }
     },
   );
 

@@ -3,6 +3,7 @@
  * Structural types keep Express out of the SDK's dependencies; needs express.json() for bodies.
  */
 import { BranchBarrier, type BarrierSource } from '../barrier.js';
+import type { Workflows } from '../workflow.js';
 import { answerBranch, type BranchHandler } from './answer-branch.js';
 
 interface ResponseLike {
@@ -21,4 +22,12 @@ export function expressBranch<B = unknown>(handler: BranchHandler<B>) {
 /** A ready query-prepared route for Express. */
 export function expressQueryPrepared(db: BarrierSource) {
   return expressBranch(async ({ barrier }) => BranchBarrier.queryPrepared(db, barrier.call.gid));
+}
+
+/** The route the coordinator calls to resume a workflow, for Express (with express.json()). */
+export function expressWorkflow(workflows: Pick<Workflows, 'resume'>) {
+  return async (req: { query: unknown; body: unknown }, res: ResponseLike): Promise<void> => {
+    const answer = await workflows.resume(req.query, req.body);
+    res.status(answer.status).json(answer.body);
+  };
 }

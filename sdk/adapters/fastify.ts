@@ -4,6 +4,7 @@
  * Structural types keep Fastify out of the SDK's dependencies.
  */
 import { BranchBarrier, type BarrierSource } from '../barrier.js';
+import type { Workflows } from '../workflow.js';
 import { answerBranch, type BranchHandler } from './answer-branch.js';
 
 export type { BranchHandler } from './answer-branch.js';
@@ -24,4 +25,12 @@ export function fastifyBranch<B = unknown>(handler: BranchHandler<B>) {
 /** A ready query-prepared route: answers the coordinator's check-back from the barrier table. */
 export function fastifyQueryPrepared(db: BarrierSource) {
   return fastifyBranch(async ({ barrier }) => BranchBarrier.queryPrepared(db, barrier.call.gid));
+}
+
+/** The route the coordinator calls to resume a workflow (WorkflowsOptions.callback): `app.post(path, fastifyWorkflow(workflows))`. */
+export function fastifyWorkflow(workflows: Pick<Workflows, 'resume'>) {
+  return async (request: { query: unknown; body: unknown }, reply: ReplyLike): Promise<unknown> => {
+    const answer = await workflows.resume(request.query, request.body);
+    return reply.status(answer.status).send(answer.body);
+  };
 }

@@ -69,14 +69,27 @@
 //	tcc-nested-busi        the same, but branch 02's Try is busi/TransInNestedTry (the
 //	                       business service nests, e.g. with the TypeScript SDK)
 //
-// Workflow mode (github.com/dtm-labs/client/workflow, HTTP):
+// Workflow modes (github.com/dtm-labs/client/workflow, HTTP). The workflow
+// "compat-wf" has two branches, each an HTTP step recorded by the client
+// (wf.NewRequest) with its compensation registered beside it (OnRollback):
+// busi/TransOut (rollback busi/TransOutCancel), then busi/TransIn (rollback
+// busi/TransInCancel), body = the workflow's input {"amount":30}. The
+// callback the coordinator calls to resume it is -callback (default
+// busi/workflow/resume). They run outside the panic guard of the other
+// modes, so a reply the client cannot read crashes the process (exit code
+// 2, no result line) instead of printing an error.
 //
-//	workflow               InitHTTP(dtm, busi/workflow/resume), Register("compat-wf", a
-//	                       handler that does nothing), Execute("compat-wf", gid, "{}"):
-//	                       the coordinator's /prepareWorkflow reply decides. This mode
-//	                       runs outside the panic guard of the others, so a reply
-//	                       the client cannot read crashes the process (exit code 2,
-//	                       no result line) instead of printing an error.
+//	workflow               Execute("compat-wf", gid, input)
+//	                       -fail-local: a third, local branch (wf.Do) returns
+//	                       ErrFailure, so both compensations run, TransIn's first
+//	                       -tcc: TCC branches instead: busi/TransOutTry as the
+//	                       step, OnCommit busi/TransOutConfirm, OnRollback
+//	                       busi/TransOutCancel (TransIn likewise)
+//	                       -crash-after 1: the process SIGKILLs itself right after
+//	                       branch 1 is recorded (a client dying mid-workflow)
+//	workflow-serve         serves -callback's path on -listen (host:port) with
+//	                       workflow.ExecuteByQS, printing "listening" once it
+//	                       accepts; runs until killed
 //
 // XA modes (test/helpers/xa-bank.ts's paths: each bank serves POST <base>/Trans,
 // body {"account","amount"}; see xa.go):
@@ -104,10 +117,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/dtm-labs/client/dtmcli"
 	"github.com/dtm-labs/client/dtmcli/dtmimp"
@@ -164,6 +180,11 @@ func main() {
 	amount := flag.Int("amount", 30, "xa: the amount moved")
 	db := flag.String("db", "", "xa-busi: the branch database, mysql://user:pw@host:port/db or postgres://…")
 	barrierTable := flag.String("barrier-table", "", "xa-busi: DTM's barrier table (default dtm_barrier.barrier)")
+	callback := flag.String("callback", "", "workflow modes: the URL the coordinator calls to resume (default busi/workflow/resume)")
+	listen := flag.String("listen", "", "workflow-serve: host:port to serve the callback on")
+	crashAfter := flag.Int("crash-after", 0, "workflow: SIGKILL this process after branch N is recorded (0: never)")
+	tccSteps := flag.Bool("tcc", false, "workflow: TCC branches (Try as the step, OnCommit Confirm, OnRollback Cancel)")
+	failLocal := flag.Bool("fail-local", false, "workflow: a third branch fails (ErrFailure), so every compensation runs")
 	delay := flag.Uint64("delay", 0, "SetDelay in seconds, sent as custom_data {\"delay\":N} on submit (0: none; msg modes only)")
 	flag.Parse()
 
@@ -188,12 +209,18 @@ func main() {
 		}
 	}
 
-	if *mode == "workflow" {
-		if *busi == "" || *gid == "" {
-			fmt.Fprintln(os.Stderr, "mode workflow needs -busi and -gid")
+	if strings.HasPrefix(*mode, "workflow") {
+		base := strings.TrimSuffix(*busi, "/")
+		if base == "" || *mode == "workflow" && *gid == "" || *mode == "workflow-serve" && *listen == "" {
+			fmt.Fprintln(os.Stderr, "mode workflow needs -busi and -gid; workflow-serve needs -busi and -listen")
 			os.Exit(2)
 		}
-		if err := runWorkflow(*dtm, *gid, strings.TrimSuffix(*busi, "/")); err != nil {
+		wf := wfFlags{base: base, callback: dtmimp.OrString(*callback, base+"/workflow/resume"), crashAfter: *crashAfter, failLocal: *failLocal, tcc: *tccSteps, opts: opts}
+		registerWorkflow(*dtm, wf)
+		if *mode == "workflow-serve" {
+			serveWorkflow(*listen, wf.callback)
+		}
+		if err := workflow.Execute(wfName, *gid, []byte(`{"amount":30}`)); err != nil {
 			finish(result{Ok: false, Error: err.Error()})
 		}
 		finish(result{Ok: true})
@@ -307,13 +334,81 @@ func runSaga(mode, dtm, gid, base string, opts options) error {
 	return saga.Submit()
 }
 
-func runWorkflow(dtm, gid, base string) error {
-	workflow.InitHTTP(dtm, base+"/workflow/resume")
-	name := "compat-wf"
-	if err := workflow.Register(name, func(wf *workflow.Workflow, data []byte) error { return nil }); err != nil {
-		return err
+const wfName = "compat-wf"
+
+type wfFlags struct {
+	base, callback string
+	crashAfter     int
+	failLocal, tcc bool
+	opts           options
+}
+
+// registerWorkflow registers compat-wf: two recorded HTTP branches with their rollbacks.
+func registerWorkflow(dtm string, f wfFlags) {
+	workflow.InitHTTP(dtm, f.callback)
+	err := workflow.Register(wfName, func(wf *workflow.Workflow, data []byte) error {
+		post := func(url string) error {
+			_, err := wf.NewRequest().SetHeader("Content-Type", "application/json").SetBody(data).Post(url)
+			return err
+		}
+		for i, name := range []string{"TransOut", "TransIn"} {
+			url := f.base + "/" + name
+			branch := wf.NewBranch().OnRollback(func(bb *dtmcli.BranchBarrier) error { return post(url + "Cancel") })
+			action := url
+			if f.tcc {
+				branch.OnCommit(func(bb *dtmcli.BranchBarrier) error { return post(url + "Confirm") })
+				action = url + "Try"
+			}
+			if err := post(action); err != nil {
+				return err
+			}
+			if f.crashAfter == i+1 {
+				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			}
+		}
+		if f.failLocal {
+			_, err := wf.NewBranch().Do(func(bb *dtmcli.BranchBarrier) ([]byte, error) {
+				return nil, fmt.Errorf("compat-client: local branch refused %w", dtmcli.ErrFailure)
+			})
+			return err
+		}
+		return nil
+	}, func(wf *workflow.Workflow) { f.opts.apply(wf.TransBase) })
+	if err != nil {
+		panic(err)
 	}
-	return workflow.Execute(name, gid, []byte("{}"))
+}
+
+// serveWorkflow answers the coordinator's resume calls as a DTM service would: 200,
+// 409 for ErrFailure (the workflow rolled back), 425 for ErrOngoing, 500 otherwise.
+func serveWorkflow(listen, callback string) {
+	u, err := url.Parse(callback)
+	if err != nil {
+		panic(err)
+	}
+	http.HandleFunc(u.Path, func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		err := workflow.ExecuteByQS(r.URL.Query(), body)
+		switch {
+		case err == nil:
+			_, _ = w.Write([]byte(`{"dtm_result":"SUCCESS"}`))
+		case errors.Is(err, dtmcli.ErrFailure):
+			w.WriteHeader(http.StatusConflict)
+			_, _ = w.Write([]byte(`{"dtm_result":"FAILURE"}`))
+		case errors.Is(err, dtmcli.ErrOngoing):
+			w.WriteHeader(http.StatusTooEarly)
+			_, _ = w.Write([]byte(`{"dtm_result":"ONGOING"}`))
+		default:
+			w.WriteHeader(http.StatusInternalServerError)
+			_, _ = w.Write([]byte(err.Error()))
+		}
+	})
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("listening")
+	panic(http.Serve(ln, nil))
 }
 
 func runTcc(dtm, gid, base string, opts options) error {

@@ -1,0 +1,45 @@
+/**
+ * What a workflow needs from the coordinator, decided from its row alone (no I/O). The client runs
+ * a workflow's code and records each step; the coordinator only keeps the record and, when a
+ * workflow stays prepared (its client crashed or failed to reach the coordinator), calls the
+ * workflow's callback (query_prepared, op = the workflow's name, body = its input), as DTM does, so
+ * the service runs it again: recorded steps replay, the rest run, and the run submits the outcome.
+ */
+import type { StoredOptions } from '../../schemas/db/tables.js';
+import { parseJson } from '../../schemas/trans-checks.js';
+import { workflowCustomDataSchema } from '../../schemas/workflow.js';
+
+export interface WorkflowView {
+  status: string;
+  /** The callback the service serves to resume a workflow ('' when it serves none). */
+  query_prepared: string;
+  /** {"name": …, "data": base64 of the input}. */
+  custom_data: string;
+}
+
+export type WorkflowDecision =
+  /** Succeed or failed: nothing left to do. */
+  | { kind: 'finished' }
+  /** Call the callback with op = name and the input as body; the run that answers submits the outcome. */
+  | { kind: 'resume'; url: string; name: string; payload: string }
+  /** Still prepared but nothing can resume it (no callback, or no name): look again later. */
+  | { kind: 'wait'; reason: string };
+
+export function decideWorkflow(view: WorkflowView): WorkflowDecision {
+  if (view.status !== 'prepared') return { kind: 'finished' };
+  const custom = workflowCustomDataSchema.safeParse(parseJson(view.custom_data));
+  if (!custom.success) return { kind: 'wait', reason: 'custom_data does not name the workflow' };
+  if (view.query_prepared === '') return { kind: 'wait', reason: 'the workflow was prepared without a callback URL' };
+  const payload = Buffer.from(custom.data.data ?? '', 'base64').toString('utf8');
+  return { kind: 'resume', url: view.query_prepared, name: custom.data.name, payload };
+}
+
+/**
+ * Seconds a new workflow is left to its client before the first resume: DTM's retry_interval,
+ * else timeout_to_fail when it is shorter than the configured interval, else that interval.
+ */
+export function firstResumeIn(options: StoredOptions, retryInterval: number): number {
+  if (options.retry_interval) return options.retry_interval;
+  if (options.timeout_to_fail && options.timeout_to_fail < retryInterval) return options.timeout_to_fail;
+  return retryInterval;
+}
