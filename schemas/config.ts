@@ -164,8 +164,22 @@ export const configSchema = z
     waitResultTimeout: secondsSchema(0)
       .default(30)
       .describe('Seconds a saga submit with wait_result waits for the end before answering 425 (ONGOING).'),
-    alertWebhook: z.string().url().optional().describe('URL POSTed {gid, status, branch, error, retry_count} when retries pile up.'),
+    alertWebhook: z
+      .string()
+      .url()
+      .optional()
+      .describe(
+        'URL POSTed a JSON alert (docs/operations.md#alerts) when retries pile up, a saga needs attention, delivery stalls, a broker connection is down, an outbox lags or parks rows.',
+      ),
     alertRetryLimit: z.coerce.number().int().min(1).default(3).describe('Failed attempts on a branch before the alert webhook is called.'),
+    stalledAfter: z.coerce
+      .number()
+      .min(0)
+      .max(maxDurationSeconds)
+      .default(60)
+      .describe(
+        'Seconds after which due work counts as stalled (readiness fails, alert `stalled`): work overdue and unclaimed that long, or an unfinished transaction that old whose last branch call or check-back failed; 0 turns the check off (docs/operations.md).',
+      ),
   })
   .strict()
   .superRefine((c, ctx) => {

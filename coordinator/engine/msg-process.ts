@@ -175,6 +175,14 @@ export class MsgProcessor {
   /** Tells the alert webhook that a transaction keeps failing. */
   private alert(trans: TransRow, branchId: string, error: string): void {
     if (trans.retry_count + 1 < this.ctx.config.alertRetryLimit) return;
-    sendAlert(this.ctx, { gid: trans.gid, status: trans.status, branch: branchId, error, retry_count: trans.retry_count + 1 });
+    sendAlert(this.ctx, {
+      kind: 'retries',
+      gid: trans.gid,
+      trans_type: trans.trans_type,
+      status: trans.status,
+      branch: branchId,
+      error,
+      retry_count: trans.retry_count + 1,
+    });
   }
 }

@@ -132,11 +132,29 @@ export class SagaProcessor {
       const used = stepPolicy(b, options, config).used;
       if (verdict.retry) {
         log.warn({ branchId: b.branch_id, op: b.op, detail, attempts: b.attempts, retryIn: verdict.retry.retryIn }, 'saga step will retry');
-        if (verdict.retry.alert) sendAlert(this.ctx, { gid: trans.gid, status, branch: b.branch_id, error: detail, retry_count: used });
+        if (verdict.retry.alert) {
+          sendAlert(this.ctx, {
+            kind: 'retries',
+            gid: trans.gid,
+            trans_type: 'saga',
+            status,
+            branch: b.branch_id,
+            error: detail,
+            retry_count: used,
+          });
+        }
       }
       write(b, verdict.update);
       if (!verdict.attention) return undefined;
-      sendAlert(this.ctx, { gid: trans.gid, status: 'needs_attention', branch: b.branch_id, error: verdict.attention, retry_count: used });
+      sendAlert(this.ctx, {
+        kind: 'needs_attention',
+        gid: trans.gid,
+        trans_type: 'saga',
+        status: 'needs_attention',
+        branch: b.branch_id,
+        error: verdict.attention,
+        retry_count: used,
+      });
       return finish({ status: 'needs_attention', delay: 0, attention: verdict.attention }, verdict.attention);
     };
 
