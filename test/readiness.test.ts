@@ -8,11 +8,13 @@ import { createServer as createHttpServer, type Server } from 'node:http';
 import { connect as connectTcp, createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { connect } from 'amqplib';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Msg } from '../sdk/index.js';
 import { freePort, startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
 import { freshDatabase } from './helpers/db.js';
 import { fastCoordinator, waitForStatus } from './helpers/poll.js';
+import { receiver } from './helpers/outbox.js';
 
 /** An HTTP participant that answers 503 until it is told to come up. */
 let participant: { server: Server; url: string; up: boolean };
@@ -212,6 +214,66 @@ describe('readiness: broker connections', () => {
     } finally {
       await channel.deleteQueue(queue);
       await admin.close();
+    }
+  });
+});
+
+describe('alerts: outbox drains', () => {
+  it('alerts when a drain lags past its lagThreshold, when it catches up, and when rows are parked', async () => {
+    const outboxUrl = await freshDatabase();
+    const pool = new pg.Pool({ connectionString: outboxUrl });
+    const refusing = await receiver(() => true);
+    await pool.query(`create table lag_outbox (id bigserial primary key, body text not null, created_at timestamptz not null default now(), done boolean not null default false);
+      create table refused_outbox (id bigserial primary key, body text not null, published_at timestamptz);
+      insert into refused_outbox (body) values ('first'), ('second');`);
+    const coordinator = await startCoordinator({
+      store: await freshDatabase(),
+      env: {
+        ...fastCoordinator,
+        CONCORD_ALERT_WEBHOOK: alerts.url,
+        CONCORD_OUTBOXES: JSON.stringify([
+          {
+            database: outboxUrl,
+            table: 'lag_outbox',
+            destination: `http://127.0.0.1:${await freePort()}/nobody`,
+            payloadColumn: 'body',
+            createdAtColumn: 'created_at',
+            published: 'flag',
+            publishedColumn: 'done',
+            lagThreshold: 60,
+          },
+          {
+            database: outboxUrl,
+            table: 'refused_outbox',
+            name: 'refused',
+            destination: refusing.url,
+            payloadColumn: 'body',
+            published: 'flag',
+            publishedColumn: 'published_at',
+          },
+        ]),
+      },
+    });
+    try {
+      await expect
+        .poll(() => alerts.received.find((a) => a.kind === 'parked' && a.subject === 'refused'), { timeout: 30_000 })
+        .toMatchObject({ resolved: false, message: expect.stringContaining('2 row(s) parked') });
+
+      // A row an hour old that cannot be delivered; then someone publishes it by hand.
+      await pool.query(`insert into lag_outbox (body, created_at) values ('late', now() - interval '1 hour')`);
+      await expect
+        .poll(() => alerts.received.find((a) => a.kind === 'drain_lag' && a.resolved === false), { timeout: 30_000 })
+        .toMatchObject({ subject: 'outbox lag_outbox', message: expect.stringContaining('over lagThreshold 60 s') });
+      expect((await health(coordinator)).status).toBe(503);
+      await pool.query(`update lag_outbox set done = true`);
+      await expect
+        .poll(() => alerts.received.find((a) => a.kind === 'drain_lag' && a.resolved === true), { timeout: 30_000 })
+        .toMatchObject({ subject: 'outbox lag_outbox' });
+      expect(await metric(coordinator, 'concord_alerts_total{kind="parked"}')).toBe(1);
+    } finally {
+      expect(await coordinator.stop()).toBe(0);
+      refusing.server.close();
+      await pool.end();
     }
   });
 });
