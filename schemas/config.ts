@@ -73,6 +73,10 @@ export const configSchema = z
       .default(false)
       .describe('Listen on a non-loopback host without any token (anyone who reaches the port may abort, redrive and read payloads).'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('pino log level.'),
+    logFormat: z
+      .enum(['auto', 'json', 'pretty'])
+      .default('auto')
+      .describe('Log lines as JSON (one object a line) or pretty (pino-pretty, readable); auto: pretty when stdout is a terminal.'),
     nodeId: z.string().min(1).max(100).optional().describe('Name of this coordinator in row claims; default host-pid-random.'),
     requestTimeout: secondsSchema(0.05).default(3).describe('Seconds a branch or check-back call may take (per message: request_timeout).'),
     answerBytes: z.coerce

@@ -61,14 +61,14 @@ export class MsgProcessor {
       return await this.pass(trans, branches, startedAt, lease);
     } catch (err) {
       // The store failed mid-pass: the lease runs out and another pass (here or elsewhere) resumes.
-      this.ctx.logger.error({ err, gid: trans.gid }, 'message pass failed');
+      this.ctx.logger.error({ err, gid: trans.gid, trans_type: trans.trans_type }, 'message pass failed');
       return { status: trans.status as PassResult['status'], reason: (err as Error).message };
     }
   }
 
   private async pass(trans: TransRow, pending: BranchRow[], startedAt: number, leaseFor: number): Promise<PassResult> {
     const { config, database, nodeId } = this.ctx;
-    const log = this.ctx.logger.child({ gid: trans.gid });
+    const log = this.ctx.logger.child({ gid: trans.gid, trans_type: trans.trans_type });
     const timeout = trans.options.request_timeout ?? config.requestTimeout;
     const policy: BackoffPolicy = { base: trans.options.retry_interval ?? config.retryInterval, cap: config.maxRetryInterval };
     const lease = new Lease(this.ctx, trans.gid, startedAt, leaseFor);

@@ -71,7 +71,7 @@ export class SagaProcessor {
       try {
         outcome = await this.pass(row, started, lease);
       } catch (err) {
-        if (!(err instanceof LeaseLost)) this.ctx.logger.error({ err, gid: row.gid }, 'saga pass failed');
+        if (!(err instanceof LeaseLost)) this.ctx.logger.error({ err, gid: row.gid, trans_type: 'saga' }, 'saga pass failed');
         // The store failed or the lease moved: the lease runs out and another pass resumes.
         return { status: row.status as SagaStatus, reason: (err as Error).message };
       }
@@ -85,7 +85,7 @@ export class SagaProcessor {
 
   private async pass(trans: TransRow, startedAt: number, leaseFor: number): Promise<SagaPassResult & { poked?: boolean }> {
     const { config, database, nodeId } = this.ctx;
-    const log = this.ctx.logger.child({ gid: trans.gid });
+    const log = this.ctx.logger.child({ gid: trans.gid, trans_type: 'saga' });
     const options: StoredOptions = trans.options;
     const branches = await sagaBranches(database, trans.gid);
     for (const b of branches) if (isBrokerUrl(b.url)) this.ctx.replies.listen(b.url);

@@ -8,8 +8,8 @@ import { ConcordError, isConcordError } from '../../schemas/errors.js';
 
 export function handleError(error: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const concord = toConcordError(error);
-  if (concord.code === 'INTERNAL') request.log.error({ err: error }, 'request failed');
-  else if (concord.code === 'STORE_UNAVAILABLE') request.log.warn({ err: error }, 'store unavailable');
+  if (concord.code === 'INTERNAL') request.log.error({ err: error, ...transactionOf(request) }, 'request failed');
+  else if (concord.code === 'STORE_UNAVAILABLE') request.log.warn({ err: error, ...transactionOf(request) }, 'store unavailable');
   // The message always names the field, so a human reading only the message knows what to fix.
   const named = concord.field && !concord.message.includes(concord.field) ? `${concord.field}: ${concord.message}` : concord.message;
   const body: Record<string, string> = { code: concord.code, message: named };
@@ -45,4 +45,16 @@ function isStoreOutage(error: unknown): boolean {
     /Connection terminated|connection timeout/i.test((error as Error).message ?? '') ||
     (cause !== undefined && cause !== error && isStoreOutage(cause))
   );
+}
+
+/** The gid and trans_type a DTM request names (body or query), for the log line of its failure. */
+function transactionOf(request: FastifyRequest): { gid?: string; trans_type?: string } {
+  const found: { gid?: string; trans_type?: string } = {};
+  for (const source of [request.query, request.body]) {
+    if (typeof source !== 'object' || source === null) continue;
+    const { gid, trans_type } = source as Record<string, unknown>;
+    if (typeof gid === 'string') found.gid ??= gid;
+    if (typeof trans_type === 'string') found.trans_type ??= trans_type;
+  }
+  return found;
 }
