@@ -29,6 +29,7 @@ import { tccRegistrationSchema } from '../../schemas/tcc.js';
 import type { Database } from '../store/database.js';
 import { getTransaction, listTransactions } from '../store/queries.js';
 import { branchView, redacted, transactionView } from './views.js';
+import { keepTraceContext } from './trace-headers.js';
 
 export interface DtmRoutesOptions {
   database: Database;
@@ -66,6 +67,7 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { 
 
   app.post('/prepare', { schema: { summary: 'Prepare a two-phase message or a TCC transaction.', ...transRoute } }, async (request) => {
     served(request.body, ['msg', 'tcc'], 'prepare');
+    keepTraceContext(request.headers, request.body);
     await (request.body.trans_type === 'tcc' ? tcc.prepare(request.body) : msg.prepare(request.body));
     return success;
   });
@@ -75,6 +77,7 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (app, { 
     { schema: { summary: 'Submit a message (prepared or not), a saga, or a TCC transaction (every Confirm).', ...transRoute } },
     async (request) => {
       served(request.body, ['msg', 'saga', 'tcc'], 'submit');
+      keepTraceContext(request.headers, request.body);
       const type = request.body.trans_type;
       await (type === 'saga' ? saga.submit(request.body) : type === 'tcc' ? tcc.submit(request.body) : msg.submit(request.body));
       return success;
