@@ -7,7 +7,6 @@
  * parked messages once the cause is fixed.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, propagation, trace } from '@opentelemetry/api';
 import { pino, type Logger } from 'pino';
 import { backoffInterval, jitter, type BackoffPolicy } from '../schemas/backoff.js';
 import { startKafkaSource, type KafkaSource } from './consume-kafka.js';
@@ -23,8 +22,7 @@ import {
   type ParkedMessage,
 } from './inbox.js';
 import type { TransactionSource } from './sql-executor.js';
-
-const tracer = trace.getTracer('concord-sdk');
+import { inMessageSpan } from './tracing.js';
 
 export type { KafkaSource } from './consume-kafka.js';
 export type { RabbitSource } from './consume-rabbitmq.js';
@@ -101,22 +99,14 @@ export async function consume<Tx = unknown>(
 
   // Each run of the handler is a span, child of the trace context the message carries (traceparent).
   const apply = (message: InboxMessage) =>
-    tracer.startActiveSpan(
+    inMessageSpan(
       `${consumerName} process`,
-      { kind: SpanKind.CONSUMER, attributes: { 'messaging.message.id': message.id, 'messaging.consumer.group.name': consumerName } },
-      propagation.extract(ROOT_CONTEXT, message.headers),
-      async (span) => {
-        try {
-          return await applyOnce<Tx>(db, consumerName, message.id, (tx) =>
-            handler({ id: message.id, key: message.key, value: message.value, headers: message.headers, tx }),
-          );
-        } catch (err) {
-          span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message });
-          throw err;
-        } finally {
-          span.end();
-        }
-      },
+      message.headers,
+      { 'messaging.message.id': message.id, 'messaging.consumer.group.name': consumerName },
+      () =>
+        applyOnce<Tx>(db, consumerName, message.id, (tx) =>
+          handler({ id: message.id, key: message.key, value: message.value, headers: message.headers, tx }),
+        ),
     );
 
   const deliver: Deliver = async (message, heartbeat) => {

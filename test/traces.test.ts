@@ -16,7 +16,7 @@ import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type Re
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { consume, Msg, type Consumer } from '../sdk/index.js';
+import { consume, Msg, participant, Saga, type Consumer, type Participant } from '../sdk/index.js';
 import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
 import { freshDatabase } from './helpers/db.js';
 import { fastCoordinator, waitForStatus } from './helpers/poll.js';
@@ -26,7 +26,7 @@ const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProces
 const brokers = inject('kafkaBrokers');
 let pool: pg.Pool;
 const running: RunningCoordinator[] = [];
-const consumers: Consumer[] = [];
+const consumers: (Consumer | Participant<pg.PoolClient>)[] = [];
 
 beforeAll(async () => {
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
@@ -91,6 +91,33 @@ describe('traces', () => {
     // The coordinator passes the stored traceparent on unchanged: the consumer is the checkout's child.
     expect(consumed.spanContext().traceId).toBe(checkout.traceId);
     expect(parentOf(consumed)).toBe(checkout.spanId);
+  });
+
+  it('continue from a saga submit to the participant of its broker step', async () => {
+    const coordinator = running[0]!;
+    const topic = `traces-saga-${randomUUID()}`;
+    const seen: { traceId: string; spanId: string }[] = [];
+    const reserve = participant<pg.PoolClient>(topic, {
+      source: { kafka: { brokers: brokers.split(','), groupId: `p-${randomUUID()}` } },
+      db: pool,
+    });
+    reserve.on('reserve', async () => {
+      const active = trace.getActiveSpan()?.spanContext();
+      if (active) seen.push({ traceId: active.traceId, spanId: active.spanId });
+    });
+    await reserve.start();
+    consumers.push(reserve);
+    const gid = `trace-saga-${randomUUID()}`;
+    const checkout = await trace.getTracer('test-service').startActiveSpan('checkout', async (span) => {
+      await new Saga(coordinator.dtm, gid).add(`kafka://default/${topic}`, '', { sku: 'a' }, { command: 'reserve' }).submit();
+      span.end();
+      return span.spanContext();
+    });
+    await waitForStatus(coordinator.dtm, gid, 'succeed', 60_000);
+    const handled = exporter.getFinishedSpans().find((s) => s.name === 'reserve process' && s.attributes['concord.gid'] === gid);
+    expect(handled?.spanContext()).toMatchObject(seen[0]!);
+    expect(handled!.spanContext().traceId).toBe(checkout.traceId);
+    expect(parentOf(handled!)).toBe(checkout.spanId);
   });
 
   it('put the coordinator span of the delivery between the submit and the consumer when it runs an SDK', async () => {
