@@ -149,4 +149,30 @@ describe('traces', () => {
     expect(consumed.spanContext().traceId).toBe(checkout.traceId);
     expect(parentOf(consumed)).toBe(delivery!.spanId);
   });
+
+  it('the example setup (examples/tracing/otel-setup.ts) makes a coordinator print its delivery spans', async () => {
+    const preload = fileURLToPath(new URL('../dist/examples/tracing/otel-setup.js', import.meta.url));
+    const coordinator = await startCoordinator({
+      store: await freshDatabase(),
+      env: { ...fastCoordinator, CONCORD_KAFKA_BROKERS: brokers, CONCORD_LOG_LEVEL: 'silent', NODE_OPTIONS: `--import ${preload}` },
+    });
+    running.push(coordinator);
+    const gid = `trace-example-${randomUUID()}`;
+    const traceId = randomUUID().replaceAll('-', '');
+    // Any caller can start the trace with a traceparent header of its own.
+    const res = await fetch(`${coordinator.dtm}/submit`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', traceparent: `00-${traceId}-00f067aa0ba902b7-01` },
+      body: JSON.stringify({
+        gid,
+        trans_type: 'msg',
+        steps: [{ action: `kafka://default/traces-example-${randomUUID()}` }],
+        payloads: ['{}'],
+      }),
+    });
+    expect(res.status).toBe(200);
+    await waitForStatus(coordinator.dtm, gid, 'succeed');
+    await expect.poll(() => coordinator.output(), { timeout: 10_000 }).toContain(traceId);
+    expect(coordinator.output()).toContain("name: 'msg action'");
+  });
 });
