@@ -2,7 +2,7 @@
  * Readiness beyond "the store answers": stalled delivery (stalledAfter), broker connections that
  * are down, outbox drains past their lagThreshold. It keeps the gauges of each current, and a
  * timer sends an alert when a condition begins and when it ends, so an operator hears of it even
- * if nobody probes /api/health.
+ * if nobody probes /api/health, and tries to reopen broker connections that are down.
  */
 import type { Logger } from 'pino';
 import type { Config } from '../schemas/config.js';
@@ -34,6 +34,8 @@ export class HealthWatch {
   private readonly active = new Map<string, Condition>();
   private readonly parked = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
+  /** A round of reconnects is under way: a connect to a broker that is down can outlast a tick. */
+  private reconnecting = false;
 
   constructor(private readonly deps: HealthWatchDeps) {}
 
@@ -97,7 +99,11 @@ export class HealthWatch {
 
   /** Alerts on conditions that began or ended since the last tick, and on newly parked outbox rows. */
   private async tick(): Promise<void> {
-    const { logger } = this.deps;
+    const { logger, relay } = this.deps;
+    if (!this.reconnecting) {
+      this.reconnecting = true;
+      void relay.reconnectDown().finally(() => (this.reconnecting = false));
+    }
     let now: Condition[];
     try {
       now = await this.problemsFresh();

@@ -106,7 +106,7 @@ export function createMetrics() {
     }),
     brokerUp: new Gauge({
       name: 'concord_broker_connection_up',
-      help: 'Broker connections this node has opened: 1 up, 0 down (until a delivery reconnects it).',
+      help: 'Broker connections this node has opened: 1 up, 0 down (until it reconnects; tried every 5 s).',
       labelNames: ['kind', 'connection'] as const,
       registers: [registry],
     }),

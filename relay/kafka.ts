@@ -152,5 +152,10 @@ export function createKafkaPublisher(connections: Record<string, string[]>, logg
       await Promise.all([...producers.values()].map((p) => p.then((producer) => producer.disconnect()).catch(() => undefined)));
     },
     connections: () => states.list(),
+    reconnect: (name) =>
+      producerFor(name).then(
+        () => undefined,
+        () => undefined,
+      ),
   };
 }

@@ -64,6 +64,8 @@ export interface Publisher {
   close(): Promise<void>;
   /** Broker publishers: the connections opened so far and whether they are up. */
   connections?(): ConnectionState[];
+  /** Broker publishers: tries to open a connection that is down again (resolves either way; connections() tells). */
+  reconnect?(name: string): Promise<void>;
 }
 
 /** Routes each delivery to the publisher serving its scheme. */
@@ -111,6 +113,18 @@ export class Relay {
   /** Every broker connection opened so far, with its state (for readiness and metrics). */
   connections(): ConnectionState[] {
     return this.publishers.flatMap((p) => p.connections?.() ?? []);
+  }
+
+  /**
+   * Tries to reopen every connection that is down, so one whose last delivery failed does not
+   * stay "down" once its broker is back though nothing is sent to it any more.
+   */
+  async reconnectDown(): Promise<void> {
+    const attempts: Promise<void>[] = [];
+    for (const p of this.publishers) {
+      for (const c of p.connections?.() ?? []) if (!c.up && p.reconnect) attempts.push(p.reconnect(c.name));
+    }
+    await Promise.all(attempts);
   }
 
   async close(): Promise<void> {

@@ -107,5 +107,10 @@ export function createRabbitPublisher(connections: Record<string, string>, logge
       await Promise.all([...links.values()].map((l) => l.then((link) => link.model.close()).catch(() => undefined)));
     },
     connections: () => states.list(),
+    reconnect: (name) =>
+      linkFor(name).then(
+        () => undefined,
+        () => undefined,
+      ),
   };
 }
