@@ -22,6 +22,7 @@ import { WorkflowProcessor } from './engine/workflow-process.js';
 import { SagaProcessor } from './engine/saga-process.js';
 import { listenForReplies, type ReplyListener } from '../relay/replies.js';
 import { createMetrics } from './metrics.js';
+import { HealthWatch } from './health-watch.js';
 import type { OutboxDrains } from './outbox-drains.js';
 import { version } from './version.js';
 import { RetentionJob } from './retention-job.js';
@@ -90,6 +91,7 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
     config.outboxes.length > 0
       ? new (await import('./outbox-drains.js')).OutboxDrains(config.outboxes, { relay, logger, metrics })
       : undefined;
+  const health = new HealthWatch({ config, database, relay, metrics, logger: logger.child({ component: 'health' }), nodeId, outboxes });
   const server = await buildServer({
     logger,
     database,
@@ -104,12 +106,14 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
     draining: () => draining,
     access,
     outboxes,
+    notReady: () => health.problems(),
   });
   const address = await server.listen({ port: config.port, host: config.host });
   logExposure(config, logger);
   scheduler.start();
   retention.start();
   outboxes?.start();
+  health.start();
   // Replies to unfinished sagas may wait in the brokers (sent while no coordinator ran): read them now.
   for (const url of await pendingSagaBrokerUrls(database)) replies.listen(url);
   logger.info({ address, store: database.kind, nodeId, version, replyTopic }, 'coordinator started');
@@ -118,6 +122,7 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   const stop = () =>
     (stopping ??= (async () => {
       draining = true;
+      health.stop();
       logger.info({ inFlight: inFlight.busy }, 'coordinator stopping');
       await replies.close();
       await scheduler.stop();

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /** `concord start` runs a coordinator; `concord barrier-sql` prints the barrier table's DDL; `concord outbox` adopts an outbox table. */
 import { Command, Option } from 'commander';
-import { pino } from 'pino';
+import { createLogger } from './logger.js';
 import { configKeys, configSchema, envName, flagName, loadConfig, type ConfigKey } from '../schemas/config.js';
 import { barrierDdlMysql, barrierDdlPostgres } from '../schemas/db/barrier.js';
 import { isConcordError } from '../schemas/errors.js';
@@ -30,7 +30,7 @@ start.action(async (flags: Record<string, string | undefined>) => {
     console.error(isConcordError(err) ? err.message : err);
     process.exit(2);
   }
-  const logger = pino({ level: config.logLevel, redact: ['*.payload', '*.data', 'req.headers.authorization'] });
+  const logger = await createLogger(config);
   // Handlers first: a SIGTERM that arrives while the coordinator is still starting (it answers
   // /api/health as soon as it listens) waits for the start to finish, then stops it gracefully.
   let stop: (() => Promise<void>) | undefined;

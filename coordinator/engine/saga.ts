@@ -69,7 +69,7 @@ export class SagaEngine {
   /** Puts a saga that needs attention back to compensating (an operator fixed the cause). */
   async redrive(gid: string): Promise<void> {
     if (await redriveSaga(this.ctx.database, gid)) {
-      this.ctx.logger.info({ gid }, 'saga redriven');
+      this.ctx.logger.info({ gid, trans_type: 'saga' }, 'saga redriven');
       return;
     }
     const row = (await findTransactions(this.ctx.database, [gid])).get(gid);
@@ -84,7 +84,10 @@ export class SagaEngine {
     const lease = leaseSeconds(config, config.requestTimeout);
     const { recorded, claimed } = await recordReply(database, nodeId, lease, reply);
     this.ctx.metrics.sagaReplies.inc({ outcome: reply.outcome, recorded: String(recorded) });
-    logger.debug({ gid: reply.gid, branchId: reply.branch_id, op: reply.op, attempt: reply.attempt, recorded }, 'saga reply');
+    logger.debug(
+      { gid: reply.gid, trans_type: 'saga', branchId: reply.branch_id, op: reply.op, attempt: reply.attempt, recorded },
+      'saga reply',
+    );
     if (claimed) void this.ctx.inFlight.track(this.processor.run(claimed, startedAt, lease));
   }
 

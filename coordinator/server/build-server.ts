@@ -39,6 +39,8 @@ export interface ServerDeps {
   access?: AccessOptions;
   /** The outbox drains this coordinator runs (config outboxes). */
   outboxes?: OutboxDrains;
+  /** Why readiness fails besides the store (health-watch.ts). */
+  notReady?: () => Promise<string[]>;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -136,7 +138,7 @@ export async function buildServer(deps: ServerDeps) {
     prefix: '/api',
     database: deps.database,
     metrics: deps.metrics,
-    ...(deps.outboxes ? { notReady: () => deps.outboxes!.problems() } : {}),
+    ...(deps.notReady ? { notReady: deps.notReady } : {}),
   });
   if (deps.outboxes) await app.register(outboxRoutes, { prefix: '/api/outboxes', outboxes: deps.outboxes });
   return app;

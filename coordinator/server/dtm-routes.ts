@@ -32,6 +32,7 @@ import { workflowRefusal } from './workflow-refusal.js';
 import type { Database } from '../store/database.js';
 import { getTransaction, listTransactions } from '../store/queries.js';
 import { branchView, redacted, transactionView } from './views.js';
+import { keepTraceContext } from './trace-headers.js';
 
 export interface DtmRoutesOptions {
   database: Database;
@@ -78,6 +79,7 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (
     { schema: { summary: 'Prepare a two-phase message, a TCC or an XA transaction.', ...transRoute } },
     async (request) => {
       served(request.body, ['msg', 'tcc', 'xa'], 'prepare');
+      keepTraceContext(request.headers, request.body);
       const type = request.body.trans_type;
       await (type === 'tcc' || type === 'xa' ? phaseTwo[type].prepare(request.body) : msg.prepare(request.body));
       return success;
@@ -95,6 +97,7 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (
     },
     async (request) => {
       served(request.body, ['msg', 'saga', 'tcc', 'xa', 'workflow'], 'submit');
+      keepTraceContext(request.headers, request.body);
       const type = request.body.trans_type;
       if (type === 'workflow') await workflow.submit(request.body);
       else await (type === 'saga' ? saga : type === 'tcc' || type === 'xa' ? phaseTwo[type] : msg).submit(request.body);
