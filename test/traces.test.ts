@@ -74,7 +74,10 @@ async function sendAndConsume(coordinator: RunningCoordinator) {
   });
   await waitForStatus(coordinator.dtm, gid, 'succeed', 30_000);
   await expect.poll(() => seen.length, { timeout: 30_000 }).toBe(1);
-  const consumed = exporter.getFinishedSpans().find((s) => s.name === `${consumerName} process`);
+  // The span ends after the handler returned and the inbox committed: a moment after `seen` filled.
+  const finished = () => exporter.getFinishedSpans().find((s) => s.name === `${consumerName} process`);
+  await expect.poll(() => finished() !== undefined, { timeout: 10_000 }).toBe(true);
+  const consumed = finished();
   expect(consumed).toBeDefined();
   expect(consumed!.spanContext()).toMatchObject(seen[0]!);
   return { gid, checkout, consumed: consumed! };
@@ -114,7 +117,10 @@ describe('traces', () => {
       return span.spanContext();
     });
     await waitForStatus(coordinator.dtm, gid, 'succeed', 60_000);
-    const handled = exporter.getFinishedSpans().find((s) => s.name === 'reserve process' && s.attributes['concord.gid'] === gid);
+    const ended = () => exporter.getFinishedSpans().find((s) => s.name === 'reserve process' && s.attributes['concord.gid'] === gid);
+    // The participant's span may end just after its reply reached the coordinator.
+    await expect.poll(() => ended() !== undefined, { timeout: 10_000 }).toBe(true);
+    const handled = ended();
     expect(handled?.spanContext()).toMatchObject(seen[0]!);
     expect(handled!.spanContext().traceId).toBe(checkout.traceId);
     expect(parentOf(handled!)).toBe(checkout.spanId);
