@@ -18,6 +18,8 @@ import { InFlight } from './engine/in-flight.js';
 import { SagaEngine } from './engine/saga.js';
 import { PhaseTwoEngine } from './engine/phase-two.js';
 import { WorkflowEngine } from './engine/workflow.js';
+import { TransactionQueries } from './engine/queries.js';
+import { Topics } from './engine/topics.js';
 import { WorkflowProcessor } from './engine/workflow-process.js';
 import { SagaProcessor } from './engine/saga-process.js';
 import { listenForReplies, type ReplyListener } from '../relay/replies.js';
@@ -94,12 +96,13 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
     logger,
     database,
     metrics,
+    queries: new TransactionQueries(ctx),
+    topics: new Topics(ctx),
     msg,
     saga,
     tcc,
     xa,
     workflow,
-    relay,
     version,
     draining: () => draining,
     access,
