@@ -22,7 +22,7 @@ import { TransactionQueries } from './engine/queries.js';
 import { Topics } from './engine/topics.js';
 import { WorkflowProcessor } from './engine/workflow-process.js';
 import { SagaProcessor } from './engine/saga-process.js';
-import { listenForReplies, type ReplyListener } from '../relay/replies.js';
+import { listenForSagaReplies, type ReplyListener } from './engine/saga-replies.js';
 import { createMetrics } from './metrics.js';
 import type { OutboxDrains } from './outbox-drains.js';
 import { version } from './version.js';
@@ -64,7 +64,7 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   const replies: ReplyListener =
     replyTopic === ''
       ? { listen: () => undefined, close: async () => undefined }
-      : listenForReplies(brokers, replyTopic, (reply) => saga.onReply(reply), logger.child({ component: 'relay.replies' }));
+      : listenForSagaReplies(brokers, replyTopic, (reply) => saga.onReply(reply), logger.child({ component: 'relay.replies' }));
   const ctx: EngineContext = {
     config,
     database,
