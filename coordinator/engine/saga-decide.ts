@@ -39,7 +39,7 @@ export type SagaDecision =
    */
   | { kind: 'advance'; overdue: { branch: SagaBranchRow; detail: string }[]; run: SagaBranchRow[]; waits: number[] };
 
-/** Re-exported for the saga modules that take it from here. */
+/** Re-exported for saga-process.ts, which takes it from here (schemas/broker-messages.ts defines it). */
 export { isBrokerUrl };
 
 export function decideSaga(view: SagaView, config: SagaConfig): SagaDecision {
