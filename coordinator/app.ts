@@ -18,9 +18,11 @@ import { InFlight } from './engine/in-flight.js';
 import { SagaEngine } from './engine/saga.js';
 import { PhaseTwoEngine } from './engine/phase-two.js';
 import { WorkflowEngine } from './engine/workflow.js';
+import { TransactionQueries } from './engine/queries.js';
+import { Topics } from './engine/topics.js';
 import { WorkflowProcessor } from './engine/workflow-process.js';
 import { SagaProcessor } from './engine/saga-process.js';
-import { listenForReplies, type ReplyListener } from '../relay/replies.js';
+import { listenForSagaReplies, type ReplyListener } from './engine/saga-replies.js';
 import { createMetrics } from './metrics.js';
 import { HealthWatch } from './health-watch.js';
 import type { OutboxDrains } from './outbox-drains.js';
@@ -63,7 +65,7 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   const replies: ReplyListener =
     replyTopic === ''
       ? { listen: () => undefined, close: async () => undefined }
-      : listenForReplies(brokers, replyTopic, (reply) => saga.onReply(reply), logger.child({ component: 'relay.replies' }));
+      : listenForSagaReplies(brokers, replyTopic, (reply) => saga.onReply(reply), logger.child({ component: 'relay.replies' }));
   const ctx: EngineContext = {
     config,
     database,
@@ -96,12 +98,13 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
     logger,
     database,
     metrics,
+    queries: new TransactionQueries(ctx),
+    topics: new Topics(ctx),
     msg,
     saga,
     tcc,
     xa,
     workflow,
-    relay,
     version,
     draining: () => draining,
     access,

@@ -10,6 +10,7 @@
 import type { ChannelModel, ConfirmChannel } from 'amqplib';
 import type { Logger } from 'pino';
 import { messageHeaders, parseDestination, withTimeout } from './destination.js';
+import { brokerHeaders } from '../schemas/broker-messages.js';
 import { ConnectionStates, type Delivery, type DeliveryResult, type Publisher } from './publisher.js';
 
 interface Link {
@@ -76,7 +77,7 @@ export function createRabbitPublisher(connections: Record<string, string>, logge
       if (bad || !dest) return { outcome: 'ERROR', detail: bad ?? 'bad destination' };
       const [exchange, routingKey] = dest.path as [string, string];
       const headers = messageHeaders(delivery);
-      const messageId = headers['message-id']!;
+      const messageId = headers[brokerHeaders.messageId]!;
       const confirmed = (async (): Promise<DeliveryResult> => {
         try {
           const link = await linkFor(dest.connection);

@@ -22,6 +22,7 @@ import type { InboxMessage } from './inbox.js';
 import { kafkaReplyPublisher, rabbitReplyPublisher, type ReplyPublisher } from './participant-reply.js';
 import type { TransactionSource } from './sql-executor.js';
 import { inMessageSpan } from './tracing.js';
+import { brokerHeaders } from '../schemas/broker-messages.js';
 
 /** A Kafka consumer group reading the participant's topic; replies go to the same brokers. */
 export type ParticipantKafkaSource = Omit<KafkaSource, 'topic'>;
@@ -192,8 +193,8 @@ class SagaParticipant<Tx> implements Participant<Tx> {
   private async deliver(message: InboxMessage, heartbeat?: () => Promise<void>): Promise<void> {
     const h = message.headers;
     const parsed = commandSchema.safeParse({
-      gid: h['dtm-gid'],
-      branchId: h['dtm-branch-id'],
+      gid: h[brokerHeaders.gid],
+      branchId: h[brokerHeaders.branchId],
       op: h[commandHeaders.op],
       command: h[commandHeaders.command],
       attempt: h[commandHeaders.attempt],

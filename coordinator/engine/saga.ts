@@ -24,7 +24,7 @@ import { again, batched, inRounds } from './batches.js';
 import { leaseSeconds, type EngineContext } from './context.js';
 import { contended, throwUnlessSucceeded } from './outcome.js';
 import { branchMeta, conflictOf, contentHash, storedOptions } from './request.js';
-import { isBrokerUrl } from './saga-decide.js';
+import { isBrokerUrl } from '../../schemas/broker-messages.js';
 import type { SagaProcessor } from './saga-process.js';
 
 type SubmitOutcome = { created: true } | { existing: TransRow } | { error: ConcordError };

@@ -10,28 +10,29 @@ import type { MsgEngine } from '../engine/msg.js';
 import type { SagaEngine } from '../engine/saga.js';
 import type { PhaseTwoEngine } from '../engine/phase-two.js';
 import type { WorkflowEngine } from '../engine/workflow.js';
-import type { Relay } from '../../relay/publisher.js';
 import type { Metrics } from '../metrics.js';
-import type { Database } from '../store/database.js';
+import type { TransactionQueries } from '../engine/queries.js';
+import type { Topics } from '../engine/topics.js';
 import { accessHook, stripTokenPrefix, type AccessOptions } from './access.js';
 import { batchRoutes } from './batch-routes.js';
 import { dtmRoutes } from './dtm-routes.js';
 import { handleError } from './error-handler.js';
 import { methodNotAllowed } from './method-not-allowed.js';
-import { opsRoutes } from './ops-routes.js';
+import { opsRoutes, type StoreProbe } from './ops-routes.js';
 import { outboxRoutes } from './outbox-routes.js';
 import type { OutboxDrains } from '../outbox-drains.js';
 
 export interface ServerDeps {
   logger: Logger;
-  database: Database;
+  database: StoreProbe;
   metrics: Metrics;
+  queries: TransactionQueries;
+  topics: Topics;
   msg: MsgEngine;
   saga: SagaEngine;
   tcc: PhaseTwoEngine;
   xa: PhaseTwoEngine;
   workflow: WorkflowEngine;
-  relay: Relay;
   version: string;
   /** True once shutdown began: new work is refused so it can go to another node. */
   draining: () => boolean;
@@ -124,13 +125,13 @@ export async function buildServer(deps: ServerDeps) {
   });
   await app.register(dtmRoutes, {
     prefix: '/api/dtmsvr',
-    database: deps.database,
+    queries: deps.queries,
+    topics: deps.topics,
     msg: deps.msg,
     saga: deps.saga,
     tcc: deps.tcc,
     xa: deps.xa,
     workflow: deps.workflow,
-    relay: deps.relay,
     version: deps.version,
   });
   await app.register(batchRoutes, { prefix: '/api/concord', msg: deps.msg });

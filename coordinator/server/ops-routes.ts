@@ -4,10 +4,15 @@ import { z } from 'zod';
 import { errorReplySchema } from '../../schemas/dtm.js';
 import { ConcordError } from '../../schemas/errors.js';
 import type { Metrics } from '../metrics.js';
-import type { Database } from '../store/database.js';
+
+/** What the health check asks of the store. */
+export interface StoreProbe {
+  readonly kind: 'pglite' | 'postgres';
+  ping(): Promise<void>;
+}
 
 export interface OpsRoutesOptions {
-  database: Database;
+  database: StoreProbe;
   metrics: Metrics;
   /** Reasons readiness fails besides the store (health-watch.ts); none: ready. */
   notReady?: () => Promise<string[]>;
