@@ -12,26 +12,18 @@ import type { BackoffPolicy } from '../../schemas/backoff.js';
 import type { DtmOutcome } from '../../schemas/dtm.js';
 import type { BranchMeta } from '../../schemas/db/tables.js';
 import type { GroupCommit } from '../store/group-commit.js';
-import {
-  pendingBranches,
-  promoteToSubmitted,
-  waitingOrderKeys,
-  settle,
-  type BranchRow,
-  type Settlement,
-  type TransRow,
-} from '../store/transactions.js';
+import { promoteToSubmitted, waitingOrderKeys, settle, type BranchRow, type Settlement, type TransRow } from '../store/transactions.js';
 import { moveToAborting } from '../store/tcc.js';
 import { sendAlert } from './alert.js';
 import { batched } from './batches.js';
 import { leaseSeconds, type EngineContext } from './context.js';
 import { Lease } from './lease.js';
-import { checkBackVerdict, decideMsg, msgRetry } from './msg-decide.js';
+import { checkBackVerdict, decideMsg, msgRetry, type MsgView } from './msg-decide.js';
 import { decidePhaseTwo, isPhaseTwoType } from './phase-two-decide.js';
 import { publishBranch } from './publish.js';
 
 export interface PassResult {
-  status: 'prepared' | 'submitted' | 'aborting' | 'succeed' | 'failed';
+  status: Settlement['status'];
   reason?: string;
 }
 
@@ -73,7 +65,7 @@ export class MsgProcessor {
     const timeout = trans.options.request_timeout ?? config.requestTimeout;
     const policy: BackoffPolicy = { base: trans.options.retry_interval ?? config.retryInterval, cap: config.maxRetryInterval };
     const lease = new Lease(this.ctx, trans.gid, startedAt, leaseFor);
-    let status = trans.status as 'prepared' | 'submitted' | 'aborting';
+    let status = trans.status as MsgView['status'];
     let seq = trans.submit_seq;
     const finish = async (s: Omit<Settlement, 'gid'>): Promise<PassResult> => {
       const applied = await this.settles.run({ gid: trans.gid, ...s });
@@ -131,13 +123,18 @@ export class MsgProcessor {
       if (verdict === 'retry') return retryLater(answer.outcome, [], undefined, `query_prepared: ${answer.detail}`);
       const before = performance.now();
       const longer = leaseSeconds(config, timeout);
-      const marked = await promoteToSubmitted(database, [{ gid: trans.gid, transType: trans.trans_type, contentHash: '' }], nodeId, longer);
-      if (marked.length === 0) return { status: 'prepared', reason: 'lease lost to another node' };
-      seq = marked[0]?.submit_seq ?? null;
+      const [marked] = await promoteToSubmitted(
+        database,
+        [{ gid: trans.gid, transType: trans.trans_type, contentHash: '' }],
+        nodeId,
+        longer,
+      );
+      if (!marked) return { status: 'prepared', reason: 'lease lost to another node' };
+      seq = marked.trans.submit_seq;
       lease.renewed(before, longer);
       status = 'submitted';
       log.info('check-back found the local transaction committed');
-      branches = (await pendingBranches(database, [trans.gid])).get(trans.gid) ?? [];
+      branches = marked.branches;
     }
   }
 

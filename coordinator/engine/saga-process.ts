@@ -23,7 +23,16 @@ import { sendAlert } from './alert.js';
 import type { EngineContext } from './context.js';
 import { Lease } from './lease.js';
 import { publishBranch } from './publish.js';
-import { afterAnswer, afterFailure, attemptUpdate, decideSaga, isBrokerUrl, stepPolicy, type FailureVerdict } from './saga-decide.js';
+import {
+  afterAnswer,
+  afterFailure,
+  attemptUpdate,
+  decideSaga,
+  isBrokerUrl,
+  stepPolicy,
+  type FailureVerdict,
+  type SagaView,
+} from './saga-decide.js';
 
 export type SagaStatus = SagaSettlement['status'];
 
@@ -89,7 +98,7 @@ export class SagaProcessor {
     const options: StoredOptions = trans.options;
     const branches = await sagaBranches(database, trans.gid);
     for (const b of branches) if (isBrokerUrl(b.url)) this.ctx.replies.listen(b.url);
-    let status = trans.status as 'submitted' | 'aborting';
+    let status = trans.status as SagaView['status'];
     let rollbackReason = '';
     const lease = new Lease(this.ctx, trans.gid, startedAt, leaseFor);
 
