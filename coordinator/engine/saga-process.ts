@@ -21,8 +21,7 @@ import {
 import type { TransRow } from '../store/transactions.js';
 import { sendAlert } from './alert.js';
 import type { EngineContext } from './context.js';
-import { Lease } from './lease.js';
-import { publishBranch } from './publish.js';
+import { LeaseLost, type Executor, type PassResult } from './executor.js';
 import {
   afterAnswer,
   afterFailure,
@@ -34,23 +33,19 @@ import {
   type SagaView,
 } from './saga-decide.js';
 
-export type SagaStatus = SagaSettlement['status'];
-
-export interface SagaPassResult {
-  status: SagaStatus;
-  reason?: string;
-}
+type SagaPassResult = PassResult;
 
 /** Rounds in one pass at most: a pass never spins, whatever the steps answer. */
 const maxRounds = 10_000;
 
-/** The lease went to another node mid-pass: stop at once, that node carries on. */
-class LeaseLost extends Error {}
-
 export class SagaProcessor {
   private readonly waiters = new Map<string, Set<(result: SagaPassResult) => void>>();
 
-  constructor(private readonly ctx: EngineContext) {}
+  private readonly ctx: EngineContext;
+
+  constructor(private readonly executor: Executor) {
+    this.ctx = executor.ctx;
+  }
 
   /**
    * Resolves with the saga's end (succeed, failed or needs_attention) as seen by a pass on this
@@ -76,14 +71,10 @@ export class SagaProcessor {
     let row = trans;
     let started = startedAt;
     for (;;) {
-      let outcome: SagaPassResult & { poked?: boolean };
-      try {
-        outcome = await this.pass(row, started, lease);
-      } catch (err) {
-        if (!(err instanceof LeaseLost)) this.ctx.logger.error({ err, gid: row.gid }, 'saga pass failed');
-        // The store failed or the lease moved: the lease runs out and another pass resumes.
-        return { status: row.status as SagaStatus, reason: (err as Error).message };
-      }
+      const passed = row;
+      const outcome: SagaPassResult & { poked?: boolean } = await this.executor.guarded('saga', passed, () =>
+        this.pass(passed, started, lease),
+      );
       if (!outcome.poked) return outcome;
       started = performance.now();
       const again = await claimSaga(this.ctx.database, this.ctx.nodeId, row.gid, lease);
@@ -100,7 +91,7 @@ export class SagaProcessor {
     for (const b of branches) if (isBrokerUrl(b.url)) this.ctx.replies.listen(b.url);
     let status = trans.status as SagaView['status'];
     let rollbackReason = '';
-    const lease = new Lease(this.ctx, trans.gid, startedAt, leaseFor);
+    const lease = this.executor.lease(trans, startedAt, leaseFor);
 
     /**
      * Branch states not written yet. Every attempt is written before its call or command leaves
@@ -126,11 +117,10 @@ export class SagaProcessor {
 
     const finish = async (s: SagaSettlement, reason?: string): Promise<SagaPassResult & { poked?: boolean }> => {
       const { applied, poked } = await settleSaga(database, nodeId, trans.gid, s, takePending());
-      if (!applied) return { status, reason: 'lease lost to another node' };
+      if (!applied) return { status, reason: new LeaseLost().message };
       const result: SagaPassResult = { status: s.status, ...(reason ? { reason } : {}) };
       if (s.status === 'succeed' || s.status === 'failed' || s.status === 'needs_attention') {
-        this.ctx.metrics.transactions.inc({ trans_type: 'saga', status: s.status });
-        log.info({ status: s.status, reason }, s.status === 'needs_attention' ? 'saga needs attention' : 'saga finished');
+        this.executor.ended(trans, s.status, reason, log, s.status === 'needs_attention' ? 'saga needs attention' : 'saga finished');
         for (const notify of this.waiters.get(trans.gid) ?? []) notify(result);
       }
       return { ...result, poked };
@@ -151,20 +141,20 @@ export class SagaProcessor {
 
     /** Publishes the command of a broker branch's current attempt. */
     const publishCommand = (b: SagaBranchRow) =>
-      publishBranch(this.ctx, {
+      this.executor.call(trans, {
         url: b.url,
-        params: { gid: trans.gid, trans_type: 'saga', branch_id: b.branch_id, op: b.op },
+        branchId: b.branch_id,
+        op: b.op,
         payload: b.data,
+        meta: b.meta,
         headers: {
-          ...options.branch_headers,
-          ...b.meta.headers,
           [commandHeaders.messageId]: `${trans.gid}/${b.branch_id}/${b.op}`,
           [commandHeaders.op]: b.op,
           [commandHeaders.command]: b.meta.command ?? b.op,
           [commandHeaders.attempt]: String(b.attempts),
           [commandHeaders.replyTo]: this.ctx.replyTopic,
         },
-        timeoutMs: config.requestTimeout * 1000,
+        timeout: config.requestTimeout,
         key: b.meta.key ?? trans.gid,
         timed: false,
       });
@@ -176,7 +166,7 @@ export class SagaProcessor {
      */
     const recordAttempts = async (toRun: SagaBranchRow[]): Promise<void> => {
       for (const b of toRun) write(b, attemptUpdate(b, options, config));
-      if (!(await updateSagaBranches(database, nodeId, trans.gid, takePending()))) throw new LeaseLost('lease lost to another node');
+      if (!(await updateSagaBranches(database, nodeId, trans.gid, takePending()))) throw new LeaseLost();
     };
 
     /** One run of a branch whose attempt is recorded: an HTTP call, or the publication of its command (the reply comes later). */
@@ -187,13 +177,13 @@ export class SagaProcessor {
         const detail = `command not published: ${answer.detail}`;
         return apply(b, afterFailure(b, 'ERROR', detail, options, config), detail);
       }
-      const answer = await publishBranch(this.ctx, {
+      const answer = await this.executor.call(trans, {
         url: b.url,
-        params: { gid: trans.gid, trans_type: 'saga', branch_id: b.branch_id, op: b.op },
+        branchId: b.branch_id,
+        op: b.op,
         payload: b.data,
-        headers: { ...options.branch_headers, ...b.meta.headers },
-        timeoutMs: stepPolicy(b, options, config).timeout * 1000,
-        timed: true,
+        meta: b.meta,
+        timeout: stepPolicy(b, options, config).timeout,
       });
       return apply(b, afterAnswer(b, answer, options, config), answer.detail);
     };
@@ -205,7 +195,7 @@ export class SagaProcessor {
       if (next.kind === 'rollback') {
         // With the branch states so far: which actions were tried decides what is compensated.
         if (!(await moveSaga(database, nodeId, trans.gid, 'aborting', next.reason, takePending()))) {
-          throw new LeaseLost('lease lost to another node');
+          throw new LeaseLost();
         }
         log.info({ reason: next.reason }, 'saga rolls back');
         status = 'aborting';
@@ -232,7 +222,7 @@ export class SagaProcessor {
         for (const b of toRun) write(b, attemptUpdate(b, options, config));
         const delay = Math.min(...next.waits, ...toRun.map((b) => stepPolicy(b, options, config).timeout));
         const { applied, poked } = await settleSaga(database, nodeId, trans.gid, { status, delay }, takePending());
-        if (!applied) return { status, reason: 'lease lost to another node' };
+        if (!applied) return { status, reason: new LeaseLost().message };
         await Promise.all(
           toRun.map(async (b) => {
             const answer = await publishCommand(b);
@@ -251,7 +241,7 @@ export class SagaProcessor {
         const longest = Math.max(
           ...toRun.map((b) => (isBrokerUrl(b.url) ? config.requestTimeout : stepPolicy(b, options, config).timeout)),
         );
-        if (!(await lease.fits(longest))) throw new LeaseLost('lease lost to another node');
+        if (!(await lease.fits(longest))) throw new LeaseLost();
         await recordAttempts(toRun);
         const ended = (await Promise.all(toRun.map(runBranch))).find((r) => r !== undefined);
         if (ended) return ended;
