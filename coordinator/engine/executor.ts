@@ -17,7 +17,6 @@ import { batched } from './batches.js';
 import type { EngineContext } from './context.js';
 import { Lease } from './lease.js';
 import { msgRetry } from './msg-decide.js';
-import { publishBranch } from './publish.js';
 
 /** Where a pass left its transaction, and why when it did not end. */
 export interface PassResult {
@@ -51,6 +50,11 @@ export interface BranchCall {
   timed?: boolean;
 }
 
+/** A pass's end when its lease went to another node: the transaction is as `status`, that node carries on. */
+export function leaseLost(status: GlobalStatus): PassResult {
+  return { status, reason: new LeaseLost().message };
+}
+
 export class Executor {
   private readonly settles: GroupCommit<Settlement, boolean>;
 
@@ -79,9 +83,13 @@ export class Executor {
     return new Lease(this.ctx, trans.gid, startedAt, seconds);
   }
 
-  /** Calls a branch of `trans` through the relay, with the transaction's and the branch's headers. */
-  call(trans: TransRow, call: BranchCall): Promise<DeliveryResult> {
-    return publishBranch(this.ctx, {
+  /** The one way a pass calls a branch or sends its command: through the relay, with the transaction's and the branch's headers, counted in the metrics. */
+  async call(trans: TransRow, call: BranchCall): Promise<DeliveryResult> {
+    // An empty URL is a step with nothing to call: it succeeds.
+    if (call.url === '') return { outcome: 'SUCCESS', detail: 'no URL' };
+    const { relay, metrics } = this.ctx;
+    const started = performance.now();
+    const answer = await relay.publish({
       url: call.url,
       params: { gid: trans.gid, trans_type: trans.trans_type, branch_id: call.branchId, op: call.op },
       payload: call.payload,
@@ -89,8 +97,10 @@ export class Executor {
       timeoutMs: call.timeout * 1000,
       key: call.key ?? call.meta?.key,
       post: call.post,
-      timed: call.timed ?? true,
     });
+    metrics.branchCalls.inc({ op: call.op, outcome: answer.outcome });
+    if (call.timed ?? true) metrics.branchSeconds.observe({ op: call.op }, (performance.now() - started) / 1000);
+    return answer;
   }
 
   /**
@@ -98,7 +108,7 @@ export class Executor {
    * is where the pass had it: what the pass answers when the lease was lost meanwhile.
    */
   async settle(trans: TransRow, status: GlobalStatus, s: Omit<Settlement, 'gid'>, log: Logger): Promise<PassResult> {
-    if (!(await this.settles.run({ gid: trans.gid, ...s }))) return { status, reason: new LeaseLost().message };
+    if (!(await this.settles.run({ gid: trans.gid, ...s }))) return leaseLost(status);
     if (s.status === 'succeed' || s.status === 'failed') this.ended(trans, s.status, s.reason, log);
     return { status: s.status, reason: s.reason };
   }

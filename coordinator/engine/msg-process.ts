@@ -13,7 +13,7 @@ import type { DtmOutcome } from '../../schemas/dtm.js';
 import { promoteToSubmitted, waitingOrderKeys, type BranchRow, type Settlement, type TransRow } from '../store/transactions.js';
 import { moveToAborting } from '../store/tcc.js';
 import { leaseSeconds, type EngineContext } from './context.js';
-import { LeaseLost, type Executor, type PassResult } from './executor.js';
+import { leaseLost, type Executor, type PassResult } from './executor.js';
 import type { Lease } from './lease.js';
 import { checkBackVerdict, decideMsg, type MsgView } from './msg-decide.js';
 import { decidePhaseTwo, isPhaseTwoType } from './phase-two-decide.js';
@@ -77,7 +77,7 @@ export class MsgProcessor {
         return finish({ succeeded: sent.succeeded, status: next.end, interval: policy.base, delay: 0, retried: false });
       }
       if (next.kind === 'rollback') {
-        if (!(await moveToAborting(database, trans.gid, nodeId, next.reason))) return { status, reason: new LeaseLost().message };
+        if (!(await moveToAborting(database, trans.gid, nodeId, next.reason))) return leaseLost(status);
         log.info({ reason: next.reason }, 'transaction rolls back');
         status = 'aborting';
         continue;
@@ -99,7 +99,7 @@ export class MsgProcessor {
         nodeId,
         longer,
       );
-      if (!marked) return { status: 'prepared', reason: new LeaseLost().message };
+      if (!marked) return leaseLost('prepared');
       seq = marked.trans.submit_seq;
       lease.renewed(before, longer);
       status = 'submitted';

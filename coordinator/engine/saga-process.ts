@@ -21,7 +21,7 @@ import {
 import type { TransRow } from '../store/transactions.js';
 import { sendAlert } from './alert.js';
 import type { EngineContext } from './context.js';
-import { LeaseLost, type Executor, type PassResult } from './executor.js';
+import { LeaseLost, leaseLost, type Executor, type PassResult } from './executor.js';
 import {
   afterAnswer,
   afterFailure,
@@ -117,7 +117,7 @@ export class SagaProcessor {
 
     const finish = async (s: SagaSettlement, reason?: string): Promise<SagaPassResult & { poked?: boolean }> => {
       const { applied, poked } = await settleSaga(database, nodeId, trans.gid, s, takePending());
-      if (!applied) return { status, reason: new LeaseLost().message };
+      if (!applied) return leaseLost(status);
       const result: SagaPassResult = { status: s.status, ...(reason ? { reason } : {}) };
       if (s.status === 'succeed' || s.status === 'failed' || s.status === 'needs_attention') {
         this.executor.ended(trans, s.status, reason, log, s.status === 'needs_attention' ? 'saga needs attention' : 'saga finished');
@@ -222,7 +222,7 @@ export class SagaProcessor {
         for (const b of toRun) write(b, attemptUpdate(b, options, config));
         const delay = Math.min(...next.waits, ...toRun.map((b) => stepPolicy(b, options, config).timeout));
         const { applied, poked } = await settleSaga(database, nodeId, trans.gid, { status, delay }, takePending());
-        if (!applied) return { status, reason: new LeaseLost().message };
+        if (!applied) return leaseLost(status);
         await Promise.all(
           toRun.map(async (b) => {
             const answer = await publishCommand(b);

@@ -7,7 +7,7 @@
 import type { BackoffPolicy } from '../../schemas/backoff.js';
 import type { DtmOutcome } from '../../schemas/dtm.js';
 import type { TransRow } from '../store/transactions.js';
-import { LeaseLost, type Executor, type PassResult } from './executor.js';
+import { leaseLost, type Executor, type PassResult } from './executor.js';
 import { decideWorkflow } from './workflow-decide.js';
 
 export class WorkflowProcessor {
@@ -29,7 +29,7 @@ export class WorkflowProcessor {
     if (next.kind === 'wait') return later('ERROR', next.reason);
     const timeout = trans.options.request_timeout ?? config.requestTimeout;
     if (!(await this.executor.lease(trans, startedAt, leaseFor).fits(timeout))) {
-      return { status: 'prepared', reason: new LeaseLost().message };
+      return leaseLost('prepared');
     }
     log.info({ workflow: next.name }, 'resuming workflow');
     const answer = await this.executor.call(trans, { url: next.url, branchId: '00', op: next.name, payload: next.payload, timeout });
