@@ -13,8 +13,6 @@ import {
   settleSaga,
   claimSaga,
   updateSagaBranches,
-  type BranchChange,
-  type BranchUpdate,
   type SagaBranchRow,
   type SagaSettlement,
 } from '../store/sagas.js';
@@ -22,6 +20,7 @@ import type { TransRow } from '../store/transactions.js';
 import { sendAlert } from './alert.js';
 import type { EngineContext } from './context.js';
 import { LeaseLost, leaseLost, type Executor, type PassResult } from './executor.js';
+import { BranchWrites } from './saga-writes.js';
 import {
   afterAnswer,
   afterFailure,
@@ -93,30 +92,10 @@ export class SagaProcessor {
     let rollbackReason = '';
     const lease = this.executor.lease(trans, startedAt, leaseFor);
 
-    /**
-     * Branch states not written yet. Every attempt is written before its call or command leaves
-     * (recordAttempts), so a node that dies mid-call leaves the step marked as tried and a rollback
-     * compensates it. Results of HTTP calls wait for the next statement the pass makes anyway (the
-     * next round's attempts, the status change, the end of the pass): if this node dies first, the
-     * calls are made again and the participant's barrier absorbs them.
-     */
-    const pending = new Map<string, BranchChange>();
-    const takePending = () => {
-      const changes = [...pending.values()];
-      pending.clear();
-      return changes;
-    };
-    const write = (branch: SagaBranchRow, update: BranchUpdate): void => {
-      branch.status = update.status;
-      branch.attempts = update.attempts;
-      branch.last_error = update.lastError;
-      branch.reply_due_in = update.replyIn;
-      branch.retry_in = update.retryIn;
-      pending.set(`${branch.branch_id}/${branch.op}`, { branch_id: branch.branch_id, op: branch.op, update });
-    };
+    const writes = new BranchWrites();
 
     const finish = async (s: SagaSettlement, reason?: string): Promise<SagaPassResult & { poked?: boolean }> => {
-      const { applied, poked } = await settleSaga(database, nodeId, trans.gid, s, takePending());
+      const { applied, poked } = await settleSaga(database, nodeId, trans.gid, s, writes.take());
       if (!applied) return leaseLost(status);
       const result: SagaPassResult = { status: s.status, ...(reason ? { reason } : {}) };
       if (s.status === 'succeed' || s.status === 'failed' || s.status === 'needs_attention') {
@@ -133,31 +112,11 @@ export class SagaProcessor {
         log.warn({ branchId: b.branch_id, op: b.op, detail, attempts: b.attempts, retryIn: verdict.retry.retryIn }, 'saga step will retry');
         if (verdict.retry.alert) sendAlert(this.ctx, { gid: trans.gid, status, branch: b.branch_id, error: detail, retry_count: used });
       }
-      write(b, verdict.update);
+      writes.write(b, verdict.update);
       if (!verdict.attention) return undefined;
       sendAlert(this.ctx, { gid: trans.gid, status: 'needs_attention', branch: b.branch_id, error: verdict.attention, retry_count: used });
       return finish({ status: 'needs_attention', delay: 0, attention: verdict.attention }, verdict.attention);
     };
-
-    /** Publishes the command of a broker branch's current attempt. */
-    const publishCommand = (b: SagaBranchRow) =>
-      this.executor.call(trans, {
-        url: b.url,
-        branchId: b.branch_id,
-        op: b.op,
-        payload: b.data,
-        meta: b.meta,
-        headers: {
-          [commandHeaders.messageId]: `${trans.gid}/${b.branch_id}/${b.op}`,
-          [commandHeaders.op]: b.op,
-          [commandHeaders.command]: b.meta.command ?? b.op,
-          [commandHeaders.attempt]: String(b.attempts),
-          [commandHeaders.replyTo]: this.ctx.replyTopic,
-        },
-        timeout: config.requestTimeout,
-        key: b.meta.key ?? trans.gid,
-        timed: false,
-      });
 
     /**
      * Writes the next attempt of each branch (with everything pending) in one statement before any
@@ -165,14 +124,14 @@ export class SagaProcessor {
      * the quickest reply to a command finds its attempt.
      */
     const recordAttempts = async (toRun: SagaBranchRow[]): Promise<void> => {
-      for (const b of toRun) write(b, attemptUpdate(b, options, config));
-      if (!(await updateSagaBranches(database, nodeId, trans.gid, takePending()))) throw new LeaseLost();
+      for (const b of toRun) writes.write(b, attemptUpdate(b, options, config));
+      if (!(await updateSagaBranches(database, nodeId, trans.gid, writes.take()))) throw new LeaseLost();
     };
 
     /** One run of a branch whose attempt is recorded: an HTTP call, or the publication of its command (the reply comes later). */
     const runBranch = async (b: SagaBranchRow): Promise<SagaPassResult | undefined> => {
       if (isBrokerUrl(b.url)) {
-        const answer = await publishCommand(b);
+        const answer = await this.publishCommand(trans, b);
         if (answer.outcome === 'SUCCESS') return undefined;
         const detail = `command not published: ${answer.detail}`;
         return apply(b, afterFailure(b, 'ERROR', detail, options, config), detail);
@@ -194,7 +153,7 @@ export class SagaProcessor {
       const next = decideSaga({ status, options, ageMs, branches }, config);
       if (next.kind === 'rollback') {
         // With the branch states so far: which actions were tried decides what is compensated.
-        if (!(await moveSaga(database, nodeId, trans.gid, 'aborting', next.reason, takePending()))) {
+        if (!(await moveSaga(database, nodeId, trans.gid, 'aborting', next.reason, writes.take()))) {
           throw new LeaseLost();
         }
         log.info({ reason: next.reason }, 'saga rolls back');
@@ -219,13 +178,13 @@ export class SagaProcessor {
         // Only commands to send, and then the pass would wait: their attempts are written and the
         // lease given back in one statement, then they leave, and their replies claim the saga. A
         // command that cannot be published is retried when its reply is overdue.
-        for (const b of toRun) write(b, attemptUpdate(b, options, config));
+        for (const b of toRun) writes.write(b, attemptUpdate(b, options, config));
         const delay = Math.min(...next.waits, ...toRun.map((b) => stepPolicy(b, options, config).timeout));
-        const { applied, poked } = await settleSaga(database, nodeId, trans.gid, { status, delay }, takePending());
+        const { applied, poked } = await settleSaga(database, nodeId, trans.gid, { status, delay }, writes.take());
         if (!applied) return leaseLost(status);
         await Promise.all(
           toRun.map(async (b) => {
-            const answer = await publishCommand(b);
+            const answer = await this.publishCommand(trans, b);
             if (answer.outcome !== 'SUCCESS') {
               log.warn(
                 { branchId: b.branch_id, op: b.op, detail: answer.detail },
@@ -252,5 +211,26 @@ export class SagaProcessor {
       }
     }
     return finish({ status, delay: 0 });
+  }
+
+  /** Publishes the command of a broker branch's current attempt; its reply comes later, to the reply topic. */
+  private publishCommand(trans: TransRow, b: SagaBranchRow) {
+    return this.executor.call(trans, {
+      url: b.url,
+      branchId: b.branch_id,
+      op: b.op,
+      payload: b.data,
+      meta: b.meta,
+      headers: {
+        [commandHeaders.messageId]: `${trans.gid}/${b.branch_id}/${b.op}`,
+        [commandHeaders.op]: b.op,
+        [commandHeaders.command]: b.meta.command ?? b.op,
+        [commandHeaders.attempt]: String(b.attempts),
+        [commandHeaders.replyTo]: this.ctx.replyTopic,
+      },
+      timeout: this.ctx.config.requestTimeout,
+      key: b.meta.key ?? trans.gid,
+      timed: false,
+    });
   }
 }
