@@ -13,6 +13,7 @@ import { createRabbitPublisher } from '../relay/rabbitmq.js';
 import { Relay } from '../relay/publisher.js';
 import type { EngineContext } from './engine/context.js';
 import { MsgEngine } from './engine/msg.js';
+import { Executor } from './engine/executor.js';
 import { MsgProcessor } from './engine/msg-process.js';
 import { InFlight } from './engine/in-flight.js';
 import { SagaEngine } from './engine/saga.js';
@@ -77,14 +78,15 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
     replyTopic,
     replies,
   };
-  const processor = new MsgProcessor(ctx);
+  const executor = new Executor(ctx);
+  const processor = new MsgProcessor(executor);
   const msg = new MsgEngine(ctx, processor);
   const tcc = new PhaseTwoEngine(ctx, processor, 'tcc');
   const xa = new PhaseTwoEngine(ctx, processor, 'xa');
-  const sagaProcessor = new SagaProcessor(ctx);
+  const sagaProcessor = new SagaProcessor(executor);
   const saga = new SagaEngine(ctx, sagaProcessor);
   const workflow = new WorkflowEngine(ctx);
-  const scheduler = new Scheduler(ctx, { msg: processor, saga: sagaProcessor, workflow: new WorkflowProcessor(ctx) });
+  const scheduler = new Scheduler(ctx, { msg: processor, saga: sagaProcessor, workflow: new WorkflowProcessor(executor) });
   const retention = new RetentionJob(ctx);
   let draining = false;
   const access = { apiTokens: config.apiTokens, operatorTokens: config.operatorTokens };

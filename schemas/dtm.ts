@@ -19,6 +19,11 @@ export type TransType = z.infer<typeof transTypeSchema>;
 /** DTM's statuses, and needs_attention: a saga whose compensation kept failing, waiting for an operator's redrive. */
 export const globalStatuses = ['prepared', 'submitted', 'aborting', 'succeed', 'failed', 'needs_attention'] as const;
 export type GlobalStatus = (typeof globalStatuses)[number];
+/** A transaction in one of these has work left: the scheduler claims it when due. */
+export const unfinishedStatuses = ['prepared', 'submitted', 'aborting'] as const satisfies readonly GlobalStatus[];
+export type UnfinishedStatus = (typeof unfinishedStatuses)[number];
+/** How a transaction ends (a saga may also stop at needs_attention). */
+export type FinalStatus = Extract<GlobalStatus, 'succeed' | 'failed'>;
 export const branchStatuses = ['prepared', 'succeed', 'failed'] as const;
 export type BranchStatus = (typeof branchStatuses)[number];
 

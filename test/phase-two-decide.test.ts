@@ -1,9 +1,10 @@
 /** The phase-two decisions of TCC and XA, from rows and the store's time alone: no store, no HTTP. */
 import { describe, expect, it } from 'vitest';
+import type { BranchStatus } from '../schemas/dtm.js';
 import type { BranchRow } from '../coordinator/store/transactions.js';
 import { decidePhaseTwo } from '../coordinator/engine/phase-two-decide.js';
 
-const row = (id: string, op: string, status = 'prepared'): BranchRow => ({
+const row = (id: string, op: string, status: BranchStatus = 'prepared'): BranchRow => ({
   id: 1,
   gid: 'g',
   url: `http://svc/${op}${id}`,

@@ -4,11 +4,12 @@
  * changes nothing, a branch registers only while its transaction is prepared.
  */
 import { randomUUID } from 'node:crypto';
+import { sql } from 'drizzle-orm';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Database } from '../coordinator/store/database.js';
 import { recordReply, updateSagaBranches } from '../coordinator/store/sagas.js';
-import { registerBranches } from '../coordinator/store/tcc.js';
+import { abortPrepared, registerBranches } from '../coordinator/store/tcc.js';
 import {
   claimDue,
   extendLease,
@@ -49,6 +50,31 @@ function transaction(over: Partial<NewTransaction> = {}): NewTransaction {
 const branch = (branchId: string, op: string): NewBranch => ({ branchId, op, url: 'http://svc/x', data: '', meta: {}, orderKey: null });
 
 describe('store operations', () => {
+  it('returns the rows it wrote: inserted, promoted and aborted transactions come back with their pending branches', async () => {
+    const t = transaction({ status: 'prepared', dueIn: 60, branches: [branch('01', 'action'), branch('02', 'action')] });
+    const created = (await insertTransactions(database, [t, { ...t, contentHash: 'other' }])).get(t.gid);
+    expect(created?.trans).toMatchObject({ gid: t.gid, status: 'prepared', submit_seq: null, content_hash: 'h', retry_count: 0 });
+    expect(created?.trans.id).toBeGreaterThan(0);
+    expect(created?.branches.map((b) => [b.branch_id, b.status, b.gid])).toEqual([
+      ['01', 'prepared', t.gid],
+      ['02', 'prepared', t.gid],
+    ]);
+    expect(created?.branches.every((b) => b.id > 0)).toBe(true);
+    // One branch delivered already (a check-back raced a submit): only the other is pending.
+    await database.rows(sql`update trans_branch_op set status = 'succeed' where gid = ${t.gid} and branch_id = '01'`);
+    const [promoted] = await promoteToSubmitted(database, [{ gid: t.gid, transType: 'msg', contentHash: 'h' }], 'node-a', 30);
+    expect(promoted?.trans).toMatchObject({ gid: t.gid, status: 'submitted', owner: 'node-a', id: created?.trans.id });
+    expect(promoted?.trans.submit_seq).toBeGreaterThan(0);
+    expect(promoted?.branches.map((b) => b.branch_id)).toEqual(['02']);
+
+    const tcc = transaction({ transType: 'tcc', status: 'prepared', dueIn: 60 });
+    await insertTransactions(database, [tcc]);
+    await registerBranches(database, tcc.gid, 'tcc', [branch('01', 'cancel'), branch('01', 'confirm')]);
+    const aborting = await abortPrepared(database, tcc.gid, 'tcc', 'node-a', 30, 'test');
+    expect(aborting?.trans.status).toBe('aborting');
+    expect(aborting?.branches.map((b) => `${b.branch_id} ${b.op}`)).toEqual(['01 cancel', '01 confirm']);
+  });
+
   it('claims due work once: two nodes get disjoint rows, and a leased row is not due', async () => {
     const items = [transaction(), transaction(), transaction()];
     await insertTransactions(database, items);

@@ -17,7 +17,7 @@ describe('decideWorkflow', () => {
   });
 
   it('leaves finished workflows alone', () => {
-    for (const status of ['succeed', 'failed']) {
+    for (const status of ['succeed', 'failed'] as const) {
       expect(decideWorkflow({ status, query_prepared: 'http://svc/resume', custom_data: custom('t', '') })).toEqual({ kind: 'finished' });
     }
   });

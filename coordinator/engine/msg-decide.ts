@@ -6,12 +6,12 @@
  */
 import { doubled, jitter, type BackoffPolicy } from '../../schemas/backoff.js';
 import type { StoredOptions } from '../../schemas/db/tables.js';
-import type { DtmOutcome } from '../../schemas/dtm.js';
+import type { DtmOutcome, FinalStatus, UnfinishedStatus } from '../../schemas/dtm.js';
 import type { BranchRow } from '../store/transactions.js';
 
 /** What a decision of a type whose branches run in order (msg, tcc) reads. */
 export interface MsgView {
-  status: 'prepared' | 'submitted' | 'aborting';
+  status: UnfinishedStatus;
   options: StoredOptions;
   /** Milliseconds since the message was created, by the store's clock. */
   ageMs: number;
@@ -24,7 +24,7 @@ export type MsgDecision =
   /** Due again in `delay` seconds (the message's delay has not passed). */
   | { kind: 'wait'; delay: number }
   /** Deliver these groups in order, the branches of one group at once; then the transaction ends as `end`. */
-  | { kind: 'deliver'; groups: BranchRow[][]; end: 'succeed' | 'failed' }
+  | { kind: 'deliver'; groups: BranchRow[][]; end: FinalStatus }
   /** Turn to aborting (its time ran out), then decide again. */
   | { kind: 'rollback'; reason: string };
 

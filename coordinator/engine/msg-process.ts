@@ -10,30 +10,13 @@
  */
 import type { BackoffPolicy } from '../../schemas/backoff.js';
 import type { DtmOutcome } from '../../schemas/dtm.js';
-import type { BranchMeta } from '../../schemas/db/tables.js';
-import type { GroupCommit } from '../store/group-commit.js';
-import {
-  pendingBranches,
-  promoteToSubmitted,
-  waitingOrderKeys,
-  settle,
-  type BranchRow,
-  type Settlement,
-  type TransRow,
-} from '../store/transactions.js';
+import { promoteToSubmitted, waitingOrderKeys, type BranchRow, type Settlement, type TransRow } from '../store/transactions.js';
 import { moveToAborting } from '../store/tcc.js';
-import { sendAlert } from './alert.js';
-import { batched } from './batches.js';
 import { leaseSeconds, type EngineContext } from './context.js';
-import { Lease } from './lease.js';
-import { checkBackVerdict, decideMsg, msgRetry } from './msg-decide.js';
+import { leaseLost, type Executor, type PassResult } from './executor.js';
+import type { Lease } from './lease.js';
+import { checkBackVerdict, decideMsg, type MsgView } from './msg-decide.js';
 import { decidePhaseTwo, isPhaseTwoType } from './phase-two-decide.js';
-import { publishBranch } from './publish.js';
-
-export interface PassResult {
-  status: 'prepared' | 'submitted' | 'aborting' | 'succeed' | 'failed';
-  reason?: string;
-}
 
 /** Seconds a keyed message waits before it looks again whether the messages before it are out. */
 const orderWait = 0.05;
@@ -44,27 +27,18 @@ type Delivered =
   | { kind: 'failed'; succeeded: Settlement['succeeded']; outcome: DtmOutcome; failed: NonNullable<Settlement['failed']> };
 
 export class MsgProcessor {
-  private readonly settles: GroupCommit<Settlement, boolean>;
+  private readonly ctx: EngineContext;
 
-  constructor(private readonly ctx: EngineContext) {
-    this.settles = batched(ctx, 'settle', async (items: Settlement[]) => {
-      const applied = await settle(ctx.database, ctx.nodeId, items);
-      return items.map((s) => applied.has(s.gid));
-    });
+  constructor(private readonly executor: Executor) {
+    this.ctx = executor.ctx;
   }
 
   /**
    * Runs one pass. `startedAt` (performance.now()) was taken before the lease was written, so
    * the local deadline is never later than the lease in the store.
    */
-  async run(trans: TransRow, branches: BranchRow[], startedAt: number, lease: number): Promise<PassResult> {
-    try {
-      return await this.pass(trans, branches, startedAt, lease);
-    } catch (err) {
-      // The store failed mid-pass: the lease runs out and another pass (here or elsewhere) resumes.
-      this.ctx.logger.error({ err, gid: trans.gid, trans_type: trans.trans_type }, 'message pass failed');
-      return { status: trans.status as PassResult['status'], reason: (err as Error).message };
-    }
+  run(trans: TransRow, branches: BranchRow[], startedAt: number, lease: number): Promise<PassResult> {
+    return this.executor.guarded('message', trans, () => this.pass(trans, branches, startedAt, lease));
   }
 
   private async pass(trans: TransRow, pending: BranchRow[], startedAt: number, leaseFor: number): Promise<PassResult> {
@@ -72,24 +46,12 @@ export class MsgProcessor {
     const log = this.ctx.logger.child({ gid: trans.gid, trans_type: trans.trans_type });
     const timeout = trans.options.request_timeout ?? config.requestTimeout;
     const policy: BackoffPolicy = { base: trans.options.retry_interval ?? config.retryInterval, cap: config.maxRetryInterval };
-    const lease = new Lease(this.ctx, trans.gid, startedAt, leaseFor);
-    let status = trans.status as 'prepared' | 'submitted' | 'aborting';
+    const lease = this.executor.lease(trans, startedAt, leaseFor);
+    let status = trans.status as MsgView['status'];
     let seq = trans.submit_seq;
-    const finish = async (s: Omit<Settlement, 'gid'>): Promise<PassResult> => {
-      const applied = await this.settles.run({ gid: trans.gid, ...s });
-      if (!applied) return { status, reason: 'lease lost to another node' };
-      if (s.status === 'succeed' || s.status === 'failed') {
-        this.ctx.metrics.transactions.inc({ trans_type: trans.trans_type, status: s.status });
-        log.info({ status: s.status, reason: s.reason }, 'transaction finished');
-      }
-      return { status: s.status, reason: s.reason };
-    };
-    const retryLater = (outcome: DtmOutcome, succeeded: Settlement['succeeded'], failed: Settlement['failed'], reason: string) => {
-      const retry = msgRetry(outcome, trans.next_cron_interval, policy);
-      log.warn({ outcome, branchId: failed?.branchId ?? '00', reason, retryIn: retry.interval }, 'will retry');
-      this.alert(trans, failed?.branchId ?? '00', reason);
-      return finish({ succeeded, failed, status, ...retry });
-    };
+    const finish = (s: Omit<Settlement, 'gid'>) => this.executor.settle(trans, status, s, log);
+    const retryLater = (outcome: DtmOutcome, succeeded: Settlement['succeeded'], failed: Settlement['failed'], reason: string) =>
+      this.executor.retryLater(trans, log, { status, outcome, policy, reason, succeeded, failed });
     /** Gives the lease back with the row due at once: the pass ran out of lease time. */
     const release = (succeeded: Settlement['succeeded'] = []) =>
       finish({ succeeded, status, interval: trans.next_cron_interval, delay: 0, retried: false });
@@ -115,14 +77,14 @@ export class MsgProcessor {
         return finish({ succeeded: sent.succeeded, status: next.end, interval: policy.base, delay: 0, retried: false });
       }
       if (next.kind === 'rollback') {
-        if (!(await moveToAborting(database, trans.gid, nodeId, next.reason))) return { status, reason: 'lease lost to another node' };
+        if (!(await moveToAborting(database, trans.gid, nodeId, next.reason))) return leaseLost(status);
         log.info({ reason: next.reason }, 'transaction rolls back');
         status = 'aborting';
         continue;
       }
 
       if (!(await lease.fits(timeout))) return release();
-      const answer = await this.call(trans, trans.query_prepared, '00', 'msg', '', timeout);
+      const answer = await this.executor.call(trans, { url: trans.query_prepared, branchId: '00', op: 'msg', payload: '', timeout });
       const verdict = checkBackVerdict(answer.outcome);
       if (verdict === 'failed') {
         const reason = `query_prepared answered FAILURE: ${answer.detail}`;
@@ -131,13 +93,18 @@ export class MsgProcessor {
       if (verdict === 'retry') return retryLater(answer.outcome, [], undefined, `query_prepared: ${answer.detail}`);
       const before = performance.now();
       const longer = leaseSeconds(config, timeout);
-      const marked = await promoteToSubmitted(database, [{ gid: trans.gid, transType: trans.trans_type, contentHash: '' }], nodeId, longer);
-      if (marked.length === 0) return { status: 'prepared', reason: 'lease lost to another node' };
-      seq = marked[0]?.submit_seq ?? null;
+      const [marked] = await promoteToSubmitted(
+        database,
+        [{ gid: trans.gid, transType: trans.trans_type, contentHash: '' }],
+        nodeId,
+        longer,
+      );
+      if (!marked) return leaseLost('prepared');
+      seq = marked.trans.submit_seq;
       lease.renewed(before, longer);
       status = 'submitted';
       log.info('check-back found the local transaction committed');
-      branches = (await pendingBranches(database, [trans.gid])).get(trans.gid) ?? [];
+      branches = marked.branches;
     }
   }
 
@@ -150,7 +117,20 @@ export class MsgProcessor {
       if (seq !== null && keys.length > 0 && (await waitingOrderKeys(this.ctx.database, seq, keys)).size > 0) {
         return { kind: 'after-earlier', succeeded };
       }
-      const answers = await Promise.all(group.map((b) => this.call(trans, b.url, b.branch_id, b.op, b.data, timeout, b.meta)));
+      const answers = await Promise.all(
+        group.map((b) =>
+          // DTM calls XA's phase two by POST, with or without data.
+          this.executor.call(trans, {
+            url: b.url,
+            branchId: b.branch_id,
+            op: b.op,
+            payload: b.data,
+            timeout,
+            meta: b.meta,
+            post: trans.trans_type === 'xa',
+          }),
+        ),
+      );
       let failed: Extract<Delivered, { kind: 'failed' }> | undefined;
       group.forEach((branch, i) => {
         const { outcome, detail } = answers[i]!;
@@ -160,33 +140,5 @@ export class MsgProcessor {
       if (failed) return failed;
     }
     return { kind: 'done', succeeded };
-  }
-
-  private call(trans: TransRow, url: string, branchId: string, op: string, payload: string, timeout: number, meta: BranchMeta = {}) {
-    return publishBranch(this.ctx, {
-      url,
-      params: { gid: trans.gid, trans_type: trans.trans_type, branch_id: branchId, op },
-      payload,
-      headers: { ...trans.options.branch_headers, ...meta.headers },
-      timeoutMs: timeout * 1000,
-      key: meta.key,
-      // DTM calls XA's phase two by POST, with or without data.
-      post: trans.trans_type === 'xa',
-      timed: true,
-    });
-  }
-
-  /** Tells the alert webhook that a transaction keeps failing. */
-  private alert(trans: TransRow, branchId: string, error: string): void {
-    if (trans.retry_count + 1 < this.ctx.config.alertRetryLimit) return;
-    sendAlert(this.ctx, {
-      kind: 'retries',
-      gid: trans.gid,
-      trans_type: trans.trans_type,
-      status: trans.status,
-      branch: branchId,
-      error,
-      retry_count: trans.retry_count + 1,
-    });
   }
 }

@@ -14,8 +14,6 @@ import {
   findTransactions,
   firstPerGid,
   insertTransactions,
-  insertedRow,
-  pendingBranches,
   promoteToSubmitted,
   type BranchRow,
   type NewBranch,
@@ -122,7 +120,6 @@ export class MsgEngine {
         data,
         meta,
         orderKey: orderKeyOf(t.url, meta),
-        fromTopic: true,
       }));
     });
     const delay = parseDelay(req.custom_data);
@@ -196,7 +193,7 @@ export class MsgEngine {
           nodeId,
           lease,
         )
-      ).map((row) => [row.gid, row]),
+      ).map((row) => [row.trans.gid, row]),
     );
     const toInsert = unique.filter((i) => !promoted.has(i.gid) && i.hasSteps).map((i) => i.trans);
     const created = await insertTransactions(database, toInsert);
@@ -204,26 +201,16 @@ export class MsgEngine {
       database,
       unique.filter((i) => !promoted.has(i.gid) && !created.has(i.gid)).map((i) => i.gid),
     );
-    // A submit that carries its steps matched the stored hash, so its branches are the stored ones, all
-    // still pending. Only a submit without steps, or with topics (whose subscribers may have changed
-    // since prepare), needs them read back.
-    const readBack = (i: { hasSteps: boolean; trans: NewTransaction }) => !i.hasSteps || i.trans.branches.some((b) => b.fromTopic);
-    const bare = unique.filter((i) => promoted.has(i.gid) && readBack(i)).map((i) => i.gid);
-    const stored = await pendingBranches(database, bare);
-    const branchesOf = (trans: NewTransaction) => stored.get(trans.gid) ?? trans.branches.map((b) => asBranchRow(trans.gid, b));
     const firsts = new Set(unique.map((u) => u.item));
     return items.map((item): SubmitOutcome | typeof again => {
       const { trans, hasSteps } = item;
       const isFirst = firsts.has(item);
       const row = promoted.get(trans.gid);
-      if (row && isFirst) return { ok: true, deliver: { trans: row, branches: branchesOf(trans), startedAt, lease } };
-      if (created.has(trans.gid) && isFirst) {
+      if (row && isFirst) return { ok: true, deliver: { ...row, startedAt, lease } };
+      const inserted = created.get(trans.gid);
+      if (inserted && isFirst) {
         if (trans.owner === '') return { ok: true }; // delayed: the scheduler delivers it when due
-        const own = trans.branches.map((b) => asBranchRow(trans.gid, b));
-        return {
-          ok: true,
-          deliver: { trans: insertedRow(trans, created.get(trans.gid) ?? null), branches: own, startedAt, lease: trans.dueIn },
-        };
+        return { ok: true, deliver: { ...inserted, startedAt, lease: trans.dueIn } };
       }
       if (row || created.has(trans.gid)) return { ok: true }; // the same gid twice in one batch: the first does the work
       const stored = existing.get(trans.gid);
@@ -250,8 +237,4 @@ function orderKeyOf(url: string, meta: BranchMeta): string | null {
 /** custom_data's delay; transRequestSchema checked it. */
 function parseDelay(customData: string | undefined): number {
   return customData ? (msgCustomDataSchema.parse(parseJson(customData)).delay ?? 0) : 0;
-}
-
-function asBranchRow(gid: string, b: NewBranch): BranchRow {
-  return { id: 0, gid, url: b.url, data: b.data, meta: b.meta, order_key: b.orderKey, branch_id: b.branchId, op: b.op, status: 'prepared' };
 }

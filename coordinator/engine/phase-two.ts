@@ -9,7 +9,7 @@ import type { TransRequest } from '../../schemas/dtm.js';
 import { ConcordError } from '../../schemas/errors.js';
 import type { BranchRegistration } from '../../schemas/xa.js';
 import { abortPrepared, registerBranches } from '../store/tcc.js';
-import { findTransactions, insertTransactions, pendingBranches, promoteToSubmitted, type TransRow } from '../store/transactions.js';
+import { findTransactions, insertTransactions, promoteToSubmitted, type StoredTransaction, type TransRow } from '../store/transactions.js';
 import { leaseSeconds, type EngineContext } from './context.js';
 import type { MsgProcessor } from './msg-process.js';
 import { throwUnlessSucceeded } from './outcome.js';
@@ -86,8 +86,8 @@ export class PhaseTwoEngine {
     const { config, database, nodeId } = this.ctx;
     const startedAt = performance.now();
     const lease = leaseSeconds(config, config.requestTimeout);
-    const [row] = await promoteToSubmitted(database, [{ gid: req.gid, transType: this.type, contentHash: '' }], nodeId, lease);
-    if (!row) {
+    const [promoted] = await promoteToSubmitted(database, [{ gid: req.gid, transType: this.type, contentHash: '' }], nodeId, lease);
+    if (!promoted) {
       const stored = await this.existing(req.gid);
       if (stored.status === 'submitted' || stored.status === 'succeed') {
         if (req.wait_result && stored.status !== 'succeed')
@@ -100,7 +100,7 @@ export class PhaseTwoEngine {
         `current status '${stored.status === 'prepared' ? 'aborting' : stored.status}', cannot submit`,
       );
     }
-    await this.runNow(row, req, startedAt, lease);
+    await this.runNow(promoted, req, startedAt, lease);
   }
 
   /** Rolls back every branch (TCC: Cancel; a branch failed); aborting twice is the same abort. */
@@ -109,17 +109,16 @@ export class PhaseTwoEngine {
     const startedAt = performance.now();
     const lease = leaseSeconds(config, config.requestTimeout);
     const reason = req.rollback_reason ?? 'aborted by the caller';
-    const row = await abortPrepared(database, req.gid, this.type, nodeId, lease, reason);
-    if (!row) {
+    const aborting = await abortPrepared(database, req.gid, this.type, nodeId, lease, reason);
+    if (!aborting) {
       const stored = await this.existing(req.gid);
       if (stored.status === 'aborting' || stored.status === 'failed' || stored.status === 'prepared') return;
       throw new ConcordError('INVALID_STATE', `current status '${stored.status}', cannot abort`);
     }
-    await this.runNow(row, req, startedAt, lease);
+    await this.runNow(aborting, req, startedAt, lease);
   }
 
-  private async runNow(row: TransRow, req: TransRequest, startedAt: number, lease: number): Promise<void> {
-    const branches = (await pendingBranches(this.ctx.database, [row.gid])).get(row.gid) ?? [];
+  private async runNow({ trans: row, branches }: StoredTransaction, req: TransRequest, startedAt: number, lease: number): Promise<void> {
     const pass = this.ctx.inFlight.track(this.processor.run(row, branches, startedAt, lease));
     if (req.wait_result) {
       const end = await pass;

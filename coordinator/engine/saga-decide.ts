@@ -11,7 +11,7 @@
 import { backoffInterval, jitter } from '../../schemas/backoff.js';
 import type { Config } from '../../schemas/config.js';
 import type { StoredOptions } from '../../schemas/db/tables.js';
-import type { DtmOutcome } from '../../schemas/dtm.js';
+import type { DtmOutcome, FinalStatus, UnfinishedStatus } from '../../schemas/dtm.js';
 import { isBrokerUrl } from '../../schemas/broker-messages.js';
 import type { BranchUpdate, SagaBranchRow } from '../store/sagas.js';
 
@@ -22,7 +22,7 @@ export type SagaConfig = Pick<
 
 /** What the decision reads: the saga's status, options and age (store clock), and its branch rows. */
 export interface SagaView {
-  status: 'submitted' | 'aborting';
+  status: Extract<UnfinishedStatus, 'submitted' | 'aborting'>;
   options: StoredOptions;
   /** Milliseconds since the saga was created, by the store's clock. */
   ageMs: number;
@@ -32,7 +32,7 @@ export interface SagaView {
 export type SagaDecision =
   /** Turn to aborting: an action failed or timeout_to_fail passed. */
   | { kind: 'rollback'; reason: string }
-  | { kind: 'finish'; status: 'succeed' | 'failed' }
+  | { kind: 'finish'; status: FinalStatus }
   /**
    * Branches to settle first (no reply in time, or a reply that reported a failure: their policy
    * decides), branches to run now, and the waits (seconds) of the others.

@@ -13,35 +13,38 @@ import {
   settleSaga,
   claimSaga,
   updateSagaBranches,
-  type BranchChange,
-  type BranchUpdate,
   type SagaBranchRow,
   type SagaSettlement,
 } from '../store/sagas.js';
 import type { TransRow } from '../store/transactions.js';
 import { sendAlert } from './alert.js';
 import type { EngineContext } from './context.js';
-import { Lease } from './lease.js';
-import { publishBranch } from './publish.js';
-import { afterAnswer, afterFailure, attemptUpdate, decideSaga, isBrokerUrl, stepPolicy, type FailureVerdict } from './saga-decide.js';
+import { LeaseLost, leaseLost, type Executor, type PassResult } from './executor.js';
+import { BranchWrites } from './saga-writes.js';
+import {
+  afterAnswer,
+  afterFailure,
+  attemptUpdate,
+  decideSaga,
+  isBrokerUrl,
+  stepPolicy,
+  type FailureVerdict,
+  type SagaView,
+} from './saga-decide.js';
 
-export type SagaStatus = SagaSettlement['status'];
-
-export interface SagaPassResult {
-  status: SagaStatus;
-  reason?: string;
-}
+type SagaPassResult = PassResult;
 
 /** Rounds in one pass at most: a pass never spins, whatever the steps answer. */
 const maxRounds = 10_000;
 
-/** The lease went to another node mid-pass: stop at once, that node carries on. */
-class LeaseLost extends Error {}
-
 export class SagaProcessor {
   private readonly waiters = new Map<string, Set<(result: SagaPassResult) => void>>();
 
-  constructor(private readonly ctx: EngineContext) {}
+  private readonly ctx: EngineContext;
+
+  constructor(private readonly executor: Executor) {
+    this.ctx = executor.ctx;
+  }
 
   /**
    * Resolves with the saga's end (succeed, failed or needs_attention) as seen by a pass on this
@@ -67,14 +70,10 @@ export class SagaProcessor {
     let row = trans;
     let started = startedAt;
     for (;;) {
-      let outcome: SagaPassResult & { poked?: boolean };
-      try {
-        outcome = await this.pass(row, started, lease);
-      } catch (err) {
-        if (!(err instanceof LeaseLost)) this.ctx.logger.error({ err, gid: row.gid, trans_type: 'saga' }, 'saga pass failed');
-        // The store failed or the lease moved: the lease runs out and another pass resumes.
-        return { status: row.status as SagaStatus, reason: (err as Error).message };
-      }
+      const passed = row;
+      const outcome: SagaPassResult & { poked?: boolean } = await this.executor.guarded('saga', passed, () =>
+        this.pass(passed, started, lease),
+      );
       if (!outcome.poked) return outcome;
       started = performance.now();
       const again = await claimSaga(this.ctx.database, this.ctx.nodeId, row.gid, lease);
@@ -89,39 +88,18 @@ export class SagaProcessor {
     const options: StoredOptions = trans.options;
     const branches = await sagaBranches(database, trans.gid);
     for (const b of branches) if (isBrokerUrl(b.url)) this.ctx.replies.listen(b.url);
-    let status = trans.status as 'submitted' | 'aborting';
+    let status = trans.status as SagaView['status'];
     let rollbackReason = '';
-    const lease = new Lease(this.ctx, trans.gid, startedAt, leaseFor);
+    const lease = this.executor.lease(trans, startedAt, leaseFor);
 
-    /**
-     * Branch states not written yet. Every attempt is written before its call or command leaves
-     * (recordAttempts), so a node that dies mid-call leaves the step marked as tried and a rollback
-     * compensates it. Results of HTTP calls wait for the next statement the pass makes anyway (the
-     * next round's attempts, the status change, the end of the pass): if this node dies first, the
-     * calls are made again and the participant's barrier absorbs them.
-     */
-    const pending = new Map<string, BranchChange>();
-    const takePending = () => {
-      const changes = [...pending.values()];
-      pending.clear();
-      return changes;
-    };
-    const write = (branch: SagaBranchRow, update: BranchUpdate): void => {
-      branch.status = update.status;
-      branch.attempts = update.attempts;
-      branch.last_error = update.lastError;
-      branch.reply_due_in = update.replyIn;
-      branch.retry_in = update.retryIn;
-      pending.set(`${branch.branch_id}/${branch.op}`, { branch_id: branch.branch_id, op: branch.op, update });
-    };
+    const writes = new BranchWrites();
 
     const finish = async (s: SagaSettlement, reason?: string): Promise<SagaPassResult & { poked?: boolean }> => {
-      const { applied, poked } = await settleSaga(database, nodeId, trans.gid, s, takePending());
-      if (!applied) return { status, reason: 'lease lost to another node' };
+      const { applied, poked } = await settleSaga(database, nodeId, trans.gid, s, writes.take());
+      if (!applied) return leaseLost(status);
       const result: SagaPassResult = { status: s.status, ...(reason ? { reason } : {}) };
       if (s.status === 'succeed' || s.status === 'failed' || s.status === 'needs_attention') {
-        this.ctx.metrics.transactions.inc({ trans_type: 'saga', status: s.status });
-        log.info({ status: s.status, reason }, s.status === 'needs_attention' ? 'saga needs attention' : 'saga finished');
+        this.executor.ended(trans, s.status, reason, log, s.status === 'needs_attention' ? 'saga needs attention' : 'saga finished');
         for (const notify of this.waiters.get(trans.gid) ?? []) notify(result);
       }
       return { ...result, poked };
@@ -144,7 +122,7 @@ export class SagaProcessor {
           });
         }
       }
-      write(b, verdict.update);
+      writes.write(b, verdict.update);
       if (!verdict.attention) return undefined;
       sendAlert(this.ctx, {
         kind: 'needs_attention',
@@ -158,51 +136,31 @@ export class SagaProcessor {
       return finish({ status: 'needs_attention', delay: 0, attention: verdict.attention }, verdict.attention);
     };
 
-    /** Publishes the command of a broker branch's current attempt. */
-    const publishCommand = (b: SagaBranchRow) =>
-      publishBranch(this.ctx, {
-        url: b.url,
-        params: { gid: trans.gid, trans_type: 'saga', branch_id: b.branch_id, op: b.op },
-        payload: b.data,
-        headers: {
-          ...options.branch_headers,
-          ...b.meta.headers,
-          [commandHeaders.messageId]: `${trans.gid}/${b.branch_id}/${b.op}`,
-          [commandHeaders.op]: b.op,
-          [commandHeaders.command]: b.meta.command ?? b.op,
-          [commandHeaders.attempt]: String(b.attempts),
-          [commandHeaders.replyTo]: this.ctx.replyTopic,
-        },
-        timeoutMs: config.requestTimeout * 1000,
-        key: b.meta.key ?? trans.gid,
-        timed: false,
-      });
-
     /**
      * Writes the next attempt of each branch (with everything pending) in one statement before any
      * of them runs: an action that may have run is then always compensated on rollback, and even
      * the quickest reply to a command finds its attempt.
      */
     const recordAttempts = async (toRun: SagaBranchRow[]): Promise<void> => {
-      for (const b of toRun) write(b, attemptUpdate(b, options, config));
-      if (!(await updateSagaBranches(database, nodeId, trans.gid, takePending()))) throw new LeaseLost('lease lost to another node');
+      for (const b of toRun) writes.write(b, attemptUpdate(b, options, config));
+      if (!(await updateSagaBranches(database, nodeId, trans.gid, writes.take()))) throw new LeaseLost();
     };
 
     /** One run of a branch whose attempt is recorded: an HTTP call, or the publication of its command (the reply comes later). */
     const runBranch = async (b: SagaBranchRow): Promise<SagaPassResult | undefined> => {
       if (isBrokerUrl(b.url)) {
-        const answer = await publishCommand(b);
+        const answer = await this.publishCommand(trans, b);
         if (answer.outcome === 'SUCCESS') return undefined;
         const detail = `command not published: ${answer.detail}`;
         return apply(b, afterFailure(b, 'ERROR', detail, options, config), detail);
       }
-      const answer = await publishBranch(this.ctx, {
+      const answer = await this.executor.call(trans, {
         url: b.url,
-        params: { gid: trans.gid, trans_type: 'saga', branch_id: b.branch_id, op: b.op },
+        branchId: b.branch_id,
+        op: b.op,
         payload: b.data,
-        headers: { ...options.branch_headers, ...b.meta.headers },
-        timeoutMs: stepPolicy(b, options, config).timeout * 1000,
-        timed: true,
+        meta: b.meta,
+        timeout: stepPolicy(b, options, config).timeout,
       });
       return apply(b, afterAnswer(b, answer, options, config), answer.detail);
     };
@@ -213,8 +171,8 @@ export class SagaProcessor {
       const next = decideSaga({ status, options, ageMs, branches }, config);
       if (next.kind === 'rollback') {
         // With the branch states so far: which actions were tried decides what is compensated.
-        if (!(await moveSaga(database, nodeId, trans.gid, 'aborting', next.reason, takePending()))) {
-          throw new LeaseLost('lease lost to another node');
+        if (!(await moveSaga(database, nodeId, trans.gid, 'aborting', next.reason, writes.take()))) {
+          throw new LeaseLost();
         }
         log.info({ reason: next.reason }, 'saga rolls back');
         status = 'aborting';
@@ -238,13 +196,13 @@ export class SagaProcessor {
         // Only commands to send, and then the pass would wait: their attempts are written and the
         // lease given back in one statement, then they leave, and their replies claim the saga. A
         // command that cannot be published is retried when its reply is overdue.
-        for (const b of toRun) write(b, attemptUpdate(b, options, config));
+        for (const b of toRun) writes.write(b, attemptUpdate(b, options, config));
         const delay = Math.min(...next.waits, ...toRun.map((b) => stepPolicy(b, options, config).timeout));
-        const { applied, poked } = await settleSaga(database, nodeId, trans.gid, { status, delay }, takePending());
-        if (!applied) return { status, reason: 'lease lost to another node' };
+        const { applied, poked } = await settleSaga(database, nodeId, trans.gid, { status, delay }, writes.take());
+        if (!applied) return leaseLost(status);
         await Promise.all(
           toRun.map(async (b) => {
-            const answer = await publishCommand(b);
+            const answer = await this.publishCommand(trans, b);
             if (answer.outcome !== 'SUCCESS') {
               log.warn(
                 { branchId: b.branch_id, op: b.op, detail: answer.detail },
@@ -260,7 +218,7 @@ export class SagaProcessor {
         const longest = Math.max(
           ...toRun.map((b) => (isBrokerUrl(b.url) ? config.requestTimeout : stepPolicy(b, options, config).timeout)),
         );
-        if (!(await lease.fits(longest))) throw new LeaseLost('lease lost to another node');
+        if (!(await lease.fits(longest))) throw new LeaseLost();
         await recordAttempts(toRun);
         const ended = (await Promise.all(toRun.map(runBranch))).find((r) => r !== undefined);
         if (ended) return ended;
@@ -271,5 +229,26 @@ export class SagaProcessor {
       }
     }
     return finish({ status, delay: 0 });
+  }
+
+  /** Publishes the command of a broker branch's current attempt; its reply comes later, to the reply topic. */
+  private publishCommand(trans: TransRow, b: SagaBranchRow) {
+    return this.executor.call(trans, {
+      url: b.url,
+      branchId: b.branch_id,
+      op: b.op,
+      payload: b.data,
+      meta: b.meta,
+      headers: {
+        [commandHeaders.messageId]: `${trans.gid}/${b.branch_id}/${b.op}`,
+        [commandHeaders.op]: b.op,
+        [commandHeaders.command]: b.meta.command ?? b.op,
+        [commandHeaders.attempt]: String(b.attempts),
+        [commandHeaders.replyTo]: this.ctx.replyTopic,
+      },
+      timeout: this.ctx.config.requestTimeout,
+      key: b.meta.key ?? trans.gid,
+      timed: false,
+    });
   }
 }

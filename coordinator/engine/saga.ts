@@ -14,7 +14,6 @@ import type { GroupCommit } from '../store/group-commit.js';
 import {
   findTransactions,
   firstPerGid,
-  insertedRow,
   insertTransactions,
   type NewBranch,
   type NewTransaction,
@@ -27,7 +26,7 @@ import { branchMeta, conflictOf, contentHash, storedOptions } from './request.js
 import { isBrokerUrl } from '../../schemas/broker-messages.js';
 import type { SagaProcessor } from './saga-process.js';
 
-type SubmitOutcome = { created: true } | { existing: TransRow } | { error: ConcordError };
+type SubmitOutcome = { created: TransRow } | { existing: TransRow } | { error: ConcordError };
 
 export class SagaEngine {
   private readonly submits: GroupCommit<NewTransaction, SubmitOutcome>;
@@ -62,7 +61,7 @@ export class SagaEngine {
     }
     // Registered before the pass starts, so that an end within the first pass is not missed.
     const ended = req.wait_result ? this.processor.waitForEnd(req.gid, waitMs) : undefined;
-    void this.ctx.inFlight.track(this.processor.run(insertedRow(trans, null), startedAt, trans.dueIn));
+    void this.ctx.inFlight.track(this.processor.run(outcome.created, startedAt, trans.dueIn));
     if (ended) throwUnlessSucceeded(`saga ${req.gid}`, await ended);
   }
 
@@ -154,7 +153,8 @@ export class SagaEngine {
     const firsts = new Set(firstPerGid(items).filter((t) => created.has(t.gid)));
     const existing = await findTransactions(database, [...new Set(items.filter((t) => !firsts.has(t)).map((t) => t.gid))]);
     return items.map((item): SubmitOutcome | typeof again => {
-      if (firsts.has(item)) return { created: true };
+      const inserted = created.get(item.gid);
+      if (inserted && firsts.has(item)) return { created: inserted.trans };
       const row = existing.get(item.gid);
       if (!row) return again;
       const conflict = conflictOf(row, item, true);

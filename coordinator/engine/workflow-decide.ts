@@ -6,11 +6,12 @@
  * the service runs it again: recorded steps replay, the rest run, and the run submits the outcome.
  */
 import type { StoredOptions } from '../../schemas/db/tables.js';
+import type { GlobalStatus } from '../../schemas/dtm.js';
 import { parseJson } from '../../schemas/trans-checks.js';
 import { workflowCustomDataSchema } from '../../schemas/workflow.js';
 
 export interface WorkflowView {
-  status: string;
+  status: GlobalStatus;
   /** The callback the service serves to resume a workflow ('' when it serves none). */
   query_prepared: string;
   /** {"name": …, "data": base64 of the input}. */

@@ -4,26 +4,19 @@
  * relative to the store's clock (seconds from now()), so nodes with skewed clocks agree.
  */
 import { sql, type SQL } from 'drizzle-orm';
-import type { BranchMeta } from '../../schemas/db/tables.js';
+import type { TransBranchSqlRow } from '../../schemas/db/tables.js';
 import type { SagaReply } from '../../schemas/saga.js';
 import { storedText } from '../../schemas/text.js';
 import type { Database } from './database.js';
 import { transColumns, type TransRow } from './transactions.js';
 
-export interface SagaBranchRow {
-  branch_id: string;
+export type SagaBranchRow = Pick<TransBranchSqlRow, 'branch_id' | 'url' | 'data' | 'meta' | 'status' | 'attempts' | 'last_error'> & {
   op: 'action' | 'compensate';
-  url: string;
-  data: string;
-  meta: BranchMeta;
-  status: 'prepared' | 'succeed' | 'failed';
-  attempts: number;
-  last_error: string | null;
   /** Seconds until the awaited reply is overdue (negative: overdue); null when no command is out. */
   reply_due_in: number | null;
   /** Seconds until the next run after a failure; null when none is scheduled. */
   retry_in: number | null;
-}
+};
 
 export async function sagaBranches(database: Database, gid: string): Promise<SagaBranchRow[]> {
   return database.rows<SagaBranchRow>(

@@ -6,7 +6,15 @@
 import { sql } from 'drizzle-orm';
 import { storedText } from '../../schemas/text.js';
 import type { Database } from './database.js';
-import { transColumns, type NewBranch, type TransRow } from './transactions.js';
+import {
+  pendingBranchesOf,
+  stored,
+  transColumns,
+  type BranchRow,
+  type NewBranch,
+  type StoredTransaction,
+  type TransRow,
+} from './transactions.js';
 
 const p = (value: unknown) => sql.param(value);
 
@@ -46,7 +54,8 @@ export async function registerBranches(database: Database, gid: string, transTyp
 
 /**
  * Turns a prepared transaction of `transType` to aborting, leased to `owner` for `lease` seconds,
- * unless another node holds a live lease on it; the row as it is now, or undefined.
+ * unless another node holds a live lease on it; the row as it is now with its pending branches, or
+ * undefined.
  */
 export async function abortPrepared(
   database: Database,
@@ -55,14 +64,14 @@ export async function abortPrepared(
   owner: string,
   lease: number,
   reason: string,
-): Promise<TransRow | undefined> {
-  const [row] = await database.rows<TransRow>(
+): Promise<StoredTransaction | undefined> {
+  const [row] = await database.rows<TransRow & { branches: BranchRow[] }>(
     sql`update trans_global set status = 'aborting', rollback_reason = ${storedText(reason)}, owner = ${owner},
           next_cron_time = now() + ${lease} * interval '1 second', update_time = now()
         where gid = ${gid} and trans_type = ${transType} and status = 'prepared' and (owner = '' or owner = ${owner} or next_cron_time < now())
-        returning ${transColumns}`,
+        returning ${transColumns}, ${pendingBranchesOf('trans_global')}`,
   );
-  return row;
+  return row && stored(row);
 }
 
 /** Moves a transaction `owner` holds from prepared or submitted to aborting (its time ran out). */

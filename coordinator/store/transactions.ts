@@ -3,11 +3,14 @@
  * group-commit.ts) and use unnest() so that one statement serves any batch size.
  */
 import { sql, type SQL } from 'drizzle-orm';
-import type { BranchMeta, StoredOptions } from '../../schemas/db/tables.js';
+import { unfinishedStatuses, type GlobalStatus } from '../../schemas/dtm.js';
+import type { BranchMeta, StoredOptions, TransBranchSqlRow, TransGlobalSqlRow } from '../../schemas/db/tables.js';
 import { storedText } from '../../schemas/text.js';
 import type { Database } from './database.js';
 
 const p = (value: unknown) => sql.param(value);
+/** The statuses with work left, as an SQL list (a literal, so the partial due index applies). */
+const unfinished = sql.raw(unfinishedStatuses.map((s) => `'${s}'`).join(', '));
 
 export interface NewBranch {
   branchId: string;
@@ -17,14 +20,12 @@ export interface NewBranch {
   meta: BranchMeta;
   /** Destination and key of a keyed broker branch (delivered in submit order), else null. */
   orderKey: string | null;
-  /** Resolved from a topic's subscribers when the request came (not stored). */
-  fromTopic?: boolean;
 }
 
 export interface NewTransaction {
   gid: string;
   transType: string;
-  status: 'prepared' | 'submitted';
+  status: Extract<GlobalStatus, 'prepared' | 'submitted'>;
   queryPrepared: string;
   options: StoredOptions;
   customData: string;
@@ -38,34 +39,32 @@ export interface NewTransaction {
 }
 
 /** What the engine needs of a stored transaction (selected with `transColumns`). */
-export interface TransRow {
-  id: number;
-  gid: string;
-  trans_type: string;
-  status: string;
-  query_prepared: string;
-  options: StoredOptions;
-  custom_data: string;
-  content_hash: string;
-  next_cron_interval: number;
-  retry_count: number;
-  owner: string;
+export type TransRow = Pick<
+  TransGlobalSqlRow,
+  | 'id'
+  | 'gid'
+  | 'trans_type'
+  | 'status'
+  | 'query_prepared'
+  | 'options'
+  | 'custom_data'
+  | 'content_hash'
+  | 'next_cron_interval'
+  | 'retry_count'
+  | 'owner'
+  | 'submit_seq'
+> & {
   /** Milliseconds since create_time, by the store's clock when the row was read. */
   age_ms: number;
-  /** Order of submission (null while prepared). */
-  submit_seq: number | null;
-}
+};
 
-export interface BranchRow {
-  id: number;
-  gid: string;
-  url: string;
-  data: string;
-  meta: BranchMeta;
-  order_key: string | null;
-  branch_id: string;
-  op: string;
-  status: string;
+/** What the engine needs of a stored branch (selected with `branchColumns`). */
+export type BranchRow = Pick<TransBranchSqlRow, 'id' | 'gid' | 'url' | 'data' | 'meta' | 'order_key' | 'branch_id' | 'op' | 'status'>;
+
+/** A transaction with its branches still to be called, in creation order, as the store holds them. */
+export interface StoredTransaction {
+  trans: TransRow;
+  branches: BranchRow[];
 }
 
 /** The columns of a TransRow, read from `table` (a name or alias). Times are the store's: age_ms is now() - create_time. */
@@ -77,15 +76,28 @@ export function transColumnsOf(t: string): SQL {
 
 export const transColumns = transColumnsOf('trans_global');
 
+/** The columns of a BranchRow (of trans_branch_op, unqualified). */
+export const branchColumns = sql.raw('id::int as id, gid, url, data, meta, order_key, branch_id, op, status');
+
+/** The pending branches of `g.gid` as a JSON array of BranchRows, in creation order (one subquery per row). */
+export const pendingBranchesOf = (g: string) =>
+  sql`(select coalesce(json_agg(b order by b.id), '[]') from (select ${branchColumns} from trans_branch_op
+    where gid = ${sql.raw(g)}.gid and status = 'prepared') b) as branches`;
+
+/** Splits a row selected with transColumns and pendingBranchesOf. */
+export function stored({ branches, ...trans }: TransRow & { branches: BranchRow[] }): StoredTransaction {
+  return { trans, branches };
+}
+
 /**
  * Inserts the transactions whose gid is new, with their branches, in one statement (so one
- * commit, and nothing half-written); returns the gids it created.
+ * commit, and nothing half-written); returns the rows it created, by gid.
  */
-export async function insertTransactions(database: Database, items: NewTransaction[]): Promise<Map<string, number | null>> {
+export async function insertTransactions(database: Database, items: NewTransaction[]): Promise<Map<string, StoredTransaction>> {
   const unique = firstPerGid(items);
   if (unique.length === 0) return new Map();
   const branches = unique.flatMap((t) => t.branches.map((b) => ({ gid: t.gid, ...b })));
-  const created = await database.rows<{ gid: string; submit_seq: number | null }>(
+  const created = await database.rows<TransRow & { branches: BranchRow[] }>(
     sql`with created as (
           insert into trans_global (gid, trans_type, status, query_prepared, options, custom_data, content_hash,
             next_cron_interval, next_cron_time, owner, submit_seq)
@@ -99,7 +111,7 @@ export async function insertTransactions(database: Database, items: NewTransacti
             ${p(unique.map((t) => t.dueIn))}::float8[], ${p(unique.map((t) => t.owner))}::text[])
             as u(gid, trans_type, status, query_prepared, options, custom_data, content_hash, interval, due, owner)
           on conflict (gid) do nothing
-          returning gid, submit_seq
+          returning *
         ), branches as (
           insert into trans_branch_op (gid, url, data, meta, order_key, branch_id, op, status)
           select u.gid, u.url, u.data, u.meta::jsonb, u.order_key, u.branch_id, u.op, 'prepared'
@@ -109,29 +121,13 @@ export async function insertTransactions(database: Database, items: NewTransacti
             ${p(branches.map((b) => b.op))}::text[])
             as u(gid, url, data, meta, order_key, branch_id, op)
           where u.gid in (select gid from created)
+          returning ${branchColumns}
         )
-        select gid, submit_seq::float8 as submit_seq from created`,
+        select ${transColumnsOf('c')},
+          (select coalesce(json_agg(b order by b.id), '[]') from branches b where b.gid = c.gid) as branches
+        from created c`,
   );
-  return new Map(created.map((r) => [r.gid, r.submit_seq]));
-}
-
-/** The row `insertTransactions` wrote for `trans` (ids and times as this process sees them). */
-export function insertedRow(trans: NewTransaction, submitSeq: number | null): TransRow {
-  return {
-    id: 0,
-    gid: trans.gid,
-    trans_type: trans.transType,
-    status: trans.status,
-    query_prepared: trans.queryPrepared,
-    options: trans.options,
-    custom_data: trans.customData,
-    content_hash: trans.contentHash,
-    next_cron_interval: trans.interval,
-    retry_count: 0,
-    owner: trans.owner,
-    age_ms: 0,
-    submit_seq: submitSeq,
-  };
+  return new Map(created.map((r) => [r.gid, stored(r)]));
 }
 
 /** The stored rows of these gids. */
@@ -143,17 +139,17 @@ export async function findTransactions(database: Database, gids: string[]): Prom
 
 /**
  * Moves prepared transactions to submitted, leased to `owner` for `lease` seconds, when their type
- * and content hash match (an empty hash matches any). A row another node holds a live lease on
- * (a check-back in flight) is left to that node.
+ * and content hash match (an empty hash matches any); returns them with their pending branches. A
+ * row another node holds a live lease on (a check-back in flight) is left to that node.
  */
 export async function promoteToSubmitted(
   database: Database,
   items: { gid: string; transType: string; contentHash: string }[],
   owner: string,
   lease: number,
-): Promise<TransRow[]> {
+): Promise<StoredTransaction[]> {
   if (items.length === 0) return [];
-  return database.rows<TransRow>(
+  const rows = await database.rows<TransRow & { branches: BranchRow[] }>(
     sql`update trans_global g set status = 'submitted', owner = ${owner}, submit_seq = nextval('trans_submit_seq'),
           next_cron_time = now() + ${lease} * interval '1 second', update_time = now()
         from unnest(${p(items.map((i) => i.gid))}::text[], ${p(items.map((i) => i.transType))}::text[],
@@ -161,8 +157,9 @@ export async function promoteToSubmitted(
         where g.gid = u.gid and g.status = 'prepared' and g.trans_type = u.trans_type
           and (u.content_hash = '' or g.content_hash = u.content_hash)
           and (g.owner = '' or g.owner = ${owner} or g.next_cron_time < now())
-        returning ${transColumnsOf('g')}`,
+        returning ${transColumnsOf('g')}, ${pendingBranchesOf('g')}`,
   );
+  return rows.map(stored);
 }
 
 /** The first item of each gid, in order: a batch may carry the same gid twice. */
@@ -177,7 +174,7 @@ export async function pendingBranches(database: Database, gids: string[]): Promi
   const byGid = new Map<string, BranchRow[]>(gids.map((g) => [g, []]));
   if (gids.length === 0) return byGid;
   const rows = await database.rows<BranchRow>(
-    sql`select id::int as id, gid, url, data, meta, order_key, branch_id, op, status from trans_branch_op
+    sql`select ${branchColumns} from trans_branch_op
         where gid = any(${p(gids)}::text[]) and status = 'prepared' order by id`,
   );
   for (const row of rows) byGid.get(row.gid)?.push(row);
@@ -192,7 +189,7 @@ export async function claimDue(database: Database, owner: string, limit: number,
   return database.rows<TransRow>(
     sql`update trans_global g set owner = ${owner}, next_cron_time = now() + ${lease} * interval '1 second', update_time = now()
         from (select id from trans_global
-              where status in ('prepared', 'submitted', 'aborting') and next_cron_time <= now()
+              where status in (${unfinished}) and next_cron_time <= now()
               order by next_cron_time limit ${limit} for update skip locked) d
         where g.id = d.id
         returning ${transColumnsOf('g')}`,
@@ -207,7 +204,7 @@ export interface Settlement {
   /** The branch call that did not succeed, and why. */
   failed?: { branchId: string; op: string; error: string };
   /** New status; unfinished statuses keep the row due after `delay` seconds. */
-  status: 'prepared' | 'submitted' | 'aborting' | 'succeed' | 'failed';
+  status: Exclude<GlobalStatus, 'needs_attention'>;
   interval: number;
   delay: number;
   retried: boolean;
@@ -251,7 +248,7 @@ export async function settle(database: Database, owner: string, items: Settlemen
           ${p(items.map((s) => s.interval))}::float8[], ${p(items.map((s) => s.delay))}::float8[],
           ${p(items.map((s) => s.retried))}::bool[], ${p(items.map((s) => storedText(s.reason ?? '')))}::text[])
           as u(gid, status, interval, delay, retried, reason)
-        where g.gid = u.gid and g.owner = ${owner} and g.status in ('prepared', 'submitted', 'aborting')
+        where g.gid = u.gid and g.owner = ${owner} and g.status in (${unfinished})
         returning g.gid`,
   );
   return new Set(rows.map((r) => r.gid));
@@ -272,7 +269,7 @@ export async function failPrepared(database: Database, gid: string, reason: stri
 export async function releaseLeases(database: Database, owner: string): Promise<number> {
   const rows = await database.rows<{ gid: string }>(
     sql`update trans_global set owner = '', next_cron_time = now(), update_time = now()
-        where owner = ${owner} and status in ('prepared', 'submitted', 'aborting')
+        where owner = ${owner} and status in (${unfinished})
         returning gid`,
   );
   return rows.length;

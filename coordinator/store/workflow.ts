@@ -4,25 +4,16 @@
  * is prepared and read back by prepareWorkflow so a resumed run replays them.
  */
 import { sql } from 'drizzle-orm';
+import type { TransBranchSqlRow, TransGlobalSqlRow } from '../../schemas/db/tables.js';
+import type { BranchStatus } from '../../schemas/dtm.js';
 import { storedText } from '../../schemas/text.js';
 import type { Database } from './database.js';
 
 const p = (value: unknown) => sql.param(value);
 
-export interface ProgressRow {
-  branch_id: string;
-  op: string;
-  status: 'succeed' | 'failed';
-  data: string;
-}
+export type ProgressRow = Pick<TransBranchSqlRow, 'branch_id' | 'op' | 'data'> & { status: Exclude<BranchStatus, 'prepared'> };
 
-export interface WorkflowRow {
-  gid: string;
-  trans_type: string;
-  status: string;
-  rollback_reason: string;
-  result: string;
-}
+export type WorkflowRow = Pick<TransGlobalSqlRow, 'gid' | 'trans_type' | 'status' | 'rollback_reason' | 'result'>;
 
 /** The workflow's global row and its progress records in order, or undefined. */
 export async function findWorkflow(

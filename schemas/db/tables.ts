@@ -18,7 +18,9 @@ import {
   timestamp,
   uniqueIndex,
   varchar,
+  type PgTable,
 } from 'drizzle-orm/pg-core';
+import { branchStatuses, globalStatuses } from '../dtm.js';
 
 const time = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
 
@@ -60,7 +62,7 @@ export const transGlobal = pgTable(
     id: bigserial('id', { mode: 'number' }).primaryKey(),
     gid: varchar('gid', { length: 128 }).notNull(),
     transType: varchar('trans_type', { length: 45 }).notNull(),
-    status: varchar('status', { length: 45 }).notNull(),
+    status: varchar('status', { length: 45, enum: globalStatuses }).notNull(),
     queryPrepared: varchar('query_prepared', { length: 1024 }).notNull().default(''),
     protocol: varchar('protocol', { length: 45 }).notNull().default('http'),
     options: jsonb('options').$type<StoredOptions>().notNull().default({}),
@@ -118,7 +120,7 @@ export const transBranchOp = pgTable(
     orderKey: text('order_key'),
     branchId: varchar('branch_id', { length: 128 }).notNull(),
     op: varchar('op', { length: 45 }).notNull(),
-    status: varchar('status', { length: 45 }).notNull(),
+    status: varchar('status', { length: 45, enum: branchStatuses }).notNull(),
     attempts: integer('attempts').notNull().default(0),
     lastError: text('last_error'),
     /** What the branch answered on success (a saga participant's reply result). */
@@ -143,6 +145,16 @@ export const transBranchOp = pgTable(
 
 export type TransGlobalRow = typeof transGlobal.$inferSelect;
 export type TransBranchRow = typeof transBranchOp.$inferSelect;
+
+/**
+ * A table's row as raw SQL returns it: keyed by column name (trans_type, not transType), typed as
+ * drizzle infers each column. The engine's hot paths select with the `sql` tag and read these.
+ */
+export type SqlRow<T extends PgTable> = {
+  [K in keyof T['_']['columns'] as T['_']['columns'][K]['_']['name']]: T['$inferSelect'][K & keyof T['$inferSelect']];
+};
+export type TransGlobalSqlRow = SqlRow<typeof transGlobal>;
+export type TransBranchSqlRow = SqlRow<typeof transBranchOp>;
 
 /** One subscriber of a topic: where messages sent to topic://<name> go. */
 export interface Subscriber {
