@@ -13,6 +13,8 @@ import type { WorkflowEngine } from '../engine/workflow.js';
 import type { Relay } from '../../relay/publisher.js';
 import type { Metrics } from '../metrics.js';
 import type { Database } from '../store/database.js';
+import { adminRoutes } from './admin-routes.js';
+import { adminUi } from './admin-ui.js';
 import { accessHook, stripTokenPrefix, type AccessOptions } from './access.js';
 import { batchRoutes } from './batch-routes.js';
 import { dtmRoutes } from './dtm-routes.js';
@@ -138,6 +140,8 @@ export async function buildServer(deps: ServerDeps) {
     metrics: deps.metrics,
     ...(deps.outboxes ? { notReady: () => deps.outboxes!.problems() } : {}),
   });
+  await app.register(adminRoutes, { prefix: '/api/concord/admin', database: deps.database });
+  await app.register(adminUi);
   if (deps.outboxes) await app.register(outboxRoutes, { prefix: '/api/outboxes', outboxes: deps.outboxes });
   return app;
 }

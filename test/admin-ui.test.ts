@@ -1,0 +1,165 @@
+/**
+ * The admin UI in a real browser (Debian's Chromium driven by puppeteer-core) against a real
+ * coordinator with an operator token, real Postgres and a real saga participant: the token gate,
+ * the list with its counts, filters and paging, one transaction's timeline and payload, and a
+ * redrive confirmed in the page and checked through the API. Screenshots go to test-artifacts/.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
+import puppeteer, { type Browser, type Page } from 'puppeteer-core';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
+import { freshDatabase } from './helpers/db.js';
+import { fastCoordinator, post, query, waitForStatus } from './helpers/poll.js';
+import { startSagaService, type SagaService } from './helpers/saga-service.js';
+import { chromiumPath } from './services/chromium.js';
+
+const operatorToken = 'admin-ui-operator-token-0123';
+const apiToken = 'admin-ui-api-token-0123456789';
+const artifacts = 'test-artifacts/admin-ui';
+const run = randomUUID().slice(0, 8);
+const gids = { succeeded: `ui-${run}-ok`, failed: `ui-${run}-failed`, attention: `ui-${run}-attention` };
+
+let service: SagaService;
+let coordinator: RunningCoordinator;
+let browser: Browser;
+let page: Page;
+/** The DTM API with the operator token in the path, so the shared helpers work unchanged. */
+let dtm: string;
+
+function sagaBody(gid: string, payload: Record<string, unknown>) {
+  return {
+    gid,
+    trans_type: 'saga',
+    steps: ['s1', 's2'].map((s) => ({
+      action: service.stepUrl(s, 'action'),
+      compensate: service.stepUrl(s, 'compensate'),
+      backoff: '0.05',
+    })),
+    payloads: [JSON.stringify(payload), JSON.stringify({ step: 2 })],
+  };
+}
+
+/** waitForStatus for beforeAll, where expect.poll is not allowed. */
+const settle = (gid: string, status: string) =>
+  vi.waitFor(async () => expect((await query(dtm, gid)).transaction?.status).toBe(status), { timeout: 30_000, interval: 100 });
+
+const shot = (name: string) => page.screenshot({ path: `${artifacts}/${name}.png`, fullPage: true });
+/** The gids in the list as the page shows them. */
+const listed = async () =>
+  (await page.evaluate("[...document.querySelectorAll('#transactions tbody tr')].map((row) => row.dataset.gid)")) as string[];
+
+beforeAll(async () => {
+  await mkdir(artifacts, { recursive: true });
+  service = await startSagaService(await freshDatabase());
+  coordinator = await startCoordinator({
+    store: await freshDatabase(),
+    env: { ...fastCoordinator, CONCORD_COMPENSATE_ATTEMPTS: '2', CONCORD_OPERATOR_TOKENS: operatorToken, CONCORD_API_TOKENS: apiToken },
+  });
+  dtm = `${coordinator.url}/t/${operatorToken}/api/dtmsvr`;
+  // One saga succeeds, one rolls back (failed), one's compensation keeps failing (needs_attention).
+  service.failNext('s2', 'action', 1, 'failure');
+  expect((await post(`${dtm}/submit`, sagaBody(gids.failed, { step: 1 }))).status).toBe(200);
+  await settle(gids.failed, 'failed');
+  expect((await post(`${dtm}/submit`, sagaBody(gids.succeeded, { step: 1 }))).status).toBe(200);
+  await settle(gids.succeeded, 'succeed');
+  service.failNext('s2', 'action', 1, 'failure');
+  service.failAlways('s1', 'compensate', 'error');
+  expect((await post(`${dtm}/submit`, sagaBody(gids.attention, { step: 1, note: 'shown on request' }))).status).toBe(200);
+  await settle(gids.attention, 'needs_attention');
+  browser = await puppeteer.launch({ executablePath: await chromiumPath(), args: ['--no-sandbox', '--disable-dev-shm-usage'] });
+  page = await browser.newPage();
+  await page.setViewport({ width: 1280, height: 900 });
+}, 300_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await service?.close();
+  expect(await coordinator?.stop()).toBe(0);
+});
+
+describe('the admin UI', () => {
+  it('asks for an operator token and refuses an API token', async () => {
+    await page.goto(`${coordinator.url}/admin/`);
+    await page.waitForSelector('#token');
+    await page.type('#token', apiToken);
+    await page.click('#token-submit');
+    await page.waitForSelector('#token-error');
+    expect(await page.$eval('#token-error', (e) => e.textContent)).toMatch(/operator token/);
+    await shot('01-token-refused');
+    await page.locator('#token').fill(operatorToken);
+    await page.click('#token-submit');
+    await page.waitForSelector('#counts');
+    // Kept for the tab: a reload opens straight onto the list.
+    await page.reload();
+    await page.waitForSelector('#transactions tbody tr');
+  });
+
+  it('lists the transactions with counts per status', async () => {
+    await expect.poll(listed).toEqual([gids.attention, gids.succeeded, gids.failed]);
+    const count = (s: string) => page.$eval(`[data-count="${s}"] b`, (e) => e.textContent);
+    expect(await count('needs_attention')).toBe('1');
+    expect(await count('failed')).toBe('1');
+    expect(await count('succeed')).toBe('1');
+    await shot('02-list');
+  });
+
+  it('filters by status and by gid prefix', async () => {
+    await page.select('#filter-status', 'failed');
+    await page.click('#filter-apply');
+    await expect.poll(listed).toEqual([gids.failed]);
+    await shot('03-filter-failed');
+    // A click on a count filters by its status.
+    await page.click('[data-count="needs_attention"]');
+    await expect.poll(listed).toEqual([gids.attention]);
+    expect(await page.$eval('#filter-status', (e) => (e as unknown as { value: string }).value)).toBe('needs_attention');
+    await page.select('#filter-status', '');
+    await page.type('#filter-gid', `ui-${run}-o`);
+    await page.click('#filter-apply');
+    await expect.poll(listed).toEqual([gids.succeeded]);
+    await page.type('#filter-gid', 'nothing');
+    await page.click('#filter-apply');
+    await page.waitForSelector('#no-transactions');
+  });
+
+  it('pages by position, older and back to newer', async () => {
+    await page.goto(`${coordinator.url}/admin/?limit=2`);
+    await expect.poll(listed).toEqual([gids.attention, gids.succeeded]);
+    await page.click('#page-older');
+    await expect.poll(listed).toEqual([gids.failed]);
+    expect(await page.$eval('#page-older', (e) => (e as unknown as { disabled: boolean }).disabled)).toBe(true);
+    await page.click('#page-newer');
+    await expect.poll(listed).toEqual([gids.attention, gids.succeeded]);
+  });
+
+  it('shows one transaction as a timeline, its payload on request, and redrives it after a confirmation', async () => {
+    await page.goto(`${coordinator.url}/admin/#/trans/${encodeURIComponent(gids.attention)}`);
+    await page.waitForSelector('#branches li');
+    expect(await page.$eval('#attention-reason', (e) => e.textContent)).toContain('step 01 compensate failed 2 times');
+    const compensate = '[data-branch="01.compensate"]';
+    expect(await page.$eval(`${compensate} .attempts`, (e) => e.textContent)).toBe('2');
+    expect(await page.$eval(`${compensate} .last-error`, (e) => e.textContent)).not.toBe('');
+    // Payloads stay hidden until asked for.
+    expect(await page.$('[data-branch="01.action"] .payload')).toBeNull();
+    await page.click('[data-branch="01.action"] .show-payload');
+    await page.waitForSelector('[data-branch="01.action"] .payload');
+    expect(await page.$eval('[data-branch="01.action"] .payload', (e) => e.textContent)).toContain('shown on request');
+    await shot('04-detail');
+
+    service.heal('s1', 'compensate');
+    await page.click('#action-redrive');
+    await page.waitForSelector('#confirm');
+    await shot('05-confirm-redrive');
+    // Cancel does nothing.
+    await page.click('#confirm-cancel');
+    expect(await page.$('#confirm')).toBeNull();
+    expect((await query(dtm, gids.attention)).transaction?.status).toBe('needs_attention');
+    await page.click('#action-redrive');
+    await page.waitForSelector('#confirm-ok');
+    await page.click('#confirm-ok');
+    await page.waitForSelector('#notice');
+    await waitForStatus(dtm, gids.attention, 'failed');
+    expect((await query(dtm, gids.attention)).branches.find((b) => b.branch_id === '01' && b.op === 'compensate')?.status).toBe('succeed');
+    await shot('06-redriven');
+  });
+});
