@@ -1,4 +1,4 @@
-/** GET /all: filters by status, type and create time, newest first, page by page. */
+/** GET /all: filters by status, type, gid prefix and create time, newest first, page by page; counts per status. */
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
@@ -41,6 +41,10 @@ it.each([
   ['transType=msg&status=failed', (i: number) => i % 3 !== 0 && i % 4 === 0],
   ['status=succeed&transType=saga', (i: number) => i % 3 === 0 && i % 4 !== 0],
   ['transType=tcc', () => false],
+  ['gidPrefix=list-1', (i: number) => String(i).startsWith('1')],
+  // LIKE's wildcards in a prefix are plain characters.
+  ['gidPrefix=list_', () => false],
+  ['gidPrefix=%25', () => false],
 ])('%s: the matching rows, newest first, in pages of 4', async (filter, keep) => {
   const gids: string[] = [];
   let page = await all(`${filter}&limit=4`);
@@ -56,4 +60,21 @@ it('filters by create time', async () => {
   const now = Date.now();
   const { gids } = await all(`createTimeStart=${now - 10.5 * 60_000}&createTimeEnd=${now - 4.5 * 60_000}&transType=saga&limit=100`);
   expect(gids).toEqual(['list-54', 'list-51']);
+});
+
+it('counts transactions per status, each count stopping at its cap', async () => {
+  const counts = async () => {
+    const res = await fetch(`${node.url}/api/concord/admin/counts`);
+    expect(res.status).toBe(200);
+    return (await res.json()) as { counts: Record<string, number>; cap: number };
+  };
+  expect(await counts()).toEqual({
+    counts: { prepared: 0, submitted: 0, aborting: 0, succeed: 45, failed: 15, needs_attention: 0 },
+    cap: 10_000,
+  });
+  await store.query(`
+    insert into trans_global (gid, trans_type, status, content_hash, next_cron_interval)
+    select 'count-' || i, 'msg', 'submitted', '', 1 from generate_series(1, 10005) i`);
+  expect((await counts()).counts.submitted).toBe(10_000);
+  await store.query(`delete from trans_global where gid like 'count-%'`);
 });
