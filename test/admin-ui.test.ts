@@ -18,7 +18,7 @@ const operatorToken = 'admin-ui-operator-token-0123';
 const apiToken = 'admin-ui-api-token-0123456789';
 const artifacts = 'test-artifacts/admin-ui';
 const run = randomUUID().slice(0, 8);
-const gids = { succeeded: `ui-${run}-ok`, failed: `ui-${run}-failed`, attention: `ui-${run}-attention` };
+const gids = { succeeded: `ui-${run}-ok`, failed: `ui-${run}-failed`, attention: `ui-${run}-attention`, stuck: `ui-${run}-stuck` };
 
 let service: SagaService;
 let coordinator: RunningCoordinator;
@@ -54,7 +54,14 @@ beforeAll(async () => {
   service = await startSagaService(await freshDatabase());
   coordinator = await startCoordinator({
     store: await freshDatabase(),
-    env: { ...fastCoordinator, CONCORD_COMPENSATE_ATTEMPTS: '2', CONCORD_OPERATOR_TOKENS: operatorToken, CONCORD_API_TOKENS: apiToken },
+    env: {
+      ...fastCoordinator,
+      CONCORD_COMPENSATE_ATTEMPTS: '2',
+      // Lets a step's backoff of minutes stand, so that only "retry now" can call it again soon.
+      CONCORD_MAX_RETRY_INTERVAL: '600',
+      CONCORD_OPERATOR_TOKENS: operatorToken,
+      CONCORD_API_TOKENS: apiToken,
+    },
   });
   dtm = `${coordinator.url}/t/${operatorToken}/api/dtmsvr`;
   // One saga succeeds, one rolls back (failed), one's compensation keeps failing (needs_attention).
@@ -161,5 +168,51 @@ describe('the admin UI', () => {
     await waitForStatus(dtm, gids.attention, 'failed');
     expect((await query(dtm, gids.attention)).branches.find((b) => b.branch_id === '01' && b.op === 'compensate')?.status).toBe('succeed');
     await shot('06-redriven');
+  });
+
+  it('retries a stuck saga now, then force-stops it with a reason, each after a confirmation', async () => {
+    // Its first step keeps erroring, retried only after 300 s.
+    service.failAlways('s1', 'action', 'error');
+    expect((await post(`${dtm}/submit`, sagaBody(gids.stuck, { step: 1 }, 300))).status).toBe(200);
+    await expect.poll(async () => (await query(dtm, gids.stuck)).branches.find((b) => b.op === 'action')?.attempts).toBe(1);
+    await page.goto(`${coordinator.url}/admin/#/trans/${encodeURIComponent(gids.stuck)}`);
+    await page.waitForSelector('#action-retry');
+    expect(await page.$('#action-redrive')).toBeNull(); // only for needs_attention
+    await page.click('#action-retry');
+    await page.waitForSelector('#confirm-ok');
+    await page.click('#confirm-ok');
+    await page.waitForSelector('#notice');
+    await expect.poll(() => service.calls(gids.stuck).filter((c) => c.step === 's1' && c.op === 'action').length).toBe(2);
+    expect((await query(dtm, gids.stuck)).transaction?.status).toBe('submitted');
+
+    await page.reload();
+    await page.waitForSelector('#action-stop');
+    await page.click('#action-stop');
+    await page.waitForSelector('#confirm-reason');
+    // No reason, no stop.
+    expect(await page.$eval('#confirm-ok', (e) => (e as unknown as { disabled: boolean }).disabled)).toBe(true);
+    await page.type('#confirm-reason', 'INC-42: payment provider gone');
+    await shot('07-confirm-stop');
+    await page.click('#confirm-ok');
+    await page.waitForSelector('#notice');
+    const stopped = (await query(dtm, gids.stuck)).transaction;
+    expect(stopped?.status).toBe('failed');
+    expect(stopped?.rollback_reason).toMatch(/^force-stopped by operator at \d{4}-\d\d-\d\dT.*: INC-42: payment provider gone$/);
+    expect(stopped?.finish_time).toBeDefined();
+    await page.waitForSelector('#transaction [data-status="failed"]');
+    expect(await page.$('#action-stop')).toBeNull();
+    await shot('08-stopped');
+    service.heal('s1', 'action');
+    // The API refuses both once it has finished, naming why.
+    const refused = await post(`${coordinator.url}/t/${operatorToken}/api/concord/admin/retry`, { gid: gids.stuck });
+    expect(refused.status).toBe(409);
+    expect(refused.body.message).toMatch(/current status 'failed'/);
+    expect((await post(`${coordinator.url}/t/${operatorToken}/api/concord/admin/stop`, { gid: gids.stuck, reason: 'again' })).status).toBe(
+      409,
+    );
+    const noReason = await post(`${coordinator.url}/t/${operatorToken}/api/concord/admin/stop`, { gid: gids.stuck, reason: ' ' });
+    expect(noReason.status).toBe(400);
+    expect(noReason.body.message).toMatch(/reason/);
+    expect((await post(`${coordinator.url}/t/${apiToken}/api/concord/admin/stop`, { gid: gids.stuck, reason: 'x' })).status).toBe(403);
   });
 });

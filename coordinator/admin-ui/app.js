@@ -241,6 +241,23 @@ function actionsFor(t) {
       run: () => api('/api/dtmsvr/redrive', { body: { gid } }),
     });
   }
+  if (['prepared', 'submitted', 'aborting'].includes(t.status)) {
+    list.push({
+      id: 'retry',
+      label: 'Retry now',
+      explain: `Call the pending branches of ${gid} now instead of at their next retry.`,
+      run: () => api('/api/concord/admin/retry', { body: { gid } }),
+    });
+  }
+  if (['prepared', 'submitted', 'aborting', 'needs_attention'].includes(t.status)) {
+    list.push({
+      id: 'stop',
+      label: 'Force-stop',
+      explain: `End ${gid} as failed now. Nothing more is called: no compensation runs, so undo by hand what its branches did.`,
+      reason: true,
+      run: (reason) => api('/api/concord/admin/stop', { body: { gid, reason } }),
+    });
+  }
   return list;
 }
 

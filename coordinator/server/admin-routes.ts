@@ -1,22 +1,32 @@
-/** Operator API behind the admin UI (docs/admin-ui.md): counts per status; the actions live with the engines. */
+/** Operator API behind the admin UI (docs/admin-ui.md): counts per status, retry now, force-stop. */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { errorReplySchema, globalStatuses } from '../../schemas/dtm.js';
+import { dtmResultSchema, errorReplySchema, gidBodySchema, gidSchema, globalStatuses } from '../../schemas/dtm.js';
+import type { OperatorActions } from '../engine/operator.js';
 import type { Database } from '../store/database.js';
 import { countByStatus } from '../store/queries.js';
 
 export interface AdminRoutesOptions {
   database: Database;
+  actions: OperatorActions;
 }
+
+const stopBodySchema = z.object({
+  gid: gidSchema,
+  reason: z.string().trim().min(1, 'reason must not be empty').max(1000, 'reason is longer than 1000 characters'),
+});
+const errors = { 400: errorReplySchema, 401: errorReplySchema, 403: errorReplySchema, 404: errorReplySchema, 409: errorReplySchema };
+const success = { dtm_result: 'SUCCESS' as const };
 
 /** Counts stop here: "10000+" tells an operator enough, and counting further would scan millions of rows. */
 export const countCap = 10_000;
 
-export const adminRoutes: FastifyPluginAsyncZod<AdminRoutesOptions> = async (app, { database }) => {
+export const adminRoutes: FastifyPluginAsyncZod<AdminRoutesOptions> = async (app, { database, actions }) => {
+  const operator = { access: 'operator' } as const;
   app.get(
     '/counts',
     {
-      config: { access: 'operator' },
+      config: operator,
       schema: {
         summary: 'Concord: transactions per status, each count capped at `cap` (the admin UI shows cap as "cap+").',
         response: {
@@ -27,5 +37,38 @@ export const adminRoutes: FastifyPluginAsyncZod<AdminRoutesOptions> = async (app
       },
     },
     async () => ({ counts: await countByStatus(database, countCap), cap: countCap }),
+  );
+
+  app.post(
+    '/retry',
+    {
+      config: operator,
+      schema: {
+        summary: 'Concord: make an unfinished transaction (prepared, submitted, aborting) due now, its branch backoffs too.',
+        body: gidBodySchema,
+        response: { 200: dtmResultSchema, ...errors },
+      },
+    },
+    async (request) => {
+      await actions.retryNow(request.body.gid);
+      return success;
+    },
+  );
+
+  app.post(
+    '/stop',
+    {
+      config: operator,
+      schema: {
+        summary:
+          'Concord: end an unfinished or needs_attention transaction as failed, without compensating; rollback_reason records who, when and why.',
+        body: stopBodySchema,
+        response: { 200: dtmResultSchema, ...errors },
+      },
+    },
+    async (request) => {
+      await actions.forceStop(request.body.gid, request.body.reason);
+      return success;
+    },
   );
 };

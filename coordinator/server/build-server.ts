@@ -13,6 +13,7 @@ import type { WorkflowEngine } from '../engine/workflow.js';
 import type { Relay } from '../../relay/publisher.js';
 import type { Metrics } from '../metrics.js';
 import type { Database } from '../store/database.js';
+import { OperatorActions } from '../engine/operator.js';
 import { adminRoutes } from './admin-routes.js';
 import { adminUi } from './admin-ui.js';
 import { accessHook, stripTokenPrefix, type AccessOptions } from './access.js';
@@ -140,7 +141,11 @@ export async function buildServer(deps: ServerDeps) {
     metrics: deps.metrics,
     ...(deps.outboxes ? { notReady: () => deps.outboxes!.problems() } : {}),
   });
-  await app.register(adminRoutes, { prefix: '/api/concord/admin', database: deps.database });
+  await app.register(adminRoutes, {
+    prefix: '/api/concord/admin',
+    database: deps.database,
+    actions: new OperatorActions(deps.database, deps.logger.child({ component: 'operator' })),
+  });
   await app.register(adminUi);
   if (deps.outboxes) await app.register(outboxRoutes, { prefix: '/api/outboxes', outboxes: deps.outboxes });
   return app;
