@@ -27,14 +27,15 @@ let page: Page;
 /** The DTM API with the operator token in the path, so the shared helpers work unchanged. */
 let dtm: string;
 
-function sagaBody(gid: string, payload: Record<string, unknown>) {
+/** A two-step saga on the test service; `backoff` is each step's first retry delay in seconds. */
+function sagaBody(gid: string, payload: Record<string, unknown>, backoff = '0.05') {
   return {
     gid,
     trans_type: 'saga',
     steps: ['s1', 's2'].map((s) => ({
       action: service.stepUrl(s, 'action'),
       compensate: service.stepUrl(s, 'compensate'),
-      backoff: '0.05',
+      backoff,
     })),
     payloads: [JSON.stringify(payload), JSON.stringify({ step: 2 })],
   };
@@ -173,7 +174,7 @@ describe('the admin UI', () => {
   it('retries a stuck saga now, then force-stops it with a reason, each after a confirmation', async () => {
     // Its first step keeps erroring, retried only after 300 s.
     service.failAlways('s1', 'action', 'error');
-    expect((await post(`${dtm}/submit`, sagaBody(gids.stuck, { step: 1 }, 300))).status).toBe(200);
+    expect((await post(`${dtm}/submit`, sagaBody(gids.stuck, { step: 1 }, '300'))).status).toBe(200);
     await expect.poll(async () => (await query(dtm, gids.stuck)).branches.find((b) => b.op === 'action')?.attempts).toBe(1);
     await page.goto(`${coordinator.url}/admin/#/trans/${encodeURIComponent(gids.stuck)}`);
     await page.waitForSelector('#action-retry');
@@ -182,8 +183,15 @@ describe('the admin UI', () => {
     await page.waitForSelector('#confirm-ok');
     await page.click('#confirm-ok');
     await page.waitForSelector('#notice');
-    await expect.poll(() => service.calls(gids.stuck).filter((c) => c.step === 's1' && c.op === 'action').length).toBe(2);
-    expect((await query(dtm, gids.stuck)).transaction?.status).toBe('submitted');
+    const actionCalls = () => service.calls(gids.stuck).filter((c) => c.step === 's1' && c.op === 'action').length;
+    await expect.poll(actionCalls).toBe(2);
+    // The second call was made and recorded as the second attempt; the next waits for the backoff again.
+    await expect
+      .poll(async () => (await query(dtm, gids.stuck)).branches.find((b) => b.op === 'action' && b.branch_id === '01')?.attempts)
+      .toBe(2);
+    const after = await query(dtm, gids.stuck);
+    expect(after.transaction?.status).toBe('submitted');
+    expect(actionCalls()).toBe(2);
 
     await page.reload();
     await page.waitForSelector('#action-stop');

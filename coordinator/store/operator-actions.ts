@@ -7,8 +7,9 @@ import type { Database } from './database.js';
 const unfinished = sql`('prepared', 'submitted', 'aborting')`;
 
 /**
- * Makes an unfinished transaction due now, and its branches' backoffs too, unless a pass holds its
- * lease (it then runs anyway). Returns the row's status and lease holder when nothing was changed.
+ * Makes an unfinished transaction due now, and its branches' backoffs end now (not null: a saga
+ * reads a failed branch without retry_at as a call that died with its coordinator), unless a pass
+ * holds its lease (it then runs anyway). Returns the row's status and lease holder when nothing was changed.
  */
 export async function retryNow(database: Database, gid: string): Promise<{ done: boolean; status?: string; owner?: string }> {
   const [row] = await database.rows<{ done: boolean; status: string; owner: string }>(
@@ -17,8 +18,8 @@ export async function retryNow(database: Database, gid: string): Promise<{ done:
           where gid = ${gid} and status in ${unfinished} and (owner = '' or next_cron_time < now())
           returning gid
         ), b as (
-          update trans_branch_op set retry_at = null, update_time = now()
-          where gid in (select gid from g) and status = 'prepared' and retry_at is not null returning 1
+          update trans_branch_op set retry_at = now(), update_time = now()
+          where gid in (select gid from g) and status = 'prepared' and retry_at > now() returning 1
         )
         select exists (select 1 from g) as done, status, owner from trans_global where gid = ${gid}`,
   );
