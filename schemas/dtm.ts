@@ -158,6 +158,7 @@ export const branchViewSchema = z.object({
   finish_time: z.string().optional(),
   attempts: z.number().describe('Calls made to this branch so far.'),
   last_error: z.string().optional().describe('Why the last call did not succeed.'),
+  next_retry_time: z.string().optional().describe('Saga step: when the branch is called again after a failed call (its backoff).'),
   result: z.string().optional().describe("Saga broker step: the participant's result."),
 });
 export type BranchView = z.infer<typeof branchViewSchema>;

@@ -142,7 +142,7 @@ describe('the admin UI', () => {
 
   it('shows one transaction as a timeline, its payload on request, and redrives it after a confirmation', async () => {
     await page.goto(`${coordinator.url}/admin/#/trans/${encodeURIComponent(gids.attention)}`);
-    await page.waitForSelector('#branches li');
+    await page.waitForSelector(`#transaction[data-gid="${gids.attention}"] #branches li`);
     expect(await page.$eval('#attention-reason', (e) => e.textContent)).toContain('step 01 compensate failed 2 times');
     const compensate = '[data-branch="01.compensate"]';
     expect(await page.$eval(`${compensate} .attempts`, (e) => e.textContent)).toBe('2');
@@ -175,9 +175,23 @@ describe('the admin UI', () => {
     // Its first step keeps erroring, retried only after 300 s.
     service.failAlways('s1', 'action', 'error');
     expect((await post(`${dtm}/submit`, sagaBody(gids.stuck, { step: 1 }, '300'))).status).toBe(200);
-    await expect.poll(async () => (await query(dtm, gids.stuck)).branches.find((b) => b.op === 'action')?.attempts).toBe(1);
+    // The first call failed and its retry is scheduled.
+    const firstAction = async () => (await query(dtm, gids.stuck)).branches.find((b) => b.op === 'action' && b.branch_id === '01');
+    await expect
+      .poll(async () => (await firstAction()) as { attempts: number; next_retry_time?: string })
+      .toMatchObject({
+        attempts: 1,
+        next_retry_time: expect.any(String),
+      });
     await page.goto(`${coordinator.url}/admin/#/trans/${encodeURIComponent(gids.stuck)}`);
-    await page.waitForSelector('#action-retry');
+    await page.waitForSelector(`#transaction[data-gid="${gids.stuck}"] #action-retry`);
+    // The step's next call, minutes away (jittered backoff of 300 s: 150 to 300 s).
+    const nextRetry = await page.$eval(
+      '[data-branch="01.action"] .next-retry',
+      (e) => (e as unknown as { dataset: { time: string } }).dataset.time,
+    );
+    const inSeconds = (new Date(nextRetry).getTime() - Date.now()) / 1000;
+    expect(inSeconds).toBeGreaterThan(100);
     expect(await page.$('#action-redrive')).toBeNull(); // only for needs_attention
     await page.click('#action-retry');
     await page.waitForSelector('#confirm-ok');

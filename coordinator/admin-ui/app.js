@@ -339,6 +339,11 @@ function Transaction({ gid }) {
                   html`<dt>last error</dt>
                     <dd class="last-error">${b.last_error}</dd>`
                 }
+                ${
+                  b.next_retry_time &&
+                  html`<dt>next retry</dt>
+                    <dd class="next-retry" data-time=${b.next_retry_time}>${time(b.next_retry_time)}</dd>`
+                }
                 <dt>created</dt>
                 <dd>${time(b.create_time)}</dd>
                 <dt>updated</dt>
@@ -389,7 +394,7 @@ function App() {
   </header>`;
   if (state.phase === 'locked') return html`${header}<${TokenForm} message=${state.message} onToken=${check} />`;
   const detail = /^#\/trans\/(.+)$/.exec(hash);
-  if (detail) return html`${header}<${Transaction} gid=${decodeURIComponent(detail[1])} />`;
+  if (detail) return html`${header}<${Transaction} key=${detail[1]} gid=${decodeURIComponent(detail[1])} />`;
   return html`${header}
     <section><${Counts} onPick=${(status) => setFilter({ ...emptyFilter, status })} /></section>
     <${Transactions} filter=${filter} setFilter=${setFilter} />`;
