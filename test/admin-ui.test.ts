@@ -24,6 +24,8 @@ let service: SagaService;
 let coordinator: RunningCoordinator;
 let browser: Browser;
 let page: Page;
+/** Uncaught exceptions in the page: none expected. */
+const pageErrors: string[] = [];
 /** The DTM API with the operator token in the path, so the shared helpers work unchanged. */
 let dtm: string;
 
@@ -78,6 +80,7 @@ beforeAll(async () => {
   browser = await puppeteer.launch({ executablePath: await chromiumPath(), args: ['--no-sandbox', '--disable-dev-shm-usage'] });
   page = await browser.newPage();
   await page.setViewport({ width: 1280, height: 900 });
+  page.on('pageerror', (error) => pageErrors.push(String(error)));
 }, 300_000);
 
 afterAll(async () => {
@@ -87,6 +90,21 @@ afterAll(async () => {
 });
 
 describe('the admin UI', () => {
+  it('is served without a token, with a strict content security policy, and nothing but its own files', async () => {
+    const index = await fetch(`${coordinator.url}/admin/`);
+    expect(index.status).toBe(200);
+    expect(index.headers.get('content-type')).toMatch(/^text\/html/);
+    expect(index.headers.get('content-security-policy')).toMatch(/script-src 'self' 'sha256-[^']+'; frame-ancestors 'none'/);
+    expect((await fetch(`${coordinator.url}/admin/vendor/preact.mjs`)).headers.get('content-type')).toMatch(/^text\/javascript/);
+    expect((await fetch(`${coordinator.url}/admin/vendor%2F..%2F..%2F..%2Fpackage.json`)).status).toBe(404);
+    expect((await fetch(`${coordinator.url}/admin/nothing.js`)).status).toBe(404);
+    const bare = await fetch(`${coordinator.url}/admin`, { redirect: 'manual' });
+    expect(bare.status).toBe(302);
+    expect(bare.headers.get('location')).toBe('admin/');
+    // The data it shows asks for a token.
+    expect((await fetch(`${coordinator.url}/api/concord/admin/counts`)).status).toBe(401);
+  });
+
   it('asks for an operator token and refuses an API token', async () => {
     await page.goto(`${coordinator.url}/admin/`);
     await page.waitForSelector('#token');
@@ -236,5 +254,6 @@ describe('the admin UI', () => {
     expect(noReason.status).toBe(400);
     expect(noReason.body.message).toMatch(/reason/);
     expect((await post(`${coordinator.url}/t/${apiToken}/api/concord/admin/stop`, { gid: gids.stuck, reason: 'x' })).status).toBe(403);
+    expect(pageErrors).toEqual([]);
   });
 });
