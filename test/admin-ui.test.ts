@@ -13,6 +13,9 @@ import { freshDatabase } from './helpers/db.js';
 import { fastCoordinator, post, query, waitForStatus } from './helpers/poll.js';
 import { startSagaService, type SagaService } from './helpers/saga-service.js';
 import { chromiumPath } from './services/chromium.js';
+import pg from 'pg';
+import type { Server } from 'node:http';
+import { receiver, type Received } from './helpers/outbox.js';
 
 const operatorToken = 'admin-ui-operator-token-0123';
 const apiToken = 'admin-ui-api-token-0123456789';
@@ -24,6 +27,9 @@ let service: SagaService;
 let coordinator: RunningCoordinator;
 let browser: Browser;
 let page: Page;
+/** The outbox's destination, refusing (409) until the redrive test. */
+let refusing = true;
+let events: { url: string; got: Received[]; server: Server };
 /** Uncaught exceptions in the page: none expected. */
 const pageErrors: string[] = [];
 /** The DTM API with the operator token in the path, so the shared helpers work unchanged. */
@@ -55,6 +61,25 @@ const listed = async () =>
 beforeAll(async () => {
   await mkdir(artifacts, { recursive: true });
   service = await startSagaService(await freshDatabase());
+  // An outbox whose two rows the destination refuses: they park.
+  events = await receiver(() => refusing);
+  const outboxUrl = await freshDatabase();
+  const outboxDb = new pg.Client({ connectionString: outboxUrl });
+  await outboxDb.connect();
+  await outboxDb.query(`create table refused_outbox (id bigserial primary key, body text not null, published_at timestamptz);
+    insert into refused_outbox (body) values ('first'), ('second')`);
+  await outboxDb.end();
+  const outboxes = [
+    {
+      database: outboxUrl,
+      table: 'refused_outbox',
+      name: 'refused',
+      destination: events.url,
+      payloadColumn: 'body',
+      published: 'flag',
+      publishedColumn: 'published_at',
+    },
+  ];
   coordinator = await startCoordinator({
     store: await freshDatabase(),
     env: {
@@ -63,6 +88,7 @@ beforeAll(async () => {
       // Lets a step's backoff of minutes stand, so that only "retry now" can call it again soon.
       CONCORD_MAX_RETRY_INTERVAL: '600',
       CONCORD_OPERATOR_TOKENS: operatorToken,
+      CONCORD_OUTBOXES: JSON.stringify(outboxes),
       CONCORD_API_TOKENS: apiToken,
     },
   });
@@ -85,6 +111,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await browser?.close();
+  events?.server.close();
   await service?.close();
   expect(await coordinator?.stop()).toBe(0);
 });
@@ -254,6 +281,30 @@ describe('the admin UI', () => {
     expect(noReason.status).toBe(400);
     expect(noReason.body.message).toMatch(/reason/);
     expect((await post(`${coordinator.url}/t/${apiToken}/api/concord/admin/stop`, { gid: gids.stuck, reason: 'x' })).status).toBe(403);
+    expect(pageErrors).toEqual([]);
+  });
+
+  it('shows the outbox drains and their parked rows, and redrives them after a confirmation', async () => {
+    const parkedRows = async () =>
+      ((await (await fetch(`${coordinator.url}/t/${operatorToken}/api/outboxes/refused/parked`)).json()) as { parked: { rowId: string }[] })
+        .parked;
+    await expect.poll(async () => (await parkedRows()).map((r) => r.rowId), { timeout: 15_000 }).toEqual(['1', '2']);
+    await page.goto(`${coordinator.url}/admin/#/outboxes`);
+    await page.waitForSelector('[data-outbox="refused"]');
+    expect(await page.$eval('[data-outbox="refused"] .parked-count', (e) => e.textContent)).toBe('2');
+    await page.click('[data-outbox="refused"] .show-parked');
+    await page.waitForSelector('[data-parked="refused"] [data-row="2"]');
+    await shot('09-outbox-parked');
+    refusing = false;
+    await page.click('[data-parked="refused"] .redrive-parked');
+    await page.waitForSelector('#confirm-ok');
+    await page.click('#confirm-ok');
+    await page.waitForSelector('#notice');
+    expect(await page.$eval('#notice', (e) => e.textContent)).toBe('refused: 2 delivered, 0 still failing');
+    expect(events.got.map((g) => g.body).sort()).toEqual(['first', 'second']);
+    expect(await parkedRows()).toEqual([]);
+    await page.waitForSelector('[data-parked="refused"] .none-parked');
+    await shot('10-outbox-redriven');
     expect(pageErrors).toEqual([]);
   });
 });

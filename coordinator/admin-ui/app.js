@@ -365,6 +365,118 @@ function Transaction({ gid }) {
     ${action && html`<${Confirm} action=${action} onDone=${done} />`}`;
 }
 
+/** The outbox drains this coordinator runs (config outboxes): lag, problems, parked rows and their redrive. */
+function Outboxes() {
+  const [list, setList] = useState();
+  const [error, setError] = useState();
+  const [parked, setParked] = useState({});
+  const [action, setAction] = useState();
+  const [notice, setNotice] = useState();
+  const load = useCallback(
+    () =>
+      api('/api/outboxes')
+        .then((r) => setList(r.outboxes))
+        .catch((e) => (e.status === 404 ? setList([]) : setError(e.message))),
+    [],
+  );
+  useEffect(() => void load(), [load]);
+  const showParked = (name) =>
+    api(`/api/outboxes/${encodeURIComponent(name)}/parked`, { query: { limit: 100 } })
+      .then((r) => setParked((p) => ({ ...p, [name]: r.parked })))
+      .catch((e) => setError(e.message));
+  const redrive = (name) => ({
+    id: 'redrive-parked',
+    label: 'Redrive parked rows',
+    explain: `Publish every parked row of outbox ${name} again; delivered rows leave the parked table.`,
+    run: async () => {
+      const result = await api(`/api/outboxes/${encodeURIComponent(name)}/redrive`, { body: {} });
+      setNotice(`${name}: ${result.delivered.length} delivered, ${result.failed.length} still failing`);
+    },
+  });
+  const done = (message) => {
+    setAction(undefined);
+    if (message) {
+      void load();
+      for (const name of Object.keys(parked)) void showParked(name);
+    }
+  };
+  if (error) return html`<section><p class="error">${error}</p></section>`;
+  if (!list) return html`<section>Loading…</section>`;
+  if (list.length === 0) return html`<section><p id="no-outboxes">This coordinator drains no outbox (config outboxes).</p></section>`;
+  return html`<section id="outboxes">
+      <h2>Outbox drains</h2>
+      ${notice && html`<p class="notice" id="notice">${notice}</p>`}
+      <table>
+        <thead>
+          <tr>
+            <th>name</th>
+            <th>table</th>
+            <th>parts held</th>
+            <th>members</th>
+            <th>published</th>
+            <th>parked</th>
+            <th>lag</th>
+            <th>problem</th>
+            <th></th>
+          </tr>
+        </thead>
+        <tbody>
+          ${list.map(
+            (o) =>
+              html`<tr data-outbox=${o.name}>
+                <td>${o.name}</td>
+                <td>${o.table}</td>
+                <td>${o.held.length}/${o.partitions}</td>
+                <td>${o.members}</td>
+                <td>${o.published}</td>
+                <td class="parked-count">${o.parked}</td>
+                <td>
+                  ${o.lagSeconds === null ? '' : `${o.lagSeconds.toFixed(1)} s`}${o.lagThreshold !== null ? ` (threshold ${o.lagThreshold} s)` : ''}
+                </td>
+                <td class="error">${o.problem ?? ''}</td>
+                <td><button class="show-parked" onClick=${() => showParked(o.name)}>Parked rows</button></td>
+              </tr>`,
+          )}
+        </tbody>
+      </table>
+    </section>
+    ${Object.entries(parked).map(
+      ([name, rows]) =>
+        html`<section data-parked=${name}>
+          <h3>Parked rows of ${name}</h3>
+          ${
+            rows.length === 0
+              ? html`<p class="none-parked">None.</p>`
+              : html`<p><button class="redrive-parked" onClick=${() => setAction(redrive(name))}>Redrive parked rows</button></p>
+                  <table>
+                    <thead>
+                      <tr>
+                        <th>row</th>
+                        <th>message id</th>
+                        <th>attempts</th>
+                        <th>parked at</th>
+                        <th>error</th>
+                      </tr>
+                    </thead>
+                    <tbody>
+                      ${rows.map(
+                        (r) =>
+                          html`<tr data-row=${r.rowId}>
+                            <td>${r.rowId}</td>
+                            <td>${r.messageId}</td>
+                            <td>${r.attempts}</td>
+                            <td>${time(r.parkedAt)}</td>
+                            <td>${r.error}</td>
+                          </tr>`,
+                      )}
+                    </tbody>
+                  </table>`
+          }
+        </section>`,
+    )}
+    ${action && html`<${Confirm} action=${action} onDone=${done} />`}`;
+}
+
 function App() {
   // 'checking' until the first call answers; 'locked' shows the token form.
   const [state, setState] = useState({ phase: 'checking' });
@@ -384,6 +496,7 @@ function App() {
   if (state.phase === 'checking') return html`<section>Loading…</section>`;
   const header = html`<header>
     <h1><a href="#/">Concord</a></h1>
+    ${state.phase === 'open' && html`<a href="#/">Transactions</a> <a id="nav-outboxes" href="#/outboxes">Outboxes</a>`}
     ${
       state.phase === 'open' &&
       sessionStorage.getItem(tokenKey) &&
@@ -393,6 +506,7 @@ function App() {
     }
   </header>`;
   if (state.phase === 'locked') return html`${header}<${TokenForm} message=${state.message} onToken=${check} />`;
+  if (hash === '#/outboxes') return html`${header}<${Outboxes} />`;
   const detail = /^#\/trans\/(.+)$/.exec(hash);
   if (detail) return html`${header}<${Transaction} key=${detail[1]} gid=${decodeURIComponent(detail[1])} />`;
   return html`${header}
