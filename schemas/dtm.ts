@@ -111,6 +111,13 @@ const maxEpochMs = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
 export const allQuerySchema = z.object({
   gid: optional(gidSchema),
   gidPrefix: optional(z.string().min(1).max(128).describe('Concord: only gids that start with this.')),
+  destination: optional(
+    z
+      .string()
+      .min(1)
+      .max(1000)
+      .describe('Concord: only transactions with a branch whose URL starts with this (http://billing, kafka://main/orders).'),
+  ),
   position: optional(z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).describe('Return rows with id below this (paging).')),
   limit: z.coerce.number().int().min(1).max(1000).default(100),
   status: optional(z.enum(globalStatuses)),

@@ -1,4 +1,4 @@
-/** GET /all: filters by status, type, gid prefix and create time, newest first, page by page; counts per status. */
+/** GET /all: filters by status, type, gid prefix, destination and create time, newest first, page by page; counts per status. */
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
@@ -17,6 +17,13 @@ beforeAll(async () => {
     select 'list-' || i, case when i % 3 = 0 then 'saga' else 'msg' end, case when i % 4 = 0 then 'failed' else 'succeed' end,
       '', 1, now() - interval '1 minute' * (60 - i)
     from generate_series(1, 60) i`);
+  // Branches of three of them, for the destination filter.
+  await store.query(`
+    insert into trans_branch_op (gid, url, branch_id, op, status) values
+      ('list-5', 'http://billing/pay', '01', 'action', 'succeed'),
+      ('list-7', 'kafka://main/orders', '01', 'action', 'succeed'),
+      ('list-8', 'kafka://main/orders', '01', 'action', 'succeed'),
+      ('list-8', 'http://billing/refund', '02', 'action', 'succeed')`);
 });
 afterAll(async () => {
   await node?.stop();
@@ -45,6 +52,9 @@ it.each([
   // LIKE's wildcards in a prefix are plain characters.
   ['gidPrefix=list_', () => false],
   ['gidPrefix=%25', () => false],
+  ['destination=http://billing/', (i: number) => i === 5 || i === 8],
+  ['destination=kafka://main/orders&status=failed', (i: number) => i === 8],
+  ['destination=http://billing_', () => false],
 ])('%s: the matching rows, newest first, in pages of 4', async (filter, keep) => {
   const gids: string[] = [];
   let page = await all(`${filter}&limit=4`);

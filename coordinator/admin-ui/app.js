@@ -105,7 +105,7 @@ function Counts({ onPick }) {
   </div>`;
 }
 
-const emptyFilter = { status: '', transType: '', gidPrefix: '', from: '', to: '' };
+const emptyFilter = { status: '', transType: '', gidPrefix: '', destination: '', from: '', to: '' };
 
 function Transactions({ filter, setFilter }) {
   const [draft, setDraft] = useState(filter);
@@ -124,6 +124,7 @@ function Transactions({ filter, setFilter }) {
         status: filter.status,
         transType: filter.transType,
         gidPrefix: filter.gidPrefix,
+        destination: filter.destination,
         createTimeStart: epoch(filter.from),
         createTimeEnd: epoch(filter.to),
       },
@@ -151,6 +152,14 @@ function Transactions({ filter, setFilter }) {
         <label>Status ${choose('status', statuses)}</label>
         <label>Type ${choose('transType', types)}</label>
         <label>Gid starts with <input id="filter-gid" value=${draft.gidPrefix} onInput=${field('gidPrefix')} /></label>
+        <label
+          >Destination starts with
+          <input
+            id="filter-destination"
+            placeholder="http://billing, kafka://main/orders"
+            value=${draft.destination}
+            onInput=${field('destination')}
+        /></label>
         <label>Created from <input id="filter-from" type="datetime-local" value=${draft.from} onInput=${field('from')} /></label>
         <label>to <input id="filter-to" type="datetime-local" value=${draft.to} onInput=${field('to')} /></label>
         <button id="filter-apply" type="submit">Filter</button>
