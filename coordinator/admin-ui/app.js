@@ -109,13 +109,14 @@ const emptyFilter = { status: '', transType: '', gidPrefix: '', destination: '',
 
 function Transactions({ filter, setFilter }) {
   const [draft, setDraft] = useState(filter);
+  // Remounted per filter (its key), so a new filter starts on the newest page.
   // positions[i] is where page i starts: '' for the newest page, then each page's next_position.
   const [positions, setPositions] = useState(['']);
   const [page, setPage] = useState();
   const [error, setError] = useState();
   const position = positions.at(-1);
-  useEffect(() => setDraft(filter), [filter]);
   useEffect(() => {
+    let current = true;
     const epoch = (local) => (local ? String(new Date(local).getTime()) : '');
     api('/api/dtmsvr/all', {
       query: {
@@ -130,10 +131,13 @@ function Transactions({ filter, setFilter }) {
       },
     })
       .then((p) => {
+        if (!current) return;
         setPage(p);
         setError(undefined);
       })
-      .catch((e) => setError(e.message));
+      .catch((e) => current && setError(e.message));
+    // An answer to an older query (the filter or page changed since) is dropped.
+    return () => (current = false);
   }, [filter, position]);
   const field = (name) => (e) => setDraft({ ...draft, [name]: e.target.value });
   const apply = (e) => {
@@ -520,7 +524,7 @@ function App() {
   if (detail) return html`${header}<${Transaction} key=${detail[1]} gid=${decodeURIComponent(detail[1])} />`;
   return html`${header}
     <section><${Counts} onPick=${(status) => setFilter({ ...emptyFilter, status })} /></section>
-    <${Transactions} filter=${filter} setFilter=${setFilter} />`;
+    <${Transactions} key=${JSON.stringify(filter)} filter=${filter} setFilter=${setFilter} />`;
 }
 
 const root = document.getElementById('app');
