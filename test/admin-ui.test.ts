@@ -94,6 +94,8 @@ beforeAll(async () => {
       CONCORD_MAX_RETRY_INTERVAL: '600',
       CONCORD_OPERATOR_TOKENS: operatorToken,
       CONCORD_OUTBOXES: JSON.stringify(outboxes),
+      // The operator actions' log lines (who, when) are info, the default level outside tests.
+      CONCORD_LOG_LEVEL: 'info',
       CONCORD_API_TOKENS: apiToken,
     },
   });
@@ -226,6 +228,8 @@ describe('the admin UI', () => {
     await page.click('#confirm-ok');
     await page.waitForSelector('#notice');
     await waitForStatus(dtm, gids.attention, 'failed');
+    // Who did it and when: the coordinator's log line (JSON, with its time).
+    expect(coordinator.output()).toMatch(new RegExp(`"time":\\d+.*"gid":"${gids.attention}","by":"operator","action":"redrive"`));
     expect((await query(dtm, gids.attention)).branches.find((b) => b.branch_id === '01' && b.op === 'compensate')?.status).toBe('succeed');
     await shot('06-redriven');
   });
@@ -280,6 +284,8 @@ describe('the admin UI', () => {
     expect(stopped?.status).toBe('failed');
     expect(stopped?.rollback_reason).toMatch(/^force-stopped by operator at \d{4}-\d\d-\d\dT.*: INC-42: payment provider gone$/);
     expect(stopped?.finish_time).toBeDefined();
+    for (const action of ['retry-now', 'force-stop'])
+      expect(coordinator.output()).toMatch(new RegExp(`"gid":"${gids.stuck}","by":"operator","action":"${action}"`));
     await page.waitForSelector('#transaction [data-status="failed"]');
     expect(await page.$('#action-stop')).toBeNull();
     await shot('08-stopped');
