@@ -18,10 +18,13 @@ import { InFlight } from './engine/in-flight.js';
 import { SagaEngine } from './engine/saga.js';
 import { PhaseTwoEngine } from './engine/phase-two.js';
 import { WorkflowEngine } from './engine/workflow.js';
+import { TransactionQueries } from './engine/queries.js';
+import { Topics } from './engine/topics.js';
 import { WorkflowProcessor } from './engine/workflow-process.js';
 import { SagaProcessor } from './engine/saga-process.js';
-import { listenForReplies, type ReplyListener } from '../relay/replies.js';
+import { listenForSagaReplies, type ReplyListener } from './engine/saga-replies.js';
 import { createMetrics } from './metrics.js';
+import { HealthWatch } from './health-watch.js';
 import type { OutboxDrains } from './outbox-drains.js';
 import { version } from './version.js';
 import { RetentionJob } from './retention-job.js';
@@ -31,6 +34,7 @@ import { openDatabase } from './store/database.js';
 import { releaseLeases } from './store/transactions.js';
 import { storeId } from './store/store-id.js';
 import { pendingSagaBrokerUrls } from './store/sagas.js';
+import { OperatorActions } from './engine/operator.js';
 
 export interface Coordinator {
   /** e.g. http://127.0.0.1:36789 */
@@ -62,7 +66,7 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   const replies: ReplyListener =
     replyTopic === ''
       ? { listen: () => undefined, close: async () => undefined }
-      : listenForReplies(brokers, replyTopic, (reply) => saga.onReply(reply), logger.child({ component: 'relay.replies' }));
+      : listenForSagaReplies(brokers, replyTopic, (reply) => saga.onReply(reply), logger.child({ component: 'relay.replies' }));
   const ctx: EngineContext = {
     config,
     database,
@@ -90,26 +94,31 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
     config.outboxes.length > 0
       ? new (await import('./outbox-drains.js')).OutboxDrains(config.outboxes, { relay, logger, metrics })
       : undefined;
+  const health = new HealthWatch({ config, database, relay, metrics, logger: logger.child({ component: 'health' }), nodeId, outboxes });
   const server = await buildServer({
     logger,
     database,
     metrics,
+    queries: new TransactionQueries(ctx),
+    topics: new Topics(ctx),
+    operator: new OperatorActions({ database, logger: logger.child({ component: 'operator' }) }),
     msg,
     saga,
     tcc,
     xa,
     workflow,
-    relay,
     version,
     draining: () => draining,
     access,
     outboxes,
+    notReady: () => health.problems(),
   });
   const address = await server.listen({ port: config.port, host: config.host });
   logExposure(config, logger);
   scheduler.start();
   retention.start();
   outboxes?.start();
+  health.start();
   // Replies to unfinished sagas may wait in the brokers (sent while no coordinator ran): read them now.
   for (const url of await pendingSagaBrokerUrls(database)) replies.listen(url);
   logger.info({ address, store: database.kind, nodeId, version, replyTopic }, 'coordinator started');
@@ -118,6 +127,7 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   const stop = () =>
     (stopping ??= (async () => {
       draining = true;
+      health.stop();
       logger.info({ inFlight: inFlight.busy }, 'coordinator stopping');
       await replies.close();
       await scheduler.stop();

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /** `concord start` runs a coordinator; `concord barrier-sql` prints the barrier table's DDL; `concord outbox` adopts an outbox table. */
 import { Command, Option } from 'commander';
-import { pino } from 'pino';
+import { createLogger } from './logger.js';
 import { configKeys, configSchema, envName, flagName, loadConfig, type ConfigKey } from '../schemas/config.js';
 import { barrierDdlMysql, barrierDdlPostgres } from '../schemas/db/barrier.js';
 import { isConcordError } from '../schemas/errors.js';
@@ -30,21 +30,14 @@ start.action(async (flags: Record<string, string | undefined>) => {
     console.error(isConcordError(err) ? err.message : err);
     process.exit(2);
   }
-  const logger = pino({ level: config.logLevel, redact: ['*.payload', '*.data', 'req.headers.authorization'] });
-  let coordinator;
-  try {
-    // Loaded here: the other commands (outbox drain, barrier-sql) do without the coordinator's modules.
-    const { startCoordinator } = await import('./app.js');
-    coordinator = await startCoordinator(config, logger);
-  } catch (err) {
-    // A refusal we explain (store in use, newer store, unreachable) gets its message alone; anything else its stack.
-    if (isConcordError(err)) logger.fatal({ code: err.code, field: err.field }, `coordinator failed to start: ${err.message}`);
-    else logger.fatal({ err }, 'coordinator failed to start');
-    process.exit(1);
-  }
-  const shutdown = (signal: string) => {
-    logger.info({ signal }, 'shutdown requested');
-    coordinator.stop().then(
+  const logger = await createLogger(config);
+  // Handlers first: a SIGTERM that arrives while the coordinator is still starting (it answers
+  // /api/health as soon as it listens) waits for the start to finish, then stops it gracefully.
+  let stop: (() => Promise<void>) | undefined;
+  let requested = false;
+  const shutdown = () => {
+    if (!stop) return;
+    stop().then(
       () => process.exit(0),
       (err: unknown) => {
         logger.error({ err }, 'shutdown failed');
@@ -52,8 +45,27 @@ start.action(async (flags: Record<string, string | undefined>) => {
       },
     );
   };
-  process.once('SIGTERM', shutdown);
-  process.once('SIGINT', shutdown);
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(signal, () => {
+      // A second signal does not wait for the graceful stop.
+      if (requested) process.exit(1);
+      logger.info({ signal }, 'shutdown requested');
+      requested = true;
+      shutdown();
+    });
+  }
+  try {
+    // Loaded here: the other commands (outbox drain, barrier-sql) do without the coordinator's modules.
+    const { startCoordinator } = await import('./app.js');
+    const coordinator = await startCoordinator(config, logger);
+    stop = () => coordinator.stop();
+  } catch (err) {
+    // A refusal we explain (store in use, newer store, unreachable) gets its message alone; anything else its stack.
+    if (isConcordError(err)) logger.fatal({ code: err.code, field: err.field }, `coordinator failed to start: ${err.message}`);
+    else logger.fatal({ err }, 'coordinator failed to start');
+    process.exit(1);
+  }
+  if (requested) shutdown();
 });
 
 program

@@ -100,6 +100,33 @@ export function createMetrics() {
       labelNames: ['outbox'] as const,
       registers: [registry],
     }),
+    dueOverdue: new Gauge({
+      name: 'concord_due_overdue_seconds',
+      help: 'Seconds the longest-waiting due transaction has waited past its due time without a coordinator claiming it (0: none).',
+      registers: [registry],
+    }),
+    oldestFailing: new Gauge({
+      name: 'concord_oldest_failing_seconds',
+      help: 'Age of the oldest unfinished transaction whose last branch call or check-back failed (0: none).',
+      registers: [registry],
+    }),
+    brokerUp: new Gauge({
+      name: 'concord_broker_connection_up',
+      help: 'Broker connections this node has opened: 1 up, 0 down (until it reconnects; tried every 5 s).',
+      labelNames: ['kind', 'connection'] as const,
+      registers: [registry],
+    }),
+    ready: new Gauge({
+      name: 'concord_ready',
+      help: '1 when readiness (/api/health) passes on this node, 0 when not.',
+      registers: [registry],
+    }),
+    alerts: new Counter({
+      name: 'concord_alerts_total',
+      help: 'Alerts raised on this node, by kind (and POSTed to alertWebhook when it is set).',
+      labelNames: ['kind'] as const,
+      registers: [registry],
+    }),
   };
 }
 

@@ -7,7 +7,7 @@
  */
 import type { EngineContext } from './engine/context.js';
 import { Pause } from './pause.js';
-import { deleteExpired } from './store/retention.js';
+import { deleteExpiredBatch } from './engine/retention.js';
 
 export class RetentionJob {
   private running = false;
@@ -29,15 +29,13 @@ export class RetentionJob {
   }
 
   private async run(): Promise<void> {
-    const { config, database, logger, metrics } = this.ctx;
+    const { config, logger } = this.ctx;
     while (this.running) {
       try {
         let total = 0;
         while (this.running) {
           const startedAt = performance.now();
-          const deleted = await deleteExpired(database, config.retention, config.retentionBatch);
-          metrics.retentionDeleted.inc({ table: 'trans_global' }, deleted.transactions);
-          metrics.retentionDeleted.inc({ table: 'trans_branch_op' }, deleted.branches);
+          const deleted = await deleteExpiredBatch(this.ctx);
           total += deleted.transactions;
           // Another node is at it, or nothing more is due: wait for the next round.
           if (!deleted.locked || deleted.transactions < config.retentionBatch || !this.running) break;

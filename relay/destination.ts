@@ -1,4 +1,5 @@
 /** Broker destinations as URLs, and the headers every broker message carries. */
+import { brokerHeaders, dtmHeaders } from '../schemas/broker-messages.js';
 import type { Delivery, DeliveryResult } from './publisher.js';
 
 /** kafka://main/orders → { connection: 'main', path: ['orders'] }; rabbitmq://main/ex/rk → path ['ex', 'rk']. */
@@ -19,12 +20,9 @@ export function messageHeaders(delivery: Delivery): Record<string, string> {
   // and its payload need not be JSON. Taken as they are: a drain sends tens of thousands a second.
   if (gid === undefined) return delivery.headers;
   const headers: Record<string, string> = {
-    'message-id': `${gid}/${branch_id ?? ''}`,
-    'content-type': 'application/json',
-    'dtm-gid': gid,
+    [brokerHeaders.messageId]: `${gid}/${branch_id ?? ''}`,
+    ...dtmHeaders({ gid, branch_id, trans_type }),
   };
-  if (branch_id !== undefined) headers['dtm-branch-id'] = branch_id;
-  if (trans_type !== undefined) headers['dtm-trans-type'] = trans_type;
   for (const [name, value] of Object.entries(delivery.headers)) headers[name.toLowerCase()] = value;
   return headers;
 }

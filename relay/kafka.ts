@@ -7,7 +7,7 @@
  */
 import type { Message, Producer } from 'kafkajs';
 import type { Logger } from 'pino';
-import type { Delivery, DeliveryResult, Publisher } from './publisher.js';
+import { ConnectionStates, type Delivery, type DeliveryResult, type Publisher } from './publisher.js';
 import { messageHeaders, parseDestination, withTimeout } from './destination.js';
 
 /** Messages to one topic that succeed or fail together: one delivery, or a run of publishMany. */
@@ -19,6 +19,8 @@ interface Pending {
 
 export function createKafkaPublisher(connections: Record<string, string[]>, logger: Logger): Publisher {
   const producers = new Map<string, Promise<Producer>>();
+  // Known from connects and produce requests: kafkajs says nothing about a broker between requests.
+  const states = new ConnectionStates('kafka');
   const queues = new Map<string, Pending[]>();
   const flushing = new Set<string>();
   const scheduled = new Set<string>();
@@ -44,9 +46,11 @@ export function createKafkaPublisher(connections: Record<string, string[]>, logg
           // Idempotent: a retried produce request cannot duplicate or reorder messages in a partition.
           const p = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: true });
           await p.connect();
+          states.up(name);
           return p;
         })
         .catch((err: unknown) => {
+          states.down(name, err);
           producers.delete(name);
           throw err;
         });
@@ -70,9 +74,11 @@ export function createKafkaPublisher(connections: Record<string, string[]>, logg
         try {
           const producer = await producerFor(name);
           await producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) });
+          states.up(name);
           for (const p of batch) p.resolve({ outcome: 'SUCCESS', detail: `kafka ack ${p.topic}` });
         } catch (err) {
           logger.warn({ err, connection: name }, 'kafka produce failed');
+          states.down(name, err);
           producers.delete(name); // reconnect on the next attempt
           for (const p of batch) p.resolve({ outcome: 'ERROR', detail: `kafka: ${(err as Error).message}` });
         }
@@ -145,5 +151,11 @@ export function createKafkaPublisher(connections: Record<string, string[]>, logg
     async close() {
       await Promise.all([...producers.values()].map((p) => p.then((producer) => producer.disconnect()).catch(() => undefined)));
     },
+    connections: () => states.list(),
+    reconnect: (name) =>
+      producerFor(name).then(
+        () => undefined,
+        () => undefined,
+      ),
   };
 }

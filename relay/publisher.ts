@@ -26,6 +26,35 @@ export interface DeliveryResult {
   detail: string;
 }
 
+/** The state of one broker connection a publisher has opened (connections never used are not listed). */
+export interface ConnectionState {
+  kind: 'kafka' | 'rabbitmq';
+  /** The connection's name in destinations (kafka://<name>/…). */
+  name: string;
+  up: boolean;
+  /** Why it is down. */
+  error?: string;
+}
+
+/** Connection states by name, kept by a broker publisher as it connects, sends and loses connections. */
+export class ConnectionStates {
+  private readonly states = new Map<string, ConnectionState>();
+
+  constructor(private readonly kind: ConnectionState['kind']) {}
+
+  up(name: string): void {
+    this.states.set(name, { kind: this.kind, name, up: true });
+  }
+
+  down(name: string, err: unknown): void {
+    this.states.set(name, { kind: this.kind, name, up: false, error: err instanceof Error ? err.message : String(err) });
+  }
+
+  list(): ConnectionState[] {
+    return [...this.states.values()];
+  }
+}
+
 export interface Publisher {
   /** URL schemes this publisher serves, without the colon. */
   readonly schemes: readonly string[];
@@ -35,6 +64,10 @@ export interface Publisher {
   /** Optional: many deliveries at once, in order, cheaper than one publish each; results in the same order. */
   publishMany?(deliveries: Delivery[]): Promise<DeliveryResult[]>;
   close(): Promise<void>;
+  /** Broker publishers: the connections opened so far and whether they are up. */
+  connections?(): ConnectionState[];
+  /** Broker publishers: tries to open a connection that is down again (resolves either way; connections() tells). */
+  reconnect?(name: string): Promise<void>;
 }
 
 /** Routes each delivery to the publisher serving its scheme. */
@@ -77,6 +110,23 @@ export class Relay {
       }),
     );
     return results;
+  }
+
+  /** Every broker connection opened so far, with its state (for readiness and metrics). */
+  connections(): ConnectionState[] {
+    return this.publishers.flatMap((p) => p.connections?.() ?? []);
+  }
+
+  /**
+   * Tries to reopen every connection that is down, so one whose last delivery failed does not
+   * stay "down" once its broker is back though nothing is sent to it any more.
+   */
+  async reconnectDown(): Promise<void> {
+    const attempts: Promise<void>[] = [];
+    for (const p of this.publishers) {
+      for (const c of p.connections?.() ?? []) if (!c.up && p.reconnect) attempts.push(p.reconnect(c.name));
+    }
+    await Promise.all(attempts);
   }
 
   async close(): Promise<void> {

@@ -10,7 +10,8 @@
 import type { ChannelModel, ConfirmChannel } from 'amqplib';
 import type { Logger } from 'pino';
 import { messageHeaders, parseDestination, withTimeout } from './destination.js';
-import type { Delivery, DeliveryResult, Publisher } from './publisher.js';
+import { brokerHeaders } from '../schemas/broker-messages.js';
+import { ConnectionStates, type Delivery, type DeliveryResult, type Publisher } from './publisher.js';
 
 interface Link {
   model: ChannelModel;
@@ -21,6 +22,8 @@ interface Link {
 
 export function createRabbitPublisher(connections: Record<string, string>, logger: Logger): Publisher {
   const links = new Map<string, Promise<Link>>();
+  const states = new ConnectionStates('rabbitmq');
+  let closing = false;
 
   const linkFor = (name: string): Promise<Link> => {
     let link = links.get(name);
@@ -38,15 +41,21 @@ export function createRabbitPublisher(connections: Record<string, string>, logge
         });
         const drop = (err?: unknown) => {
           if (err) logger.warn({ err, connection: name }, 'rabbitmq connection lost');
+          // Closed by close() is no outage; anything else is until the next delivery reconnects.
+          if (!closing) states.down(name, err ?? new Error('connection closed'));
           links.delete(name);
         };
         model.on('close', () => drop());
         model.on('error', drop);
         channel.on('error', drop);
         channel.on('close', () => drop());
+        states.up(name);
         return { model, channel, returned };
       })();
-      link.catch(() => links.delete(name));
+      link.catch((err: unknown) => {
+        states.down(name, err);
+        links.delete(name);
+      });
       links.set(name, link);
     }
     return link;
@@ -68,7 +77,7 @@ export function createRabbitPublisher(connections: Record<string, string>, logge
       if (bad || !dest) return { outcome: 'ERROR', detail: bad ?? 'bad destination' };
       const [exchange, routingKey] = dest.path as [string, string];
       const headers = messageHeaders(delivery);
-      const messageId = headers['message-id']!;
+      const messageId = headers[brokerHeaders.messageId]!;
       const confirmed = (async (): Promise<DeliveryResult> => {
         try {
           const link = await linkFor(dest.connection);
@@ -95,7 +104,14 @@ export function createRabbitPublisher(connections: Record<string, string>, logge
       return withTimeout(confirmed, delivery.timeoutMs);
     },
     async close() {
+      closing = true;
       await Promise.all([...links.values()].map((l) => l.then((link) => link.model.close()).catch(() => undefined)));
     },
+    connections: () => states.list(),
+    reconnect: (name) =>
+      linkFor(name).then(
+        () => undefined,
+        () => undefined,
+      ),
   };
 }

@@ -73,6 +73,10 @@ export const configSchema = z
       .default(false)
       .describe('Listen on a non-loopback host without any token (anyone who reaches the port may abort, redrive and read payloads).'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('pino log level.'),
+    logFormat: z
+      .enum(['auto', 'json', 'pretty'])
+      .default('auto')
+      .describe('Log lines as JSON (one object a line) or pretty (pino-pretty, readable); auto: pretty when stdout is a terminal.'),
     nodeId: z.string().min(1).max(100).optional().describe('Name of this coordinator in row claims; default host-pid-random.'),
     requestTimeout: secondsSchema(0.05).default(3).describe('Seconds a branch or check-back call may take (per message: request_timeout).'),
     answerBytes: z.coerce
@@ -164,8 +168,22 @@ export const configSchema = z
     waitResultTimeout: secondsSchema(0)
       .default(30)
       .describe('Seconds a saga submit with wait_result waits for the end before answering 425 (ONGOING).'),
-    alertWebhook: z.string().url().optional().describe('URL POSTed {gid, status, branch, error, retry_count} when retries pile up.'),
+    alertWebhook: z
+      .string()
+      .url()
+      .optional()
+      .describe(
+        'URL POSTed a JSON alert (docs/operations.md#alerts) when retries pile up, a saga needs attention, delivery stalls, a broker connection is down, an outbox lags or parks rows.',
+      ),
     alertRetryLimit: z.coerce.number().int().min(1).default(3).describe('Failed attempts on a branch before the alert webhook is called.'),
+    stalledAfter: z.coerce
+      .number()
+      .min(0)
+      .max(maxDurationSeconds)
+      .default(60)
+      .describe(
+        'Seconds after which due work counts as stalled (readiness fails, alert `stalled`): work overdue and unclaimed that long, or an unfinished transaction that old whose last branch call or check-back failed; 0 turns the check off (docs/operations.md).',
+      ),
   })
   .strict()
   .superRefine((c, ctx) => {

@@ -38,7 +38,11 @@ export const errorCodes = {
   SHUTTING_DOWN: { status: 503, meaning: 'The coordinator is draining before it exits; retry on another node.' },
   STORE_UNAVAILABLE: { status: 503, meaning: 'The store cannot be reached; nothing was written.' },
   OUTBOX_NOT_FOUND: { status: 404, meaning: 'No outbox of this name is configured (config outboxes).' },
-  NOT_READY: { status: 503, meaning: 'Readiness: an outbox drain lags past its lagThreshold, or cannot run; the message says which.' },
+  NOT_READY: {
+    status: 503,
+    meaning:
+      'Readiness: delivery stalled past stalledAfter, a broker connection is down, or an outbox drain lags past its lagThreshold or cannot run; the message lists each reason.',
+  },
   INTERNAL: { status: 500, meaning: 'An unexpected error; the stack is in the coordinator log, never in the reply.' },
 } as const satisfies Record<string, { status: number; meaning: string }>;
 

@@ -20,6 +20,7 @@
 import { z } from 'zod';
 import { maxCallSeconds, maxDurationSeconds } from './durations.js';
 import { textProblem } from './text.js';
+import { brokerHeaders } from './broker-messages.js';
 
 const number = (min: number, max: number) => z.coerce.number().min(min).max(max);
 
@@ -47,8 +48,8 @@ export type SagaCustomData = z.infer<typeof sagaCustomDataSchema>;
 /** Headers of a command message (besides content-type, dtm-gid, dtm-branch-id, dtm-trans-type). */
 export const commandHeaders = {
   /** `gid/branch_id/op`: the same for every attempt of one step's action (or compensation). */
-  messageId: 'message-id',
-  op: 'dtm-op',
+  messageId: brokerHeaders.messageId,
+  op: brokerHeaders.op,
   /** The command type a participant dispatches on. */
   command: 'concord-command',
   /** 1 for the first publication, then 2, 3… on retries; the reply must carry it back. */

@@ -9,6 +9,7 @@ import { maxDurationSeconds } from './durations.js';
 import { headersProblem } from './http-headers.js';
 import { sagaCustomDataSchema, sagaStepPolicySchema } from './saga.js';
 import { textProblem } from './text.js';
+import { isBrokerUrl } from './broker-messages.js';
 
 /** Reports one problem at a path of the request. */
 export type Report = (path: (string | number)[], message: string) => void;
@@ -122,11 +123,9 @@ function ordersProblem(orders: Record<string, number[]>, count: number): string 
   return undefined;
 }
 
-const brokerUrl = /^(kafka|rabbitmq):\/\//;
-
 /** A step calls HTTP unless each of its URLs is a broker destination (a topic's subscribers may be HTTP). */
 function reachesHttp(step: Record<string, string>): boolean {
-  return [step.action, step.compensate].some((url) => url !== undefined && url !== '' && !brokerUrl.test(url));
+  return [step.action, step.compensate].some((url) => url !== undefined && url !== '' && !isBrokerUrl(url));
 }
 
 function isHttpUrl(text: string): boolean {

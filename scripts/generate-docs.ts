@@ -10,13 +10,15 @@ import { configKeys, configSchema, envName, flagName } from '../schemas/config.j
 import { errorCodes } from '../schemas/errors.js';
 import { createMetrics } from '../coordinator/metrics.js';
 import { buildServer } from '../coordinator/server/build-server.js';
-import type { Database } from '../coordinator/store/database.js';
+import type { StoreProbe } from '../coordinator/server/ops-routes.js';
+import type { TransactionQueries } from '../coordinator/engine/queries.js';
+import type { Topics } from '../coordinator/engine/topics.js';
 import type { MsgEngine } from '../coordinator/engine/msg.js';
 import type { SagaEngine } from '../coordinator/engine/saga.js';
 import type { PhaseTwoEngine } from '../coordinator/engine/phase-two.js';
 import type { WorkflowEngine } from '../coordinator/engine/workflow.js';
-import type { Relay } from '../relay/publisher.js';
 import { version } from '../coordinator/app.js';
+import type { OperatorActions } from '../coordinator/engine/operator.js';
 
 export function renderConfigurationDoc(): string {
   const rows = configKeys.map((key) => {
@@ -65,14 +67,16 @@ export async function renderOpenApi(): Promise<string> {
   // The routes only need their dependencies when a request comes; the document needs none.
   const app = await buildServer({
     logger: pino({ level: 'silent' }),
-    database: {} as Database,
+    database: {} as StoreProbe,
+    queries: {} as TransactionQueries,
+    topics: {} as Topics,
+    operator: {} as OperatorActions,
     metrics: createMetrics(),
     msg: {} as MsgEngine,
     saga: {} as SagaEngine,
     tcc: {} as PhaseTwoEngine,
     xa: {} as PhaseTwoEngine,
     workflow: {} as WorkflowEngine,
-    relay: {} as Relay,
     version,
     draining: () => false,
   });

@@ -7,6 +7,7 @@
 import { Kafka, logLevel, type IHeaders } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { Deliver, RunningSource } from './consume.js';
+import { brokerHeaders } from '../schemas/broker-messages.js';
 
 export interface KafkaSource {
   /** host:port of one or more brokers. */
@@ -51,7 +52,7 @@ export async function startKafkaSource(source: KafkaSource, deliver: Deliver, lo
         const position = `${topic}/${partition}/${message.offset}`;
         await deliver(
           {
-            id: headers['message-id'] || position,
+            id: headers[brokerHeaders.messageId] || position,
             ...(message.key === null ? {} : { key: message.key.toString() }),
             value: message.value?.toString() ?? '',
             headers,

@@ -9,6 +9,7 @@ import { connect, type ChannelModel, type ConsumeMessage } from 'amqplib';
 import { backoffInterval, jitter } from '../schemas/backoff.js';
 import type { Logger } from 'pino';
 import type { Deliver, RunningSource } from './consume.js';
+import { brokerHeaders } from '../schemas/broker-messages.js';
 
 export interface RabbitSource {
   /** amqp://user:password@host:port/vhost */
@@ -111,7 +112,7 @@ function toInboxMessage(queue: string, msg: ConsumeMessage) {
   const messageId = msg.properties.messageId as unknown;
   // Without any id the body is the only stable thing: identical bodies then count as one message.
   const id =
-    headers['message-id'] ||
+    headers[brokerHeaders.messageId] ||
     (typeof messageId === 'string' && messageId !== ''
       ? messageId
       : `${queue}/sha256/${createHash('sha256').update(msg.content).digest('hex')}`);

@@ -22,6 +22,7 @@ import {
   type ParkedMessage,
 } from './inbox.js';
 import type { TransactionSource } from './sql-executor.js';
+import { inMessageSpan } from './tracing.js';
 
 export type { KafkaSource } from './consume-kafka.js';
 export type { RabbitSource } from './consume-rabbitmq.js';
@@ -96,9 +97,16 @@ export async function consume<Tx = unknown>(
   const stopping = new AbortController();
   await ensureInboxTables(db);
 
+  // Each run of the handler is a span, child of the trace context the message carries (traceparent).
   const apply = (message: InboxMessage) =>
-    applyOnce<Tx>(db, consumerName, message.id, (tx) =>
-      handler({ id: message.id, key: message.key, value: message.value, headers: message.headers, tx }),
+    inMessageSpan(
+      `${consumerName} process`,
+      message.headers,
+      { 'messaging.message.id': message.id, 'messaging.consumer.group.name': consumerName },
+      () =>
+        applyOnce<Tx>(db, consumerName, message.id, (tx) =>
+          handler({ id: message.id, key: message.key, value: message.value, headers: message.headers, tx }),
+        ),
     );
 
   const deliver: Deliver = async (message, heartbeat) => {

@@ -1,4 +1,5 @@
 /** The SDK's HTTP client for the coordinator's DTM-compatible API. */
+import { context, propagation } from '@opentelemetry/api';
 import { Agent, request } from 'undici';
 import { errorCodes, ConcordError, type ErrorCode } from '../schemas/errors.js';
 import type { BatchItem } from '../schemas/batch.js';
@@ -93,6 +94,8 @@ export class CoordinatorClient {
   private async call(method: 'GET' | 'POST', path: string, body?: unknown, base = this.server): Promise<unknown> {
     const token = this.options.token;
     const headers: Record<string, string> = token === undefined ? {} : { authorization: `Bearer ${token}` };
+    // The caller's trace (an OpenTelemetry SDK registered in the service) goes with the transaction to its branches and consumers.
+    propagation.inject(context.active(), headers);
     const res = await httpCall(method, `${base}${path}`, body === undefined ? undefined : JSON.stringify(body), this.options, headers);
     const { text } = res;
     const parsed = parse(text);

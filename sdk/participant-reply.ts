@@ -9,6 +9,7 @@ import { connect, type ChannelModel, type ConfirmChannel } from 'amqplib';
 import { Kafka, logLevel, type Producer } from 'kafkajs';
 import type { Logger } from 'pino';
 import { sagaReplySchema, type SagaReply } from '../schemas/saga.js';
+import { dtmHeaders } from '../schemas/broker-messages.js';
 import type { KafkaSource } from './consume-kafka.js';
 
 export interface ReplyPublisher {
@@ -21,12 +22,7 @@ export interface ReplyPublisher {
 const replyTimeoutMs = 30_000;
 
 function replyHeaders(reply: SagaReply): Record<string, string> {
-  return {
-    'content-type': 'application/json',
-    'dtm-gid': reply.gid,
-    'dtm-branch-id': reply.branch_id,
-    'dtm-op': reply.op,
-  };
+  return dtmHeaders({ gid: reply.gid, branch_id: reply.branch_id, op: reply.op });
 }
 
 /** One idempotent producer for every reply topic, connected once. */

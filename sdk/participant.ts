@@ -21,6 +21,8 @@ import { isBranchFailure } from './errors.js';
 import type { InboxMessage } from './inbox.js';
 import { kafkaReplyPublisher, rabbitReplyPublisher, type ReplyPublisher } from './participant-reply.js';
 import type { TransactionSource } from './sql-executor.js';
+import { inMessageSpan } from './tracing.js';
+import { brokerHeaders } from '../schemas/broker-messages.js';
 
 /** A Kafka consumer group reading the participant's topic; replies go to the same brokers. */
 export type ParticipantKafkaSource = Omit<KafkaSource, 'topic'>;
@@ -191,8 +193,8 @@ class SagaParticipant<Tx> implements Participant<Tx> {
   private async deliver(message: InboxMessage, heartbeat?: () => Promise<void>): Promise<void> {
     const h = message.headers;
     const parsed = commandSchema.safeParse({
-      gid: h['dtm-gid'],
-      branchId: h['dtm-branch-id'],
+      gid: h[brokerHeaders.gid],
+      branchId: h[brokerHeaders.branchId],
       op: h[commandHeaders.op],
       command: h[commandHeaders.command],
       attempt: h[commandHeaders.attempt],
@@ -210,6 +212,7 @@ class SagaParticipant<Tx> implements Participant<Tx> {
     const command = parsed.data;
     const log = this.log.child({
       gid: command.gid,
+      trans_type: 'saga',
       branchId: command.branchId,
       op: command.op,
       command: command.command,
@@ -217,8 +220,12 @@ class SagaParticipant<Tx> implements Participant<Tx> {
     });
     const handler = this.handlers.get(command.command);
     if (!handler) log.error('no handler for command');
+    // The handler runs in a span, child of the saga's trace (the command's traceparent).
+    const attributes = { 'concord.gid': command.gid, 'concord.branch_id': command.branchId, 'concord.op': command.op };
     const outcome: Outcome = handler
-      ? await this.execute(handler, command, message, log, heartbeat)
+      ? await inMessageSpan(`${command.command} process`, message.headers, attributes, () =>
+          this.execute(handler, command, message, log, heartbeat),
+        )
       : { outcome: 'ERROR', error: `no handler for command ${command.command}` };
     const reply: SagaReply = { gid: command.gid, branch_id: command.branchId, op: command.op, attempt: command.attempt, ...outcome };
     await this.publish(command.replyTo, reply, log, heartbeat);

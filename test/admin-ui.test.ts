@@ -229,7 +229,7 @@ describe('the admin UI', () => {
     await page.waitForSelector('#notice');
     await waitForStatus(dtm, gids.attention, 'failed');
     // Who did it and when: the coordinator's log line (JSON, with its time).
-    expect(coordinator.output()).toMatch(new RegExp(`"time":\\d+.*"gid":"${gids.attention}","by":"operator","action":"redrive"`));
+    expect(coordinator.output()).toMatch(new RegExp(`"time":\\d+.*"gid":"${gids.attention}".*"by":"operator","action":"redrive"`));
     expect((await query(dtm, gids.attention)).branches.find((b) => b.branch_id === '01' && b.op === 'compensate')?.status).toBe('succeed');
     await shot('06-redriven');
   });
@@ -285,7 +285,7 @@ describe('the admin UI', () => {
     expect(stopped?.rollback_reason).toMatch(/^force-stopped by operator at \d{4}-\d\d-\d\dT.*: INC-42: payment provider gone$/);
     expect(stopped?.finish_time).toBeDefined();
     for (const action of ['retry-now', 'force-stop'])
-      expect(coordinator.output()).toMatch(new RegExp(`"gid":"${gids.stuck}","by":"operator","action":"${action}"`));
+      expect(coordinator.output()).toMatch(new RegExp(`"gid":"${gids.stuck}","trans_type":"saga","by":"operator","action":"${action}"`));
     await page.waitForSelector('#transaction [data-status="failed"]');
     expect(await page.$('#action-stop')).toBeNull();
     await shot('08-stopped');

@@ -2,7 +2,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../../schemas/config.js';
 import type { Relay } from '../../relay/publisher.js';
-import type { ReplyListener } from '../../relay/replies.js';
+import type { ReplyListener } from './saga-replies.js';
 import type { Metrics } from '../metrics.js';
 import type { Database } from '../store/database.js';
 import type { InFlight } from './in-flight.js';

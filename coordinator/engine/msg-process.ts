@@ -62,14 +62,14 @@ export class MsgProcessor {
       return await this.pass(trans, branches, startedAt, lease);
     } catch (err) {
       // The store failed mid-pass: the lease runs out and another pass (here or elsewhere) resumes.
-      this.ctx.logger.error({ err, gid: trans.gid }, 'message pass failed');
+      this.ctx.logger.error({ err, gid: trans.gid, trans_type: trans.trans_type }, 'message pass failed');
       return { status: trans.status as PassResult['status'], reason: (err as Error).message };
     }
   }
 
   private async pass(trans: TransRow, pending: BranchRow[], startedAt: number, leaseFor: number): Promise<PassResult> {
     const { config, database, nodeId } = this.ctx;
-    const log = this.ctx.logger.child({ gid: trans.gid });
+    const log = this.ctx.logger.child({ gid: trans.gid, trans_type: trans.trans_type });
     const timeout = trans.options.request_timeout ?? config.requestTimeout;
     const policy: BackoffPolicy = { base: trans.options.retry_interval ?? config.retryInterval, cap: config.maxRetryInterval };
     const lease = new Lease(this.ctx, trans.gid, startedAt, leaseFor);
@@ -179,6 +179,14 @@ export class MsgProcessor {
   /** Tells the alert webhook that a transaction keeps failing. */
   private alert(trans: TransRow, branchId: string, error: string): void {
     if (trans.retry_count + 1 < this.ctx.config.alertRetryLimit) return;
-    sendAlert(this.ctx, { gid: trans.gid, status: trans.status, branch: branchId, error, retry_count: trans.retry_count + 1 });
+    sendAlert(this.ctx, {
+      kind: 'retries',
+      gid: trans.gid,
+      trans_type: trans.trans_type,
+      status: trans.status,
+      branch: branchId,
+      error,
+      retry_count: trans.retry_count + 1,
+    });
   }
 }

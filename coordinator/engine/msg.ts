@@ -26,6 +26,7 @@ import { again, batched, inRounds } from './batches.js';
 import { leaseSeconds, type EngineContext } from './context.js';
 import { contended, throwUnlessSucceeded } from './outcome.js';
 import { branchMeta, conflictOf, contentHash, storedOptions } from './request.js';
+import { isBrokerUrl } from '../../schemas/broker-messages.js';
 import type { MsgProcessor } from './msg-process.js';
 
 type PrepareOutcome = { ok: true } | { error: ConcordError };
@@ -243,7 +244,7 @@ export class MsgEngine {
 
 /** Keyed messages to a broker keep their submit order; HTTP calls and unkeyed messages need none. */
 function orderKeyOf(url: string, meta: BranchMeta): string | null {
-  return meta.key !== undefined && /^(kafka|rabbitmq):/.test(url) ? `${url}#${meta.key}` : null;
+  return meta.key !== undefined && isBrokerUrl(url) ? `${url}#${meta.key}` : null;
 }
 
 /** custom_data's delay; transRequestSchema checked it. */

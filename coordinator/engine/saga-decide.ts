@@ -12,6 +12,7 @@ import { backoffInterval, jitter } from '../../schemas/backoff.js';
 import type { Config } from '../../schemas/config.js';
 import type { StoredOptions } from '../../schemas/db/tables.js';
 import type { DtmOutcome } from '../../schemas/dtm.js';
+import { isBrokerUrl } from '../../schemas/broker-messages.js';
 import type { BranchUpdate, SagaBranchRow } from '../store/sagas.js';
 
 export type SagaConfig = Pick<
@@ -38,9 +39,8 @@ export type SagaDecision =
    */
   | { kind: 'advance'; overdue: { branch: SagaBranchRow; detail: string }[]; run: SagaBranchRow[]; waits: number[] };
 
-export function isBrokerUrl(url: string): boolean {
-  return /^(kafka|rabbitmq):/i.test(url);
-}
+/** Re-exported for saga-process.ts, which takes it from here (schemas/broker-messages.ts defines it). */
+export { isBrokerUrl };
 
 export function decideSaga(view: SagaView, config: SagaConfig): SagaDecision {
   const { options } = view;

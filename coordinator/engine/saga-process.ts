@@ -71,7 +71,7 @@ export class SagaProcessor {
       try {
         outcome = await this.pass(row, started, lease);
       } catch (err) {
-        if (!(err instanceof LeaseLost)) this.ctx.logger.error({ err, gid: row.gid }, 'saga pass failed');
+        if (!(err instanceof LeaseLost)) this.ctx.logger.error({ err, gid: row.gid, trans_type: 'saga' }, 'saga pass failed');
         // The store failed or the lease moved: the lease runs out and another pass resumes.
         return { status: row.status as SagaStatus, reason: (err as Error).message };
       }
@@ -85,7 +85,7 @@ export class SagaProcessor {
 
   private async pass(trans: TransRow, startedAt: number, leaseFor: number): Promise<SagaPassResult & { poked?: boolean }> {
     const { config, database, nodeId } = this.ctx;
-    const log = this.ctx.logger.child({ gid: trans.gid });
+    const log = this.ctx.logger.child({ gid: trans.gid, trans_type: 'saga' });
     const options: StoredOptions = trans.options;
     const branches = await sagaBranches(database, trans.gid);
     for (const b of branches) if (isBrokerUrl(b.url)) this.ctx.replies.listen(b.url);
@@ -132,11 +132,29 @@ export class SagaProcessor {
       const used = stepPolicy(b, options, config).used;
       if (verdict.retry) {
         log.warn({ branchId: b.branch_id, op: b.op, detail, attempts: b.attempts, retryIn: verdict.retry.retryIn }, 'saga step will retry');
-        if (verdict.retry.alert) sendAlert(this.ctx, { gid: trans.gid, status, branch: b.branch_id, error: detail, retry_count: used });
+        if (verdict.retry.alert) {
+          sendAlert(this.ctx, {
+            kind: 'retries',
+            gid: trans.gid,
+            trans_type: 'saga',
+            status,
+            branch: b.branch_id,
+            error: detail,
+            retry_count: used,
+          });
+        }
       }
       write(b, verdict.update);
       if (!verdict.attention) return undefined;
-      sendAlert(this.ctx, { gid: trans.gid, status: 'needs_attention', branch: b.branch_id, error: verdict.attention, retry_count: used });
+      sendAlert(this.ctx, {
+        kind: 'needs_attention',
+        gid: trans.gid,
+        trans_type: 'saga',
+        status: 'needs_attention',
+        branch: b.branch_id,
+        error: verdict.attention,
+        retry_count: used,
+      });
       return finish({ status: 'needs_attention', delay: 0, attention: verdict.attention }, verdict.attention);
     };
 

@@ -24,7 +24,7 @@ import { again, batched, inRounds } from './batches.js';
 import { leaseSeconds, type EngineContext } from './context.js';
 import { contended, throwUnlessSucceeded } from './outcome.js';
 import { branchMeta, conflictOf, contentHash, storedOptions } from './request.js';
-import { isBrokerUrl } from './saga-decide.js';
+import { isBrokerUrl } from '../../schemas/broker-messages.js';
 import type { SagaProcessor } from './saga-process.js';
 import { operatorName } from './operator.js';
 
@@ -70,7 +70,7 @@ export class SagaEngine {
   /** Puts a saga that needs attention back to compensating (an operator fixed the cause). */
   async redrive(gid: string): Promise<void> {
     if (await redriveSaga(this.ctx.database, gid)) {
-      this.ctx.logger.info({ gid, by: operatorName, action: 'redrive' }, 'saga redriven by an operator');
+      this.ctx.logger.info({ gid, trans_type: 'saga', by: operatorName, action: 'redrive' }, 'saga redriven by an operator');
       return;
     }
     const row = (await findTransactions(this.ctx.database, [gid])).get(gid);
@@ -85,7 +85,10 @@ export class SagaEngine {
     const lease = leaseSeconds(config, config.requestTimeout);
     const { recorded, claimed } = await recordReply(database, nodeId, lease, reply);
     this.ctx.metrics.sagaReplies.inc({ outcome: reply.outcome, recorded: String(recorded) });
-    logger.debug({ gid: reply.gid, branchId: reply.branch_id, op: reply.op, attempt: reply.attempt, recorded }, 'saga reply');
+    logger.debug(
+      { gid: reply.gid, trans_type: 'saga', branchId: reply.branch_id, op: reply.op, attempt: reply.attempt, recorded },
+      'saga reply',
+    );
     if (claimed) void this.ctx.inFlight.track(this.processor.run(claimed, startedAt, lease));
   }
 

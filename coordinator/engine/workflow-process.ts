@@ -38,14 +38,22 @@ export class WorkflowProcessor {
 
   private async pass(trans: TransRow, startedAt: number, leaseFor: number): Promise<PassResult> {
     const { config } = this.ctx;
-    const log = this.ctx.logger.child({ gid: trans.gid });
+    const log = this.ctx.logger.child({ gid: trans.gid, trans_type: 'workflow' });
     const policy: BackoffPolicy = { base: trans.options.retry_interval ?? config.retryInterval, cap: config.maxRetryInterval };
     const later = async (outcome: Parameters<typeof msgRetry>[0], reason: string): Promise<PassResult> => {
       const retry = msgRetry(outcome, trans.next_cron_interval, policy);
       const applied = await this.settles.run({ gid: trans.gid, succeeded: [], status: 'prepared', ...retry, reason: '' });
       if (applied) log.warn({ outcome, reason, retryIn: retry.interval }, 'workflow not finished; will resume again');
       if (applied && trans.retry_count + 1 >= config.alertRetryLimit) {
-        sendAlert(this.ctx, { gid: trans.gid, status: trans.status, branch: '00', error: reason, retry_count: trans.retry_count + 1 });
+        sendAlert(this.ctx, {
+          kind: 'retries',
+          gid: trans.gid,
+          trans_type: 'workflow',
+          status: trans.status,
+          branch: '00',
+          error: reason,
+          retry_count: trans.retry_count + 1,
+        });
       }
       return { status: 'prepared', reason };
     };

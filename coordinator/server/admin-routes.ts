@@ -2,12 +2,9 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { dtmResultSchema, errorReplySchema, gidBodySchema, gidSchema, globalStatuses } from '../../schemas/dtm.js';
-import type { OperatorActions } from '../engine/operator.js';
-import type { Database } from '../store/database.js';
-import { countByStatus } from '../store/queries.js';
+import { countCap, type OperatorActions } from '../engine/operator.js';
 
 export interface AdminRoutesOptions {
-  database: Database;
   actions: OperatorActions;
 }
 
@@ -18,10 +15,7 @@ const stopBodySchema = z.object({
 const errors = { 400: errorReplySchema, 401: errorReplySchema, 403: errorReplySchema, 404: errorReplySchema, 409: errorReplySchema };
 const success = { dtm_result: 'SUCCESS' as const };
 
-/** Counts stop here: "10000+" tells an operator enough, and counting further would scan millions of rows. */
-export const countCap = 10_000;
-
-export const adminRoutes: FastifyPluginAsyncZod<AdminRoutesOptions> = async (app, { database, actions }) => {
+export const adminRoutes: FastifyPluginAsyncZod<AdminRoutesOptions> = async (app, { actions }) => {
   const operator = { access: 'operator' } as const;
   app.get(
     '/counts',
@@ -36,7 +30,7 @@ export const adminRoutes: FastifyPluginAsyncZod<AdminRoutesOptions> = async (app
         },
       },
     },
-    async () => ({ counts: await countByStatus(database, countCap), cap: countCap }),
+    async () => ({ counts: await actions.counts(), cap: countCap }),
   );
 
   app.post(

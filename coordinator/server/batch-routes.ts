@@ -4,6 +4,7 @@ import { batchReplySchema, msgBatchSchema, type BatchItem } from '../../schemas/
 import { errorReplySchema } from '../../schemas/dtm.js';
 import type { MsgEngine } from '../engine/msg.js';
 import { errorReply } from './error-handler.js';
+import { keepTraceContext } from './trace-headers.js';
 
 export interface BatchRoutesOptions {
   msg: MsgEngine;
@@ -31,10 +32,11 @@ export const batchRoutes: FastifyPluginAsyncZod<BatchRoutesOptions> = async (app
         const results = await Promise.all(
           request.body.transactions.map(async (trans): Promise<BatchItem> => {
             try {
+              keepTraceContext(request.headers, trans);
               await msg[op](trans);
               return { gid: trans.gid, status: 200, dtm_result: 'SUCCESS' };
             } catch (err) {
-              const { status, body } = errorReply(err, request.log);
+              const { status, body } = errorReply(err, request.log, { gid: trans.gid, trans_type: trans.trans_type });
               return { gid: trans.gid, status, ...body };
             }
           }),

@@ -10,10 +10,10 @@ import type { MsgEngine } from '../engine/msg.js';
 import type { SagaEngine } from '../engine/saga.js';
 import type { PhaseTwoEngine } from '../engine/phase-two.js';
 import type { WorkflowEngine } from '../engine/workflow.js';
-import type { Relay } from '../../relay/publisher.js';
 import type { Metrics } from '../metrics.js';
-import type { Database } from '../store/database.js';
-import { OperatorActions } from '../engine/operator.js';
+import type { TransactionQueries } from '../engine/queries.js';
+import type { Topics } from '../engine/topics.js';
+import type { OperatorActions } from '../engine/operator.js';
 import { adminRoutes } from './admin-routes.js';
 import { adminUi } from './admin-ui.js';
 import { accessHook, stripTokenPrefix, type AccessOptions } from './access.js';
@@ -21,27 +21,32 @@ import { batchRoutes } from './batch-routes.js';
 import { dtmRoutes } from './dtm-routes.js';
 import { handleError } from './error-handler.js';
 import { methodNotAllowed } from './method-not-allowed.js';
-import { opsRoutes } from './ops-routes.js';
+import { opsRoutes, type StoreProbe } from './ops-routes.js';
 import { outboxRoutes } from './outbox-routes.js';
 import type { OutboxDrains } from '../outbox-drains.js';
 
 export interface ServerDeps {
   logger: Logger;
-  database: Database;
+  database: StoreProbe;
   metrics: Metrics;
+  queries: TransactionQueries;
+  topics: Topics;
   msg: MsgEngine;
   saga: SagaEngine;
   tcc: PhaseTwoEngine;
   xa: PhaseTwoEngine;
   workflow: WorkflowEngine;
-  relay: Relay;
   version: string;
   /** True once shutdown began: new work is refused so it can go to another node. */
   draining: () => boolean;
   /** API and operator tokens (access.ts); none: every route open. */
   access?: AccessOptions;
+  /** The admin UI's counts and operator actions (docs/admin-ui.md). */
+  operator: OperatorActions;
   /** The outbox drains this coordinator runs (config outboxes). */
   outboxes?: OutboxDrains;
+  /** Why readiness fails besides the store (health-watch.ts). */
+  notReady?: () => Promise<string[]>;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -125,13 +130,13 @@ export async function buildServer(deps: ServerDeps) {
   });
   await app.register(dtmRoutes, {
     prefix: '/api/dtmsvr',
-    database: deps.database,
+    queries: deps.queries,
+    topics: deps.topics,
     msg: deps.msg,
     saga: deps.saga,
     tcc: deps.tcc,
     xa: deps.xa,
     workflow: deps.workflow,
-    relay: deps.relay,
     version: deps.version,
   });
   await app.register(batchRoutes, { prefix: '/api/concord', msg: deps.msg });
@@ -139,13 +144,9 @@ export async function buildServer(deps: ServerDeps) {
     prefix: '/api',
     database: deps.database,
     metrics: deps.metrics,
-    ...(deps.outboxes ? { notReady: () => deps.outboxes!.problems() } : {}),
+    ...(deps.notReady ? { notReady: deps.notReady } : {}),
   });
-  await app.register(adminRoutes, {
-    prefix: '/api/concord/admin',
-    database: deps.database,
-    actions: new OperatorActions(deps.database, deps.logger.child({ component: 'operator' })),
-  });
+  await app.register(adminRoutes, { prefix: '/api/concord/admin', actions: deps.operator });
   await app.register(adminUi);
   if (deps.outboxes) await app.register(outboxRoutes, { prefix: '/api/outboxes', outboxes: deps.outboxes });
   return app;

@@ -18,8 +18,6 @@ import {
   workflowBodySchema,
   type TransRequest,
 } from '../../schemas/dtm.js';
-import type { Relay } from '../../relay/publisher.js';
-import { deleteTopic, subscribe, unsubscribe } from '../store/topics.js';
 import { ConcordError } from '../../schemas/errors.js';
 import type { MsgEngine } from '../engine/msg.js';
 import type { SagaEngine } from '../engine/saga.js';
@@ -29,18 +27,19 @@ import { xaRegistrationSchema } from '../../schemas/xa.js';
 import type { WorkflowEngine } from '../engine/workflow.js';
 import { workflowRefusalSchema, workflowRegistrationSchema, workflowReplySchema } from '../../schemas/workflow.js';
 import { workflowRefusal } from './workflow-refusal.js';
-import type { Database } from '../store/database.js';
-import { getTransaction, listTransactions } from '../store/queries.js';
+import type { TransactionQueries } from '../engine/queries.js';
+import type { Topics } from '../engine/topics.js';
 import { branchView, redacted, transactionView } from './views.js';
+import { keepTraceContext } from './trace-headers.js';
 
 export interface DtmRoutesOptions {
-  database: Database;
+  queries: TransactionQueries;
+  topics: Topics;
   msg: MsgEngine;
   saga: SagaEngine;
   tcc: PhaseTwoEngine;
   xa: PhaseTwoEngine;
   workflow: WorkflowEngine;
-  relay: Relay;
   version: string;
 }
 
@@ -55,7 +54,7 @@ type UnsubscribeQuery = z.infer<typeof unsubscribeQuerySchema>;
 
 export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (
   app,
-  { database, msg, saga, tcc, xa, workflow, relay, version },
+  { queries, topics, msg, saga, tcc, xa, workflow, version },
 ) => {
   const phaseTwo = { tcc, xa };
   /** Types not served (yet) get a clear 400, not a half-made transaction. */
@@ -78,6 +77,7 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (
     { schema: { summary: 'Prepare a two-phase message, a TCC or an XA transaction.', ...transRoute } },
     async (request) => {
       served(request.body, ['msg', 'tcc', 'xa'], 'prepare');
+      keepTraceContext(request.headers, request.body);
       const type = request.body.trans_type;
       await (type === 'tcc' || type === 'xa' ? phaseTwo[type].prepare(request.body) : msg.prepare(request.body));
       return success;
@@ -95,6 +95,7 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (
     },
     async (request) => {
       served(request.body, ['msg', 'saga', 'tcc', 'xa', 'workflow'], 'submit');
+      keepTraceContext(request.headers, request.body);
       const type = request.body.trans_type;
       if (type === 'workflow') await workflow.submit(request.body);
       else await (type === 'saga' ? saga : type === 'tcc' || type === 'xa' ? phaseTwo[type] : msg).submit(request.body);
@@ -196,7 +197,7 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (
       },
     },
     async (request) => {
-      const { trans, branches } = await getTransaction(database, request.query.gid);
+      const { trans, branches } = await queries.transaction(request.query.gid);
       const shown = request.operator ? {} : redacted;
       return { transaction: trans ? transactionView(trans, shown) : null, branches: branches.map((b) => branchView(b, shown)) };
     },
@@ -213,29 +214,20 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (
       },
     },
     async (request) => {
-      const rows = await listTransactions(database, request.query);
-      if (request.query.gid !== undefined && rows.length === 0) return { transactions: null, next_position: '' };
-      const last = rows.at(-1);
-      const next = rows.length === request.query.limit && last ? String(last.id) : '';
+      const { transactions, nextPosition } = await queries.page(request.query);
       const shown = request.operator ? {} : redacted;
-      return { transactions: rows.map((t) => transactionView(t, shown)), next_position: next };
+      return { transactions: transactions?.map((t) => transactionView(t, shown)) ?? null, next_position: nextPosition };
     },
   );
 
   // DTM changes topics over GET with a query string; POST with a JSON body does the same, and once
   // tokens are configured only the POST form is taken (access.ts), so a link or an <img> cannot do it.
   const subscribeRoute = async ({ topic, url, remark }: SubscribeQuery) => {
-    const problem = relay.problem(url);
-    if (problem) throw new ConcordError('INVALID_REQUEST', problem, { field: 'url' });
-    if (!(await subscribe(database, topic, { url, remark: remark ?? '' }))) {
-      throw new ConcordError('INVALID_STATE', `${url} already subscribes topic ${topic}`, { field: 'url' });
-    }
+    await topics.subscribe(topic, url, remark ?? '');
     return success;
   };
   const unsubscribeRoute = async ({ topic, url }: UnsubscribeQuery) => {
-    if (!(await unsubscribe(database, topic, url))) {
-      throw new ConcordError('NOT_FOUND', `${url} does not subscribe topic ${topic}`, { field: 'url' });
-    }
+    await topics.unsubscribe(topic, url);
     return success;
   };
   const topicReply = { response: { 200: dtmResultSchema, ...errors } };
@@ -267,9 +259,7 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (
       schema: { summary: 'Delete a topic and its subscribers.', params: topicParamsSchema, response: { 200: dtmResultSchema, ...errors } },
     },
     async (request) => {
-      if (!(await deleteTopic(database, request.params.topicName))) {
-        throw new ConcordError('NOT_FOUND', `no topic ${request.params.topicName}`, { field: 'topicName' });
-      }
+      await topics.delete(request.params.topicName);
       return success;
     },
   );

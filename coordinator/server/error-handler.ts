@@ -7,15 +7,19 @@ import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { ConcordError, isConcordError } from '../../schemas/errors.js';
 
 export function handleError(error: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
-  const { status, body } = errorReply(error, request.log);
+  const { status, body } = errorReply(error, request.log, transactionOf(request));
   return reply.status(status).send(body);
 }
 
 /** The status and body an error answers with (also each failed item of a batch); logs what the operator must see. */
-export function errorReply(error: unknown, log: FastifyBaseLogger): { status: number; body: Record<string, string> } {
+export function errorReply(
+  error: unknown,
+  log: FastifyBaseLogger,
+  transaction: { gid?: string; trans_type?: string } = {},
+): { status: number; body: Record<string, string> } {
   const concord = toConcordError(error as FastifyError);
-  if (concord.code === 'INTERNAL') log.error({ err: error }, 'request failed');
-  else if (concord.code === 'STORE_UNAVAILABLE') log.warn({ err: error }, 'store unavailable');
+  if (concord.code === 'INTERNAL') log.error({ err: error, ...transaction }, 'request failed');
+  else if (concord.code === 'STORE_UNAVAILABLE') log.warn({ err: error, ...transaction }, 'store unavailable');
   // The message always names the field, so a human reading only the message knows what to fix.
   const named = concord.field && !concord.message.includes(concord.field) ? `${concord.field}: ${concord.message}` : concord.message;
   const body: Record<string, string> = { code: concord.code, message: named };
@@ -51,4 +55,16 @@ function isStoreOutage(error: unknown): boolean {
     /Connection terminated|connection timeout/i.test((error as Error).message ?? '') ||
     (cause !== undefined && cause !== error && isStoreOutage(cause))
   );
+}
+
+/** The gid and trans_type a DTM request names (body or query), for the log line of its failure. */
+function transactionOf(request: FastifyRequest): { gid?: string; trans_type?: string } {
+  const found: { gid?: string; trans_type?: string } = {};
+  for (const source of [request.query, request.body]) {
+    if (typeof source !== 'object' || source === null) continue;
+    const { gid, trans_type } = source as Record<string, unknown>;
+    if (typeof gid === 'string') found.gid ??= gid;
+    if (typeof trans_type === 'string') found.trans_type ??= trans_type;
+  }
+  return found;
 }

@@ -4,13 +4,18 @@ import { z } from 'zod';
 import { errorReplySchema } from '../../schemas/dtm.js';
 import { ConcordError } from '../../schemas/errors.js';
 import type { Metrics } from '../metrics.js';
-import type { Database } from '../store/database.js';
+
+/** What the health check asks of the store. */
+export interface StoreProbe {
+  readonly kind: 'pglite' | 'postgres';
+  ping(): Promise<void>;
+}
 
 export interface OpsRoutesOptions {
-  database: Database;
+  database: StoreProbe;
   metrics: Metrics;
-  /** Reasons readiness fails besides the store (outbox drains lagging); none: ready. */
-  notReady?: () => string[];
+  /** Reasons readiness fails besides the store (health-watch.ts); none: ready. */
+  notReady?: () => Promise<string[]>;
 }
 
 const healthTimeoutMs = 2_000;
@@ -38,7 +43,8 @@ export const opsRoutes: FastifyPluginAsyncZod<OpsRoutesOptions> = async (app, { 
     {
       config: open,
       schema: {
-        summary: 'Readiness: 200 when the store answers and no outbox drain lags past its lagThreshold, 503 otherwise.',
+        summary:
+          'Readiness: 200 when the store answers, no due work is stalled past stalledAfter, every broker connection in use is up and no outbox drain lags past its lagThreshold; 503 with every reason otherwise.',
         response: { 200: z.object({ status: z.literal('ok'), store: z.string() }), 503: errorReplySchema },
       },
     },
@@ -54,13 +60,15 @@ export const opsRoutes: FastifyPluginAsyncZod<OpsRoutesOptions> = async (app, { 
       } finally {
         clearTimeout(timer);
       }
-      const problems = notReady?.() ?? [];
+      const problems = (await notReady?.()) ?? [];
       if (problems.length > 0) throw new ConcordError('NOT_READY', problems.join('; '));
       return { status: 'ok' as const, store: database.kind };
     },
   );
 
   app.get('/metrics', { schema: { summary: 'Prometheus metrics.' } }, async (_request, reply) => {
+    // The readiness checks set the gauges of stalled work and broker connections: a scrape sees them current.
+    await notReady?.().catch(() => undefined);
     return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
 

@@ -11,8 +11,11 @@ const unfinished = sql`('prepared', 'submitted', 'aborting')`;
  * reads a failed branch without retry_at as a call that died with its coordinator), unless a pass
  * holds its lease (it then runs anyway). Returns the row's status and lease holder when nothing was changed.
  */
-export async function retryNow(database: Database, gid: string): Promise<{ done: boolean; status?: string; owner?: string }> {
-  const [row] = await database.rows<{ done: boolean; status: string; owner: string }>(
+export async function retryNow(
+  database: Database,
+  gid: string,
+): Promise<{ done: boolean; status?: string; owner?: string; transType?: string }> {
+  const [row] = await database.rows<{ done: boolean; status: string; owner: string; transType: string }>(
     sql`with g as (
           update trans_global set next_cron_time = now(), update_time = now()
           where gid = ${gid} and status in ${unfinished} and (owner = '' or next_cron_time < now())
@@ -21,7 +24,7 @@ export async function retryNow(database: Database, gid: string): Promise<{ done:
           update trans_branch_op set retry_at = now(), update_time = now()
           where gid in (select gid from g) and status = 'prepared' and retry_at > now() returning 1
         )
-        select exists (select 1 from g) as done, status, owner from trans_global where gid = ${gid}`,
+        select exists (select 1 from g) as done, status, owner, trans_type as "transType" from trans_global where gid = ${gid}`,
   );
   return row ?? { done: false };
 }
@@ -31,15 +34,19 @@ export async function retryNow(database: Database, gid: string): Promise<{ done:
  * and takes its lease away: a pass still running then finds its settlement refused (every settle
  * checks owner and status). Nothing more is called: no compensation, no check-back.
  */
-export async function forceStop(database: Database, gid: string, reason: string): Promise<{ done: boolean; status?: string }> {
-  const [row] = await database.rows<{ done: boolean; status: string }>(
+export async function forceStop(
+  database: Database,
+  gid: string,
+  reason: string,
+): Promise<{ done: boolean; status?: string; transType?: string }> {
+  const [row] = await database.rows<{ done: boolean; status: string; transType: string }>(
     sql`with g as (
           update trans_global set status = 'failed', owner = '', poked = false, next_cron_time = null,
             finish_time = now(), rollback_time = now(), rollback_reason = ${storedText(reason)}, update_time = now()
           where gid = ${gid} and (status in ${unfinished} or status = 'needs_attention')
           returning gid
         )
-        select exists (select 1 from g) as done, status from trans_global where gid = ${gid}`,
+        select exists (select 1 from g) as done, status, trans_type as "transType" from trans_global where gid = ${gid}`,
   );
   return row ?? { done: false };
 }

@@ -3,6 +3,7 @@
  * Payloads travel as text, as every publisher takes them: bytea and base64 bodies must be UTF-8.
  */
 import type { OutboxMapping } from '../../schemas/outbox.js';
+import { brokerHeaders } from '../../schemas/broker-messages.js';
 
 /** A row as outbox-sql reads it. */
 export interface OutboxRow {
@@ -65,7 +66,7 @@ export function decodeRow(mapping: OutboxMapping, row: OutboxRow): DecodedRow | 
       headers[name.toLowerCase()] = typeof value === 'string' ? value : JSON.stringify(value);
   }
   // Last, so a header column cannot break the id the consumers' inboxes rely on.
-  headers['message-id'] = messageIdOf(mapping, row.id);
+  headers[brokerHeaders.messageId] = messageIdOf(mapping, row.id);
   return { id: row.id, url, ...(row.key === null ? {} : { key: row.key }), payload, headers };
 }
 

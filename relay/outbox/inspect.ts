@@ -6,6 +6,7 @@ import { decodeRow, type OutboxRow } from './decode-row.js';
 import type { CheckedMapping } from './mapping-check.js';
 import { outboxDb, type OutboxPool } from './outbox-db.js';
 import { outboxSql } from './outbox-sql.js';
+import { brokerHeaders } from '../../schemas/broker-messages.js';
 import { logicalNamesIn, slotStatus, type SlotStatus } from './logical-slot.js';
 
 export interface SampleRow {
@@ -63,7 +64,7 @@ export async function inspectOutbox(
       url: decoded.url,
       ...(decoded.key === undefined ? {} : { key: decoded.key }),
       bytes: Buffer.byteLength(decoded.payload),
-      messageId: decoded.headers['message-id']!,
+      messageId: decoded.headers[brokerHeaders.messageId]!,
     };
   });
   return {

@@ -1,11 +1,10 @@
 /**
- * Listens for saga participants' replies: the reply topic on a Kafka connection (one consumer
- * group shared by the coordinators of a store) and the reply queue on a RabbitMQ connection, from
- * the moment a saga uses that connection (`listen`): a coordinator that only sends messages never
- * creates a reply topic or joins a group. A reply is
- * acknowledged only once `onReply` has recorded it, so replies sent while no coordinator runs, or
- * while the store is down, wait in the broker and are handled when it is back. A connection that
- * cannot be made, or is lost, is retried with capped, jittered backoff.
+ * Consumes one topic (Kafka) or queue (RabbitMQ) of the same name on each broker connection it is
+ * asked to (`listen`), from that moment on: one consumer group, named after the topic, shared by
+ * every process that consumes it, so each message goes to one of them. A message is acknowledged
+ * only once `onMessage` has handled it, so messages sent while nobody consumes, or while the
+ * handler cannot finish (its store is down), wait in the broker. A connection that cannot be made,
+ * or is lost, is retried with capped, jittered backoff. What the messages mean is the caller's.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChannelModel } from 'amqplib';
@@ -13,42 +12,33 @@ import type { Consumer } from 'kafkajs';
 import type { Logger } from 'pino';
 import { backoffInterval, jitter } from '../schemas/backoff.js';
 import { parseDestination } from './destination.js';
-import { sagaReplySchema, type SagaReply } from '../schemas/saga.js';
 
-export interface ReplyListener {
-  /** Starts listening on the connection of this broker destination, unless it already does. */
+export interface BrokerConsumer {
+  /** Starts consuming on the connection of this broker destination (kafka://… or rabbitmq://…), unless it already does. */
   listen(url: string): void;
   close(): Promise<void>;
 }
 
-const reconnect = { base: 0.5, cap: 15 };
-/** Replies recorded at once, per Kafka batch or RabbitMQ prefetch window. */
-const replyConcurrency = 32;
-/** Partitions of a reply topic this listener creates. */
-const replyPartitions = 8;
+export interface BrokerConsumerOptions {
+  connections: { kafka: Record<string, string[]>; rabbitmq: Record<string, string> };
+  /** The Kafka topic (and consumer group) or RabbitMQ queue, created when missing. */
+  topic: string;
+  /** Kafka client id, for the brokers' logs. */
+  clientId: string;
+  /** Handles one message body; the message is acknowledged when this resolves and comes again when it rejects. */
+  onMessage: (body: string, where: string) => Promise<void>;
+  logger: Logger;
+}
 
-export function listenForReplies(
-  connections: { kafka: Record<string, string[]>; rabbitmq: Record<string, string> },
-  topic: string,
-  onReply: (reply: SagaReply) => Promise<void>,
-  logger: Logger,
-): ReplyListener {
+const reconnect = { base: 0.5, cap: 15 };
+/** Messages handled at once, per Kafka batch or RabbitMQ prefetch window. */
+const concurrency = 32;
+/** Partitions of a topic this consumer creates: they spread the messages over the processes of the group. */
+const partitions = 8;
+
+export function consumeBrokers({ connections, topic, clientId, onMessage, logger }: BrokerConsumerOptions): BrokerConsumer {
   const stopping = new AbortController();
   const closers: (() => Promise<void>)[] = [];
-
-  /** The reply in a message body, or undefined (logged and dropped: a malformed reply can never be used). */
-  const parse = (body: string, where: string): SagaReply | undefined => {
-    let json: unknown;
-    try {
-      json = JSON.parse(body);
-    } catch {
-      json = undefined;
-    }
-    const parsed = sagaReplySchema.safeParse(json);
-    if (parsed.success) return parsed.data;
-    logger.warn({ where, body: body.slice(0, 200), issue: parsed.error?.issues[0]?.message }, 'malformed saga reply dropped');
-    return undefined;
-  };
 
   /** Runs `session` again and again (after a failure, with backoff) until the listener closes. */
   const keepRunning = (name: string, session: () => Promise<void>) => {
@@ -59,7 +49,7 @@ export function listenForReplies(
           failures = 0;
         } catch (err) {
           if (stopping.signal.aborted) return;
-          logger.warn({ err, connection: name }, 'reply listener lost its connection, retrying');
+          logger.warn({ err, connection: name, topic }, 'broker consumer lost its connection, retrying');
           await sleep(jitter(backoffInterval(reconnect, failures++)) * 1000, undefined, { signal: stopping.signal }).catch(() => undefined);
         }
       }
@@ -72,12 +62,11 @@ export function listenForReplies(
       await consumer?.disconnect().catch(() => undefined);
     });
     keepRunning(name, async () => {
-      const { Kafka, logLevel } = await import('kafkajs'); // loaded when a saga uses Kafka, as the publisher does
-      const kafka = new Kafka({ clientId: 'concord-replies', brokers, logLevel: logLevel.NOTHING });
+      const { Kafka, logLevel } = await import('kafkajs'); // loaded when first used, as the publisher does
+      const kafka = new Kafka({ clientId, brokers, logLevel: logLevel.NOTHING });
       const admin = kafka.admin();
       await admin.connect();
-      // Partitions spread the replies over the coordinators of the store (the key is the gid).
-      await admin.createTopics({ topics: [{ topic, numPartitions: replyPartitions }] }).finally(() => admin.disconnect());
+      await admin.createTopics({ topics: [{ topic, numPartitions: partitions }] }).finally(() => admin.disconnect());
       // A coordinator that died holds its partitions until the session times out: keep that short.
       const c = kafka.consumer({ groupId: topic, sessionTimeout: 10_000, heartbeatInterval: 1_000 });
       consumer = c;
@@ -91,24 +80,23 @@ export function listenForReplies(
       await c.subscribe({ topic, fromBeginning: true });
       await c.run({
         eachBatchAutoResolve: false,
-        // Replies of a batch are recorded side by side (each touches its own saga); the offset moves
-        // past the batch only once all are recorded, so a reply not yet recorded comes again.
+        // Messages of a batch are handled side by side; the offset moves past the batch only once
+        // all are handled, so a message not yet handled comes again.
         eachBatch: async (payload) => {
           const { batch } = payload;
-          for (let i = 0; i < batch.messages.length && payload.isRunning() && !payload.isStale(); i += replyConcurrency) {
-            const slice = batch.messages.slice(i, i + replyConcurrency);
+          for (let i = 0; i < batch.messages.length && payload.isRunning() && !payload.isStale(); i += concurrency) {
+            const slice = batch.messages.slice(i, i + concurrency);
             await Promise.all(
-              slice.map(async (message) => {
-                const reply = parse(message.value?.toString() ?? '', `kafka ${name} ${topic}/${batch.partition}/${message.offset}`);
-                if (reply) await onReply(reply);
-              }),
+              slice.map((message) =>
+                onMessage(message.value?.toString() ?? '', `kafka ${name} ${topic}/${batch.partition}/${message.offset}`),
+              ),
             );
             payload.resolveOffset(slice[slice.length - 1]!.offset);
             await payload.heartbeat();
           }
         },
       });
-      logger.info({ connection: name, topic }, 'listening for saga replies on kafka');
+      logger.info({ connection: name, topic }, 'consuming from kafka');
       // kafkajs restarts itself after retriable errors; a crash it gives up on starts a new session.
       await Promise.race([crashed, new Promise((resolve) => stopping.signal.addEventListener('abort', resolve, { once: true }))]);
       await c.disconnect().catch(() => undefined);
@@ -132,15 +120,14 @@ export function listenForReplies(
       const channel = await m.createChannel();
       channel.on('error', () => undefined); // the connection's 'close' follows
       await channel.assertQueue(topic, { durable: true });
-      await channel.prefetch(replyConcurrency);
+      await channel.prefetch(concurrency);
       await channel.consume(topic, (msg) => {
         if (!msg) return;
-        const reply = parse(msg.content.toString(), `rabbitmq ${name} ${topic}`);
-        // Acked only once recorded; a failure requeues it for another try.
-        (reply ? onReply(reply) : Promise.resolve()).then(
+        // Acked only once handled; a failure requeues it for another try.
+        onMessage(msg.content.toString(), `rabbitmq ${name} ${topic}`).then(
           () => channel.ack(msg),
           (err: unknown) => {
-            logger.warn({ err, connection: name }, 'saga reply not recorded, requeued');
+            logger.warn({ err, connection: name, queue: topic }, 'message not handled, requeued');
             setTimeout(() => {
               try {
                 channel.nack(msg, false, true);
@@ -151,7 +138,7 @@ export function listenForReplies(
           },
         );
       });
-      logger.info({ connection: name, queue: topic }, 'listening for saga replies on rabbitmq');
+      logger.info({ connection: name, queue: topic }, 'consuming from rabbitmq');
       await closed;
     });
   };

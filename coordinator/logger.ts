@@ -1,0 +1,26 @@
+/**
+ * The coordinator's root logger: JSON lines for log collectors, or pino-pretty's readable lines
+ * when a person watches a terminal (logFormat auto: stdout is a TTY). Children carry the context:
+ * `component`, and on everything about one transaction its `gid` and `trans_type`.
+ */
+import { pino, type Logger, type LoggerOptions } from 'pino';
+import type { Config } from '../schemas/config.js';
+
+export async function createLogger(config: Pick<Config, 'logLevel' | 'logFormat'>): Promise<Logger> {
+  const options: LoggerOptions = { level: config.logLevel, redact: ['*.payload', '*.data', 'req.headers.authorization'] };
+  const pretty = config.logFormat === 'pretty' || (config.logFormat === 'auto' && process.stdout.isTTY === true);
+  if (!pretty) return pino(options);
+  // Loaded only for a terminal; formatted in this thread (no transport worker), synchronously, so
+  // the last lines before an exit are not lost.
+  const { default: prettyStream } = await import('pino-pretty');
+  return pino(
+    options,
+    prettyStream({
+      colorize: process.stdout.isTTY === true,
+      sync: true,
+      singleLine: true,
+      ignore: 'pid,hostname',
+      translateTime: 'SYS:HH:MM:ss.l',
+    }),
+  );
+}
