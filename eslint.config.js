@@ -26,6 +26,29 @@ export default tseslint.config(
     },
   },
   {
+    // The admin UI: browser ES modules, outside the TypeScript project (docs/admin-ui.md).
+    files: ['coordinator/admin-ui/**/*.js'],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      parserOptions: { project: false, program: null, projectService: false },
+      globals: Object.fromEntries(
+        [
+          'document',
+          'location',
+          'sessionStorage',
+          'fetch',
+          'addEventListener',
+          'removeEventListener',
+          'atob',
+          'TextDecoder',
+          'URLSearchParams',
+          'setInterval',
+          'clearInterval',
+        ].map((g) => [g, 'readonly']),
+      ),
+    },
+  },
+  {
     files: ['test/**', 'bench/**'],
     rules: {
       '@typescript-eslint/no-unsafe-member-access': 'off',

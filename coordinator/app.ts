@@ -35,6 +35,7 @@ import { openDatabase } from './store/database.js';
 import { releaseLeases } from './store/transactions.js';
 import { storeId } from './store/store-id.js';
 import { pendingSagaBrokerUrls } from './store/sagas.js';
+import { OperatorActions } from './engine/operator.js';
 
 export interface Coordinator {
   /** e.g. http://127.0.0.1:36789 */
@@ -102,6 +103,7 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
     metrics,
     queries: new TransactionQueries(ctx),
     topics: new Topics(ctx),
+    operator: new OperatorActions({ database, logger: logger.child({ component: 'operator' }) }),
     msg,
     saga,
     tcc,

@@ -115,6 +115,14 @@ const maxEpochMs = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
 
 export const allQuerySchema = z.object({
   gid: optional(gidSchema),
+  gidPrefix: optional(z.string().min(1).max(128).describe('Concord: only gids that start with this.')),
+  destination: optional(
+    z
+      .string()
+      .min(1)
+      .max(1000)
+      .describe('Concord: only transactions with a branch whose URL starts with this (http://billing, kafka://main/orders).'),
+  ),
   position: optional(z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).describe('Return rows with id below this (paging).')),
   limit: z.coerce.number().int().min(1).max(1000).default(100),
   status: optional(z.enum(globalStatuses)),
@@ -162,6 +170,7 @@ export const branchViewSchema = z.object({
   finish_time: z.string().optional(),
   attempts: z.number().describe('Calls made to this branch so far.'),
   last_error: z.string().optional().describe('Why the last call did not succeed.'),
+  next_retry_time: z.string().optional().describe('Saga step: when the branch is called again after a failed call (its backoff).'),
   result: z.string().optional().describe("Saga broker step: the participant's result."),
 });
 export type BranchView = z.infer<typeof branchViewSchema>;

@@ -25,6 +25,7 @@ import { contended, throwUnlessSucceeded } from './outcome.js';
 import { branchMeta, conflictOf, contentHash, storedOptions } from './request.js';
 import { isBrokerUrl } from '../../schemas/broker-messages.js';
 import type { SagaProcessor } from './saga-process.js';
+import { operatorName } from './operator.js';
 
 type SubmitOutcome = { created: TransRow } | { existing: TransRow } | { error: ConcordError };
 
@@ -68,7 +69,7 @@ export class SagaEngine {
   /** Puts a saga that needs attention back to compensating (an operator fixed the cause). */
   async redrive(gid: string): Promise<void> {
     if (await redriveSaga(this.ctx.database, gid)) {
-      this.ctx.logger.info({ gid, trans_type: 'saga' }, 'saga redriven');
+      this.ctx.logger.info({ gid, trans_type: 'saga', by: operatorName, action: 'redrive' }, 'saga redriven by an operator');
       return;
     }
     const row = (await findTransactions(this.ctx.database, [gid])).get(gid);

@@ -13,6 +13,9 @@ import type { WorkflowEngine } from '../engine/workflow.js';
 import type { Metrics } from '../metrics.js';
 import type { TransactionQueries } from '../engine/queries.js';
 import type { Topics } from '../engine/topics.js';
+import type { OperatorActions } from '../engine/operator.js';
+import { adminRoutes } from './admin-routes.js';
+import { adminUi } from './admin-ui.js';
 import { accessHook, stripTokenPrefix, type AccessOptions } from './access.js';
 import { batchRoutes } from './batch-routes.js';
 import { dtmRoutes } from './dtm-routes.js';
@@ -38,6 +41,8 @@ export interface ServerDeps {
   draining: () => boolean;
   /** API and operator tokens (access.ts); none: every route open. */
   access?: AccessOptions;
+  /** The admin UI's counts and operator actions (docs/admin-ui.md). */
+  operator: OperatorActions;
   /** The outbox drains this coordinator runs (config outboxes). */
   outboxes?: OutboxDrains;
   /** Why readiness fails besides the store (health-watch.ts). */
@@ -141,6 +146,8 @@ export async function buildServer(deps: ServerDeps) {
     metrics: deps.metrics,
     ...(deps.notReady ? { notReady: deps.notReady } : {}),
   });
+  await app.register(adminRoutes, { prefix: '/api/concord/admin', actions: deps.operator });
+  await app.register(adminUi);
   if (deps.outboxes) await app.register(outboxRoutes, { prefix: '/api/outboxes', outboxes: deps.outboxes });
   return app;
 }

@@ -57,6 +57,7 @@ export function branchView(b: TransBranchRow, view: ViewOptions = {}): BranchVie
     finish_time: time(b.finishTime),
     attempts: b.attempts,
     last_error: b.lastError ?? undefined,
+    next_retry_time: b.status === 'prepared' ? time(b.retryAt) : undefined,
     result: b.result ?? undefined,
   };
 }

@@ -1,5 +1,6 @@
 /** Read-only views of transactions for the query API. */
-import { and, asc, desc, eq, gte, lt, lte, type SQL } from 'drizzle-orm';
+import { and, asc, count, desc, eq, exists, gte, like, lt, lte, sql, type SQL } from 'drizzle-orm';
+import { globalStatuses, type GlobalStatus } from '../../schemas/dtm.js';
 import { transBranchOp, transGlobal, type TransBranchRow, type TransGlobalRow } from '../../schemas/db/tables.js';
 import type { Database } from './database.js';
 
@@ -13,8 +14,13 @@ export async function getTransaction(
   return { trans, branches };
 }
 
+/** A LIKE pattern for values starting with `prefix`, its wildcards matched literally (backslash is LIKE's default escape). */
+const startsWith = (prefix: string) => `${prefix.replace(/[\\%_]/g, '\\$&')}%`;
+
 export interface ListFilter {
   gid?: string | undefined;
+  gidPrefix?: string | undefined;
+  destination?: string | undefined;
   position?: number | undefined;
   limit: number;
   status?: string | undefined;
@@ -38,6 +44,18 @@ export async function listTransactions(database: Database, filter: ListFilter): 
   const only = (column: typeof transGlobal.status | typeof transGlobal.transType, value: string) =>
     where.push(gte(column, value), lte(column, value));
   if (filter.gid !== undefined) where.push(eq(transGlobal.gid, filter.gid));
+  if (filter.gidPrefix !== undefined) where.push(like(transGlobal.gid, startsWith(filter.gidPrefix)));
+  // Checked per candidate row through the branches' (gid, ...) index: no index on url, so a destination no
+  // recent transaction calls reads back through the table.
+  if (filter.destination !== undefined)
+    where.push(
+      exists(
+        database.db
+          .select({ one: sql`1` })
+          .from(transBranchOp)
+          .where(and(eq(transBranchOp.gid, transGlobal.gid), like(transBranchOp.url, startsWith(filter.destination)))),
+      ),
+    );
   if (filter.position !== undefined && filter.position > 0) where.push(lt(transGlobal.id, filter.position));
   if (filter.transType !== undefined) only(transGlobal.transType, filter.transType);
   if (filter.status !== undefined) only(transGlobal.status, filter.status);
@@ -53,4 +71,24 @@ export async function listTransactions(database: Database, filter: ListFilter): 
     .where(and(...where))
     .orderBy(...order, desc(transGlobal.id))
     .limit(filter.limit);
+}
+
+/**
+ * Transactions per status, each count stopping at `cap`: every count is an index-only walk of the
+ * (status, id) index bounded by the cap, so it stays fast on a store with millions of succeeded rows.
+ */
+export async function countByStatus(database: Database, cap: number): Promise<Record<GlobalStatus, number>> {
+  const counts = await Promise.all(
+    globalStatuses.map(async (status) => {
+      const capped = database.db
+        .select({ one: sql`1` })
+        .from(transGlobal)
+        .where(eq(transGlobal.status, status))
+        .limit(cap)
+        .as('capped');
+      const [row] = await database.db.select({ n: count() }).from(capped);
+      return [status, row?.n ?? 0] as const;
+    }),
+  );
+  return Object.fromEntries(counts) as Record<GlobalStatus, number>;
 }

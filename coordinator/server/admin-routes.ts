@@ -1,0 +1,68 @@
+/** Operator API behind the admin UI (docs/admin-ui.md): counts per status, retry now, force-stop. */
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { dtmResultSchema, errorReplySchema, gidBodySchema, gidSchema, globalStatuses } from '../../schemas/dtm.js';
+import { countCap, type OperatorActions } from '../engine/operator.js';
+
+export interface AdminRoutesOptions {
+  actions: OperatorActions;
+}
+
+const stopBodySchema = z.object({
+  gid: gidSchema,
+  reason: z.string().trim().min(1, 'reason must not be empty').max(1000, 'reason is longer than 1000 characters'),
+});
+const errors = { 400: errorReplySchema, 401: errorReplySchema, 403: errorReplySchema, 404: errorReplySchema, 409: errorReplySchema };
+const success = { dtm_result: 'SUCCESS' as const };
+
+export const adminRoutes: FastifyPluginAsyncZod<AdminRoutesOptions> = async (app, { actions }) => {
+  const operator = { access: 'operator' } as const;
+  app.get(
+    '/counts',
+    {
+      config: operator,
+      schema: {
+        summary: 'Concord: transactions per status, each count capped at `cap` (the admin UI shows cap as "cap+").',
+        response: {
+          200: z.object({ counts: z.record(z.enum(globalStatuses), z.number()), cap: z.number() }),
+          401: errorReplySchema,
+          403: errorReplySchema,
+        },
+      },
+    },
+    async () => ({ counts: await actions.counts(), cap: countCap }),
+  );
+
+  app.post(
+    '/retry',
+    {
+      config: operator,
+      schema: {
+        summary: 'Concord: make an unfinished transaction (prepared, submitted, aborting) due now, its branch backoffs too.',
+        body: gidBodySchema,
+        response: { 200: dtmResultSchema, ...errors },
+      },
+    },
+    async (request) => {
+      await actions.retryNow(request.body.gid);
+      return success;
+    },
+  );
+
+  app.post(
+    '/stop',
+    {
+      config: operator,
+      schema: {
+        summary:
+          'Concord: end an unfinished or needs_attention transaction as failed, without compensating; rollback_reason records who, when and why.',
+        body: stopBodySchema,
+        response: { 200: dtmResultSchema, ...errors },
+      },
+    },
+    async (request) => {
+      await actions.forceStop(request.body.gid, request.body.reason);
+      return success;
+    },
+  );
+};
