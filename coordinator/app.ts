@@ -103,7 +103,7 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
     metrics,
     queries: new TransactionQueries(ctx),
     topics: new Topics(ctx),
-    operator: new OperatorActions({ database, logger: logger.child({ component: 'operator' }) }),
+    operator: new OperatorActions({ database, relay, config, logger: logger.child({ component: 'operator' }) }),
     msg,
     saga,
     tcc,

@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
 import { freshDatabase } from './helpers/db.js';
 import { fastCoordinator, post, query, waitForStatus } from './helpers/poll.js';
@@ -97,6 +97,9 @@ beforeAll(async () => {
       // The operator actions' log lines (who, when) are info, the default level outside tests.
       CONCORD_LOG_LEVEL: 'info',
       CONCORD_API_TOKENS: apiToken,
+      // Kafka's "default" (used by a test below) and a RabbitMQ connection nothing uses.
+      CONCORD_KAFKA_BROKERS: inject('kafkaBrokers'),
+      CONCORD_CONNECTIONS: JSON.stringify({ jobs: { kind: 'rabbitmq', url: 'amqp://guest:guest@127.0.0.1:1' } }),
     },
   });
   dtm = `${coordinator.url}/t/${operatorToken}/api/dtmsvr`;
@@ -326,5 +329,24 @@ describe('the admin UI', () => {
     await page.waitForSelector('[data-parked="refused"] .none-parked');
     await shot('10-outbox-redriven');
     expect(pageErrors).toEqual([]);
+  });
+  it('shows the broker connections with their state, and the topics with their subscribers', async () => {
+    // A message to Kafka opens the "default" connection; "jobs" stays unopened.
+    const gid = `ui-${run}-kafka`;
+    const sent = await post(`${dtm}/submit`, {
+      gid,
+      trans_type: 'msg',
+      steps: [{ action: `kafka://default/ui-${run}` }],
+      payloads: ['{}'],
+    });
+    expect(sent.status).toBe(200);
+    await waitForStatus(dtm, gid, 'succeed');
+    const subscribed = await post(`${dtm}/subscribe`, { topic: `paid-${run}`, url: service.stepUrl('s1', 'action'), remark: 'billing' });
+    expect(subscribed.status).toBe(200);
+    await page.goto(`${coordinator.url}/admin/#/brokers`);
+    await page.waitForSelector('[data-connection="kafka:default"] .state-up');
+    expect(await page.$eval('[data-connection="rabbitmq:jobs"] .state', (e) => e.textContent)).toBe('not used yet');
+    expect(await page.$eval(`[data-topic="paid-${run}"]`, (e) => e.textContent)).toContain('(billing)');
+    await shot('11-brokers');
   });
 });

@@ -378,6 +378,75 @@ function Transaction({ gid }) {
     ${action && html`<${Confirm} action=${action} onDone=${done} />`}`;
 }
 
+/** The broker connections (up, down with the reason, or not used yet) and the topics with their subscribers. */
+function Brokers() {
+  const [data, setData] = useState();
+  const [error, setError] = useState();
+  useEffect(() => {
+    const load = () =>
+      api('/api/concord/admin/brokers')
+        .then(setData)
+        .catch((e) => setError(e.message));
+    void load();
+    const timer = setInterval(load, 5000);
+    return () => clearInterval(timer);
+  }, []);
+  if (error) return html`<section><p class="error">${error}</p></section>`;
+  if (!data) return html`<section>Loading…</section>`;
+  return html`<section id="brokers">
+      <h2>Broker connections</h2>
+      ${
+        data.connections.length === 0
+          ? html`<p id="no-connections">No broker connection is configured (kafkaBrokers, amqpUrl, connections).</p>`
+          : html`<table>
+              <thead>
+                <tr>
+                  <th>kind</th>
+                  <th>name</th>
+                  <th>state</th>
+                  <th>error</th>
+                </tr>
+              </thead>
+              <tbody>
+                ${data.connections.map(
+                  (c) =>
+                    html`<tr data-connection=${`${c.kind}:${c.name}`}>
+                      <td>${c.kind}</td>
+                      <td>${c.name}</td>
+                      <td class=${`state state-${c.state}`}>${c.state === 'unused' ? 'not used yet' : c.state}</td>
+                      <td class="error">${c.error ?? ''}</td>
+                    </tr>`,
+                )}
+              </tbody>
+            </table>`
+      }
+    </section>
+    <section id="topics">
+      <h2>Topics</h2>
+      ${
+        data.topics.length === 0
+          ? html`<p>No topic has subscribers (POST /api/dtmsvr/subscribe).</p>`
+          : html`<table>
+              <thead>
+                <tr>
+                  <th>topic</th>
+                  <th>subscribers</th>
+                </tr>
+              </thead>
+              <tbody>
+                ${data.topics.map(
+                  (t) =>
+                    html`<tr data-topic=${t.name}>
+                      <td>${t.name}</td>
+                      <td>${t.subscribers.map((s) => html`<div>${s.url}${s.remark ? ` (${s.remark})` : ''}</div>`)}</td>
+                    </tr>`,
+                )}
+              </tbody>
+            </table>`
+      }
+    </section>`;
+}
+
 /** The outbox drains this coordinator runs (config outboxes): lag, problems, parked rows and their redrive. */
 function Outboxes() {
   const [list, setList] = useState();
@@ -509,7 +578,11 @@ function App() {
   if (state.phase === 'checking') return html`<section>Loading…</section>`;
   const header = html`<header>
     <h1><a href="#/">Concord</a></h1>
-    ${state.phase === 'open' && html`<a href="#/">Transactions</a> <a id="nav-outboxes" href="#/outboxes">Outboxes</a>`}
+    ${
+      state.phase === 'open' &&
+      html`<a href="#/">Transactions</a> <a id="nav-outboxes" href="#/outboxes">Outboxes</a>
+        <a id="nav-brokers" href="#/brokers">Brokers</a>`
+    }
     ${
       state.phase === 'open' &&
       sessionStorage.getItem(tokenKey) &&
@@ -520,6 +593,7 @@ function App() {
   </header>`;
   if (state.phase === 'locked') return html`${header}<${TokenForm} message=${state.message} onToken=${check} />`;
   if (hash === '#/outboxes') return html`${header}<${Outboxes} />`;
+  if (hash === '#/brokers') return html`${header}<${Brokers} />`;
   const detail = /^#\/trans\/(.+)$/.exec(hash);
   if (detail) return html`${header}<${Transaction} key=${detail[1]} gid=${decodeURIComponent(detail[1])} />`;
   return html`${header}

@@ -10,13 +10,50 @@ import type { GlobalStatus } from '../../schemas/dtm.js';
 import { ConcordError } from '../../schemas/errors.js';
 import { forceStop, retryNow } from '../store/operator-actions.js';
 import { countByStatus } from '../store/queries.js';
+import { listTopics } from '../store/topics.js';
+import { brokerConnections } from '../../schemas/config.js';
 import type { EngineContext } from './context.js';
+
+/** Topics listed for the admin UI: enough to read, not a dump of a store with thousands. */
+const topicLimit = 500;
+
+export interface BrokerConnectionView {
+  kind: 'kafka' | 'rabbitmq';
+  name: string;
+  state: 'up' | 'down' | 'unused';
+  error?: string;
+}
 
 /** Who acted: tokens carry no names, so every operator token is "operator". */
 export const operatorName = 'operator';
 
 export class OperatorActions {
-  constructor(private readonly ctx: Pick<EngineContext, 'database' | 'logger'>) {}
+  constructor(private readonly ctx: Pick<EngineContext, 'database' | 'logger' | 'relay' | 'config'>) {}
+
+  /**
+   * The broker connections this coordinator is configured with and how each one is (up, down with
+   * its error, or not used yet: connections are opened on first use), and the topics with their subscribers.
+   */
+  async brokers(): Promise<{
+    connections: BrokerConnectionView[];
+    topics: { name: string; subscribers: { url: string; remark: string }[] }[];
+  }> {
+    const configured = brokerConnections(this.ctx.config);
+    const states = new Map(this.ctx.relay.connections().map((c) => [`${c.kind}:${c.name}`, c]));
+    const connections: BrokerConnectionView[] = [];
+    for (const kind of ['kafka', 'rabbitmq'] as const) {
+      for (const name of Object.keys(configured[kind]).sort()) {
+        const state = states.get(`${kind}:${name}`);
+        connections.push({
+          kind,
+          name,
+          state: state === undefined ? 'unused' : state.up ? 'up' : 'down',
+          ...(state?.error === undefined ? {} : { error: state.error }),
+        });
+      }
+    }
+    return { connections, topics: await listTopics(this.ctx.database, topicLimit) };
+  }
 
   /** Transactions per status, each count capped at countCap. */
   counts(): Promise<Record<GlobalStatus, number>> {

@@ -1,4 +1,4 @@
-/** Operator API behind the admin UI (docs/admin-ui.md): counts per status, retry now, force-stop. */
+/** Operator API behind the admin UI (docs/admin-ui.md): counts per status, brokers and topics, retry now, force-stop. */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { dtmResultSchema, errorReplySchema, gidBodySchema, gidSchema, globalStatuses } from '../../schemas/dtm.js';
@@ -31,6 +31,32 @@ export const adminRoutes: FastifyPluginAsyncZod<AdminRoutesOptions> = async (app
       },
     },
     async () => ({ counts: await actions.counts(), cap: countCap }),
+  );
+
+  app.get(
+    '/brokers',
+    {
+      config: operator,
+      schema: {
+        summary: 'Concord: the configured broker connections with their state (up, down, unused), and the topics with their subscribers.',
+        response: {
+          200: z.object({
+            connections: z.array(
+              z.object({
+                kind: z.enum(['kafka', 'rabbitmq']),
+                name: z.string(),
+                state: z.enum(['up', 'down', 'unused']),
+                error: z.string().optional(),
+              }),
+            ),
+            topics: z.array(z.object({ name: z.string(), subscribers: z.array(z.object({ url: z.string(), remark: z.string() })) })),
+          }),
+          401: errorReplySchema,
+          403: errorReplySchema,
+        },
+      },
+    },
+    async () => actions.brokers(),
   );
 
   app.post(

@@ -43,3 +43,11 @@ export async function deleteTopic(database: Database, topic: string): Promise<bo
   const rows = await database.rows<{ k: string }>(sql`delete from kv where cat = 'topics' and k = ${topic} returning k`);
   return rows.length > 0;
 }
+
+/** The topics and their subscribers, by name (at most `limit`: a list for people to read). */
+export async function listTopics(database: Database, limit: number): Promise<{ name: string; subscribers: Subscriber[] }[]> {
+  const rows = await database.rows<{ k: string; v: Subscriber[] }>(
+    sql`select k, v from kv where cat = 'topics' and jsonb_array_length(v) > 0 order by k limit ${limit}`,
+  );
+  return rows.map((r) => ({ name: r.k, subscribers: r.v }));
+}
