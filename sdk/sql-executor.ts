@@ -53,8 +53,21 @@ export function drizzleExecutor(tx: DrizzleLike): SqlExecutor {
  */
 export async function inTransaction<T, Tx>(source: TransactionSource, fn: (exec: SqlExecutor, tx: Tx) => Promise<T>): Promise<T> {
   if (isDrizzle(source)) return source.transaction((tx) => fn(drizzleExecutor(tx), tx as Tx));
+  return inPgTransaction(source, 'commit', (client) => fn(pgExecutor(client), client as Tx));
+}
+
+/**
+ * `begin`, `fn`, then `end` (commit, or an XA branch's PREPARE TRANSACTION) on a client of
+ * `source`; rolled back when `fn` or `end` throws. A pool's client goes back destroyed if its
+ * connection broke meanwhile.
+ */
+export async function inPgTransaction<T>(
+  source: pg.Pool | pg.ClientBase,
+  end: string,
+  fn: (client: pg.ClientBase) => Promise<T>,
+): Promise<T> {
   const pool = isPool(source) ? source : undefined;
-  const client = isPool(source) ? await source.connect() : source;
+  const client = pool ? await pool.connect() : (source as pg.ClientBase);
   // A connection the server drops between two statements emits 'error' on the client; without a
   // listener that would crash the process. The next statement then fails and rolls back instead.
   let lost: Error | undefined;
@@ -63,8 +76,8 @@ export async function inTransaction<T, Tx>(source: TransactionSource, fn: (exec:
   try {
     await client.query('begin');
     try {
-      const result = await fn(pgExecutor(client), client as Tx);
-      await client.query('commit');
+      const result = await fn(client);
+      await client.query(end);
       return result;
     } catch (err) {
       await client.query('rollback').catch(() => undefined);
@@ -72,7 +85,6 @@ export async function inTransaction<T, Tx>(source: TransactionSource, fn: (exec:
     }
   } finally {
     client.off('error', onError);
-    // A broken connection goes back destroyed, not into the pool.
     if (pool) (client as pg.PoolClient).release(lost);
   }
 }

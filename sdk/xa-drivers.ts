@@ -5,6 +5,7 @@
  */
 import type { Pool as MysqlPool, PoolConnection as MysqlConnection } from 'mysql2/promise';
 import type pg from 'pg';
+import { inPgTransaction } from './sql-executor.js';
 
 /** A database a branch's XA transaction runs in: a pg Pool or a mysql2/promise Pool. */
 export type XaDatabase = pg.Pool | MysqlPool;
@@ -43,26 +44,9 @@ export function xaDriver(db: XaDatabase): XaDriver {
 
 function pgDriver(pool: pg.Pool): XaDriver {
   return {
-    async prepare(xid, work) {
-      const client = await pool.connect();
-      let lost: Error | undefined;
-      const onError = (err: Error) => (lost = err);
-      client.on('error', onError);
-      try {
-        await client.query('begin');
-        try {
-          const result = await work(client);
-          // Postgres rolls the transaction back itself when PREPARE TRANSACTION fails.
-          await client.query(`prepare transaction ${literal(xid)}`);
-          return result;
-        } catch (err) {
-          await client.query('rollback').catch(() => undefined);
-          throw err;
-        }
-      } finally {
-        client.off('error', onError);
-        client.release(lost);
-      }
+    prepare(xid, work) {
+      // Postgres rolls the transaction back itself when PREPARE TRANSACTION fails.
+      return inPgTransaction(pool, `prepare transaction ${literal(xid)}`, (client) => work(client as pg.PoolClient));
     },
     async finish(xid, op) {
       try {
