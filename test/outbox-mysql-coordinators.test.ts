@@ -37,8 +37,8 @@ async function waitFor(ok: () => Promise<boolean>, timeoutMs: number): Promise<v
   );
 }
 
-async function start(env: Record<string, string>): Promise<RunningCoordinator> {
-  const c = await startCoordinator({ store, env: { CONCORD_KAFKA_BROKERS: brokers, ...env } });
+async function start(env: Record<string, string>, until: 'ready' | 'alive' = 'ready'): Promise<RunningCoordinator> {
+  const c = await startCoordinator({ store, env: { CONCORD_KAFKA_BROKERS: brokers, ...env }, until });
   running.push(c);
   return c;
 }
@@ -151,21 +151,24 @@ it('readiness fails while a MariaDB outbox lags past lagThreshold; parked rows a
   await pool.query(`insert into m_refused (body) values ('first')`);
   // A row an hour old that cannot go anywhere yet: a destination nobody listens on is retried, not parked.
   await pool.query(`insert into m_stuck (body, created_at) values ('x', now(6) - interval 1 hour)`);
-  const c = await start({
-    CONCORD_OUTBOXES: JSON.stringify([
-      {
-        database: outboxUrl,
-        table: 'm_stuck',
-        destination: `http://127.0.0.1:${down}/nobody`,
-        payloadColumn: 'body',
-        createdAtColumn: 'created_at',
-        published: 'flag',
-        publishedColumn: 'sent',
-        lagThreshold: 60,
-      },
-      { database: outboxUrl, table: 'm_refused', destination: refusing.url, payloadColumn: 'body', published: 'delete' },
-    ]),
-  });
+  const c = await start(
+    {
+      CONCORD_OUTBOXES: JSON.stringify([
+        {
+          database: outboxUrl,
+          table: 'm_stuck',
+          destination: `http://127.0.0.1:${down}/nobody`,
+          payloadColumn: 'body',
+          createdAtColumn: 'created_at',
+          published: 'flag',
+          publishedColumn: 'sent',
+          lagThreshold: 60,
+        },
+        { database: outboxUrl, table: 'm_refused', destination: refusing.url, payloadColumn: 'body', published: 'delete' },
+      ]),
+    },
+    'alive',
+  ); // unready from the start: its oldest row is already an hour old
   let health: Response | undefined;
   await waitFor(async () => (health = await fetch(`${c.url}/api/health`)).status === 503, 30_000);
   expect(await health!.json()).toMatchObject({

@@ -37,6 +37,11 @@ export interface CoordinatorOptions {
   host?: string | null;
   /** Further arguments of `concord start`, e.g. ['--insecure']. */
   args?: string[];
+  /**
+   * What "started" means: ready (/api/health answers 200, the default) or alive (/api/ping), for a
+   * coordinator that is meant to start unready (an outbox already lagging, a broker down).
+   */
+  until?: 'ready' | 'alive';
 }
 
 /** Coordinators still running; a test process that ends (even on a failed assertion) takes them along. */
@@ -78,7 +83,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
   for (;;) {
     if (proc.exitCode !== null) throw new Error(`coordinator exited with ${proc.exitCode}: ${log}`);
     try {
-      const res = await fetch(`${url}/api/health`);
+      const res = await fetch(`${url}${options.until === 'alive' ? '/api/ping' : '/api/health'}`);
       if (res.status === 200) break;
     } catch {
       // not listening yet
