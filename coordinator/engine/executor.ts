@@ -1,9 +1,11 @@
 /**
- * What every pass does the same way, whatever the transaction's type: it holds the one Lease,
- * calls branches through the relay, settles (one group commit for every type that settles with
- * `settle`), counts and logs ends, tells the alert webhook about a transaction that keeps failing,
- * and turns an error thrown mid-pass into a defined end. The passes (msg-process.ts,
- * saga-process.ts, workflow-process.ts) ask their decide function what to do and do it with these.
+ * What every pass does the same way, whatever the transaction's type: the one pass loop (`run`:
+ * it holds the one Lease, asks the type's decide function what to do and hands each decision to
+ * the type's performer for its kind, until one ends the pass), the one way to call a branch
+ * through the relay, settle (one group commit for every type that settles with `settle`), counted
+ * and logged ends, the alert webhook told of a transaction that keeps failing, and an error
+ * thrown mid-pass turned into a defined end. msg-process.ts, saga-process.ts and
+ * workflow-process.ts supply only their decisions' performers.
  */
 import type { Logger } from 'pino';
 import type { DeliveryResult } from '../../relay/publisher.js';
@@ -102,7 +104,7 @@ export class Executor {
    * Runs one pass. An error thrown from it (the store failed, or LeaseLost) ends the pass with the
    * row as it was claimed: its lease runs out and another pass, here or on another node, resumes.
    */
-  async guarded<R extends PassResult>(what: string, trans: TransRow, pass: () => Promise<R>): Promise<R | PassResult> {
+  private async guarded<R extends PassResult>(what: string, trans: TransRow, pass: () => Promise<R>): Promise<R | PassResult> {
     try {
       return await pass();
     } catch (err) {
@@ -145,7 +147,7 @@ export class Executor {
   }
 
   /** The pass's hold on `trans`: `startedAt` (performance.now()) was read before the store wrote a lease of `seconds`. */
-  lease(trans: TransRow, startedAt: number, seconds: number): Lease {
+  private lease(trans: TransRow, startedAt: number, seconds: number): Lease {
     return new Lease(this.ctx, trans.gid, startedAt, seconds);
   }
 
