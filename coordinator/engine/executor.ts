@@ -1,9 +1,11 @@
 /**
- * What every pass does the same way, whatever the transaction's type: it holds the one Lease,
- * calls branches through the relay, settles (one group commit for every type that settles with
- * `settle`), counts and logs ends, tells the alert webhook about a transaction that keeps failing,
- * and turns an error thrown mid-pass into a defined end. The passes (msg-process.ts,
- * saga-process.ts, workflow-process.ts) ask their decide function what to do and do it with these.
+ * What every pass does the same way, whatever the transaction's type: the one pass loop (`run`:
+ * it holds the one Lease, asks the type's decide function what to do and hands each decision to
+ * the type's performer for its kind, until one ends the pass), the one way to call a branch
+ * through the relay, settle (one group commit for every type that settles with `settle`), counted
+ * and logged ends, the alert webhook told of a transaction that keeps failing, and an error
+ * thrown mid-pass turned into a defined end. msg-process.ts, saga-process.ts and
+ * workflow-process.ts supply only their decisions' performers.
  */
 import type { Logger } from 'pino';
 import type { DeliveryResult } from '../../relay/publisher.js';
@@ -51,6 +53,38 @@ export interface BranchCall {
   timed?: boolean;
 }
 
+/** What a pass's decide function answers: one of its type's decisions, told apart by `kind`. */
+export interface Decision {
+  kind: string;
+}
+
+/** Each decision's performer: the pass's end, or undefined to decide again. */
+export type Performers<D extends Decision, R extends PassResult = PassResult> = {
+  [K in D['kind']]: (decision: Extract<D, { kind: K }>) => Promise<R | undefined>;
+};
+
+/** What a type supplies to `run`: its decide function and the performers of its decisions. */
+export interface PassPlan<D extends Decision, R extends PassResult = PassResult> {
+  /** The next decision; `ageMs` is the store's age of the transaction at the claim plus the time this pass has run. */
+  decide(ageMs: number): D;
+  perform: Performers<D, R>;
+  /** The end of a pass that made maxRounds decisions without ending: settle, due again at once. */
+  giveBack(): Promise<R>;
+}
+
+/** What `run` gives a type's plan: the pass's log, its hold on the transaction, and the transaction's call timeout and backoff. */
+export interface Pass {
+  log: Logger;
+  lease: Lease;
+  /** Seconds a call may take: the transaction's request_timeout, else the configured one. */
+  timeout: number;
+  /** The transaction's retry_interval (else the configured one), doubled up to maxRetryInterval. */
+  policy: BackoffPolicy;
+}
+
+/** Decisions in one pass at most: a pass never spins, whatever the branches answer. */
+const maxRounds = 10_000;
+
 /** A pass's end when its lease went to another node: the transaction is as `status`, that node carries on. */
 export function leaseLost(status: GlobalStatus): PassResult {
   return { status, reason: new LeaseLost().message };
@@ -70,7 +104,7 @@ export class Executor {
    * Runs one pass. An error thrown from it (the store failed, or LeaseLost) ends the pass with the
    * row as it was claimed: its lease runs out and another pass, here or on another node, resumes.
    */
-  async guarded<R extends PassResult>(what: string, trans: TransRow, pass: () => Promise<R>): Promise<R | PassResult> {
+  private async guarded<R extends PassResult>(what: string, trans: TransRow, pass: () => Promise<R>): Promise<R | PassResult> {
     try {
       return await pass();
     } catch (err) {
@@ -79,8 +113,41 @@ export class Executor {
     }
   }
 
+  /**
+   * The one pass loop of every type: holds the lease of `trans` (`startedAt`, performance.now(),
+   * was read before the store wrote a lease of `leaseFor` seconds), asks the plan's decide
+   * function what to do, performs it, and decides again until a performer ends the pass. An
+   * error thrown on the way ends the pass as `guarded` does.
+   */
+  run<D extends Decision, R extends PassResult>(
+    what: string,
+    trans: TransRow,
+    startedAt: number,
+    leaseFor: number,
+    plan: (pass: Pass) => PassPlan<D, R> | Promise<PassPlan<D, R>>,
+  ): Promise<R | PassResult> {
+    return this.guarded(what, trans, async () => {
+      const { config, logger } = this.ctx;
+      const { options } = trans;
+      const steps = await plan({
+        log: logger.child({ gid: trans.gid, trans_type: trans.trans_type }),
+        lease: this.lease(trans, startedAt, leaseFor),
+        timeout: options.request_timeout ?? config.requestTimeout,
+        policy: { base: options.retry_interval ?? config.retryInterval, cap: config.maxRetryInterval },
+      });
+      // Each performer takes only its kind, which dispatching by `kind` guarantees.
+      const perform = steps.perform as unknown as Record<string, (d: D) => Promise<R | undefined>>;
+      for (let round = 0; round < maxRounds; round++) {
+        const next = steps.decide(trans.age_ms + (performance.now() - startedAt));
+        const ended = await perform[next.kind]!(next);
+        if (ended) return ended;
+      }
+      return steps.giveBack();
+    });
+  }
+
   /** The pass's hold on `trans`: `startedAt` (performance.now()) was read before the store wrote a lease of `seconds`. */
-  lease(trans: TransRow, startedAt: number, seconds: number): Lease {
+  private lease(trans: TransRow, startedAt: number, seconds: number): Lease {
     return new Lease(this.ctx, trans.gid, startedAt, seconds);
   }
 

@@ -1,21 +1,20 @@
 /**
- * The executor of the types whose branches run in order, two-phase messages, TCC and XA: one pass
- * over a transaction this node holds the lease of. It asks decideMsg (msg-decide.ts) or
- * decidePhaseTwo (phase-two-decide.ts) what to do and does it: the check-back of a dangling
- * prepare, the rollback of a TCC or XA whose time ran out, then the calls of the branches still
- * pending. A branch call is started only when it can end (its timeout) before the lease does, so
- * no branch is ever called by two nodes at once. Neither a
- * message's delivery nor a phase-two call is undone, so attempts are counted with their
- * results, which settle group-commits.
+ * The performers of the decisions of the types whose branches run in order, two-phase messages,
+ * TCC and XA, run by the executor's pass loop over a transaction this node holds the lease of.
+ * decideMsg (msg-decide.ts) or decidePhaseTwo (phase-two-decide.ts) decides; these do it: the
+ * check-back of a dangling prepare, the rollback of a TCC or XA whose time ran out, then the calls
+ * of the branches still pending. A branch call is started only when it can end (its timeout)
+ * before the lease does, so no branch is ever called by two nodes at once. Neither a message's
+ * delivery nor a phase-two call is undone, so attempts are counted with their results, which
+ * settle group-commits.
  */
-import type { BackoffPolicy } from '../../schemas/backoff.js';
 import type { DtmOutcome } from '../../schemas/dtm.js';
 import { promoteToSubmitted, waitingOrderKeys, type BranchRow, type Settlement, type TransRow } from '../store/transactions.js';
 import { moveToAborting } from '../store/tcc.js';
 import { leaseSeconds, type EngineContext } from './context.js';
-import { leaseLost, type Executor, type PassResult } from './executor.js';
+import { leaseLost, type Executor, type Pass, type PassPlan, type PassResult } from './executor.js';
 import type { Lease } from './lease.js';
-import { checkBackVerdict, decideMsg, type MsgView } from './msg-decide.js';
+import { checkBackVerdict, decideMsg, type MsgDecision, type MsgView } from './msg-decide.js';
 import { decidePhaseTwo, isPhaseTwoType } from './phase-two-decide.js';
 
 /** Seconds a keyed message waits before it looks again whether the messages before it are out. */
@@ -38,74 +37,71 @@ export class MsgProcessor {
    * the local deadline is never later than the lease in the store.
    */
   run(trans: TransRow, branches: BranchRow[], startedAt: number, lease: number): Promise<PassResult> {
-    return this.executor.guarded('message', trans, () => this.pass(trans, branches, startedAt, lease));
+    return this.executor.run('message', trans, startedAt, lease, (pass) => this.plan(trans, branches, pass));
   }
 
-  private async pass(trans: TransRow, pending: BranchRow[], startedAt: number, leaseFor: number): Promise<PassResult> {
+  private plan(trans: TransRow, pending: BranchRow[], { log, lease, timeout, policy }: Pass): PassPlan<MsgDecision> {
     const { config, database, nodeId } = this.ctx;
-    const log = this.ctx.logger.child({ gid: trans.gid, trans_type: trans.trans_type });
-    const timeout = trans.options.request_timeout ?? config.requestTimeout;
-    const policy: BackoffPolicy = { base: trans.options.retry_interval ?? config.retryInterval, cap: config.maxRetryInterval };
-    const lease = this.executor.lease(trans, startedAt, leaseFor);
     let status = trans.status as MsgView['status'];
     let seq = trans.submit_seq;
+    let branches = pending;
     const finish = (s: Omit<Settlement, 'gid'>) => this.executor.settle(trans, status, s, log);
     const retryLater = (outcome: DtmOutcome, succeeded: Settlement['succeeded'], failed: Settlement['failed'], reason: string) =>
       this.executor.retryLater(trans, log, { status, outcome, policy, reason, succeeded, failed });
-    /** Gives the lease back with the row due at once: the pass ran out of lease time. */
-    const release = (succeeded: Settlement['succeeded'] = []) =>
-      finish({ succeeded, status, interval: trans.next_cron_interval, delay: 0, retried: false });
+    /** Gives the lease back with the row due after `delay`, without counting a failure. */
+    const release = (succeeded: Settlement['succeeded'] = [], delay = 0) =>
+      finish({ succeeded, status, interval: trans.next_cron_interval, delay, retried: false });
+    const type = trans.trans_type;
 
-    let branches = pending;
-    for (;;) {
-      // The store's age of the message at the claim, plus the time this pass has run since.
-      const ageMs = trans.age_ms + (performance.now() - startedAt);
-      const view = { status, options: trans.options, ageMs, branches };
-      const type = trans.trans_type;
-      const next = isPhaseTwoType(type) ? decidePhaseTwo(type, view, config.timeoutToFail) : decideMsg(view);
-      if (next.kind === 'wait') {
-        return finish({ succeeded: [], status, interval: trans.next_cron_interval, delay: next.delay, retried: false });
-      }
-      if (next.kind === 'deliver') {
-        const sent = await this.deliver(trans, next.groups, seq, lease, timeout);
-        if (sent.kind === 'release') return release(sent.succeeded);
-        if (sent.kind === 'after-earlier') {
+    return {
+      decide: (ageMs) => {
+        const view = { status, options: trans.options, ageMs, branches };
+        return isPhaseTwoType(type) ? decidePhaseTwo(type, view, config.timeoutToFail) : decideMsg(view);
+      },
+      perform: {
+        wait: (next) => release([], next.delay),
+        deliver: async (next) => {
+          const sent = await this.deliver(trans, next.groups, seq, lease, timeout);
+          if (sent.kind === 'release') return release(sent.succeeded);
           // An earlier message with the same key is still pending: wait for it, without counting a failure.
-          return finish({ succeeded: sent.succeeded, status, interval: trans.next_cron_interval, delay: orderWait, retried: false });
-        }
-        if (sent.kind === 'failed') return retryLater(sent.outcome, sent.succeeded, sent.failed, sent.failed.error);
-        return finish({ succeeded: sent.succeeded, status: next.end, interval: policy.base, delay: 0, retried: false });
-      }
-      if (next.kind === 'rollback') {
-        if (!(await moveToAborting(database, trans.gid, nodeId, next.reason))) return leaseLost(status);
-        log.info({ reason: next.reason }, 'transaction rolls back');
-        status = 'aborting';
-        continue;
-      }
-
-      if (!(await lease.fits(timeout))) return release();
-      const answer = await this.executor.call(trans, { url: trans.query_prepared, branchId: '00', op: 'msg', payload: '', timeout });
-      const verdict = checkBackVerdict(answer.outcome);
-      if (verdict === 'failed') {
-        const reason = `query_prepared answered FAILURE: ${answer.detail}`;
-        return finish({ succeeded: [], status: 'failed', interval: trans.next_cron_interval, delay: 0, retried: false, reason });
-      }
-      if (verdict === 'retry') return retryLater(answer.outcome, [], undefined, `query_prepared: ${answer.detail}`);
-      const before = performance.now();
-      const longer = leaseSeconds(config, timeout);
-      const [marked] = await promoteToSubmitted(
-        database,
-        [{ gid: trans.gid, transType: trans.trans_type, contentHash: '' }],
-        nodeId,
-        longer,
-      );
-      if (!marked) return leaseLost('prepared');
-      seq = marked.trans.submit_seq;
-      lease.renewed(before, longer);
-      status = 'submitted';
-      log.info('check-back found the local transaction committed');
-      branches = marked.branches;
-    }
+          if (sent.kind === 'after-earlier') return release(sent.succeeded, orderWait);
+          if (sent.kind === 'failed') return retryLater(sent.outcome, sent.succeeded, sent.failed, sent.failed.error);
+          return finish({ succeeded: sent.succeeded, status: next.end, interval: policy.base, delay: 0, retried: false });
+        },
+        rollback: async (next) => {
+          if (!(await moveToAborting(database, trans.gid, nodeId, next.reason))) return leaseLost(status);
+          log.info({ reason: next.reason }, 'transaction rolls back');
+          status = 'aborting';
+          return undefined;
+        },
+        'check-back': async () => {
+          if (!(await lease.fits(timeout))) return release();
+          const answer = await this.executor.call(trans, { url: trans.query_prepared, branchId: '00', op: 'msg', payload: '', timeout });
+          const verdict = checkBackVerdict(answer.outcome);
+          if (verdict === 'failed') {
+            const reason = `query_prepared answered FAILURE: ${answer.detail}`;
+            return finish({ succeeded: [], status: 'failed', interval: trans.next_cron_interval, delay: 0, retried: false, reason });
+          }
+          if (verdict === 'retry') return retryLater(answer.outcome, [], undefined, `query_prepared: ${answer.detail}`);
+          const before = performance.now();
+          const longer = leaseSeconds(config, timeout);
+          const [marked] = await promoteToSubmitted(
+            database,
+            [{ gid: trans.gid, transType: trans.trans_type, contentHash: '' }],
+            nodeId,
+            longer,
+          );
+          if (!marked) return leaseLost('prepared');
+          seq = marked.trans.submit_seq;
+          lease.renewed(before, longer);
+          status = 'submitted';
+          log.info('check-back found the local transaction committed');
+          branches = marked.branches;
+          return undefined;
+        },
+      },
+      giveBack: () => release(),
+    };
   }
 
   /** Delivers the groups in order, until one does not get through, the lease runs short, or an earlier message goes first. */

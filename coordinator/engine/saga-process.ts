@@ -1,9 +1,10 @@
 /**
- * The executor of sagas: one pass over a saga this node holds the lease of. It asks decideSaga
- * (saga-decide.ts) what to do, does it (HTTP calls; command messages for broker steps), records
- * each result, and asks again, until the saga ends or has to wait: for a reply, a retry time, or a
- * step it depends on. Then the lease is given back with the saga due when the first wait ends; a
- * reply that arrives earlier claims the saga and starts the next pass (recordReply).
+ * The performers of a saga's decisions (saga-decide.ts), run by the executor's pass loop over a
+ * saga this node holds the lease of: HTTP calls and command messages for broker steps, each
+ * attempt written before it leaves, each result recorded, until the saga ends or has to wait: for
+ * a reply, a retry time, or a step it depends on. Then the lease is given back with the saga due
+ * when the first wait ends; a reply that arrives earlier claims the saga and starts the next pass
+ * (recordReply).
  */
 import type { StoredOptions } from '../../schemas/db/tables.js';
 import { commandHeaders } from '../../schemas/saga.js';
@@ -19,7 +20,7 @@ import {
 import type { TransRow } from '../store/transactions.js';
 import { sendAlert } from './alert.js';
 import type { EngineContext } from './context.js';
-import { LeaseLost, leaseLost, type Executor, type PassResult } from './executor.js';
+import { LeaseLost, leaseLost, type Executor, type Pass, type PassPlan, type PassResult } from './executor.js';
 import { BranchWrites } from './saga-writes.js';
 import {
   afterAnswer,
@@ -29,13 +30,11 @@ import {
   isBrokerUrl,
   stepPolicy,
   type FailureVerdict,
+  type SagaDecision,
   type SagaView,
 } from './saga-decide.js';
 
 type SagaPassResult = PassResult;
-
-/** Rounds in one pass at most: a pass never spins, whatever the steps answer. */
-const maxRounds = 10_000;
 
 export class SagaProcessor {
   private readonly waiters = new Map<string, Set<(result: SagaPassResult) => void>>();
@@ -71,8 +70,8 @@ export class SagaProcessor {
     let started = startedAt;
     for (;;) {
       const passed = row;
-      const outcome: SagaPassResult & { poked?: boolean } = await this.executor.guarded('saga', passed, () =>
-        this.pass(passed, started, lease),
+      const outcome: SagaPassResult & { poked?: boolean } = await this.executor.run('saga', passed, started, lease, (pass) =>
+        this.plan(passed, pass),
       );
       if (!outcome.poked) return outcome;
       started = performance.now();
@@ -82,15 +81,14 @@ export class SagaProcessor {
     }
   }
 
-  private async pass(trans: TransRow, startedAt: number, leaseFor: number): Promise<SagaPassResult & { poked?: boolean }> {
+  /** Reads the saga's branches and returns its decide function and the performers of its decisions. */
+  private async plan(trans: TransRow, { log, lease }: Pass): Promise<PassPlan<SagaDecision, SagaPassResult & { poked?: boolean }>> {
     const { config, database, nodeId } = this.ctx;
-    const log = this.ctx.logger.child({ gid: trans.gid, trans_type: 'saga' });
     const options: StoredOptions = trans.options;
     const branches = await sagaBranches(database, trans.gid);
     for (const b of branches) if (isBrokerUrl(b.url)) this.ctx.replies.listen(b.url);
     let status = trans.status as SagaView['status'];
     let rollbackReason = '';
-    const lease = this.executor.lease(trans, startedAt, leaseFor);
 
     const writes = new BranchWrites();
 
@@ -165,70 +163,69 @@ export class SagaProcessor {
       return apply(b, afterAnswer(b, answer, options, config), answer.detail);
     };
 
-    for (let round = 0; round < maxRounds; round++) {
-      // The store's age of the saga at the claim, plus the time this pass has run since.
-      const ageMs = trans.age_ms + (performance.now() - startedAt);
-      const next = decideSaga({ status, options, ageMs, branches }, config);
-      if (next.kind === 'rollback') {
-        // With the branch states so far: which actions were tried decides what is compensated.
-        if (!(await moveSaga(database, nodeId, trans.gid, 'aborting', next.reason, writes.take()))) {
-          throw new LeaseLost();
-        }
-        log.info({ reason: next.reason }, 'saga rolls back');
-        status = 'aborting';
-        rollbackReason = next.reason;
-        continue;
-      }
-      if (next.kind === 'finish') {
-        return next.status === 'succeed'
-          ? finish({ status: 'succeed', delay: 0 })
-          : finish({ status: 'failed', delay: 0 }, rollbackReason || undefined);
-      }
-
-      // No reply in time, or a reply that reported a failure: the step's policy decides.
-      for (const { branch, detail } of next.overdue) {
-        const ended = await apply(branch, afterFailure(branch, 'ERROR', detail, options, config), detail);
-        if (ended) return ended;
-      }
-      const changed = next.overdue.length > 0;
-      const toRun = next.run;
-      if (toRun.length > 0 && !changed && toRun.every((b) => isBrokerUrl(b.url))) {
-        // Only commands to send, and then the pass would wait: their attempts are written and the
-        // lease given back in one statement, then they leave, and their replies claim the saga. A
-        // command that cannot be published is retried when its reply is overdue.
-        for (const b of toRun) writes.write(b, attemptUpdate(b, options, config));
-        const delay = Math.min(...next.waits, ...toRun.map((b) => stepPolicy(b, options, config).timeout));
-        const { applied, poked } = await settleSaga(database, nodeId, trans.gid, { status, delay }, writes.take());
-        if (!applied) return leaseLost(status);
-        await Promise.all(
-          toRun.map(async (b) => {
-            const answer = await this.publishCommand(trans, b);
-            if (answer.outcome !== 'SUCCESS') {
-              log.warn(
-                { branchId: b.branch_id, op: b.op, detail: answer.detail },
-                'command not published; sent again once its reply is overdue',
-              );
-            }
-          }),
-        );
-        return { status, poked };
-      }
-      if (toRun.length > 0) {
-        // Every call must end before the lease does; the attempts are written before any call leaves.
-        const longest = Math.max(
-          ...toRun.map((b) => (isBrokerUrl(b.url) ? config.requestTimeout : stepPolicy(b, options, config).timeout)),
-        );
-        if (!(await lease.fits(longest))) throw new LeaseLost();
-        await recordAttempts(toRun);
-        const ended = (await Promise.all(toRun.map(runBranch))).find((r) => r !== undefined);
-        if (ended) return ended;
-      } else if (!changed) {
-        // Nothing to do before the first wait ends (a reply may end it sooner).
-        const delay = next.waits.length > 0 ? Math.max(0, Math.min(...next.waits)) : (options.retry_interval ?? config.retryInterval);
-        return finish({ status, delay });
-      }
-    }
-    return finish({ status, delay: 0 });
+    return {
+      decide: (ageMs) => decideSaga({ status, options, ageMs, branches }, config),
+      perform: {
+        rollback: async (next) => {
+          // With the branch states so far: which actions were tried decides what is compensated.
+          if (!(await moveSaga(database, nodeId, trans.gid, 'aborting', next.reason, writes.take()))) {
+            throw new LeaseLost();
+          }
+          log.info({ reason: next.reason }, 'saga rolls back');
+          status = 'aborting';
+          rollbackReason = next.reason;
+          return undefined;
+        },
+        finish: (next) =>
+          next.status === 'succeed'
+            ? finish({ status: 'succeed', delay: 0 })
+            : finish({ status: 'failed', delay: 0 }, rollbackReason || undefined),
+        advance: async (next) => {
+          // No reply in time, or a reply that reported a failure: the step's policy decides.
+          for (const { branch, detail } of next.overdue) {
+            const ended = await apply(branch, afterFailure(branch, 'ERROR', detail, options, config), detail);
+            if (ended) return ended;
+          }
+          const changed = next.overdue.length > 0;
+          const toRun = next.run;
+          if (toRun.length > 0 && !changed && toRun.every((b) => isBrokerUrl(b.url))) {
+            // Only commands to send, and then the pass would wait: their attempts are written and the
+            // lease given back in one statement, then they leave, and their replies claim the saga. A
+            // command that cannot be published is retried when its reply is overdue.
+            for (const b of toRun) writes.write(b, attemptUpdate(b, options, config));
+            const delay = Math.min(...next.waits, ...toRun.map((b) => stepPolicy(b, options, config).timeout));
+            const { applied, poked } = await settleSaga(database, nodeId, trans.gid, { status, delay }, writes.take());
+            if (!applied) return leaseLost(status);
+            await Promise.all(
+              toRun.map(async (b) => {
+                const answer = await this.publishCommand(trans, b);
+                if (answer.outcome !== 'SUCCESS') {
+                  log.warn(
+                    { branchId: b.branch_id, op: b.op, detail: answer.detail },
+                    'command not published; sent again once its reply is overdue',
+                  );
+                }
+              }),
+            );
+            return { status, poked };
+          }
+          if (toRun.length > 0) {
+            // Every call must end before the lease does; the attempts are written before any call leaves.
+            const longest = Math.max(
+              ...toRun.map((b) => (isBrokerUrl(b.url) ? config.requestTimeout : stepPolicy(b, options, config).timeout)),
+            );
+            if (!(await lease.fits(longest))) throw new LeaseLost();
+            await recordAttempts(toRun);
+            return (await Promise.all(toRun.map(runBranch))).find((r) => r !== undefined);
+          }
+          if (changed) return undefined;
+          // Nothing to do before the first wait ends (a reply may end it sooner).
+          const delay = next.waits.length > 0 ? Math.max(0, Math.min(...next.waits)) : (options.retry_interval ?? config.retryInterval);
+          return finish({ status, delay });
+        },
+      },
+      giveBack: () => finish({ status, delay: 0 }),
+    };
   }
 
   /** Publishes the command of a broker branch's current attempt; its reply comes later, to the reply topic. */
