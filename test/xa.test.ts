@@ -88,6 +88,28 @@ describe('XA', () => {
     expect(await prepared(gid)).toEqual([]);
   });
 
+  it('retries a commit that answers ONGOING until it succeeds', async () => {
+    const gid = newGid();
+    const before = await balances();
+    pgBank.failNext(2, 'ongoing', 'commit');
+    await xa(coordinator.dtm, gid, transfer(30), options);
+    await waitForStatus(coordinator.dtm, gid, 'succeed');
+    expect(pgBank.answered(gid, 'commit')).toEqual([425, 425, 200]);
+    expect(await balances()).toEqual([before[0]! - 30, before[1]! + 30]);
+    expect(await prepared(gid)).toEqual([]);
+  });
+
+  it('rolls the transfer back when a branch answers ONGOING to its action', async () => {
+    const gid = newGid();
+    const before = await balances();
+    myBank.failNext(1, 'ongoing');
+    await expect(xa(coordinator.dtm, gid, transfer(30), options)).rejects.toThrow();
+    await waitForStatus(coordinator.dtm, gid, 'failed');
+    expect(pgBank.received(gid, 'rollback')).toBe(1);
+    expect(await balances()).toEqual(before);
+    expect(await prepared(gid)).toEqual([]);
+  });
+
   it('rolls back when the first branch fails before any local work', async () => {
     const gid = newGid();
     const before = await balances();

@@ -8,7 +8,7 @@
 import Fastify from 'fastify';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
-import { BranchFailure, dtmAnswer, xaLocal, type XaDatabase } from '../../sdk/index.js';
+import { BranchFailure, BranchOngoing, dtmAnswer, xaLocal, type XaDatabase } from '../../sdk/index.js';
 
 export type BankDb = 'postgres' | 'mysql';
 
@@ -21,7 +21,7 @@ export interface XaBank {
   /** Rolls back what a failed test left prepared (it would hold its locks on the shared server). */
   rollbackPrepared(gidPrefix: string): Promise<void>;
   /** Answers the next `n` calls of `op` (default action) with `kind`, before any database work. */
-  failNext(n: number, kind: 'failure' | 'error', op?: 'action' | 'commit' | 'rollback'): void;
+  failNext(n: number, kind: 'failure' | 'error' | 'ongoing', op?: 'action' | 'commit' | 'rollback'): void;
   /** Makes each call of a phase (the action, or phase two) wait this long before its database work. */
   setLatency(phase: 'action' | 'phase2', ms: number): void;
   /** Calls received for a gid and op (action, commit, rollback), duplicates included. */
@@ -51,7 +51,7 @@ export async function startXaBank(kind: BankDb, databaseUrl: string, accounts: R
 
   const calls = new Map<string, number>();
   const answers = new Map<string, number[]>();
-  let failures = { n: 0, kind: 'error' as 'failure' | 'error', op: 'action' };
+  let failures = { n: 0, kind: 'error' as 'failure' | 'error' | 'ongoing', op: 'action' };
   const latency = { action: 0, phase2: 0 };
   const app = Fastify();
   app.post<{ Querystring: Record<string, string>; Body: { account: string; amount: number } | undefined }>(
@@ -67,7 +67,11 @@ export async function startXaBank(kind: BankDb, databaseUrl: string, accounts: R
       try {
         if (op === failures.op && failures.n > 0) {
           failures.n--;
-          throw failures.kind === 'failure' ? new BranchFailure('planned failure') : new Error('planned error');
+          throw failures.kind === 'failure'
+            ? new BranchFailure('planned failure')
+            : failures.kind === 'ongoing'
+              ? new BranchOngoing('planned ongoing')
+              : new Error('planned error');
         }
         const wait = latency[op === 'action' ? 'action' : 'phase2'];
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
