@@ -21,7 +21,7 @@ import { decodeRow, messageIdOf, type DecodedRow, type OutboxRow } from './decod
 import type { CheckedMapping } from './mapping-check.js';
 import { outboxDb, type OutboxDb, type OutboxPool, type OutboxSession } from './outbox-db.js';
 import { outboxSql, quoteIdent, type OutboxSql, type Partition } from './outbox-sql.js';
-import { LogicalReader } from './logical-reader.js';
+import type { LogicalReader } from './logical-reader.js';
 import { catchUpDone, ensureLogical, logicalNamesIn, recordCatchUp } from './logical-slot.js';
 import { CursorReader, MarkingReader, type HandledBatch, type OutboxReader, type ReadBatch } from './readers.js';
 
@@ -153,7 +153,9 @@ export class OutboxDrain {
       if (this.o.signal?.aborted) return;
       if (mapping.published === 'none') await recordCatchUp(db, names);
     }
-    const reader = new LogicalReader(this.o.pool, db, this.sql, this.o.mapping, names, this.o.logger);
+    // Loaded only in this mode: the replication client costs the other drains 15 MB.
+    const { LogicalReader: Reader } = await import('./logical-reader.js');
+    const reader: LogicalReader = new Reader(this.o.pool, db, this.sql, this.o.mapping, names, this.o.logger);
     await reader.start();
     this.o.logger.info({ drain: this.name, slot: names.slot }, 'outbox drain streaming from its replication slot');
     try {

@@ -4,7 +4,8 @@
  * and a session that holds the drain's lock for as long as it runs (and, on Postgres, LISTENs).
  */
 import { createHash } from 'node:crypto';
-import mysql from 'mysql2/promise';
+import { createRequire } from 'node:module';
+import type mysql from 'mysql2/promise';
 import pg from 'pg';
 import { outboxStateDdlMysql, outboxStateDdlPostgres } from '../../schemas/db/outbox.js';
 import { quoteIdent } from './outbox-sql.js';
@@ -50,7 +51,9 @@ export function openOutboxPool(url: string, max: number): OutboxPool {
   if (scheme === 'mysql' || scheme === 'mariadb') {
     const parsed = new URL(url);
     parsed.protocol = 'mysql:';
-    return mysql.createPool({ uri: parsed.toString(), connectionLimit: max, supportBigNumbers: true, bigNumberStrings: true });
+    // Required here, not imported: a Postgres outbox's drain does not carry the MySQL client (17 MB).
+    const { createPool } = createRequire(import.meta.url)('mysql2/promise') as typeof mysql;
+    return createPool({ uri: parsed.toString(), connectionLimit: max, supportBigNumbers: true, bigNumberStrings: true });
   }
   return new pg.Pool({ connectionString: url, max });
 }
