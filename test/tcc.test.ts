@@ -66,6 +66,31 @@ describe('TCC', () => {
     expect(await bank.effectKinds(gid)).toEqual(['in-confirm', 'in-try', 'out-confirm', 'out-try']);
   });
 
+  it('retries a Confirm and a Cancel that answer ONGOING until they succeed', async () => {
+    const gid = newGid();
+    bank.failNext('/TransInConfirm', 2, 'ongoing');
+    await tcc(coordinator.dtm, gid, transfer, options);
+    await waitForStatus(coordinator.dtm, gid, 'succeed');
+    expect(bank.received(gid, '/TransInConfirm')).toBe(3);
+    expect(await bank.effectKinds(gid)).toEqual(['in-confirm', 'in-try', 'out-confirm', 'out-try']);
+
+    const cancelled = newGid();
+    bank.failNext('/TransInTry', 1, 'failure');
+    bank.failNext('/TransOutCancel', 2, 'ongoing');
+    await expect(tcc(coordinator.dtm, cancelled, transfer, options)).rejects.toBeInstanceOf(BranchFailure);
+    await waitForStatus(coordinator.dtm, cancelled, 'failed');
+    expect(bank.received(cancelled, '/TransOutCancel')).toBe(3);
+    expect(await bank.effectKinds(cancelled)).toEqual(['out-cancel', 'out-try']);
+  });
+
+  it('cancels every branch when a Try answers ONGOING (a Try is not waited for)', async () => {
+    const gid = newGid();
+    bank.failNext('/TransInTry', 1, 'ongoing');
+    await expect(tcc(coordinator.dtm, gid, transfer, options)).rejects.toThrow();
+    await waitForStatus(coordinator.dtm, gid, 'failed');
+    expect(await bank.effectKinds(gid)).toEqual(['out-cancel', 'out-try']);
+  });
+
   it('cancels a prepared TCC whose client went silent, after timeout_to_fail', async () => {
     const gid = newGid();
     const client = new CoordinatorClient(coordinator.dtm);
