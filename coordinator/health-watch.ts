@@ -65,7 +65,7 @@ export class HealthWatch {
       if (!c.up)
         found.push({ kind: 'broker_down', subject: `${c.kind}/${c.name}`, message: `${c.kind} connection ${c.name} is down: ${c.error}` });
     }
-    for (const problem of outboxes?.problems() ?? []) found.push({ kind: 'drain_lag', subject: problem.split(':')[0]!, message: problem });
+    for (const { outbox, message } of outboxes?.problems() ?? []) found.push({ kind: 'drain_lag', subject: `outbox ${outbox}`, message });
     return found;
   }
 

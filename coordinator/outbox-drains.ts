@@ -266,8 +266,10 @@ export class OutboxDrains {
    * the status (GET /api/outboxes) and the log: an outbox a coordinator merely helps with does not
    * take its API out of service.
    */
-  problems(): string[] {
-    return [...this.runners.values()].flatMap((r) => (r.problem && r.config.lagThreshold !== undefined ? [r.problem] : []));
+  problems(): { outbox: string; message: string }[] {
+    return [...this.runners.values()].flatMap((r) =>
+      r.problem && r.config.lagThreshold !== undefined ? [{ outbox: r.name, message: r.problem }] : [],
+    );
   }
 
   list(): OutboxStatus[] {
