@@ -1,0 +1,135 @@
+/**
+ * Branches of DTM's gRPC form (host:port/package.Service/Method) submitted over the HTTP API, against
+ * a real coordinator process, real Postgres and real gRPC servers built with the SDK's adapter:
+ * the request bytes and DTM's metadata arriving, the status codes read as DTM reads them, and bad
+ * gRPC targets refused before anything is stored.
+ */
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { payloadBytes } from '../schemas/payload-bytes.js';
+import { BranchFailure, BranchOngoing, grpcBranch, type GrpcBranchHandler } from '../sdk/index.js';
+import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
+import { freshDatabase } from './helpers/db.js';
+import { startGrpcServer, type GrpcTestServer } from './helpers/grpc-server.js';
+import { fastCoordinator, post, query, waitForStatus } from './helpers/poll.js';
+
+interface Received {
+  method: string;
+  body: Buffer;
+  metadata: Record<string, string>;
+}
+
+let coordinator: RunningCoordinator;
+let busi: GrpcTestServer;
+const received: Received[] = [];
+/** Per gid, what each method answers on its n-th call (undefined: OK). */
+const script = new Map<string, (method: string, n: number) => Error | undefined>();
+
+const callsOf = (gid: string, method?: string) =>
+  received.filter((r) => r.metadata['dtm-gid'] === gid && (method === undefined || r.method === method));
+
+/** A method that records its call and answers as the test's script says. */
+const recorded = (method: string): GrpcBranchHandler =>
+  async function ({ body, metadata, barrier }) {
+    received.push({ method, body, metadata });
+    const answer = script.get(barrier.call.gid)?.(method, callsOf(barrier.call.gid, method).length);
+    if (answer) throw answer;
+  };
+
+beforeAll(async () => {
+  const methods = ['TransOut', 'TransOutRevert', 'TransIn', 'TransInRevert', 'Notify'];
+  busi = await startGrpcServer('busi.Busi', Object.fromEntries(methods.map((m) => [m, grpcBranch(recorded(m))])));
+  coordinator = await startCoordinator({ store: await freshDatabase(), env: fastCoordinator });
+}, 120_000);
+afterAll(async () => {
+  expect(await coordinator?.stop()).toBe(0);
+  await busi?.close();
+});
+
+describe('payload bytes', () => {
+  it('a gRPC-created transaction stores base64 and sends the bytes; an HTTP-created one sends its text', () => {
+    const bytes = Buffer.from([0x0a, 0x00, 0xff, 0x10, 0x1e]);
+    expect(payloadBytes('grpc', bytes.toString('base64'))).toEqual(bytes);
+    expect(payloadBytes('http', '{"amount":30}')).toBe('{"amount":30}');
+  });
+});
+
+describe('two-phase message with gRPC branches', () => {
+  it('delivers the payload as the request bytes, with DTM metadata and the branch headers', async () => {
+    const gid = `grpc-msg-${randomUUID()}`;
+    const payloads = ['{"amount":30,"note":"zwölf €"}', ''];
+    const res = await post(`${coordinator.dtm}/submit`, {
+      gid,
+      trans_type: 'msg',
+      steps: [{ action: busi.url('TransIn'), headers: JSON.stringify({ 'x-step': 'one' }) }, { action: busi.url('Notify') }],
+      payloads,
+      branch_headers: { 'X-Tenant': 'acme', authorization: 'Bearer t0k' },
+    });
+    expect(res.status).toBe(200);
+    await waitForStatus(coordinator.dtm, gid, 'succeed');
+    const [transIn] = callsOf(gid, 'TransIn');
+    expect(transIn?.body).toEqual(Buffer.from(payloads[0]!, 'utf8'));
+    expect(transIn?.metadata).toMatchObject({
+      'dtm-gid': gid,
+      'dtm-trans_type': 'msg',
+      'dtm-branch_id': '01',
+      'dtm-op': 'action',
+      'dtm-dtm': '',
+      'x-tenant': 'acme',
+      authorization: 'Bearer t0k',
+      'x-step': 'one',
+    });
+    const [notify] = callsOf(gid, 'Notify');
+    expect(notify?.body).toEqual(Buffer.alloc(0));
+    expect(notify?.metadata).toMatchObject({ 'dtm-branch_id': '02', 'x-tenant': 'acme' });
+    expect(notify?.metadata['x-step']).toBeUndefined();
+  });
+
+  it('retries a branch answering Internal or FailedPrecondition until it answers OK', async () => {
+    const gid = `grpc-msg-${randomUUID()}`;
+    const answers = [new Error('boom'), new BranchOngoing('not yet')]; // the adapter answers Internal, then FailedPrecondition
+    script.set(gid, (_m, n) => answers[n - 1]);
+    expect(
+      (await post(`${coordinator.dtm}/submit`, { gid, trans_type: 'msg', steps: [{ action: busi.url('TransIn') }], payloads: ['x'] }))
+        .status,
+    ).toBe(200);
+    await waitForStatus(coordinator.dtm, gid, 'succeed');
+    expect(callsOf(gid, 'TransIn')).toHaveLength(3);
+  });
+
+  it('keeps retrying a message branch answering Aborted (a message cannot fail after submit)', async () => {
+    const gid = `grpc-msg-${randomUUID()}`;
+    script.set(gid, (_m, n) => (n <= 2 ? new BranchFailure('no') : undefined));
+    await post(`${coordinator.dtm}/submit`, { gid, trans_type: 'msg', steps: [{ action: busi.url('TransIn') }], payloads: ['x'] });
+    await waitForStatus(coordinator.dtm, gid, 'succeed');
+    expect(callsOf(gid, 'TransIn')).toHaveLength(3);
+  });
+});
+
+describe('bad gRPC targets', () => {
+  const cases: [string, Record<string, unknown>, string, RegExp][] = [
+    ['no port', { steps: [{ action: 'localhost/busi.Busi/TransIn' }] }, 'steps.0.action', /host and a port/],
+    ['a port out of range', { steps: [{ action: '127.0.0.1:70000/busi.Busi/TransIn' }] }, 'steps.0.action', /port 70000/],
+    ['no method', { steps: [{ action: '127.0.0.1:5000/busi.Busi' }] }, 'steps.0.action', /package\.Service\/Method/],
+    [
+      'a bad check-back',
+      { steps: [{ action: 'http://127.0.0.1:9/x' }], query_prepared: '127.0.0.1:5000/busi Busi/Q' },
+      'query_prepared',
+      /query_prepared/,
+    ],
+    [
+      'metadata gRPC cannot carry',
+      { steps: [{ action: '127.0.0.1:5000/busi.Busi/TransIn' }], branch_headers: { 'x-name': 'zwölf' } },
+      'branch_headers',
+      /printable ASCII/,
+    ],
+  ];
+  it.each(cases)('%s is refused with 400 naming the field, and nothing is stored', async (_name, body, field, message) => {
+    const gid = `grpc-bad-${randomUUID()}`;
+    const res = await post(`${coordinator.dtm}/prepare`, { gid, trans_type: 'msg', ...body });
+    expect(res.status).toBe(400);
+    expect(res.body.field).toBe(field);
+    expect(String(res.body.message)).toMatch(message);
+    expect((await query(coordinator.dtm, gid)).transaction).toBeNull();
+  });
+});
