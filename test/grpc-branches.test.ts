@@ -7,38 +7,18 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { payloadBytes } from '../schemas/payload-bytes.js';
-import { BranchFailure, BranchOngoing, grpcBranch, type GrpcBranchHandler } from '../sdk/index.js';
+import { BranchFailure, BranchOngoing } from '../sdk/index.js';
 import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
 import { freshDatabase } from './helpers/db.js';
-import { startGrpcServer, type GrpcTestServer } from './helpers/grpc-server.js';
+import { startRecordingBusi, type RecordingBusi } from './helpers/grpc-server.js';
 import { fastCoordinator, post, query, waitForStatus } from './helpers/poll.js';
 
-interface Received {
-  method: string;
-  body: Buffer;
-  metadata: Record<string, string>;
-}
-
 let coordinator: RunningCoordinator;
-let busi: GrpcTestServer;
-const received: Received[] = [];
-/** Per gid, what each method answers on its n-th call (undefined: OK). */
-const script = new Map<string, (method: string, n: number) => Error | undefined>();
-
-const callsOf = (gid: string, method?: string) =>
-  received.filter((r) => r.metadata['dtm-gid'] === gid && (method === undefined || r.method === method));
-
-/** A method that records its call and answers as the test's script says. */
-const recorded = (method: string): GrpcBranchHandler =>
-  async function ({ body, metadata, barrier }) {
-    received.push({ method, body, metadata });
-    const answer = script.get(barrier.call.gid)?.(method, callsOf(barrier.call.gid, method).length);
-    if (answer) throw answer;
-  };
+let busi: RecordingBusi;
+const callsOf = (gid: string, method?: string) => busi.callsOf(gid, method);
 
 beforeAll(async () => {
-  const methods = ['TransOut', 'TransOutRevert', 'TransIn', 'TransInRevert', 'Notify'];
-  busi = await startGrpcServer('busi.Busi', Object.fromEntries(methods.map((m) => [m, grpcBranch(recorded(m))])));
+  busi = await startRecordingBusi();
   coordinator = await startCoordinator({ store: await freshDatabase(), env: fastCoordinator });
 }, 120_000);
 afterAll(async () => {
@@ -61,7 +41,7 @@ describe('two-phase message with gRPC branches', () => {
     const res = await post(`${coordinator.dtm}/submit`, {
       gid,
       trans_type: 'msg',
-      steps: [{ action: busi.url('TransIn'), headers: JSON.stringify({ 'x-step': 'one' }) }, { action: busi.url('Notify') }],
+      steps: [{ action: busi.server.url('TransIn'), headers: JSON.stringify({ 'x-step': 'one' }) }, { action: busi.server.url('Notify') }],
       payloads,
       branch_headers: { 'X-Tenant': 'acme', authorization: 'Bearer t0k' },
     });
@@ -88,10 +68,16 @@ describe('two-phase message with gRPC branches', () => {
   it('retries a branch answering Internal or FailedPrecondition until it answers OK', async () => {
     const gid = `grpc-msg-${randomUUID()}`;
     const answers = [new Error('boom'), new BranchOngoing('not yet')]; // the adapter answers Internal, then FailedPrecondition
-    script.set(gid, (_m, n) => answers[n - 1]);
+    busi.script.set(gid, (_m, n) => answers[n - 1]);
     expect(
-      (await post(`${coordinator.dtm}/submit`, { gid, trans_type: 'msg', steps: [{ action: busi.url('TransIn') }], payloads: ['x'] }))
-        .status,
+      (
+        await post(`${coordinator.dtm}/submit`, {
+          gid,
+          trans_type: 'msg',
+          steps: [{ action: busi.server.url('TransIn') }],
+          payloads: ['x'],
+        })
+      ).status,
     ).toBe(200);
     await waitForStatus(coordinator.dtm, gid, 'succeed');
     expect(callsOf(gid, 'TransIn')).toHaveLength(3);
@@ -99,8 +85,8 @@ describe('two-phase message with gRPC branches', () => {
 
   it('keeps retrying a message branch answering Aborted (a message cannot fail after submit)', async () => {
     const gid = `grpc-msg-${randomUUID()}`;
-    script.set(gid, (_m, n) => (n <= 2 ? new BranchFailure('no') : undefined));
-    await post(`${coordinator.dtm}/submit`, { gid, trans_type: 'msg', steps: [{ action: busi.url('TransIn') }], payloads: ['x'] });
+    busi.script.set(gid, (_m, n) => (n <= 2 ? new BranchFailure('no') : undefined));
+    await post(`${coordinator.dtm}/submit`, { gid, trans_type: 'msg', steps: [{ action: busi.server.url('TransIn') }], payloads: ['x'] });
     await waitForStatus(coordinator.dtm, gid, 'succeed');
     expect(callsOf(gid, 'TransIn')).toHaveLength(3);
   });
