@@ -5,6 +5,7 @@
  * gRPC targets refused before anything is stored.
  */
 import { randomUUID } from 'node:crypto';
+import { Client, credentials, Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { payloadBytes } from '../schemas/payload-bytes.js';
 import { BranchFailure, BranchOngoing } from '../sdk/index.js';
@@ -103,6 +104,7 @@ describe('bad gRPC targets', () => {
       'query_prepared',
       /query_prepared/,
     ],
+    ['a cloud metadata address', { steps: [{ action: '169.254.169.254:80/busi.Busi/TransIn' }] }, 'steps.0.action', /destination policy/],
     [
       'metadata gRPC cannot carry',
       { steps: [{ action: '127.0.0.1:5000/busi.Busi/TransIn' }], branch_headers: { 'x-name': 'zwölf' } },
@@ -117,5 +119,37 @@ describe('bad gRPC targets', () => {
     expect(res.body.field).toBe(field);
     expect(String(res.body.message)).toMatch(message);
     expect((await query(coordinator.dtm, gid)).transaction).toBeNull();
+  });
+});
+
+describe('the SDK adapter', () => {
+  const call = (metadata: Metadata) =>
+    new Promise<ServiceError | null>((resolve) => {
+      const client = new Client(busi.server.address, credentials.createInsecure());
+      const raw = (b: Buffer) => b;
+      client.makeUnaryRequest('/busi.Busi/TransIn', raw, raw, Buffer.from('x'), metadata, (err) => {
+        client.close();
+        resolve(err);
+      });
+    });
+
+  it('answers a call without DTM metadata with InvalidArgument naming the entry', async () => {
+    const err = await call(new Metadata());
+    expect(err?.code).toBe(status.INVALID_ARGUMENT);
+    expect(err?.details).toMatch(/^metadata dtm-gid/);
+  });
+
+  it('maps BranchFailure to Aborted and BranchOngoing to FailedPrecondition', async () => {
+    const metadata = (gid: string) => {
+      const m = new Metadata();
+      for (const [k, v] of Object.entries({ 'dtm-gid': gid, 'dtm-trans_type': 'saga', 'dtm-branch_id': '01', 'dtm-op': 'action' }))
+        m.set(k, v);
+      return m;
+    };
+    busi.script.set('sdk-failure', () => new BranchFailure('no funds'));
+    busi.script.set('sdk-ongoing', () => new BranchOngoing('later'));
+    expect(await call(metadata('sdk-failure'))).toMatchObject({ code: status.ABORTED, details: 'no funds' });
+    expect(await call(metadata('sdk-ongoing'))).toMatchObject({ code: status.FAILED_PRECONDITION, details: 'later' });
+    expect(await call(metadata('sdk-ok'))).toBeNull();
   });
 });

@@ -58,7 +58,8 @@ export function grpcBranch(handler: GrpcBranchHandler): GrpcUnaryHandler {
     void answerBranch<Buffer>(dtmQueryFromGrpc(call.metadata), call.request, (ctx) => handler({ ...ctx, metadata })).then(
       ({ status, body }) => {
         if (status === 200) return callback(null, Buffer.alloc(0));
-        const details = body.message ?? body.dtm_result ?? `status ${status}`;
+        // A call without DTM's coordinates names the metadata entry it lacks, not a query parameter.
+        const details = (body.message ?? body.dtm_result ?? `status ${status}`).replace(/^query parameter (\w+)/, 'metadata dtm-$1');
         callback(Object.assign(new Error(details), { code: codeOfStatus[status] ?? internal, details }));
       },
     );
