@@ -83,10 +83,15 @@ export function createGrpcPublisher(options: GrpcPublisherOptions = {}): Publish
       }
       const grpc = await loadGrpc();
       const metadata = new grpc.Metadata();
-      for (const [param, value] of Object.entries(delivery.params)) metadata.set(metadataOf[param] ?? `dtm-${param}`, value);
-      // DTM's coordinator sends dtm-dtm empty: the branch is not told where the coordinator is.
-      if (delivery.params.gid !== undefined) metadata.set('dtm-dtm', '');
-      for (const [name, value] of Object.entries(delivery.headers)) metadata.set(name, value);
+      try {
+        for (const [param, value] of Object.entries(delivery.params)) metadata.set(metadataOf[param] ?? `dtm-${param}`, value);
+        // DTM's coordinator sends dtm-dtm empty: the branch is not told where the coordinator is.
+        if (delivery.params.gid !== undefined) metadata.set('dtm-dtm', '');
+        for (const [name, value] of Object.entries(delivery.headers)) metadata.set(name, value);
+      } catch (err) {
+        // A value grpc-js refuses (a branch id registered with non-ASCII text): an error, never a crash.
+        return { outcome: 'ERROR', detail: describe(err) };
+      }
       const error = await unary(client, target.method, asBytes(delivery.payload), metadata, delivery.timeoutMs);
       if (!error) return { outcome: 'SUCCESS', detail: 'gRPC OK' };
       if (error.code === grpc.status.UNAVAILABLE && client.getChannel().getConnectivityState(false) !== grpc.connectivityState.READY) {
