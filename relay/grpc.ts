@@ -24,9 +24,6 @@ export interface GrpcPublisherOptions {
   destinations?: DestinationPolicy;
 }
 
-/** DTM's names for the coordinates of a call (dtmgimp.TransInfo2Ctx): dtm-gid, dtm-trans_type, dtm-branch_id, dtm-op. */
-const metadataOf: Record<string, string> = { gid: 'dtm-gid', trans_type: 'dtm-trans_type', branch_id: 'dtm-branch_id', op: 'dtm-op' };
-
 export function createGrpcPublisher(options: GrpcPublisherOptions = {}): Publisher {
   const policy = options.destinations ?? new DestinationPolicy({ allow: [], deny: [] });
   const channels = new Map<string, Promise<Client>>();
@@ -84,7 +81,8 @@ export function createGrpcPublisher(options: GrpcPublisherOptions = {}): Publish
       const grpc = await loadGrpc();
       const metadata = new grpc.Metadata();
       try {
-        for (const [param, value] of Object.entries(delivery.params)) metadata.set(metadataOf[param] ?? `dtm-${param}`, value);
+        // DTM's names (dtmgimp.TransInfo2Ctx): dtm-gid, dtm-trans_type, dtm-branch_id, dtm-op.
+        for (const [param, value] of Object.entries(delivery.params)) metadata.set(`dtm-${param}`, value);
         // DTM's coordinator sends dtm-dtm empty: the branch is not told where the coordinator is.
         if (delivery.params.gid !== undefined) metadata.set('dtm-dtm', '');
         for (const [name, value] of Object.entries(delivery.headers)) metadata.set(name, value);
