@@ -5,6 +5,9 @@
  * gRPC targets refused before anything is stored.
  */
 import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import pg from 'pg';
 import { Client, credentials, Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { payloadBytes } from '../schemas/payload-bytes.js';
@@ -15,16 +18,20 @@ import { startRecordingBusi, type RecordingBusi } from './helpers/grpc-server.js
 import { fastCoordinator, post, query, waitForStatus } from './helpers/poll.js';
 
 let coordinator: RunningCoordinator;
+let store: pg.Pool;
 let busi: RecordingBusi;
 const callsOf = (gid: string, method?: string) => busi.callsOf(gid, method);
 
 beforeAll(async () => {
   busi = await startRecordingBusi();
-  coordinator = await startCoordinator({ store: await freshDatabase(), env: fastCoordinator });
+  const storeUrl = await freshDatabase();
+  coordinator = await startCoordinator({ store: storeUrl, env: fastCoordinator });
+  store = new pg.Pool({ connectionString: storeUrl, max: 1 });
 }, 120_000);
 afterAll(async () => {
   expect(await coordinator?.stop()).toBe(0);
   await busi?.close();
+  await store?.end();
 });
 
 describe('payload bytes', () => {
@@ -36,6 +43,36 @@ describe('payload bytes', () => {
 });
 
 describe('two-phase message with gRPC branches', () => {
+  it('sends the bytes of a gRPC-created transaction unchanged, NUL included, to gRPC and HTTP branches', async () => {
+    // What the coordinator's gRPC API stores (protocol grpc, data = base64 of the bytes), made here
+    // from a prepared message so that only the delivery is under test.
+    const gid = `grpc-bytes-${randomUUID()}`;
+    const bytes = Buffer.from([0x0a, 0x05, 0x61, 0x00, 0x62, 0xff, 0xfe, 0x10, 0x00]);
+    let httpBody: Buffer | undefined;
+    const http = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        httpBody = Buffer.concat(chunks);
+        res.end('{"dtm_result":"SUCCESS"}');
+      });
+    }).listen(0, '127.0.0.1');
+    await new Promise((r) => http.once('listening', r));
+    const httpUrl = `http://127.0.0.1:${(http.address() as AddressInfo).port}/TransIn`;
+    try {
+      const body = { gid, trans_type: 'msg', steps: [{ action: busi.server.url('TransIn') }, { action: httpUrl }], payloads: ['x', 'y'] };
+      expect((await post(`${coordinator.dtm}/prepare`, body)).status).toBe(200);
+      await store.query(`update trans_global set protocol = 'grpc' where gid = $1`, [gid]);
+      await store.query(`update trans_branch_op set data = $2 where gid = $1`, [gid, bytes.toString('base64')]);
+      expect((await post(`${coordinator.dtm}/submit`, body)).status).toBe(200);
+      await waitForStatus(coordinator.dtm, gid, 'succeed');
+      expect(callsOf(gid, 'TransIn')[0]?.body).toEqual(bytes);
+      expect(httpBody).toEqual(bytes);
+    } finally {
+      http.close();
+    }
+  });
+
   it('delivers the payload as the request bytes, with DTM metadata and the branch headers', async () => {
     const gid = `grpc-msg-${randomUUID()}`;
     const payloads = ['{"amount":30,"note":"zwölf €"}', ''];
