@@ -74,7 +74,9 @@ describe('saga with gRPC steps', () => {
     ]);
     expect(busi.callsOf(g, 'TransOutRevert')[0]?.body.toString()).toBe('{"amount":30,"from":"alice"}');
     const view = await query(coordinator.dtm, g);
-    expect(view.branches.find((b) => b.branch_id === '02' && b.op === 'action')?.last_error).toMatch(/answered FAILURE: gRPC ABORTED account closed$/);
+    expect(view.branches.find((b) => b.branch_id === '02' && b.op === 'action')?.last_error).toMatch(
+      /answered FAILURE: gRPC ABORTED account closed$/,
+    );
   });
 
   it('retries a step answering Internal, then FailedPrecondition (ongoing), until it answers OK', async () => {
