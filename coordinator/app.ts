@@ -6,6 +6,7 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { brokerConnections, isLoopbackHost, type Config } from '../schemas/config.js';
+import { createGrpcPublisher } from '../relay/grpc.js';
 import { createHttpPublisher } from '../relay/http.js';
 import { DestinationPolicy } from '../relay/destination-policy.js';
 import { createKafkaPublisher } from '../relay/kafka.js';
@@ -52,11 +53,10 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   const nodeId = config.nodeId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   const database = await openDatabase(config.store, { poolSize: config.storePoolSize, logger, lockTimeout: config.storeLockTimeout });
   const brokers = brokerConnections(config);
+  const destinations = new DestinationPolicy({ allow: config.allowDestinations, deny: config.denyDestinations });
   const relay = new Relay([
-    createHttpPublisher({
-      answerBytes: config.answerBytes,
-      destinations: new DestinationPolicy({ allow: config.allowDestinations, deny: config.denyDestinations }),
-    }),
+    createHttpPublisher({ answerBytes: config.answerBytes, destinations }),
+    createGrpcPublisher({ destinations }),
     createKafkaPublisher(brokers.kafka, logger.child({ component: 'relay.kafka' })),
     createRabbitPublisher(brokers.rabbitmq, logger.child({ component: 'relay.rabbitmq' })),
   ]);
