@@ -12,12 +12,12 @@ import { Client, credentials, Metadata, status, type ServiceError } from '@grpc/
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { payloadBytes } from '../schemas/payload-bytes.js';
 import { BranchFailure, BranchOngoing } from '../sdk/index.js';
-import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
+import { inProcessCoordinator, type TestCoordinator } from './helpers/coordinator.js';
 import { freshDatabase } from './helpers/db.js';
 import { startRecordingBusi, type RecordingBusi } from './helpers/grpc-server.js';
 import { fastCoordinator, post, query, waitForStatus } from './helpers/poll.js';
 
-let coordinator: RunningCoordinator;
+let coordinator: TestCoordinator;
 let store: pg.Pool;
 let busi: RecordingBusi;
 const callsOf = (gid: string, method?: string) => busi.callsOf(gid, method);
@@ -25,7 +25,7 @@ const callsOf = (gid: string, method?: string) => busi.callsOf(gid, method);
 beforeAll(async () => {
   busi = await startRecordingBusi();
   const storeUrl = await freshDatabase();
-  coordinator = await startCoordinator({ store: storeUrl, env: fastCoordinator });
+  coordinator = await inProcessCoordinator({ store: storeUrl, env: fastCoordinator });
   store = new pg.Pool({ connectionString: storeUrl, max: 1 });
 }, 120_000);
 afterAll(async () => {

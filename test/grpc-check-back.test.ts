@@ -8,12 +8,12 @@ import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BranchBarrier, BranchFailure, ensureBarrierTable, grpcQueryPrepared } from '../sdk/index.js';
-import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
-import { freshDatabase } from './helpers/db.js';
+import { inProcessCoordinator, type TestCoordinator } from './helpers/coordinator.js';
+import { freshDatabase, freshStore } from './helpers/db.js';
 import { startGrpcServer, startRecordingBusi, type GrpcTestServer, type RecordingBusi } from './helpers/grpc-server.js';
 import { fastCoordinator, post, query, waitForStatus } from './helpers/poll.js';
 
-let coordinator: RunningCoordinator;
+let coordinator: TestCoordinator;
 let busi: RecordingBusi;
 let sender: GrpcTestServer;
 let pool: pg.Pool;
@@ -31,7 +31,7 @@ beforeAll(async () => {
       queryPrepared(call, callback);
     },
   });
-  coordinator = await startCoordinator({ store: await freshDatabase(), env: fastCoordinator });
+  coordinator = await inProcessCoordinator({ store: await freshStore(), env: fastCoordinator });
 }, 120_000);
 afterAll(async () => {
   expect(await coordinator?.stop()).toBe(0);

@@ -3,13 +3,13 @@ import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
-import { freshDatabase } from './helpers/db.js';
+import { inProcessCoordinator, type TestCoordinator } from './helpers/coordinator.js';
+import { freshDatabase, freshStore } from './helpers/db.js';
 import { fastCoordinator } from './helpers/poll.js';
 
-let coordinator: RunningCoordinator;
+let coordinator: TestCoordinator;
 beforeAll(async () => {
-  coordinator = await startCoordinator({ store: await freshDatabase(), env: fastCoordinator });
+  coordinator = await inProcessCoordinator({ store: await freshStore(), env: fastCoordinator });
 }, 120_000);
 afterAll(async () => {
   expect(await coordinator?.stop()).toBe(0);

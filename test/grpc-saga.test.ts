@@ -8,12 +8,12 @@ import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BranchFailure, BranchOngoing, fastifyBranch } from '../sdk/index.js';
-import { freePort, startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
-import { freshDatabase } from './helpers/db.js';
+import { freePort, inProcessCoordinator, type TestCoordinator } from './helpers/coordinator.js';
+import { freshStore } from './helpers/db.js';
 import { startRecordingBusi, type RecordingBusi } from './helpers/grpc-server.js';
 import { fastCoordinator, post, query, waitForStatus } from './helpers/poll.js';
 
-let coordinator: RunningCoordinator;
+let coordinator: TestCoordinator;
 let busi: RecordingBusi;
 let http: FastifyInstance;
 let httpUrl = '';
@@ -32,7 +32,7 @@ beforeAll(async () => {
       }),
     );
   httpUrl = await http.listen({ port: 0, host: '127.0.0.1' });
-  coordinator = await startCoordinator({ store: await freshDatabase(), env: fastCoordinator });
+  coordinator = await inProcessCoordinator({ store: await freshStore(), env: fastCoordinator });
 }, 120_000);
 afterAll(async () => {
   expect(await coordinator?.stop()).toBe(0);
