@@ -274,8 +274,46 @@ function actionsFor(t) {
   return list;
 }
 
+/** Who did what to a subject and when (operator_actions), newest first. */
+function History({ kind, subject, version }) {
+  const [actions, setActions] = useState();
+  useEffect(() => {
+    api('/api/concord/admin/actions', { query: { kind, subject } })
+      .then((r) => setActions(r.actions))
+      .catch(() => setActions(undefined));
+  }, [kind, subject, version]);
+  if (!actions) return null;
+  return html`<h3>Operator actions</h3>
+    ${
+      actions.length === 0
+        ? html`<p class="no-actions">None.</p>`
+        : html`<table class="history">
+            <thead>
+              <tr>
+                <th>when</th>
+                <th>action</th>
+                <th>operator</th>
+                <th>detail</th>
+              </tr>
+            </thead>
+            <tbody>
+              ${actions.map(
+                (a) =>
+                  html`<tr data-action=${a.action}>
+                    <td>${time(a.at)}</td>
+                    <td>${a.action}</td>
+                    <td class="operator">${a.operator}</td>
+                    <td>${a.detail}</td>
+                  </tr>`,
+              )}
+            </tbody>
+          </table>`
+    }`;
+}
+
 function Transaction({ gid }) {
   const [data, setData] = useState();
+  const [version, setVersion] = useState(0);
   const [error, setError] = useState();
   const [shown, setShown] = useState({});
   const [action, setAction] = useState();
@@ -283,7 +321,7 @@ function Transaction({ gid }) {
   const load = useCallback(
     () =>
       api('/api/dtmsvr/query', { query: { gid } })
-        .then(setData)
+        .then((d) => (setData(d), setVersion((v) => v + 1)))
         .catch((e) => setError(e.message)),
     [gid],
   );
@@ -374,6 +412,7 @@ function Transaction({ gid }) {
             </li>`,
         )}
       </ol>
+      <${History} kind="transaction" subject=${t.gid} version=${version} />
     </section>
     ${action && html`<${Confirm} action=${action} onDone=${done} />`}`;
 }
@@ -452,6 +491,7 @@ function Outboxes() {
   const [list, setList] = useState();
   const [error, setError] = useState();
   const [parked, setParked] = useState({});
+  const [redrives, setRedrives] = useState(0);
   const [action, setAction] = useState();
   const [notice, setNotice] = useState();
   const load = useCallback(
@@ -479,6 +519,7 @@ function Outboxes() {
     setAction(undefined);
     if (message) {
       void load();
+      setRedrives((n) => n + 1);
       for (const name of Object.keys(parked)) void showParked(name);
     }
   };
@@ -554,6 +595,7 @@ function Outboxes() {
                     </tbody>
                   </table>`
           }
+          <${History} kind="outbox" subject=${name} version=${redrives} />
         </section>`,
     )}
     ${action && html`<${Confirm} action=${action} onDone=${done} />`}`;

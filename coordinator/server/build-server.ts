@@ -69,6 +69,7 @@ export async function buildServer(deps: ServerDeps) {
   app.setErrorHandler(handleError);
   // Tokens first: without one, even an unknown path answers 401 and tells nothing about the routes.
   app.decorateRequest('operator', false);
+  app.decorateRequest('operatorName', '');
   app.addHook('onRequest', accessHook(deps.access ?? { apiTokens: [], operatorTokens: [] }));
   const wrongMethod = methodNotAllowed();
   app.addHook('onRoute', (route) => wrongMethod.onRoute(route));
@@ -148,6 +149,6 @@ export async function buildServer(deps: ServerDeps) {
   });
   await app.register(adminRoutes, { prefix: '/api/concord/admin', actions: deps.operator });
   await app.register(adminUi);
-  if (deps.outboxes) await app.register(outboxRoutes, { prefix: '/api/outboxes', outboxes: deps.outboxes });
+  if (deps.outboxes) await app.register(outboxRoutes, { prefix: '/api/outboxes', outboxes: deps.outboxes, actions: deps.operator });
   return app;
 }

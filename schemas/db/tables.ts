@@ -188,3 +188,25 @@ export const concordMigrations = pgTable('concord_migrations', {
   appliedBy: varchar('applied_by', { length: 64 }).notNull(),
   appliedAt: time('applied_at').notNull().defaultNow(),
 });
+
+/** What an operator action was done on: a transaction (subject: its gid), an outbox (its name), a parked consumer message (consumer/message id). */
+export const operatorSubjects = ['transaction', 'outbox', 'consumer-message'] as const;
+export type OperatorSubject = (typeof operatorSubjects)[number];
+
+/** Who did which operator action (admin UI and API) on what, when and why: the history the admin UI shows. */
+export const operatorActions = pgTable(
+  'operator_actions',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    subjectKind: varchar('subject_kind', { length: 45, enum: operatorSubjects }).notNull(),
+    subject: varchar('subject', { length: 1024 }).notNull(),
+    /** redrive, retry-now, force-stop, outbox-redrive, consumer-redrive. */
+    action: varchar('action', { length: 45 }).notNull(),
+    /** The operator token's name (config operatorTokens). */
+    operator: varchar('operator', { length: 64 }).notNull(),
+    /** The reason given (force-stop), or what came of it (an outbox redrive's counts). */
+    detail: text('detail').notNull().default(''),
+    at: time('at').notNull().defaultNow(),
+  },
+  (t) => [index('operator_actions_subject_idx').on(t.subjectKind, t.subject, t.id)],
+);
