@@ -16,6 +16,8 @@ import { chromiumPath } from './services/chromium.js';
 import pg from 'pg';
 import type { Server } from 'node:http';
 import { receiver, type Received } from './helpers/outbox.js';
+import { Kafka, logLevel } from 'kafkajs';
+import { consume } from '../sdk/index.js';
 
 /** Two operators, alice and bob, each with a token: each action is recorded under its operator's name. */
 const operatorToken = 'admin-ui-operator-token-0123';
@@ -388,5 +390,53 @@ describe('the admin UI', () => {
     expect(await page.$eval('[data-connection="rabbitmq:jobs"] .state', (e) => e.textContent)).toBe('not used yet');
     expect(await page.$eval(`[data-topic="paid-${run}"]`, (e) => e.textContent)).toContain('(billing)');
     await shot('11-brokers');
+  });
+
+  it('lists the parked messages consumers report, and redrives one in the consumer after a confirmation', async () => {
+    const brokers = inject('kafkaBrokers').split(',');
+    const kafka = new Kafka({ brokers, logLevel: logLevel.NOTHING });
+    const topic = `ui-parked-${run}`;
+    const admin = kafka.admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
+    await admin.disconnect();
+    const db = new pg.Pool({ connectionString: await freshDatabase() });
+    await db.query('create table effects (message_id text)');
+    let broken = true;
+    const name = `billing-${run}`;
+    const consumer = await consume<pg.PoolClient>(
+      { kafka: { brokers, topic, groupId: `g-${run}` } },
+      async ({ id, value, tx }) => {
+        await tx.query('insert into effects values ($1)', [id]);
+        if (value === 'poison' && broken) throw new Error('no such customer');
+      },
+      { db, consumerName: name, retry: { attempts: 1 }, coordinator: { server: coordinator.dtm, token: apiToken, interval: 0.2 } },
+    );
+    const producer = kafka.producer();
+    try {
+      await producer.connect();
+      await producer.send({ topic, messages: [{ value: 'poison', headers: { 'message-id': `inv-${run}/01` } }] });
+      const row = `[data-parked-message="${name}/inv-${run}/01"]`;
+      await page.goto(`${coordinator.url}/admin/#/consumers`);
+      await page.waitForSelector(`${row} .state[data-state="parked"]`, { timeout: 30_000 });
+      expect(await page.$eval(`${row} .error`, (e) => e.textContent)).toBe('no such customer');
+      await shot('12-consumer-parked');
+      broken = false;
+      await page.click(`${row} .redrive-message`);
+      await page.waitForSelector('#confirm-ok');
+      await shot('13-confirm-consumer-redrive');
+      await page.click('#confirm-ok');
+      await page.waitForSelector(`${row} .state[data-state="redriven"]`, { timeout: 30_000 });
+      // Bob's token is the tab's since the force-stop.
+      expect(await page.$eval(`${row} .redrive-by`, (e) => e.textContent)).toMatch(/^asked by bob at /);
+      await shot('14-consumer-redriven');
+      expect((await db.query('select message_id from effects')).rows).toEqual([{ message_id: `inv-${run}/01` }]);
+      expect(await recorded('consumer-message', `${name}/inv-${run}/01`)).toMatchObject([{ action: 'consumer-redrive', operator: 'bob' }]);
+      expect(pageErrors).toEqual([]);
+    } finally {
+      await producer.disconnect();
+      await consumer.close();
+      await db.end();
+    }
   });
 });

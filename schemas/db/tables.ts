@@ -20,6 +20,7 @@ import {
   varchar,
   type PgTable,
 } from 'drizzle-orm/pg-core';
+import { parkedMessageStates } from '../consumer-parked.js';
 import { branchStatuses, globalStatuses } from '../dtm.js';
 
 const time = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
@@ -209,4 +210,39 @@ export const operatorActions = pgTable(
     at: time('at').notNull().defaultNow(),
   },
   (t) => [index('operator_actions_subject_idx').on(t.subjectKind, t.subject, t.id)],
+);
+
+/**
+ * Messages the consumer SDK parked in the service's own database (its concord_parked table), as
+ * each consumer reports them (docs/consumers.md#parked-messages-in-the-admin-ui). The payload stays
+ * in the service; the coordinator keeps what an operator needs to decide, and the redrive request.
+ */
+export const parkedMessages = pgTable(
+  'parked_messages',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    consumer: varchar('consumer', { length: 200 }).notNull(),
+    messageId: varchar('message_id', { length: 512 }).notNull(),
+    /** Where it came from: kafka:<topic>/<partition>/<offset> or rabbitmq:<queue>. */
+    source: varchar('source', { length: 1024 }).notNull(),
+    error: text('error').notNull(),
+    attempts: integer('attempts').notNull(),
+    /** The consumer's clock (its database's), as are last_failure and listed_at. */
+    firstFailure: time('first_failure').notNull(),
+    lastFailure: time('last_failure').notNull(),
+    state: varchar('state', { length: 20, enum: parkedMessageStates }).notNull().default('parked'),
+    /** The operator who asked for the last redrive, and when (the coordinator's clock). */
+    redriveBy: varchar('redrive_by', { length: 64 }),
+    redriveAt: time('redrive_at'),
+    /** When the consumer listed its parked store for the report that last changed this row: an older report changes nothing. */
+    listedAt: time('listed_at').notNull(),
+    /** When a report first missed it (state redriven or cleared). */
+    resolvedAt: time('resolved_at'),
+    reportedAt: time('reported_at').notNull().defaultNow(),
+  },
+  (t) => [
+    uniqueIndex('parked_messages_uniq').on(t.consumer, t.messageId),
+    // The admin UI's list: newest first, within a state.
+    index('parked_messages_state_idx').on(t.state, t.id),
+  ],
 );
