@@ -137,7 +137,7 @@ describe('parked consumer messages', () => {
           redriveBy: null,
         },
       ]);
-    expect(coordinator.output()).toMatch(/"consumer":"[^"]+","messageIds":\["order-7\/01"\].*consumer reported parked messages/);
+    expect(coordinator.output()).toMatch(/"consumer":"[^"]+","parked":1,"messageIds":\["order-7\/01"\].*consumer reported parked messages/);
     expect(await effects(name, 'order-6/01')).toBe(1);
     expect(await effects(name, 'order-7/01')).toBe(0);
 

@@ -23,7 +23,11 @@ export class ConsumerParked {
     const { redrive, fresh } = await applyParkedReport(this.ctx.database, report, this.ctx.config.retention);
     if (fresh.length > 0) {
       const first = report.parked.find((p) => p.messageId === fresh[0]);
-      this.ctx.logger.warn({ consumer: report.consumer, messageIds: fresh }, 'consumer reported parked messages');
+      // The first ids name the problem; a report of hundreds would make one enormous line.
+      this.ctx.logger.warn(
+        { consumer: report.consumer, parked: fresh.length, messageIds: fresh.slice(0, 10) },
+        'consumer reported parked messages',
+      );
       sendAlert(this.ctx, {
         kind: 'parked',
         resolved: false,
