@@ -21,7 +21,11 @@ export const parkedErrorChars = 2000;
 export const consumerNameMaxLength = 200;
 export const parkedIdMaxLength = 512;
 
-const instant = z.iso.datetime({ offset: true });
+/** A time from the consumer's database clock: ISO 8601, within years Postgres and every clock agree on. */
+const instant = z.iso.datetime({ offset: true }).refine((v) => {
+  const t = Date.parse(v);
+  return t >= Date.UTC(1970, 0, 1) && t < Date.UTC(10_000, 0, 1);
+}, 'a time between 1970 and 9999');
 
 export const parkedReportSchema = z
   .object({
@@ -37,13 +41,14 @@ export const parkedReportSchema = z
             messageId: z.string().min(1).max(parkedIdMaxLength),
             source: z.string().max(1024).describe('kafka:<topic>/<partition>/<offset> or rabbitmq:<queue>.'),
             error: z.string().max(parkedErrorChars),
-            attempts: z.number().int().min(0),
+            attempts: z.number().int().min(0).max(2_147_483_647),
             firstFailure: instant,
             lastFailure: instant,
           })
           .strict(),
       )
-      .max(parkedReportLimit),
+      .max(parkedReportLimit)
+      .refine((list) => new Set(list.map((p) => p.messageId)).size === list.length, 'each messageId at most once'),
   })
   .strict();
 export type ParkedReport = z.infer<typeof parkedReportSchema>;

@@ -261,6 +261,14 @@ describe('parked consumer messages', () => {
     });
     expect(bad.status).toBe(400);
     expect(((await bad.json()) as { message: string }).message).toMatch(/parked\.0\.firstFailure/);
+    const entry = { messageId: 'm', source: 's', error: 'e', attempts: 1, firstFailure: report.listedAt, lastFailure: report.listedAt };
+    const twice = await fetch(url, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${apiToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ ...report, parked: [entry, entry] }),
+    });
+    expect(twice.status).toBe(400);
+    expect(((await twice.json()) as { message: string }).message).toMatch(/parked.*each messageId at most once/);
     expect(await parkedOf(coordinator, 'x')).toEqual([]);
   });
 });
