@@ -193,7 +193,8 @@ export async function consume<Tx = unknown>(
       client: new CoordinatorClient(server, { ...(token === undefined ? {} : { token }), signal: stopping.signal }),
       db,
       consumer: consumerName,
-      intervalMs: (interval ?? 10) * 1000,
+      // At least 50 ms: a zero would report in a tight loop.
+      intervalMs: Math.max(50, (interval ?? 10) * 1000),
       redrive,
       logger,
       signal: stopping.signal,
