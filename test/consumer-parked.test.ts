@@ -1,11 +1,12 @@
 /**
  * Parked consumer messages in the coordinator (docs/consumers.md#parked-messages-in-the-admin-ui),
- * on real Kafka, Postgres and coordinator processes: a consumer parks a poison message in its own
+ * on real Kafka, RabbitMQ, Postgres and coordinator processes: a consumer parks a poison message in its own
  * database and reports it; the coordinator lists it; an operator's redrive runs it again in the
  * consumer (failing, then, with the handler fixed, once for good) and it shows as redriven. A
  * consumer whose coordinator is down keeps consuming and reports what it parked once it is up.
  */
 import { randomUUID } from 'node:crypto';
+import { connect } from 'amqplib';
 import { Kafka, logLevel, type Producer } from 'kafkajs';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -183,6 +184,42 @@ describe('parked consumer messages', () => {
       { action: 'consumer-redrive', operator: 'alice' },
     ]);
     expect(coordinator.output()).toMatch(/"messageId":"order-7\/01","by":"alice","action":"consumer-redrive"/);
+  });
+
+  it('work the same from a RabbitMQ queue', async () => {
+    const coordinator = await coordinatorOn();
+    const queue = `parked-${randomUUID()}`;
+    const amqp = await connect(inject('amqpUrl'));
+    try {
+      const channel = await amqp.createConfirmChannel();
+      await channel.assertQueue(queue, { durable: true });
+      channel.sendToQueue(queue, Buffer.from('poison'), { persistent: true, messageId: 'job-1', headers: { 'message-id': 'job-1' } });
+      await channel.waitForConfirms();
+      await channel.close();
+    } finally {
+      await amqp.close();
+    }
+    const name = `c-${randomUUID()}`;
+    let broken = true;
+    const consumer = await consume<pg.PoolClient>(
+      { rabbitmq: { url: inject('amqpUrl'), queue } },
+      handlerFor(name, () => broken),
+      {
+        db: pool,
+        consumerName: name,
+        retry: { attempts: 1 },
+        coordinator: { server: coordinator.dtm, token: apiToken, interval: 0.2 },
+      },
+    );
+    running.consumers.push(consumer);
+    await expect
+      .poll(() => parkedOf(coordinator, name), { timeout: 30_000 })
+      .toMatchObject([{ messageId: 'job-1', source: `rabbitmq:${queue}`, state: 'parked' }]);
+    broken = false;
+    expect((await redrive(coordinator, aliceToken, { consumer: name, messageId: 'job-1' })).status).toBe(200);
+    await expect.poll(async () => (await parkedOf(coordinator, name))[0]?.state, { timeout: 30_000 }).toBe('redriven');
+    expect(await effects(name, 'job-1')).toBe(1);
+    expect(await consumer.parked()).toEqual([]);
   });
 
   it('keep being consumed around while the coordinator is down, and are reported once it is up', async () => {
