@@ -37,6 +37,7 @@ import { releaseLeases } from './store/transactions.js';
 import { storeId } from './store/store-id.js';
 import { pendingSagaBrokerUrls } from './store/sagas.js';
 import { OperatorActions } from './engine/operator.js';
+import { ConsumerParked } from './engine/consumer-parked.js';
 
 export interface Coordinator {
   /** e.g. http://127.0.0.1:36789 */
@@ -104,6 +105,7 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
     queries: new TransactionQueries(ctx),
     topics: new Topics(ctx),
     operator: new OperatorActions({ database, relay, config, logger: logger.child({ component: 'operator' }) }),
+    consumerParked: new ConsumerParked({ ...ctx, logger: logger.child({ component: 'operator' }) }),
     msg,
     saga,
     tcc,

@@ -17,6 +17,7 @@ export {
   consume,
   type Consumer,
   type ConsumeOptions,
+  type ParkedReportOptions,
   type ConsumeSource,
   type ConsumeHandler,
   type ConsumedMessage,
