@@ -45,7 +45,7 @@ export function createHttpPublisher(options: HttpPublisherOptions = {}): Publish
       const refused = policy.hostProblem(url.hostname);
       if (refused) return { outcome: 'ERROR', detail: refused };
       for (const [key, value] of Object.entries(delivery.params)) url.searchParams.set(key, value);
-      const post = delivery.payload !== '' || delivery.post === true;
+      const post = delivery.payload.length > 0 || delivery.post === true;
       // One deadline for connecting, the headers and the whole body: bodyTimeout alone only limits the gap between chunks.
       const signal = AbortSignal.timeout(delivery.timeoutMs);
       try {
@@ -53,7 +53,7 @@ export function createHttpPublisher(options: HttpPublisherOptions = {}): Publish
           dispatcher: agent,
           method: post ? 'POST' : 'GET',
           // An empty POST says no content type: servers such as Fastify refuse an empty JSON body.
-          headers: post && delivery.payload === '' ? delivery.headers : { 'content-type': 'application/json', ...delivery.headers },
+          headers: post && delivery.payload.length === 0 ? delivery.headers : { 'content-type': 'application/json', ...delivery.headers },
           body: post ? delivery.payload : undefined,
           headersTimeout: delivery.timeoutMs,
           bodyTimeout: delivery.timeoutMs,

@@ -9,8 +9,8 @@ export interface Delivery {
   url: string;
   /** Query parameters the destination gets besides its own (DTM: gid, trans_type, branch_id, op). */
   params: Record<string, string>;
-  /** Raw payload; empty means none. */
-  payload: string;
+  /** Raw payload (bytes when the transaction came over gRPC); empty means none. */
+  payload: string | Buffer;
   /** HTTP: POST even without a payload (DTM's XA phase two); otherwise an empty payload is a GET. */
   post?: boolean;
   headers: Record<string, string>;

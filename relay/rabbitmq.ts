@@ -85,7 +85,7 @@ export function createRabbitPublisher(connections: Record<string, string>, logge
             link.channel.publish(
               exchange,
               routingKey,
-              Buffer.from(delivery.payload),
+              typeof delivery.payload === 'string' ? Buffer.from(delivery.payload) : delivery.payload,
               { persistent: true, mandatory: true, messageId, contentType: 'application/json', headers },
               (err: unknown) => (err ? reject(err instanceof Error ? err : new Error('nacked by the broker')) : resolve()),
             );

@@ -160,7 +160,8 @@ export class Executor {
     const delivery = {
       url: call.url,
       params: { gid: trans.gid, trans_type: trans.trans_type, branch_id: call.branchId, op: call.op },
-      payload: call.payload,
+      // A transaction made over gRPC keeps its payloads as base64 (they are bytes): send the bytes.
+      payload: trans.protocol === 'grpc' ? Buffer.from(call.payload, 'base64') : call.payload,
       headers: { ...trans.options.branch_headers, ...call.meta?.headers, ...call.headers },
       timeoutMs: call.timeout * 1000,
       key: call.key ?? call.meta?.key,

@@ -51,21 +51,29 @@ export function stripTokenPrefix(req: IncomingMessage): string {
 
 const digest = (token: string) => createHash('sha256').update(token).digest();
 
-/** The onRequest hook that enforces the access level of each route. */
-export function accessHook(options: AccessOptions) {
+export type Role = 'api' | 'operator';
+
+/** The configured tokens: whether any is set, and the role a presented token has (also used by the gRPC API). */
+export function tokenRoles(options: AccessOptions): { enabled: boolean; roleOf: (token: string) => Role | undefined } {
   const api = options.apiTokens.map(digest);
   const operator = options.operatorTokens.map(digest);
-  const enabled = api.length + operator.length > 0;
-
-  /** Compares against every token in constant time (equal-length digests), so timing tells nothing. */
-  const roleOf = (token: string): 'api' | 'operator' | undefined => {
-    const d = digest(token);
-    let isOperator = false;
-    let isApi = false;
-    for (const t of operator) isOperator = timingSafeEqual(d, t) || isOperator;
-    for (const t of api) isApi = timingSafeEqual(d, t) || isApi;
-    return isOperator ? 'operator' : isApi ? 'api' : undefined;
+  return {
+    enabled: api.length + operator.length > 0,
+    /** Compares against every token in constant time (equal-length digests), so timing tells nothing. */
+    roleOf: (token) => {
+      const d = digest(token);
+      let isOperator = false;
+      let isApi = false;
+      for (const t of operator) isOperator = timingSafeEqual(d, t) || isOperator;
+      for (const t of api) isApi = timingSafeEqual(d, t) || isApi;
+      return isOperator ? 'operator' : isApi ? 'api' : undefined;
+    },
   };
+}
+
+/** The onRequest hook that enforces the access level of each route. */
+export function accessHook(options: AccessOptions) {
+  const { enabled, roleOf } = tokenRoles(options);
 
   return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     // The raw URL with the token in it stays on the request for Fastify's own use; keep it out of reach.
@@ -112,7 +120,8 @@ export function accessHook(options: AccessOptions) {
   };
 }
 
-function bearer(header: string | undefined): string | undefined {
+/** The token of an `Authorization: Bearer <token>` header (HTTP header or gRPC metadata). */
+export function bearer(header: string | undefined): string | undefined {
   const match = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header ?? '');
   return match?.[1];
 }

@@ -1,0 +1,167 @@
+/**
+ * DTM's gRPC API (docs/grpc.md) driven by DTM's own gRPC client, dtmgrpc (github.com/dtm-labs/client
+ * v1.17.3), through the Go driver's grpc-* modes (test/compat/go/grpc.go). A real coordinator
+ * process with its gRPC port on, real HTTP branch services (the bank and the saga service, with the
+ * SDK's barrier), real Postgres.
+ */
+import { randomUUID } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import { once } from 'node:events';
+import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { buildGoClient, runClient, type ClientResult } from './compat/setup.js';
+import { startBankService, type BankService } from './helpers/bank-service.js';
+import { freePort, startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
+import { freshDatabase } from './helpers/db.js';
+import { fastCoordinator, query, waitForStatus } from './helpers/poll.js';
+
+/** A branch that records the raw bytes of each call's body, by gid. */
+interface RawRecorder {
+  url: string;
+  bodies: Map<string, Buffer[]>;
+  server: Server;
+}
+
+async function startRawRecorder(): Promise<RawRecorder> {
+  const bodies = new Map<string, Buffer[]>();
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const gid = new URL(req.url ?? '/', 'http://x').searchParams.get('gid') ?? '';
+      bodies.set(gid, [...(bodies.get(gid) ?? []), Buffer.concat(chunks)]);
+      res.end('{"dtm_result":"SUCCESS"}');
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('no port');
+  return { url: `http://127.0.0.1:${address.port}`, bodies, server };
+}
+
+interface GrpcDriver {
+  grpc: string;
+  coordinator: RunningCoordinator;
+  drive(mode: string, gid: string | undefined, busi: string, extra?: string[]): Promise<ClientResult>;
+}
+
+/** A coordinator with its gRPC API on a free port, and the Go driver pointed at it. */
+async function grpcCoordinator(env: Record<string, string> = {}): Promise<GrpcDriver> {
+  const [bin, store, grpcPort] = await Promise.all([buildGoClient(), freshDatabase(), freePort()]);
+  const coordinator = await startCoordinator({ store, env: { ...fastCoordinator, CONCORD_GRPC_PORT: String(grpcPort), ...env } });
+  const grpc = `127.0.0.1:${grpcPort}`;
+  return {
+    grpc,
+    coordinator,
+    async drive(mode, gid, busi, extra = []) {
+      const args = ['-dtm', grpc, '-busi', busi, '-mode', mode, ...(gid ? ['-gid', gid] : []), ...extra];
+      const r = await runClient([bin], args);
+      onTestFailed(() => {
+        console.error(
+          [
+            `--- Go driver: ${args.join(' ')} (exit ${r.code}) ---`,
+            `stdout:\n${r.stdout}`,
+            `stderr:\n${r.stderr.slice(-4000)}`,
+            `--- coordinator output (tail) ---\n${coordinator.output().slice(-4000)}`,
+          ].join('\n'),
+        );
+      });
+      return r;
+    },
+  };
+}
+
+/** The driver must have reported success; the message names its error and stderr. */
+const expectOk = (r: ClientResult) => expect(r.ok, `${r.error}\n--- client stderr ---\n${r.stderr.slice(-4000)}`).toBe(true);
+
+type Query = Awaited<ReturnType<typeof query>>;
+const view = async (dtm: string, gid: string) =>
+  (await query(dtm, gid)) as {
+    transaction: (NonNullable<Query['transaction']> & { protocol: string; query_prepared?: string; rollback_reason?: string }) | null;
+    branches: (Query['branches'][number] & { url: string; bin_data: string })[];
+  };
+
+/** A long check-back timeout, so a prepare followed at once by submit or abort is never checked back in between. */
+const noCheckBack = ['-timeout-to-fail', '60'];
+
+describe('DTM gRPC client (dtmgrpc): two-phase messages with HTTP branches', () => {
+  let api: GrpcDriver;
+  let bank: BankService;
+  let raw: RawRecorder;
+
+  beforeAll(async () => {
+    [api, bank, raw] = await Promise.all([grpcCoordinator(), freshDatabase().then(startBankService), startRawRecorder()]);
+  }, 300_000); // a cold Go build takes 1-2 min
+  afterAll(async () => {
+    await bank?.close();
+    raw?.server.close();
+    expect(await api?.coordinator.stop()).toBe(0);
+  });
+
+  const newGid = () => `grpc-msg-${randomUUID()}`;
+
+  /** Both steps delivered once, with the bytes the client sent, and the transaction recorded as a gRPC one. */
+  async function expectDelivered(gid: string): Promise<void> {
+    await waitForStatus(api.coordinator.dtm, gid, 'succeed');
+    expect(bank.received(gid, '/TransOut')).toBe(1);
+    expect(bank.received(gid, '/TransIn')).toBe(1);
+    expect(await bank.effects(gid)).toBe(2);
+    const { transaction, branches } = await view(api.coordinator.dtm, gid);
+    expect(transaction?.protocol).toBe('grpc');
+    // bin_data is the base64 of the payload's bytes, as for a transaction made over HTTP.
+    expect(branches.map((b) => ({ url: b.url, status: b.status, payload: Buffer.from(b.bin_data, 'base64').toString() }))).toEqual([
+      { url: `${bank.url}/TransOut`, status: 'succeed', payload: '{"amount":30}' },
+      { url: `${bank.url}/TransIn`, status: 'succeed', payload: '{"amount":30}' },
+    ]);
+  }
+
+  it('grpc-new-gid: NewGid answers a fresh gid and makes no transaction', async () => {
+    const first = await api.drive('grpc-new-gid', undefined, '');
+    const second = await api.drive('grpc-new-gid', undefined, '');
+    expectOk(first);
+    expectOk(second);
+    expect(first.gid).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    expect(second.gid).not.toBe(first.gid);
+    expect((await query(api.coordinator.dtm, first.gid!)).transaction).toBeNull();
+  });
+
+  it('grpc-submit: both steps are delivered once with the payload the client sent', async () => {
+    const gid = newGid();
+    expectOk(await api.drive('grpc-submit', gid, bank.url));
+    await expectDelivered(gid);
+  });
+
+  it('grpc-submit without a gid: the client asks NewGid over gRPC first', async () => {
+    const r = await api.drive('grpc-submit', undefined, bank.url);
+    expectOk(r);
+    // The gid is in the client's debug log of the Submit request.
+    const gid = /"Gid":"([A-Za-z0-9_-]{22})"/.exec(r.stderr.replaceAll('\\"', '"'))?.[1];
+    expect(gid, r.stderr).toBeDefined();
+    await expectDelivered(gid!);
+  });
+
+  it('grpc-prepare-submit: prepared with its HTTP check-back URL, then delivered', async () => {
+    const gid = newGid();
+    expectOk(await api.drive('grpc-prepare-submit', gid, bank.url, noCheckBack));
+    await expectDelivered(gid);
+    expect((await view(api.coordinator.dtm, gid)).transaction?.query_prepared).toBe(`${bank.url}/QueryPrepared`);
+  });
+
+  it('grpc-prepare-abort: the message fails and nothing is delivered', async () => {
+    const gid = newGid();
+    expectOk(await api.drive('grpc-prepare-abort', gid, bank.url, noCheckBack));
+    expect((await view(api.coordinator.dtm, gid)).transaction).toMatchObject({ status: 'failed', protocol: 'grpc' });
+    expect(bank.received(gid, '/TransOut') + bank.received(gid, '/TransIn')).toBe(0);
+    expect(await bank.effects(gid)).toBe(0);
+  });
+
+  it('grpc-msg-bytes: a payload with NUL that is not UTF-8 reaches the HTTP branch byte for byte', async () => {
+    const gid = newGid();
+    const sent = Buffer.from([0x0a, 0x04, 0x00, 0xff, 0x10, 0x00]); // wrapperspb.Bytes{00 ff 10 00}, marshalled
+    expectOk(await api.drive('grpc-msg-bytes', gid, raw.url));
+    await waitForStatus(api.coordinator.dtm, gid, 'succeed');
+    expect(raw.bodies.get(gid)).toEqual([sent]);
+    const { branches } = await view(api.coordinator.dtm, gid);
+    expect(branches.map((b) => b.bin_data)).toEqual([sent.toString('base64')]);
+  });
+});
