@@ -13,6 +13,7 @@ import { startBankService, type BankService } from './helpers/bank-service.js';
 import { freePort, startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
 import { freshDatabase } from './helpers/db.js';
 import { fastCoordinator, query, waitForStatus } from './helpers/poll.js';
+import { startSagaService, type SagaService } from './helpers/saga-service.js';
 
 /** A branch that records the raw bytes of each call's body, by gid. */
 interface RawRecorder {
@@ -163,5 +164,91 @@ describe('DTM gRPC client (dtmgrpc): two-phase messages with HTTP branches', () 
     expect(raw.bodies.get(gid)).toEqual([sent]);
     const { branches } = await view(api.coordinator.dtm, gid);
     expect(branches.map((b) => b.bin_data)).toEqual([sent.toString('base64')]);
+  });
+});
+
+describe('DTM gRPC client (dtmgrpc): sagas with HTTP branches', () => {
+  let api: GrpcDriver;
+  let service: SagaService;
+
+  beforeAll(async () => {
+    [api, service] = await Promise.all([grpcCoordinator(), freshDatabase().then(startSagaService)]);
+  }, 300_000);
+  afterAll(async () => {
+    await service?.close();
+    expect(await api?.coordinator.stop()).toBe(0);
+  });
+
+  const newGid = () => `grpc-saga-${randomUUID()}`;
+  const names = (rows: { step: string; op: string }[]) => rows.map((r) => `${r.step}/${r.op}`);
+
+  it('grpc-saga: both actions run once, in order, with the JSON payload the client sent', async () => {
+    const gid = newGid();
+    expectOk(await api.drive('grpc-saga', gid, service.url));
+    await waitForStatus(api.coordinator.dtm, gid, 'succeed');
+    const calls = service.calls(gid);
+    expect(calls.map((c) => [`${c.step}/${c.op}`, c.branchId, c.body, c.status])).toEqual([
+      ['s1/action', '01', { amount: 30 }, 200],
+      ['s2/action', '02', { amount: 30 }, 200],
+    ]);
+    expect(calls[1]!.arrivedAt).toBeGreaterThanOrEqual(calls[0]!.endedAt!);
+    expect(names(await service.effects(gid))).toEqual(['s1/action', 's2/action']);
+    expect((await view(api.coordinator.dtm, gid)).transaction).toMatchObject({ trans_type: 'saga', protocol: 'grpc' });
+  });
+
+  it('grpc-saga, step 2 answers FAILURE: rolled back, step 2 then step 1 compensated with the payload', async () => {
+    const gid = newGid();
+    service.failNext('s2', 'action', 1, 'failure');
+    expectOk(await api.drive('grpc-saga', gid, service.url));
+    await waitForStatus(api.coordinator.dtm, gid, 'failed');
+    const calls = service.calls(gid);
+    expect(names(calls)).toEqual(['s1/action', 's2/action', 's2/compensate', 's1/compensate']);
+    expect(calls.map((c) => c.body)).toEqual(Array(4).fill({ amount: 30 }));
+    expect(names(await service.effects(gid))).toEqual(['s1/action', 's1/compensate']);
+    expect((await view(api.coordinator.dtm, gid)).transaction?.rollback_reason).toContain('FAILURE');
+  });
+
+  it('grpc-saga-concurrent with orders: s1 and s2 at once, s3 only after both', async () => {
+    const gid = newGid();
+    service.setLatency('s1', 400);
+    service.setLatency('s2', 200);
+    try {
+      expectOk(await api.drive('grpc-saga-concurrent', gid, service.url));
+      await waitForStatus(api.coordinator.dtm, gid, 'succeed');
+    } finally {
+      service.setLatency('s1', 0);
+      service.setLatency('s2', 0);
+    }
+    const actions = service.calls(gid).filter((c) => c.op === 'action');
+    const [s1, s2, s3] = ['s1', 's2', 's3'].map((step) => actions.find((c) => c.step === step)!);
+    expect(actions).toHaveLength(3);
+    expect(s2!.arrivedAt).toBeLessThan(s1!.endedAt!);
+    expect(s3!.arrivedAt).toBeGreaterThanOrEqual(Math.max(s1!.endedAt!, s2!.endedAt!));
+  });
+
+  it('grpc-saga-wait: Submit answers once the saga succeeded', async () => {
+    const gid = newGid();
+    expectOk(await api.drive('grpc-saga-wait', gid, service.url));
+    expect((await view(api.coordinator.dtm, gid)).transaction?.status).toBe('succeed'); // no polling
+    expect(names(service.calls(gid))).toEqual(['s1/action', 's2/action']);
+  });
+
+  it('grpc-saga-wait, the saga fails: Submit answers the status Aborted (DTM FAILURE)', async () => {
+    const gid = newGid();
+    service.failNext('s2', 'action', 1, 'failure');
+    const r = await api.drive('grpc-saga-wait', gid, service.url);
+    expect(r.ok, r.stderr).toBe(false);
+    expect(r.error).toContain('code = Aborted desc = ');
+    expect((await view(api.coordinator.dtm, gid)).transaction?.status).toBe('failed');
+  });
+
+  it('grpc-saga-headers: the branch headers reach every action and compensation', async () => {
+    const gid = newGid();
+    service.failNext('s2', 'action', 1, 'failure');
+    expectOk(await api.drive('grpc-saga-headers', gid, service.url));
+    await waitForStatus(api.coordinator.dtm, gid, 'failed');
+    const calls = service.calls(gid);
+    expect(calls).toHaveLength(4);
+    for (const c of calls) expect(c.headers, `${c.step}/${c.op}`).toMatchObject({ test_header: 'x' });
   });
 });
