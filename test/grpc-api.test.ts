@@ -7,6 +7,16 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import {
+  credentials,
+  loadPackageDefinition,
+  Metadata,
+  type GrpcObject,
+  type ServiceClientConstructor,
+  type ServiceError,
+} from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { buildGoClient, runClient, type ClientResult } from './compat/setup.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
@@ -81,6 +91,23 @@ const view = async (dtm: string, gid: string) =>
     transaction: (NonNullable<Query['transaction']> & { protocol: string; query_prepared?: string; rollback_reason?: string }) | null;
     branches: (Query['branches'][number] & { url: string; bin_data: string })[];
   };
+
+/** A plain gRPC client of dtmgimp.Dtm (@grpc/grpc-js), for requests DTM's Go client never sends. */
+function nodeClient(address: string) {
+  const proto = fileURLToPath(new URL('../schemas/grpc/dtmgimp.proto', import.meta.url));
+  const definition = loadSync(proto, { keepCase: true, longs: Number, defaults: true });
+  const Dtm = (loadPackageDefinition(definition).dtmgimp as GrpcObject).Dtm as ServiceClientConstructor;
+  const client = new Dtm(address, credentials.createInsecure());
+  type Unary = (request: object, metadata: Metadata, callback: (err: ServiceError | null) => void) => void;
+  /** Calls `method`; resolves with the error (a status) or undefined. */
+  const call = (method: string, request: object, token?: string) =>
+    new Promise<ServiceError | undefined>((resolve) => {
+      const metadata = new Metadata();
+      if (token) metadata.set('authorization', `Bearer ${token}`);
+      (client[method] as Unary).call(client, request, metadata, (err) => resolve(err ?? undefined));
+    });
+  return { call, close: () => client.close() };
+}
 
 /** A long check-back timeout, so a prepare followed at once by submit or abort is never checked back in between. */
 const noCheckBack = ['-timeout-to-fail', '60'];
@@ -250,5 +277,152 @@ describe('DTM gRPC client (dtmgrpc): sagas with HTTP branches', () => {
     const calls = service.calls(gid);
     expect(calls).toHaveLength(4);
     for (const c of calls) expect(c.headers, `${c.step}/${c.op}`).toMatchObject({ test_header: 'x' });
+  });
+});
+
+describe('DTM gRPC client (dtmgrpc): TCC with HTTP branches', () => {
+  let api: GrpcDriver;
+  let bank: BankService;
+
+  beforeAll(async () => {
+    [api, bank] = await Promise.all([grpcCoordinator(), freshDatabase().then(startBankService)]);
+  }, 300_000);
+  afterAll(async () => {
+    await bank?.close();
+    expect(await api?.coordinator.stop()).toBe(0);
+  });
+
+  it('grpc-tcc: both Trys succeed, the client submits over gRPC, the coordinator confirms both with the registered payload', async () => {
+    const gid = `grpc-tcc-${randomUUID()}`;
+    expectOk(await api.drive('grpc-tcc', gid, bank.url, noCheckBack));
+    await waitForStatus(api.coordinator.dtm, gid, 'succeed');
+    // Confirm's effect row holds the amount of the payload: the base64 went back to the bytes {"amount":30}.
+    expect(await bank.effectKinds(gid)).toEqual(['in-confirm', 'in-try', 'out-confirm', 'out-try']);
+    const { rows } = await bank.pool.query<{ amount: number }>('select amount from transfers where gid = $1', [gid]);
+    expect(rows.map((r) => r.amount)).toEqual([30, 30, 30, 30]);
+    expect((await view(api.coordinator.dtm, gid)).transaction).toMatchObject({ trans_type: 'tcc', protocol: 'grpc' });
+  });
+
+  it('grpc-tcc, a Try fails: the client aborts over gRPC and the coordinator cancels both branches', async () => {
+    const gid = `grpc-tcc-${randomUUID()}`;
+    bank.failNext('/TransInTry', 1, 'failure');
+    const r = await api.drive('grpc-tcc', gid, bank.url, noCheckBack);
+    expect(r.ok).toBe(false);
+    await waitForStatus(api.coordinator.dtm, gid, 'failed');
+    expect(bank.received(gid, '/TransInCancel')).toBe(1);
+    expect(await bank.effectKinds(gid)).toEqual(['out-cancel', 'out-try']);
+    expect((await view(api.coordinator.dtm, gid)).transaction?.rollback_reason).toContain('FAILURE');
+  });
+});
+
+describe('gRPC API: bad input', () => {
+  let api: GrpcDriver;
+  let client: ReturnType<typeof nodeClient>;
+
+  beforeAll(async () => {
+    api = await grpcCoordinator();
+    client = nodeClient(api.grpc);
+  }, 300_000);
+  afterAll(async () => {
+    client?.close();
+    expect(await api?.coordinator.stop()).toBe(0);
+  });
+
+  it('dtmgrpc: a gid with a space is refused with InvalidArgument naming Gid, and nothing is stored', async () => {
+    const r = await api.drive('grpc-submit', 'bad gid', 'http://127.0.0.1:9');
+    expect(r.ok).toBe(false);
+    expect(r.error).toMatch(/code = InvalidArgument desc = Gid: gid must not contain whitespace/);
+    const all = (await (await fetch(`${api.coordinator.dtm}/all`)).json()) as { transactions: unknown[] | null };
+    expect(all.transactions ?? []).toEqual([]);
+  });
+
+  it('dtmgrpc: a negative retry interval is refused naming TransOptions.RetryInterval', async () => {
+    const r = await api.drive('grpc-saga', `grpc-bad-${randomUUID()}`, 'http://127.0.0.1:9', ['-retry-interval', '-1']);
+    expect(r.ok).toBe(false);
+    expect(r.error).toMatch(/code = InvalidArgument desc = TransOptions\.RetryInterval: /);
+  });
+
+  it('Steps that are not JSON, payloads that do not match the steps, NUL in a field: InvalidArgument with the field in metadata', async () => {
+    const gid = `grpc-bad-${randomUUID()}`;
+    const notJson = await client.call('Submit', { Gid: gid, TransType: 'saga', Steps: '[{"action":' });
+    expect(notJson).toMatchObject({ code: 3, details: expect.stringMatching(/^Steps: must be JSON text/) });
+    expect(notJson?.metadata.get('concord-field')).toEqual(['Steps']);
+
+    const steps = JSON.stringify([{ action: 'http://127.0.0.1:9/a', compensate: 'http://127.0.0.1:9/c' }]);
+    const mismatch = await client.call('Submit', {
+      Gid: gid,
+      TransType: 'saga',
+      Steps: steps,
+      BinPayloads: [Buffer.from('a'), Buffer.from('b')],
+    });
+    expect(mismatch).toMatchObject({ code: 3, details: expect.stringMatching(/^BinPayloads: payloads has 2 entries but steps has 1/) });
+
+    const nul = await client.call('Prepare', { Gid: gid, TransType: 'msg', CustomedData: 'a\u0000b' });
+    expect(nul).toMatchObject({ code: 3, details: expect.stringContaining('CustomedData') });
+    expect(nul?.metadata.get('concord-code')).toEqual(['INVALID_REQUEST']);
+
+    const type = await client.call('Prepare', { Gid: gid, TransType: 'saga' });
+    expect(type).toMatchObject({ code: 3, details: expect.stringContaining('TransType') });
+    expect((await query(api.coordinator.dtm, gid)).transaction).toBeNull();
+  });
+
+  it('Submit of an aborted message answers Aborted, as DTM does for FAILURE', async () => {
+    const gid = `grpc-state-${randomUUID()}`;
+    const step = JSON.stringify([{ action: 'http://127.0.0.1:9/a' }]);
+    expect(await client.call('Prepare', { Gid: gid, TransType: 'msg', Steps: step, BinPayloads: [Buffer.from('x')] })).toBeUndefined();
+    expect(await client.call('Abort', { Gid: gid, TransType: 'msg' })).toBeUndefined();
+    // FAILURE is Aborted (code 10) for DTM's gRPC clients.
+    expect(await client.call('Submit', { Gid: gid, TransType: 'msg', Steps: step, BinPayloads: [Buffer.from('x')] })).toMatchObject({
+      code: 10,
+    });
+  });
+});
+
+describe('gRPC API: tokens (protected mode)', () => {
+  let api: GrpcDriver;
+  let bank: BankService;
+  let client: ReturnType<typeof nodeClient>;
+
+  beforeAll(async () => {
+    [api, bank] = await Promise.all([
+      grpcCoordinator({ CONCORD_API_TOKENS: 'api-secret-0123456789', CONCORD_OPERATOR_TOKENS: 'op-secret-0123456789' }),
+      freshDatabase().then(startBankService),
+    ]);
+    client = nodeClient(api.grpc);
+  }, 300_000);
+  afterAll(async () => {
+    client?.close();
+    await bank?.close();
+    expect(await api?.coordinator.stop()).toBe(0);
+  });
+
+  const dtm = () => api.coordinator.dtm.replace('/api/dtmsvr', '/t/op-secret-0123456789/api/dtmsvr');
+
+  it('without the token metadata, dtmgrpc is refused with Unauthenticated and nothing is stored', async () => {
+    const gid = `grpc-token-${randomUUID()}`;
+    const r = await api.drive('grpc-submit', gid, bank.url);
+    expect(r.ok).toBe(false);
+    expect(r.error).toMatch(/code = Unauthenticated desc = this coordinator requires a token/);
+    expect((await query(dtm(), gid)).transaction).toBeNull();
+  });
+
+  it('with a wrong token, Unauthenticated; with the API token, the message is delivered', async () => {
+    const gid = `grpc-token-${randomUUID()}`;
+    const wrong = await api.drive('grpc-submit', gid, bank.url, ['-token', 'not-it-0123456789abc']);
+    expect(wrong.error).toMatch(/code = Unauthenticated desc = the token presented is not valid/);
+    expectOk(await api.drive('grpc-submit', gid, bank.url, ['-token', 'api-secret-0123456789']));
+    await waitForStatus(dtm(), gid, 'succeed');
+    expect(bank.received(gid, '/TransIn')).toBe(1);
+  });
+
+  it('topics are operator actions: PermissionDenied with the API token, done with the operator token', async () => {
+    const request = { Topic: `t-${randomUUID()}`, URL: 'http://127.0.0.1:9/sub', Remark: '' };
+    expect(await client.call('Subscribe', request)).toMatchObject({ code: 16 });
+    expect(await client.call('Subscribe', request, 'api-secret-0123456789')).toMatchObject({
+      code: 7,
+      details: expect.stringContaining('operator'),
+    });
+    expect(await client.call('Subscribe', request, 'op-secret-0123456789')).toBeUndefined();
+    expect(await client.call('DeleteTopic', request, 'op-secret-0123456789')).toBeUndefined();
   });
 });

@@ -5,7 +5,9 @@
  */
 import { Metadata, status, type StatusObject } from '@grpc/grpc-js';
 import type { FastifyBaseLogger } from 'fastify';
+import { ConcordError, isConcordError } from '../../schemas/errors.js';
 import { errorReply } from './error-handler.js';
+import { grpcField } from './grpc-requests.js';
 
 const byHttpStatus: Record<number, status> = {
   400: status.INVALID_ARGUMENT,
@@ -23,7 +25,12 @@ export function grpcStatusOf(
   log: FastifyBaseLogger,
   transaction: { gid?: string; trans_type?: string },
 ): Omit<StatusObject, 'metadata'> & { metadata: Metadata } {
-  const { status: httpStatus, body } = errorReply(error, log, transaction);
+  // The engine names HTTP fields (trans_type): a gRPC caller reads TransType.
+  const named =
+    isConcordError(error) && error.field !== undefined
+      ? new ConcordError(error.code, error.message, { field: grpcField(error.field), cause: error })
+      : error;
+  const { status: httpStatus, body } = errorReply(named, log, transaction);
   const metadata = new Metadata();
   if (body.code) metadata.set('concord-code', body.code);
   if (body.field) metadata.set('concord-field', body.field);
