@@ -106,7 +106,10 @@ function nodeClient(address: string) {
       if (token) metadata.set('authorization', `Bearer ${token}`);
       (client[method] as Unary).call(client, request, metadata, (err) => resolve(err ?? undefined));
     });
-  return { call, close: () => client.close() };
+  /** Calls `method` for its reply. */
+  const unary = (method: string, request: object, callback: (err: ServiceError | null, reply?: unknown) => void) =>
+    (client[method] as (r: object, cb: typeof callback) => void).call(client, request, callback);
+  return { call, unary, close: () => client.close() };
 }
 
 /** A long check-back timeout, so a prepare followed at once by submit or abort is never checked back in between. */
@@ -315,7 +318,7 @@ describe('DTM gRPC client (dtmgrpc): TCC with HTTP branches', () => {
   });
 });
 
-describe('gRPC API: bad input', () => {
+describe('gRPC API (plain gRPC client): bad input, states, workflow records', () => {
   let api: GrpcDriver;
   let client: ReturnType<typeof nodeClient>;
 
@@ -375,6 +378,25 @@ describe('gRPC API: bad input', () => {
     expect(await client.call('Submit', { Gid: gid, TransType: 'msg', Steps: step, BinPayloads: [Buffer.from('x')] })).toMatchObject({
       code: 10,
     });
+  });
+
+  it('PrepareWorkflow and RegisterBranch: a step recorded as bytes comes back as the same bytes', async () => {
+    const gid = `grpc-wf-${randomUUID()}`;
+    const request = {
+      Gid: gid,
+      TransType: 'workflow',
+      CustomedData: '{"name":"wf","data":null}',
+      QueryPrepared: 'http://127.0.0.1:9/resume',
+    };
+    const prepare = () =>
+      new Promise<{ Transaction: { Status: string }; Progresses: { BranchID: string; Op: string; Status: string; BinData: Buffer }[] }>(
+        (resolve, reject) => client.unary('PrepareWorkflow', request, (err, reply) => (err ? reject(err) : resolve(reply as never))),
+      );
+    expect(await prepare()).toMatchObject({ Transaction: { Status: 'prepared' }, Progresses: [] });
+    const bytes = Buffer.from([0x0a, 0x02, 0x00, 0xfe]);
+    const register = { Gid: gid, TransType: 'workflow', BranchID: '01', Data: { op: 'action', status: 'succeed' }, BusiPayload: bytes };
+    expect(await client.call('RegisterBranch', register)).toBeUndefined();
+    expect((await prepare()).Progresses).toEqual([{ BranchID: '01', Op: 'action', Status: 'succeed', BinData: bytes }]);
   });
 });
 
