@@ -448,3 +448,34 @@ describe('gRPC API: tokens (protected mode)', () => {
     expect(await client.call('DeleteTopic', request, 'op-secret-0123456789')).toBeUndefined();
   });
 });
+
+describe('gRPC API: graceful shutdown', () => {
+  let api: GrpcDriver;
+  let service: SagaService;
+
+  beforeAll(async () => {
+    [api, service] = await Promise.all([grpcCoordinator(), freshDatabase().then(startSagaService)]);
+  }, 300_000);
+  afterAll(async () => {
+    await service?.close();
+    await api?.coordinator.stop();
+  });
+
+  it('SIGTERM during a Submit with WaitResult: the call is answered, new calls are refused, the coordinator exits 0', async () => {
+    const gid = `grpc-stop-${randomUUID()}`;
+    service.setLatency('s1', 1500);
+    const running = api.drive('grpc-saga-wait', gid, service.url);
+    await expect.poll(() => service.calls(gid).length, { timeout: 20_000 }).toBe(1); // s1 is being called
+    const stopped = api.coordinator.stop();
+    const client = nodeClient(api.grpc);
+    try {
+      // Draining (or, later, gone): either way UNAVAILABLE, which DTM's clients retry elsewhere.
+      expect(await client.call('Submit', { Gid: `${gid}-late`, TransType: 'saga' })).toMatchObject({ code: 14 });
+    } finally {
+      client.close();
+    }
+    expectOk(await running);
+    expect(await stopped).toBe(0);
+    expect(service.calls(gid).map((c) => `${c.step}/${c.op} ${c.status}`)).toEqual(['s1/action 200', 's2/action 200']);
+  });
+});

@@ -80,7 +80,7 @@ export async function startGrpcApi(host: string, port: number, deps: GrpcServerD
   const tokens = tokenRoles(deps.access);
 
   /** The same refusals as the HTTP API's access hook: no or unknown token, or an API token on an operator action. */
-  const authorize = (metadata: Metadata, level: 'api' | 'operator'): void => {
+  const authorize = (metadata: Metadata, level: 'api' | 'operator', name: string): void => {
     if (!tokens.enabled) return;
     const presented = metadata
       .get('authorization')
@@ -97,7 +97,7 @@ export async function startGrpcApi(host: string, port: number, deps: GrpcServerD
       );
     }
     if (level === 'operator' && role !== 'operator')
-      throw new ConcordError('FORBIDDEN', `${service} is an operator action: present an operator token`);
+      throw new ConcordError('FORBIDDEN', `${name} is an operator action: present an operator token`);
   };
 
   /** One unary method: authorize, refuse while draining, run, answer; errors become statuses (grpc-status.ts). */
@@ -112,8 +112,10 @@ export async function startGrpcApi(host: string, port: number, deps: GrpcServerD
       };
       void (async () => {
         try {
-          authorize(call.metadata, level);
-          if (deps.draining()) throw new ConcordError('SHUTTING_DOWN', 'this coordinator is shutting down; retry on another node');
+          authorize(call.metadata, level, name);
+          // As over HTTP, where only POSTs are refused: NewGid changes nothing.
+          if (deps.draining() && name !== 'NewGid')
+            throw new ConcordError('SHUTTING_DOWN', 'this coordinator is shutting down; retry on another node');
           const reply = await run(call.request, call.metadata);
           done(status.OK);
           callback(null, reply);
