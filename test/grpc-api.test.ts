@@ -25,21 +25,24 @@ import { freshDatabase } from './helpers/db.js';
 import { fastCoordinator, query, waitForStatus } from './helpers/poll.js';
 import { startSagaService, type SagaService } from './helpers/saga-service.js';
 
-/** A branch that records the raw bytes of each call's body, by gid. */
+/** A branch that records the raw bytes of each call's body, and its headers, by gid. */
 interface RawRecorder {
   url: string;
   bodies: Map<string, Buffer[]>;
+  headers: Map<string, Record<string, string | string[] | undefined>>;
   server: Server;
 }
 
 async function startRawRecorder(): Promise<RawRecorder> {
   const bodies = new Map<string, Buffer[]>();
+  const headers = new Map<string, Record<string, string | string[] | undefined>>();
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const gid = new URL(req.url ?? '/', 'http://x').searchParams.get('gid') ?? '';
       bodies.set(gid, [...(bodies.get(gid) ?? []), Buffer.concat(chunks)]);
+      headers.set(gid, req.headers);
       res.end('{"dtm_result":"SUCCESS"}');
     });
   });
@@ -47,7 +50,7 @@ async function startRawRecorder(): Promise<RawRecorder> {
   await once(server, 'listening');
   const address = server.address();
   if (address === null || typeof address === 'string') throw new Error('no port');
-  return { url: `http://127.0.0.1:${address.port}`, bodies, server };
+  return { url: `http://127.0.0.1:${address.port}`, bodies, headers, server };
 }
 
 interface GrpcDriver {
@@ -100,10 +103,11 @@ function nodeClient(address: string) {
   const client = new Dtm(address, credentials.createInsecure());
   type Unary = (request: object, metadata: Metadata, callback: (err: ServiceError | null) => void) => void;
   /** Calls `method`; resolves with the error (a status) or undefined. */
-  const call = (method: string, request: object, token?: string) =>
+  const call = (method: string, request: object, token?: string, extra: Record<string, string> = {}) =>
     new Promise<ServiceError | undefined>((resolve) => {
       const metadata = new Metadata();
       if (token) metadata.set('authorization', `Bearer ${token}`);
+      for (const [key, value] of Object.entries(extra)) metadata.set(key, value);
       (client[method] as Unary).call(client, request, metadata, (err) => resolve(err ?? undefined));
     });
   /** Calls `method` for its reply. */
@@ -194,6 +198,24 @@ describe('DTM gRPC client (dtmgrpc): two-phase messages with HTTP branches', () 
     expect(raw.bodies.get(gid)).toEqual([sent]);
     const { branches } = await view(api.coordinator.dtm, gid);
     expect(branches.map((b) => b.bin_data)).toEqual([sent.toString('base64')]);
+  });
+
+  it('a traceparent in the Submit metadata reaches the branch call, as the HTTP header does', async () => {
+    const gid = newGid();
+    const traceparent = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+    const client = nodeClient(api.grpc);
+    try {
+      const steps = JSON.stringify([{ action: `${raw.url}/traced` }]);
+      expect(
+        await client.call('Submit', { Gid: gid, TransType: 'msg', Steps: steps, BinPayloads: [Buffer.from('x')] }, undefined, {
+          traceparent,
+        }),
+      ).toBeUndefined();
+    } finally {
+      client.close();
+    }
+    await waitForStatus(api.coordinator.dtm, gid, 'succeed');
+    expect(raw.headers.get(gid)).toMatchObject({ traceparent });
   });
 });
 
@@ -445,6 +467,8 @@ describe('gRPC API: tokens (protected mode)', () => {
       details: expect.stringContaining('operator'),
     });
     expect(await client.call('Subscribe', request, 'op-secret-0123456789')).toBeUndefined();
+    expect(await client.call('Unsubscribe', request, 'api-secret-0123456789')).toMatchObject({ code: 7 });
+    expect(await client.call('Unsubscribe', request, 'op-secret-0123456789')).toBeUndefined();
     expect(await client.call('DeleteTopic', request, 'op-secret-0123456789')).toBeUndefined();
   });
 });
