@@ -389,6 +389,9 @@ describe('gRPC API (plain gRPC client): bad input, states, workflow records', ()
     const type = await client.call('Prepare', { Gid: gid, TransType: 'saga' });
     expect(type).toMatchObject({ code: 3, details: expect.stringContaining('TransType') });
     expect((await query(api.coordinator.dtm, gid)).transaction).toBeNull();
+    // Counted with the HTTP API's requests, by method and status.
+    const metrics = await (await fetch(`${api.coordinator.url}/api/metrics`)).text();
+    expect(metrics).toMatch(/concord_http_requests_total\{route="\/dtmgimp\.Dtm\/Submit",status="grpc INVALID_ARGUMENT"\} [1-9]/);
   });
 
   it('Submit of an aborted message answers Aborted, as DTM does for FAILURE', async () => {
