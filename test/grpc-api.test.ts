@@ -473,6 +473,10 @@ describe('gRPC API: tokens (protected mode)', () => {
     expect(await client.call('Unsubscribe', request, 'api-secret-0123456789')).toMatchObject({ code: 7 });
     expect(await client.call('Unsubscribe', request, 'op-secret-0123456789')).toBeUndefined();
     expect(await client.call('DeleteTopic', request, 'op-secret-0123456789')).toBeUndefined();
+    expect(await client.call('DeleteTopic', { ...request, Topic: 'a b' }, 'op-secret-0123456789')).toMatchObject({
+      code: 3,
+      details: expect.stringMatching(/^Topic: /),
+    });
   });
 });
 

@@ -6,7 +6,13 @@
  * bytes again). A refusal names the gRPC field (`BinPayloads.1`, `TransOptions.RetryInterval`).
  */
 import type { z } from 'zod';
-import { subscribeQuerySchema, transRequestSchema, unsubscribeQuerySchema, type TransRequest } from '../../schemas/dtm.js';
+import {
+  subscribeQuerySchema,
+  topicParamsSchema,
+  transRequestSchema,
+  unsubscribeQuerySchema,
+  type TransRequest,
+} from '../../schemas/dtm.js';
 import { ConcordError } from '../../schemas/errors.js';
 import { registerBranchSchema, type RegisterBranchRequest } from '../../schemas/register-branch.js';
 import { findTextProblem } from '../../schemas/text.js';
@@ -74,6 +80,7 @@ const grpcNames: Record<string, string> = {
   op: 'Op',
   data: 'BusiPayload',
   topic: 'Topic',
+  topicName: 'Topic',
   url: 'URL',
   remark: 'Remark',
 };
@@ -155,6 +162,11 @@ export function subscriptionOf(req: GrpcTopicRequest): z.output<typeof subscribe
 
 export function unsubscriptionOf(req: GrpcTopicRequest): z.output<typeof unsubscribeQuerySchema> {
   return parsed(unsubscribeQuerySchema, { topic: req.Topic, url: req.URL });
+}
+
+/** DeleteTopic: only the topic's name, as the path of DELETE /topic/:topicName. */
+export function topicOf(req: GrpcTopicRequest): string {
+  return parsed(topicParamsSchema, { topicName: req.Topic }).topicName;
 }
 
 /**

@@ -29,6 +29,7 @@ import {
   progressesReplyOf,
   registrationOf,
   subscriptionOf,
+  topicOf,
   transRequestOf,
   unsubscriptionOf,
   type GrpcBranchRequest,
@@ -162,8 +163,7 @@ export async function startGrpcApi(host: string, port: number, deps: GrpcServerD
       return empty;
     }),
     DeleteTopic: method<GrpcTopicRequest, object>('DeleteTopic', 'operator', async (request) => {
-      const { topic } = unsubscriptionOf({ ...request, URL: '-' });
-      await topics.delete(topic);
+      await topics.delete(topicOf(request));
       return empty;
     }),
   };
