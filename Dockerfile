@@ -21,5 +21,5 @@ COPY --from=build /app/schemas ./schemas
 # The embedded store, when no CONCORD_STORE is given, writes under the working directory.
 RUN chown node:node /app
 USER node
-EXPOSE 36789
+EXPOSE 36789 36790
 CMD ["node", "dist/coordinator/cli.js", "start"]
