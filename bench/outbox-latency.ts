@@ -7,7 +7,8 @@
  * same drain polling every 10 ms when idle; BENCH_OUTBOX_READ=logical adds the drain streaming from
  * a replication slot. Prints events/s, p50/p99 and the relay's CPU per 1,000 events.
  *
- * node dist/bench/outbox-latency.js; BENCH_SECONDS (default 10), BENCH_WRITERS (default "16,64").
+ * node dist/bench/outbox-latency.js; BENCH_SECONDS (default 10), BENCH_WRITERS (default "16,64"),
+ * BENCH_RELAY_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the relays).
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -89,7 +90,8 @@ async function measure(bench: Bench, serverUrl: string, prefix: string, brokers:
 
   const consumer = new Worker(new URL('./outbox-latency-consumer.js', import.meta.url), { workerData: { brokers, topic } });
   await new Promise((resolve, reject) => consumer.once('message', resolve).once('error', reject));
-  const child = spawn('node', args, { stdio: ['ignore', 'ignore', 'inherit'] });
+  const nodeArgs = (process.env.BENCH_RELAY_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const child = spawn('node', [...nodeArgs, ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
   const childExit = new Promise((resolve) => child.once('exit', resolve));
 
   const committedAt = new Map<string, number>();
