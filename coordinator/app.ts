@@ -33,7 +33,7 @@ import { RetentionJob } from './retention-job.js';
 import { Scheduler } from './scheduler.js';
 import { buildServer } from './server/build-server.js';
 import { dtmOperations } from './server/dtm-operations.js';
-import { startGrpcApi, type GrpcApi } from './server/grpc-server.js';
+import type { GrpcApi } from './server/grpc-server.js';
 import { openDatabase } from './store/database.js';
 import { releaseLeases } from './store/transactions.js';
 import { storeId } from './store/store-id.js';
@@ -124,17 +124,22 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   const grpc: GrpcApi | undefined =
     config.grpcPort === 0
       ? undefined
-      : await startGrpcApi(config.host, config.grpcPort, {
-          logger,
-          metrics,
-          dtm: dtmOperations({ msg, saga, tcc, xa, workflow }),
-          topics,
-          access,
-          draining: () => draining,
-        }).catch(async (err: unknown) => {
-          await server.close();
-          throw err;
-        });
+      : // Loaded only when served: gRPC's client and protobuf loader cost a coordinator without it memory.
+        await (
+          await import('./server/grpc-server.js')
+        )
+          .startGrpcApi(config.host, config.grpcPort, {
+            logger,
+            metrics,
+            dtm: dtmOperations({ msg, saga, tcc, xa, workflow }),
+            topics,
+            access,
+            draining: () => draining,
+          })
+          .catch(async (err: unknown) => {
+            await server.close();
+            throw err;
+          });
   logExposure(config, logger);
   scheduler.start();
   retention.start();
