@@ -9,6 +9,7 @@ import { createServer, type Server } from 'node:http';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import {
+  Client as GrpcClient,
   credentials,
   loadPackageDefinition,
   Metadata,
@@ -392,6 +393,33 @@ describe('gRPC API (plain gRPC client): bad input, states, workflow records', ()
     // Counted with the HTTP API's requests, by method and status.
     const metrics = await (await fetch(`${api.coordinator.url}/api/metrics`)).text();
     expect(metrics).toMatch(/concord_http_requests_total\{route="\/dtmgimp\.Dtm\/Submit",status="grpc INVALID_ARGUMENT"\} [1-9]/);
+  });
+
+  it('bytes that are not a protobuf message: InvalidArgument naming the request, for every method', async () => {
+    const raw = new GrpcClient(api.grpc, credentials.createInsecure());
+    try {
+      // Field 1, length-delimited, whose length (a varint) never ends.
+      const truncated = Buffer.from([0x0a, 0xff]);
+      for (const method of ['NewGid', 'Submit', 'Prepare', 'Abort', 'RegisterBranch', 'PrepareWorkflow', 'Subscribe', 'DeleteTopic']) {
+        const error = await new Promise<ServiceError | null>((resolve) =>
+          raw.makeUnaryRequest(
+            `/dtmgimp.Dtm/${method}`,
+            (b: Buffer) => b,
+            (b: Buffer) => b,
+            truncated,
+            (err) => resolve(err),
+          ),
+        );
+        expect(error, method).toMatchObject({
+          code: 3,
+          details: expect.stringMatching(new RegExp(`^${method}: the request is not a valid protobuf message`)),
+        });
+        expect(error?.metadata.get('concord-field'), method).toEqual(['request']);
+      }
+    } finally {
+      raw.close();
+    }
+    expect((await fetch(`${api.coordinator.url}/api/health`)).status).toBe(200);
   });
 
   it('Submit of an aborted message answers Aborted, as DTM does for FAILURE', async () => {

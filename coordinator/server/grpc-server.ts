@@ -111,17 +111,19 @@ export async function startGrpcApi(host: string, port: number, deps: GrpcServerD
         metrics.requests.inc({ route, status: `grpc ${status[code]}` });
         metrics.requestSeconds.observe({ route }, (performance.now() - started) / 1000);
       };
+      let request: Req | undefined;
       void (async () => {
         try {
           authorize(call.metadata, level, name);
           // As over HTTP, where only POSTs are refused: NewGid changes nothing.
           if (deps.draining() && name !== 'NewGid')
             throw new ConcordError('SHUTTING_DOWN', 'this coordinator is shutting down; retry on another node');
-          const reply = await run(call.request, call.metadata);
+          request = decode<Req>(name, call.request as Buffer);
+          const reply = await run(request, call.metadata);
           done(status.OK);
           callback(null, reply);
         } catch (err) {
-          const { Gid, TransType } = (call.request ?? {}) as { Gid?: unknown; TransType?: unknown };
+          const { Gid, TransType } = (request ?? {}) as { Gid?: unknown; TransType?: unknown };
           const failure = grpcStatusOf(err, log, {
             ...(typeof Gid === 'string' ? { gid: Gid } : {}),
             ...(typeof TransType === 'string' ? { trans_type: TransType } : {}),
@@ -131,6 +133,30 @@ export async function startGrpcApi(host: string, port: number, deps: GrpcServerD
         }
       })();
     };
+
+  // Requests reach the handlers as bytes and are decoded there: a message that is not valid
+  // protobuf is bad input (InvalidArgument naming it), where grpc-js itself would answer Internal.
+  const definition = loadSync(protoPath(), { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true });
+  const decoders = new Map<string, (bytes: Buffer) => unknown>();
+  const rawRequests: ServiceDefinition = Object.fromEntries(
+    Object.entries(definition[service] as ServiceDefinition).map(([name, m]) => {
+      decoders.set(name, m.requestDeserialize);
+      return [name, { ...m, requestDeserialize: (bytes: Buffer) => bytes }];
+    }),
+  );
+  const decode = <Req>(name: string, bytes: Buffer): Req => {
+    try {
+      return decoders.get(name)!(bytes) as Req;
+    } catch (err) {
+      throw new ConcordError(
+        'INVALID_REQUEST',
+        `${name}: the request is not a valid protobuf message of its type (${(err as Error).message})`,
+        {
+          field: 'request',
+        },
+      );
+    }
+  };
 
   const transaction = (name: 'prepare' | 'submit' | 'abort', traced: boolean) =>
     method<GrpcDtmRequest, object>(name[0]!.toUpperCase() + name.slice(1), 'api', async (request, metadata) => {
@@ -168,10 +194,9 @@ export async function startGrpcApi(host: string, port: number, deps: GrpcServerD
     }),
   };
 
-  const definition = loadSync(protoPath(), { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true });
   // The same 4 MiB as the HTTP API's body limit.
   const server = new Server({ 'grpc.max_receive_message_length': 4 * 1024 * 1024 });
-  server.addService(definition[service] as ServiceDefinition, handlers);
+  server.addService(rawRequests, handlers);
   const bindHost = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
   const bound = await new Promise<number>((resolve, reject) =>
     server.bindAsync(`${bindHost}:${port}`, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
