@@ -166,7 +166,7 @@ func (o options) apply(t *dtmimp.TransBase) {
 	t.WaitResult = o.waitResult
 }
 
-func isSaga(mode string) bool { return strings.HasPrefix(mode, "saga") }
+func isSaga(mode string) bool { return strings.Contains(mode, "saga") }
 
 func main() {
 	dtm := flag.String("dtm", "", "DTM API base, e.g. http://127.0.0.1:36789/api/dtmsvr")
@@ -207,6 +207,12 @@ func main() {
 		os.Exit(2)
 	}
 
+	if *mode == "grpcb-busi" { // busi_grpc.go: a gRPC branch service
+		if err := serveGrpcBusi(*dtm, *db, *listen); err != nil {
+			finish(result{Ok: false, Error: err.Error()})
+		}
+	}
+
 	if *mode == "xa-busi" {
 		if err := serveXaBusi(*db, *barrierTable); err != nil {
 			finish(result{Ok: false, Error: err.Error()})
@@ -231,6 +237,13 @@ func main() {
 	}
 
 	err := dtmimp.CatchP(func() {
+		if strings.HasPrefix(*mode, "grpcb-") { // busi_grpc.go: gRPC client, gRPC branches
+			f := grpcbFlags{dtm: *dtm, gid: *gid, busi: *busi, busi2: strings.TrimSuffix(*busi2, "/"), db: *db, crashAfter: *crashAfter, opts: opts}
+			if err := runGrpcBusi(*mode, f); err != nil {
+				panic(err)
+			}
+			return
+		}
 		if strings.HasPrefix(*mode, "grpc-") { // grpc.go: -dtm is a gRPC address
 			if err := runGrpc(*mode, *dtm, *gid, strings.TrimSuffix(*busi, "/"), opts, *token); err != nil {
 				panic(err)
