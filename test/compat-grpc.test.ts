@@ -152,3 +152,136 @@ describe('msg with gRPC branches', () => {
     expect((await callLog(gid)).slice(0, 2)).toEqual(['QueryPrepared msg FailedPrecondition', 'QueryPrepared msg OK']);
   });
 });
+
+describe('saga with gRPC branches', () => {
+  it('succeeds: each action called once with the bytes, in effect once', async () => {
+    const gid = newGid();
+    expectOk(await drive('grpcb-saga', gid));
+    await waitForStatus(coordinator.dtm, gid, 'succeed');
+    expect(await db.effects(gid)).toEqual(['01 action TransOut', '02 action TransIn']);
+    expect((await db.calls(gid)).map((c) => c.payload)).toEqual([amount, amount]);
+  });
+
+  it('rolls back when an action answers Aborted: compensations in reverse, the failed one a null compensation', async () => {
+    const gid = newGid();
+    await db.plan(gid, 'TransIn', 'failure');
+    expectOk(await drive('grpcb-saga', gid));
+    await waitForStatus(coordinator.dtm, gid, 'failed');
+    expect(await db.effects(gid)).toEqual(['01 action TransOut', '01 compensate TransOutRevert']);
+    expect(await callLog(gid)).toEqual([
+      'TransOut action OK',
+      'TransIn action Aborted',
+      'TransInRevert compensate OK',
+      'TransOutRevert compensate OK',
+    ]);
+  });
+
+  it('concurrent with branch orders: TransFee starts only after TransOut and TransIn ended', async () => {
+    const gid = newGid();
+    expectOk(await drive('grpcb-saga-concurrent', gid));
+    await waitForStatus(coordinator.dtm, gid, 'succeed');
+    expect((await db.effects(gid)).sort()).toEqual(['01 action TransOut', '02 action TransIn', '03 action TransFee']);
+    const calls = await db.calls(gid);
+    const fee = calls.find((c) => c.method === 'TransFee')!;
+    for (const c of calls.filter((c) => c.method !== 'TransFee')) expect(c.ended!.getTime()).toBeLessThanOrEqual(fee.started.getTime());
+  });
+
+  it('WaitResult: Submit answers once the saga ended, an error when it failed', async () => {
+    const ok = newGid();
+    expectOk(await drive('grpcb-saga-wait', ok));
+    expect((await query(coordinator.dtm, ok)).transaction?.status).toBe('succeed');
+    const failed = newGid();
+    await db.plan(failed, 'TransIn', 'failure');
+    const r = await drive('grpcb-saga-wait', failed);
+    expect(r.ok).toBe(false);
+    expect(r.error).toContain('Aborted');
+    expect((await query(coordinator.dtm, failed)).transaction?.status).toBe('failed');
+    expect(await db.effects(failed)).toEqual(['01 action TransOut', '01 compensate TransOutRevert']);
+  });
+
+  it('WithBranchHeaders arrive as metadata of every branch call', async () => {
+    const gid = newGid();
+    await db.plan(gid, 'TransIn', 'failure');
+    expectOk(await drive('grpcb-saga-headers', gid));
+    await waitForStatus(coordinator.dtm, gid, 'failed');
+    const calls = await db.calls(gid);
+    expect(calls).toHaveLength(4);
+    for (const c of calls) expect(JSON.parse(c.metadata)).toMatchObject({ test_header: ['x'], 'dtm-gid': [gid] });
+  });
+});
+
+describe('TCC over gRPC (dtmgrpc.TccGlobalTransaction, CallBranch to gRPC Try/Confirm/Cancel)', () => {
+  it('calls both Trys, then the coordinator both Confirms', async () => {
+    const gid = newGid();
+    expectOk(await drive('grpcb-tcc', gid));
+    await waitForStatus(coordinator.dtm, gid, 'succeed');
+    expect((await db.effects(gid)).sort()).toEqual([
+      '01 confirm TransOutConfirm',
+      '01 try TransOutTry',
+      '02 confirm TransInConfirm',
+      '02 try TransInTry',
+    ]);
+  });
+
+  it('a Try answering Aborted makes the client abort, and the coordinator cancels (a null cancel for the failed Try)', async () => {
+    const gid = newGid();
+    await db.plan(gid, 'TransInTry', 'failure');
+    const r = await drive('grpcb-tcc', gid);
+    expect(r.ok).toBe(false);
+    await waitForStatus(coordinator.dtm, gid, 'failed');
+    expect((await db.effects(gid)).sort()).toEqual(['01 cancel TransOutCancel', '01 try TransOutTry']);
+    expect((await callLog(gid)).filter((c) => c.startsWith('TransInCancel'))).toEqual(['TransInCancel cancel OK']);
+  });
+});
+
+describe('XA over gRPC (dtmgrpc.XaGlobalTransaction, XaLocalTransaction on Postgres)', () => {
+  const prepared = async (gid: string) =>
+    (await db.pool.query<{ gid: string }>('select gid from pg_prepared_xacts where gid like $1', [`${gid}%`])).rows;
+
+  it('prepares both local transactions, and the coordinator commits both over gRPC', async () => {
+    const gid = newGid();
+    expectOk(await drive('grpcb-xa', gid, ['-timeout-to-fail', '60']));
+    await waitForStatus(coordinator.dtm, gid, 'succeed');
+    expect(await db.effects(gid)).toEqual(['01 action XaTransOut', '02 action XaTransIn']);
+    expect(await prepared(gid)).toEqual([]);
+    expect(await callLog(gid)).toEqual(['XaTransOut action OK', 'XaTransIn action OK', 'XaTransOut commit OK', 'XaTransIn commit OK']);
+  });
+
+  it('a branch answering Aborted: the client aborts, the coordinator rolls the first back', async () => {
+    const gid = newGid();
+    await db.plan(gid, 'XaTransIn', 'failure');
+    const r = await drive('grpcb-xa', gid, ['-timeout-to-fail', '60']);
+    expect(r.ok).toBe(false);
+    await waitForStatus(coordinator.dtm, gid, 'failed');
+    expect(await db.effects(gid)).toEqual([]);
+    expect(await prepared(gid)).toEqual([]);
+    expect(await callLog(gid)).toContain('XaTransOut rollback OK');
+  });
+});
+
+describe('workflow over gRPC (workflow.InitGrpc, branches through workflow.Interceptor)', () => {
+  it('a saga-style workflow succeeds', async () => {
+    const gid = newGid();
+    expectOk(await drive('grpcb-workflow', gid));
+    expect((await query(coordinator.dtm, gid)).transaction?.status).toBe('succeed');
+    expect(await db.effects(gid)).toEqual(['01 action TransOut', '02 action TransIn']);
+  });
+
+  it('rolls back when a branch answers Aborted', async () => {
+    const gid = newGid();
+    await db.plan(gid, 'TransIn', 'failure');
+    const r = await drive('grpcb-workflow', gid);
+    expect(r.ok).toBe(false);
+    await waitForStatus(coordinator.dtm, gid, 'failed');
+    expect(await db.effects(gid)).toEqual(['01 action TransOut', '01 rollback TransOutRevert']);
+  });
+
+  it('a client dying mid-workflow: the coordinator resumes it over gRPC at the busi, which finishes it', async () => {
+    const gid = newGid();
+    const r = await drive('grpcb-workflow', gid, ['-retry-interval', '1', '-crash-after', '1']);
+    expect(r.code).toBeNull(); // SIGKILLed after branch 1
+    await waitForStatus(coordinator.dtm, gid, 'succeed', 30_000);
+    expect(await db.effects(gid)).toEqual(['01 action TransOut', '02 action TransIn']);
+    expect((await db.calls(gid)).map((c) => c.method)).toEqual(['TransOut', 'TransIn']); // TransOut replayed from the record
+  });
+});

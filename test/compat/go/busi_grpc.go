@@ -47,6 +47,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -224,7 +225,9 @@ func registerGrpcWorkflow(busiAddr string, crashAfter int, opts options) error {
 	}
 	call := func(ctx context.Context, method string, data []byte) error {
 		req := &wrapperspb.BytesValue{}
-		dtmgimp.MustProtoUnmarshal(data, req)
+		if err := proto.Unmarshal(data, req); err != nil {
+			return fmt.Errorf("workflow input: %w", err)
+		}
 		return conn.Invoke(ctx, "/"+busiService+"/"+method, req, &emptypb.Empty{})
 	}
 	return workflow.Register(grpcWfName, func(wf *workflow.Workflow, data []byte) error {
