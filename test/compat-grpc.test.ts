@@ -5,11 +5,12 @@
  * TypeScript service written with the SDK's gRPC adapter. Real coordinator, real gRPC, real Postgres.
  */
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFailed, vi } from 'vitest';
 import { buildGoClient, runClient, type ClientResult } from './compat/setup.js';
-import { freePort, inProcessCoordinator, type TestCoordinator } from './helpers/coordinator.js';
-import { freshDatabase } from './helpers/db.js';
-import { BusiDb, startGoBusi, type GoBusi } from './helpers/grpc-busi.js';
+import { freePort, inProcessCoordinator, startCoordinator, type TestCoordinator } from './helpers/coordinator.js';
+import { freshDatabase, freshStore } from './helpers/db.js';
+import { BusiDb, startGoBusi, startTsBusi, type GoBusi, type TsBusi } from './helpers/grpc-busi.js';
+import { startSagaService, type SagaService } from './helpers/saga-service.js';
 import { fastCoordinator, query, waitForStatus } from './helpers/poll.js';
 
 /** The payload of every step: google.protobuf.BytesValue {"amount":30}, as the busi decodes it. */
@@ -38,8 +39,8 @@ afterAll(async () => {
 const newGid = () => `cg-${randomUUID()}`;
 
 /** Runs the driver in `mode` against the coordinator's gRPC API and the Go busi (or `target`). */
-async function drive(mode: string, gid: string, extra: string[] = [], target = busi.address): Promise<ClientResult> {
-  const args = ['-dtm', grpc, '-busi', target, '-mode', mode, '-gid', gid, ...extra];
+async function drive(mode: string, gid: string, extra: string[] = [], target = busi.address, dtm = grpc): Promise<ClientResult> {
+  const args = ['-dtm', dtm, '-busi', target, '-mode', mode, '-gid', gid, ...extra];
   const r = await runClient([go], args);
   onTestFailed(() => {
     console.error(
@@ -283,5 +284,96 @@ describe('workflow over gRPC (workflow.InitGrpc, branches through workflow.Inter
     await waitForStatus(coordinator.dtm, gid, 'succeed', 30_000);
     expect(await db.effects(gid)).toEqual(['01 action TransOut', '02 action TransIn']);
     expect((await db.calls(gid)).map((c) => c.method)).toEqual(['TransOut', 'TransIn']); // TransOut replayed from the record
+  });
+});
+
+describe('a saga mixing an HTTP and a gRPC branch, driven by dtmgrpc', () => {
+  let http: SagaService;
+  beforeAll(async () => {
+    http = await startSagaService(await freshDatabase());
+  });
+  afterAll(() => http?.close());
+
+  it('succeeds: the HTTP step gets its JSON bytes as the body, the gRPC step its protobuf bytes', async () => {
+    const gid = newGid();
+    expectOk(await drive('grpcb-mixed-saga', gid, ['-busi2', http.url]));
+    await waitForStatus(coordinator.dtm, gid, 'succeed');
+    expect(http.calls(gid).map((c) => `${c.step} ${c.op} ${JSON.stringify(c.body)}`)).toEqual(['s1 action {"amount":30}']);
+    expect(await db.effects(gid)).toEqual(['02 action TransIn']);
+  });
+
+  it('rolls back across both protocols when the gRPC step answers Aborted', async () => {
+    const gid = newGid();
+    await db.plan(gid, 'TransIn', 'failure');
+    expectOk(await drive('grpcb-mixed-saga', gid, ['-busi2', http.url]));
+    await waitForStatus(coordinator.dtm, gid, 'failed');
+    expect((await http.effects(gid)).map((e) => `${e.step} ${e.op}`)).toEqual(['s1 action', 's1 compensate']);
+    expect(await db.effects(gid)).toEqual([]);
+    expect(await callLog(gid)).toEqual(['TransIn action Aborted', 'TransInRevert compensate OK']);
+  });
+});
+
+describe('the coordinator killed mid-flow of a gRPC saga', () => {
+  it('SIGKILLed while a gRPC step answers FailedPrecondition, restarted on the same ports: the saga finishes, each step in effect once', async () => {
+    const [store, port, grpcPort] = await Promise.all([freshStore(), freePort(), freePort()]);
+    const start = () => startCoordinator({ store, port, env: { ...fastCoordinator, CONCORD_GRPC_PORT: String(grpcPort) } });
+    const first = await start();
+    const dtm = `127.0.0.1:${grpcPort}`;
+    const gid = newGid();
+    await db.plan(gid, 'TransIn', 'ongoing');
+    expectOk(await drive('grpcb-saga', gid, [], busi.address, dtm));
+    await vi.waitFor(
+      async () => expect((await callLog(gid)).filter((c) => c === 'TransIn action FailedPrecondition').length).toBeGreaterThan(1),
+      {
+        timeout: 20_000,
+      },
+    );
+    expect(await first.stop('SIGKILL')).toBeNull();
+    await db.heal(gid);
+    const second = await start();
+    try {
+      await waitForStatus(second.dtm, gid, 'succeed', 30_000);
+      expect(await db.effects(gid)).toEqual(['01 action TransOut', '02 action TransIn']);
+      expect((await callLog(gid)).filter((c) => c.endsWith(' OK'))).toEqual(['TransOut action OK', 'TransIn action OK']);
+    } finally {
+      expect(await second.stop()).toBe(0);
+    }
+  });
+});
+
+describe("a TypeScript gRPC branch service (the SDK's grpcBranchService, grpcBranch, barrier) under dtmgrpc", () => {
+  let ts: TsBusi;
+  beforeAll(async () => {
+    ts = await startTsBusi(db);
+  });
+  afterAll(() => ts?.close());
+
+  /** What dtmgrpc's Add sends: the protobuf encoding of BytesValue {"amount":30}, field 1, length 13. */
+  const encoded = Buffer.concat([Buffer.from([0x0a, amount.length]), amount]);
+
+  it('a saga succeeds: each method gets the exact protobuf bytes and DTM metadata', async () => {
+    const gid = newGid();
+    expectOk(await drive('grpcb-saga-headers', gid, [], ts.address));
+    await waitForStatus(coordinator.dtm, gid, 'succeed');
+    expect(await db.effects(gid)).toEqual(['01 action TransOut', '02 action TransIn']);
+    const calls = await db.calls(gid);
+    expect(calls.map((c) => c.payload)).toEqual([encoded, encoded]);
+    expect(JSON.parse(calls[1]!.metadata)).toMatchObject({ 'dtm-gid': gid, 'dtm-op': 'action', 'dtm-branch_id': '02', test_header: 'x' });
+  });
+
+  it('WaitResult and a rollback: an Aborted action is compensated by the barrier as a null compensation', async () => {
+    const gid = newGid();
+    await db.plan(gid, 'TransIn', 'failure');
+    const r = await drive('grpcb-saga-wait', gid, [], ts.address);
+    expect(r.ok).toBe(false);
+    expect((await query(coordinator.dtm, gid)).transaction?.status).toBe('failed');
+    expect(await db.effects(gid)).toEqual(['01 action TransOut', '01 compensate TransOutRevert']);
+    expect(await callLog(gid)).toEqual([
+      'TransOut action OK',
+      'TransIn action Aborted',
+      'TransInRevert compensate OK',
+      'TransOutRevert compensate OK',
+    ]);
+    expect((await db.calls(gid)).map((c) => c.payload)).toEqual([encoded, encoded, encoded, encoded]);
   });
 });
