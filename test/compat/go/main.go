@@ -105,6 +105,10 @@
 // gRPC modes (grpc-new-gid, grpc-submit, grpc-saga, grpc-tcc, ...; -dtm is
 // then host:port of the gRPC API): see grpc.go.
 //
+// gRPC branch modes (grpcb-busi, a gRPC branch service written with DTM's
+// client library, and grpcb-msg, grpcb-saga, grpcb-tcc, grpcb-xa,
+// grpcb-workflow, ... whose branches are its methods): see busi_grpc.go.
+//
 // Without -gid, a gid is fetched with MustGenGid first. The last stdout line
 // is always one JSON object: {"ok":true} (plus "gid" for new-gid) or
 // {"ok":false,"error":"..."}; the exit code is 0 or 1 accordingly (2 for bad
