@@ -143,6 +143,14 @@ describe('msg with gRPC branches', () => {
     expect(await db.effects(gid)).toEqual([]);
   });
 
+  it('the coordinator retries a gRPC QueryPrepared answering Unavailable, then fails the msg on Aborted', async () => {
+    const gid = newGid();
+    await db.plan(gid, 'QueryPrepared', 'error', 1);
+    expectOk(await drive('grpcb-msg-prepare-only', gid, ['-timeout-to-fail', '1', '-retry-interval', '1']));
+    await waitForStatus(coordinator.dtm, gid, 'failed');
+    expect(await callLog(gid)).toEqual(['QueryPrepared msg Unavailable', 'QueryPrepared msg Aborted']);
+  });
+
   it('a prepared msg whose client died after committing: the gRPC QueryPrepared says OK and the steps are delivered', async () => {
     const gid = newGid();
     await db.plan(gid, 'QueryPrepared', 'ongoing', 1); // asked again after FailedPrecondition
@@ -284,6 +292,37 @@ describe('workflow over gRPC (workflow.InitGrpc, branches through workflow.Inter
     await waitForStatus(coordinator.dtm, gid, 'succeed', 30_000);
     expect(await db.effects(gid)).toEqual(['01 action TransOut', '02 action TransIn']);
     expect((await db.calls(gid)).map((c) => c.method)).toEqual(['TransOut', 'TransIn']); // TransOut replayed from the record
+  });
+
+  it('resumed after the client died, the run meets an Aborted branch and rolls back over gRPC', async () => {
+    const gid = newGid();
+    await db.plan(gid, 'TransIn', 'failure');
+    const r = await drive('grpcb-workflow', gid, ['-retry-interval', '1', '-crash-after', '1']);
+    expect(r.code).toBeNull();
+    await waitForStatus(coordinator.dtm, gid, 'failed', 30_000);
+    expect(await db.effects(gid)).toEqual(['01 action TransOut', '01 rollback TransOutRevert']);
+    expect((await callLog(gid)).filter((c) => c.startsWith('TransIn '))).toEqual(['TransIn action Aborted']);
+  });
+
+  it('TCC-style branches (OnCommit Confirm, OnRollback Cancel): confirmed on success', async () => {
+    const gid = newGid();
+    expectOk(await drive('grpcb-workflow', gid, ['-tcc']));
+    expect((await query(coordinator.dtm, gid)).transaction?.status).toBe('succeed');
+    expect((await db.effects(gid)).sort()).toEqual([
+      '01 action TransOutTry',
+      '01 commit TransOutConfirm',
+      '02 action TransInTry',
+      '02 commit TransInConfirm',
+    ]);
+  });
+
+  it('TCC-style branches: cancelled when a Try answers Aborted', async () => {
+    const gid = newGid();
+    await db.plan(gid, 'TransInTry', 'failure');
+    const r = await drive('grpcb-workflow', gid, ['-tcc']);
+    expect(r.ok).toBe(false);
+    await waitForStatus(coordinator.dtm, gid, 'failed');
+    expect(await db.effects(gid)).toEqual(['01 action TransOutTry', '01 rollback TransOutCancel']);
   });
 });
 

@@ -25,7 +25,8 @@ package main
 // compensation), Try, Confirm, Cancel (TCC); XaTransOut and XaTransIn
 // (dtmgrpc.XaLocalTransaction: the effect is written inside the XA
 // transaction); QueryPrepared (bb.QueryPrepared on the barrier); and
-// DTM's workflow service (workflow.InitGrpc), which resumes grpcb-wf.
+// DTM's workflow service (workflow.InitGrpc), which resumes grpcb-wf and
+// grpcb-wf-tcc.
 
 import (
 	"context"
@@ -205,20 +206,23 @@ func serveGrpcBusi(dtm, rawDB, listen string) error {
 	s := grpc.NewServer(grpc.UnaryInterceptor(dtmgimp.GrpcServerLog))
 	s.RegisterService(&desc, struct{}{})
 	workflow.InitGrpc(dtm, addr, s) // the coordinator resumes grpcb-wf here
-	if err := registerGrpcWorkflow(addr, 0, options{}); err != nil {
+	if err := registerGrpcWorkflows(addr, 0, options{}); err != nil {
 		return err
 	}
 	fmt.Println(addr)
 	return s.Serve(ln)
 }
 
-const grpcWfName = "grpcb-wf"
+// The workflows: grpcb-wf, saga-style, and grpcb-wf-tcc, TCC-style.
+const grpcWfName, grpcWfTccName = "grpcb-wf", "grpcb-wf-tcc"
 
-// registerGrpcWorkflow registers grpcb-wf, a saga-style workflow whose
-// branches are busi's gRPC methods, recorded through workflow.Interceptor:
-// TransOut (rollback TransOutRevert), then TransIn (rollback TransInRevert).
-// crashAfter 1 SIGKILLs the process once branch 1 is recorded.
-func registerGrpcWorkflow(busiAddr string, crashAfter int, opts options) error {
+// registerGrpcWorkflows registers the two workflows, whose branches are
+// busi's gRPC methods called through workflow.Interceptor. grpcb-wf: TransOut
+// (OnRollback TransOutRevert), then TransIn (OnRollback TransInRevert).
+// grpcb-wf-tcc: TransOutTry (OnCommit TransOutConfirm, OnRollback
+// TransOutCancel), then TransInTry likewise. crashAfter 1 SIGKILLs the
+// process once branch 1 is recorded.
+func registerGrpcWorkflows(busiAddr string, crashAfter int, opts options) error {
 	conn, err := grpc.Dial(busiAddr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithUnaryInterceptor(workflow.Interceptor))
 	if err != nil {
 		return err
@@ -230,24 +234,38 @@ func registerGrpcWorkflow(busiAddr string, crashAfter int, opts options) error {
 		}
 		return conn.Invoke(ctx, "/"+busiService+"/"+method, req, &emptypb.Empty{})
 	}
-	return workflow.Register(grpcWfName, func(wf *workflow.Workflow, data []byte) error {
-		for i, name := range []string{"TransOut", "TransIn"} {
-			name := name
-			wf.NewBranch().OnRollback(func(bb *dtmcli.BranchBarrier) error { return call(wf.Context, name+"Revert", data) })
-			if err := call(wf.Context, name, data); err != nil {
-				return err
+	for _, name := range []string{grpcWfName, grpcWfTccName} {
+		tcc := name == grpcWfTccName
+		err := workflow.Register(name, func(wf *workflow.Workflow, data []byte) error {
+			for i, base := range []string{"TransOut", "TransIn"} {
+				base, action := base, base
+				if tcc {
+					action = base + "Try"
+					wf.NewBranch().OnRollback(func(bb *dtmcli.BranchBarrier) error { return call(wf.Context, base+"Cancel", data) })
+					wf.OnCommit(func(bb *dtmcli.BranchBarrier) error { return call(wf.Context, base+"Confirm", data) })
+				} else {
+					wf.NewBranch().OnRollback(func(bb *dtmcli.BranchBarrier) error { return call(wf.Context, base+"Revert", data) })
+				}
+				if err := call(wf.Context, action, data); err != nil {
+					return err
+				}
+				if crashAfter == i+1 {
+					_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				}
 			}
-			if crashAfter == i+1 {
-				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-			}
+			return nil
+		}, func(wf *workflow.Workflow) { opts.apply(wf.TransBase) })
+		if err != nil {
+			return err
 		}
-		return nil
-	}, func(wf *workflow.Workflow) { opts.apply(wf.TransBase) })
+	}
+	return nil
 }
 
 type grpcbFlags struct {
 	dtm, gid, busi, busi2, db string
 	crashAfter                int
+	tcc                       bool
 	opts                      options
 }
 
@@ -349,10 +367,14 @@ func runGrpcBusi(mode string, f grpcbFlags) error {
 		// The resume URL is the busi's: this process's server is never served, so a
 		// workflow it leaves unfinished (-crash-after) is finished there.
 		workflow.InitGrpc(f.dtm, f.busi, grpc.NewServer())
-		if err := registerGrpcWorkflow(f.busi, f.crashAfter, f.opts); err != nil {
+		if err := registerGrpcWorkflows(f.busi, f.crashAfter, f.opts); err != nil {
 			return err
 		}
-		return workflow.Execute(grpcWfName, f.gid, dtmgimp.MustProtoMarshal(busiPayload))
+		name := grpcWfName
+		if f.tcc {
+			name = grpcWfTccName
+		}
+		return workflow.Execute(name, f.gid, dtmgimp.MustProtoMarshal(busiPayload))
 	}
 	usage(mode)
 	return nil

@@ -242,7 +242,7 @@ func main() {
 
 	err := dtmimp.CatchP(func() {
 		if strings.HasPrefix(*mode, "grpcb-") { // busi_grpc.go: gRPC client, gRPC branches
-			f := grpcbFlags{dtm: *dtm, gid: *gid, busi: *busi, busi2: strings.TrimSuffix(*busi2, "/"), db: *db, crashAfter: *crashAfter, opts: opts}
+			f := grpcbFlags{dtm: *dtm, gid: *gid, busi: *busi, busi2: strings.TrimSuffix(*busi2, "/"), db: *db, crashAfter: *crashAfter, tcc: *tccSteps, opts: opts}
 			if err := runGrpcBusi(*mode, f); err != nil {
 				panic(err)
 			}
