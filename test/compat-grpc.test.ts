@@ -82,6 +82,15 @@ describe('msg with gRPC branches', () => {
     expect((await query(coordinator.dtm, gid)).transaction).toMatchObject({ protocol: 'grpc' });
   });
 
+  it('WithBranchHeaders arrive as metadata of every step', async () => {
+    const gid = newGid();
+    expectOk(await drive('grpcb-msg', gid, ['-headers']));
+    await waitForStatus(coordinator.dtm, gid, 'succeed');
+    const calls = await db.calls(gid);
+    expect(calls).toHaveLength(2);
+    for (const c of calls) expect(JSON.parse(c.metadata)).toMatchObject({ test_header: ['x'], 'dtm-trans_type': ['msg'] });
+  });
+
   it('Prepare with a gRPC QueryPrepared, then Submit', async () => {
     const gid = newGid();
     expectOk(await drive('grpcb-msg-prepare', gid, noCheckBack));
@@ -241,6 +250,42 @@ describe('TCC over gRPC (dtmgrpc.TccGlobalTransaction, CallBranch to gRPC Try/Co
     expect((await db.effects(gid)).sort()).toEqual(['01 cancel TransOutCancel', '01 try TransOutTry']);
     expect((await callLog(gid)).filter((c) => c.startsWith('TransInCancel'))).toEqual(['TransInCancel cancel OK']);
   });
+
+  it('WithBranchHeaders arrive as metadata of the Trys (the client) and the Confirms (the coordinator)', async () => {
+    const gid = newGid();
+    expectOk(await drive('grpcb-tcc', gid, ['-headers']));
+    await waitForStatus(coordinator.dtm, gid, 'succeed');
+    const calls = await db.calls(gid);
+    expect(calls.map((c) => c.method).sort()).toEqual(['TransInConfirm', 'TransInTry', 'TransOutConfirm', 'TransOutTry']);
+    for (const c of calls) expect(JSON.parse(c.metadata)).toMatchObject({ test_header: ['x'] });
+  });
+
+  it('nested: a Try continuing the TCC with TccFromGrpc registers sub-branch 0201, confirmed with the rest', async () => {
+    const gid = newGid();
+    expectOk(await drive('grpcb-tcc-nested', gid));
+    await waitForStatus(coordinator.dtm, gid, 'succeed');
+    expect((await db.effects(gid)).sort()).toEqual([
+      '01 confirm TransOutConfirm',
+      '01 try TransOutTry',
+      '02 confirm TransInNestedConfirm',
+      '0201 confirm TransInConfirm',
+      '0201 try TransInTry',
+    ]);
+  });
+
+  it('nested: the inner Try answering Aborted fails the outer one, and every branch is cancelled', async () => {
+    const gid = newGid();
+    await db.plan(gid, 'TransInTry', 'failure');
+    const r = await drive('grpcb-tcc-nested', gid);
+    expect(r.ok).toBe(false);
+    await waitForStatus(coordinator.dtm, gid, 'failed');
+    expect((await db.effects(gid)).sort()).toEqual(['01 cancel TransOutCancel', '01 try TransOutTry']);
+    expect((await callLog(gid)).filter((c) => c.includes('Cancel')).sort()).toEqual([
+      'TransInCancel cancel OK',
+      'TransInNestedCancel cancel OK',
+      'TransOutCancel cancel OK',
+    ]);
+  });
 });
 
 describe('XA over gRPC (dtmgrpc.XaGlobalTransaction, XaLocalTransaction on Postgres)', () => {
@@ -254,6 +299,15 @@ describe('XA over gRPC (dtmgrpc.XaGlobalTransaction, XaLocalTransaction on Postg
     expect(await db.effects(gid)).toEqual(['01 action XaTransOut', '02 action XaTransIn']);
     expect(await prepared(gid)).toEqual([]);
     expect(await callLog(gid)).toEqual(['XaTransOut action OK', 'XaTransIn action OK', 'XaTransOut commit OK', 'XaTransIn commit OK']);
+  });
+
+  it('WithBranchHeaders arrive as metadata of phase one (the client) and phase two (the coordinator)', async () => {
+    const gid = newGid();
+    expectOk(await drive('grpcb-xa', gid, ['-headers', '-timeout-to-fail', '60']));
+    await waitForStatus(coordinator.dtm, gid, 'succeed');
+    const calls = await db.calls(gid);
+    expect(calls.map((c) => c.op)).toEqual(['action', 'action', 'commit', 'commit']);
+    for (const c of calls) expect(JSON.parse(c.metadata)).toMatchObject({ test_header: ['x'] });
   });
 
   it('a branch answering Aborted: the client aborts, the coordinator rolls the first back', async () => {

@@ -179,6 +179,21 @@ func (b *busi) queryPrepared(ctx context.Context, method string, req *wrapperspb
 	return dtmgrpc.DtmError2GrpcError(bb.QueryPrepared(b.db))
 }
 
+// nestedTry is a TCC Try that nests: it continues the global TCC with
+// TccFromGrpc and calls TransInTry (Confirm, Cancel) as its sub-branch, 0201.
+func (b *busi) nestedTry(addr string) busiHandler {
+	return func(ctx context.Context, method string, req *wrapperspb.BytesValue) (err error) {
+		done := b.record(ctx, method, req)
+		defer func() { done(err) }()
+		tcc, err := dtmgrpc.TccFromGrpc(ctx)
+		if err != nil {
+			return status.Error(codes.InvalidArgument, err.Error())
+		}
+		url := func(m string) string { return addr + "/" + busiService + "/" + m }
+		return tcc.CallBranch(req, url("TransInTry"), url("TransInConfirm"), url("TransInCancel"), &emptypb.Empty{})
+	}
+}
+
 // serveGrpcBusi serves busi.Busi and DTM's workflow service on -listen (default
 // a free loopback port), prints host:port on a line of its own, and serves until killed.
 func serveGrpcBusi(dtm, rawDB, listen string) error {
@@ -193,8 +208,6 @@ func serveGrpcBusi(dtm, rawDB, listen string) error {
 			desc.Methods = append(desc.Methods, unaryMethod(base+suffix, b.barrierBranch))
 		}
 	}
-	desc.Methods = append(desc.Methods, unaryMethod("XaTransOut", b.xaBranch), unaryMethod("XaTransIn", b.xaBranch),
-		unaryMethod("QueryPrepared", b.queryPrepared))
 	if listen == "" {
 		listen = "127.0.0.1:0"
 	}
@@ -203,6 +216,9 @@ func serveGrpcBusi(dtm, rawDB, listen string) error {
 		return err
 	}
 	addr := ln.Addr().String()
+	desc.Methods = append(desc.Methods, unaryMethod("XaTransOut", b.xaBranch), unaryMethod("XaTransIn", b.xaBranch),
+		unaryMethod("QueryPrepared", b.queryPrepared), unaryMethod("TransInNestedTry", b.nestedTry(addr)),
+		unaryMethod("TransInNestedConfirm", b.barrierBranch), unaryMethod("TransInNestedCancel", b.barrierBranch))
 	s := grpc.NewServer(grpc.UnaryInterceptor(dtmgimp.GrpcServerLog))
 	s.RegisterService(&desc, struct{}{})
 	workflow.InitGrpc(dtm, addr, s) // the coordinator resumes grpcb-wf here
@@ -265,8 +281,16 @@ func registerGrpcWorkflows(busiAddr string, crashAfter int, opts options) error 
 type grpcbFlags struct {
 	dtm, gid, busi, busi2, db string
 	crashAfter                int
-	tcc                       bool
+	tcc, headers              bool
 	opts                      options
+}
+
+// setup applies the option flags, and -headers: WithBranchHeaders {"test_header": "x"}.
+func (f grpcbFlags) setup(t *dtmimp.TransBase) {
+	f.opts.apply(t)
+	if f.headers {
+		dtmgrpc.WithBranchHeaders(map[string]string{"test_header": "x"})(t)
+	}
 }
 
 // runGrpcBusi drives one grpcb-* mode (see test/compat/README.md).
@@ -282,7 +306,7 @@ func runGrpcBusi(mode string, f grpcbFlags) error {
 	switch mode {
 	case "grpcb-msg", "grpcb-msg-prepare", "grpcb-msg-prepare-only":
 		msg := dtmgrpc.NewMsgGrpc(f.dtm, f.gid).Add(url("TransOut"), busiPayload).Add(url("TransIn"), busiPayload)
-		f.opts.apply(&msg.TransBase)
+		f.setup(&msg.TransBase)
 		if mode == "grpcb-msg" {
 			return msg.Submit()
 		}
@@ -296,7 +320,7 @@ func runGrpcBusi(mode string, f grpcbFlags) error {
 			return err
 		}
 		msg := dtmgrpc.NewMsgGrpc(f.dtm, f.gid).Add(url("TransOut"), busiPayload).Add(url("TransIn"), busiPayload)
-		f.opts.apply(&msg.TransBase)
+		f.setup(&msg.TransBase)
 		local := func(tx *sql.Tx) error {
 			if _, err := tx.Exec(`insert into busi_effects (gid, branch_id, op, method) values ($1, '00', 'msg', 'local')`, f.gid); err != nil {
 				return err
@@ -324,11 +348,8 @@ func runGrpcBusi(mode string, f grpcbFlags) error {
 		}
 		return msg.DoAndSubmitDB(url("QueryPrepared"), db, local)
 	case "grpcb-saga", "grpcb-saga-wait", "grpcb-saga-concurrent", "grpcb-saga-headers", "grpcb-mixed-saga":
-		var topts []dtmgrpc.TransBaseOption
-		if mode == "grpcb-saga-headers" {
-			topts = append(topts, dtmgrpc.WithBranchHeaders(map[string]string{"test_header": "x"}))
-		}
-		saga := dtmgrpc.NewSagaGrpc(f.dtm, f.gid, topts...)
+		f.headers = f.headers || mode == "grpcb-saga-headers"
+		saga := dtmgrpc.NewSagaGrpc(f.dtm, f.gid)
 		if mode == "grpcb-mixed-saga" { // step 1 over HTTP (the saga service's s1), with JSON bytes
 			saga.Steps = append(saga.Steps, map[string]string{"action": f.busi2 + "/s1/action", "compensate": f.busi2 + "/s1/compensate"})
 			saga.BinPayloads = append(saga.BinPayloads, jsonAmount)
@@ -336,7 +357,7 @@ func runGrpcBusi(mode string, f grpcbFlags) error {
 			saga.Add(url("TransOut"), url("TransOutRevert"), busiPayload)
 		}
 		saga.Add(url("TransIn"), url("TransInRevert"), busiPayload)
-		f.opts.apply(&saga.TransBase)
+		f.setup(&saga.TransBase)
 		saga.RetryLimit = f.opts.retryLimit
 		switch mode {
 		case "grpcb-saga-wait":
@@ -347,9 +368,13 @@ func runGrpcBusi(mode string, f grpcbFlags) error {
 			saga.AddBranchOrder(2, []int{0, 1})
 		}
 		return saga.Submit()
-	case "grpcb-tcc":
-		return dtmgrpc.TccGlobalTransaction2(f.dtm, f.gid, func(t *dtmgrpc.TccGrpc) { f.opts.apply(&t.TransBase) }, func(t *dtmgrpc.TccGrpc) error {
-			for _, name := range []string{"TransOut", "TransIn"} {
+	case "grpcb-tcc", "grpcb-tcc-nested":
+		second := "TransIn"
+		if mode == "grpcb-tcc-nested" {
+			second = "TransInNested" // its Try nests TransIn, as sub-branch 0201
+		}
+		return dtmgrpc.TccGlobalTransaction2(f.dtm, f.gid, func(t *dtmgrpc.TccGrpc) { f.setup(&t.TransBase) }, func(t *dtmgrpc.TccGrpc) error {
+			for _, name := range []string{"TransOut", second} {
 				if err := t.CallBranch(busiPayload, url(name+"Try"), url(name+"Confirm"), url(name+"Cancel"), &empty); err != nil {
 					return err
 				}
@@ -357,7 +382,7 @@ func runGrpcBusi(mode string, f grpcbFlags) error {
 			return nil
 		})
 	case "grpcb-xa":
-		return dtmgrpc.XaGlobalTransaction2(f.dtm, f.gid, func(x *dtmgrpc.XaGrpc) { f.opts.apply(&x.TransBase) }, func(x *dtmgrpc.XaGrpc) error {
+		return dtmgrpc.XaGlobalTransaction2(f.dtm, f.gid, func(x *dtmgrpc.XaGrpc) { f.setup(&x.TransBase) }, func(x *dtmgrpc.XaGrpc) error {
 			if err := x.CallBranch(busiPayload, url("XaTransOut"), &empty); err != nil {
 				return err
 			}

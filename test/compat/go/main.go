@@ -192,6 +192,7 @@ func main() {
 	crashAfter := flag.Int("crash-after", 0, "workflow: SIGKILL this process after branch N is recorded (0: never)")
 	tccSteps := flag.Bool("tcc", false, "workflow: TCC branches (Try as the step, OnCommit Confirm, OnRollback Cancel)")
 	failLocal := flag.Bool("fail-local", false, "workflow: a third branch fails (ErrFailure), so every compensation runs")
+	headers := flag.Bool("headers", false, "grpcb modes: WithBranchHeaders {\"test_header\": \"x\"}")
 	token := flag.String("token", "", "gRPC modes: send the metadata authorization: Bearer <token>")
 	delay := flag.Uint64("delay", 0, "SetDelay in seconds, sent as custom_data {\"delay\":N} on submit (0: none; msg modes only)")
 	flag.Parse()
@@ -242,7 +243,7 @@ func main() {
 
 	err := dtmimp.CatchP(func() {
 		if strings.HasPrefix(*mode, "grpcb-") { // busi_grpc.go: gRPC client, gRPC branches
-			f := grpcbFlags{dtm: *dtm, gid: *gid, busi: *busi, busi2: strings.TrimSuffix(*busi2, "/"), db: *db, crashAfter: *crashAfter, tcc: *tccSteps, opts: opts}
+			f := grpcbFlags{dtm: *dtm, gid: *gid, busi: *busi, busi2: strings.TrimSuffix(*busi2, "/"), db: *db, crashAfter: *crashAfter, tcc: *tccSteps, headers: *headers, opts: opts}
 			if err := runGrpcBusi(*mode, f); err != nil {
 				panic(err)
 			}
