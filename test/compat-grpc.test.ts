@@ -91,6 +91,16 @@ describe('msg with gRPC branches', () => {
     for (const c of calls) expect(JSON.parse(c.metadata)).toMatchObject({ test_header: ['x'], 'dtm-trans_type': ['msg'] });
   });
 
+  it('a msg to a topic (AddTopic) whose subscribers, registered with Subscribe, are gRPC methods', async () => {
+    const gid = newGid();
+    expectOk(await drive('grpcb-topic', gid));
+    await waitForStatus(coordinator.dtm, gid, 'succeed');
+    const effects = await db.effects(gid);
+    expect(effects.map((e) => e.split(' ').slice(1).join(' ')).sort()).toEqual(['action TransIn', 'action TransOut']);
+    expect(new Set(effects.map((e) => e.split(' ')[0])).size).toBe(2);
+    expect((await db.calls(gid)).map((c) => c.payload)).toEqual([amount, amount]);
+  });
+
   it('Prepare with a gRPC QueryPrepared, then Submit', async () => {
     const gid = newGid();
     expectOk(await drive('grpcb-msg-prepare', gid, noCheckBack));

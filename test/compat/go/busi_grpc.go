@@ -42,6 +42,7 @@ import (
 	"github.com/dtm-labs/client/dtmcli/dtmimp"
 	"github.com/dtm-labs/client/dtmgrpc"
 	"github.com/dtm-labs/client/dtmgrpc/dtmgimp"
+	"github.com/dtm-labs/client/dtmgrpc/dtmgpb"
 	"github.com/dtm-labs/client/workflow"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -313,6 +314,17 @@ func runGrpcBusi(mode string, f grpcbFlags) error {
 		if err := msg.Prepare(url("QueryPrepared")); err != nil || mode == "grpcb-msg-prepare-only" {
 			return err
 		}
+		return msg.Submit()
+	case "grpcb-topic": // subscribe TransOut and TransIn to topic t-<gid>, then a msg to the topic
+		topic := "t-" + f.gid
+		for _, m := range []string{"TransOut", "TransIn"} {
+			req := &dtmgpb.DtmTopicRequest{Topic: topic, URL: url(m), Remark: "compat"}
+			if _, err := dtmgimp.MustGetDtmClient(f.dtm).Subscribe(context.Background(), req); err != nil {
+				return err
+			}
+		}
+		msg := dtmgrpc.NewMsgGrpc(f.dtm, f.gid).AddTopic(topic, busiPayload)
+		f.setup(&msg.TransBase)
 		return msg.Submit()
 	case "grpcb-do-and-submit", "grpcb-do-and-submit-failure", "grpcb-do-and-submit-error", "grpcb-do-and-crash":
 		db, _, err := openBusiDB(f.db)
