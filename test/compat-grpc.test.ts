@@ -204,6 +204,14 @@ describe('saga with gRPC branches', () => {
     ]);
   });
 
+  it('a malformed gRPC branch URL is refused at Submit with InvalidArgument naming the field, and nothing is stored', async () => {
+    const gid = newGid();
+    const r = await drive('grpcb-saga', gid, [], 'localhost'); // localhost/busi.Busi/TransOut: no port
+    expect(r.ok).toBe(false);
+    expect(r.error).toMatch(/InvalidArgument desc = Steps\.0\.action: .*needs a host and a port/);
+    expect((await query(coordinator.dtm, gid)).transaction).toBeNull();
+  });
+
   it('concurrent with branch orders: TransFee starts only after TransOut and TransIn ended', async () => {
     const gid = newGid();
     expectOk(await drive('grpcb-saga-concurrent', gid));
