@@ -341,11 +341,13 @@ describe('XA over gRPC (dtmgrpc.XaGlobalTransaction, XaLocalTransaction on Postg
 });
 
 describe('workflow over gRPC (workflow.InitGrpc, branches through workflow.Interceptor)', () => {
-  it('a saga-style workflow succeeds', async () => {
+  it('a saga-style workflow succeeds; executed again, it answers from the record without calling anything', async () => {
     const gid = newGid();
     expectOk(await drive('grpcb-workflow', gid));
     expect((await query(coordinator.dtm, gid)).transaction?.status).toBe('succeed');
     expect(await db.effects(gid)).toEqual(['01 action TransOut', '02 action TransIn']);
+    expectOk(await drive('grpcb-workflow', gid));
+    expect(await callLog(gid)).toEqual(['TransOut action OK', 'TransIn action OK']);
   });
 
   it('rolls back when a branch answers Aborted', async () => {
@@ -355,6 +357,11 @@ describe('workflow over gRPC (workflow.InitGrpc, branches through workflow.Inter
     expect(r.ok).toBe(false);
     await waitForStatus(coordinator.dtm, gid, 'failed');
     expect(await db.effects(gid)).toEqual(['01 action TransOut', '01 rollback TransOutRevert']);
+    const calls = (await callLog(gid)).length;
+    const again = await drive('grpcb-workflow', gid); // the failed workflow's outcome, from the record
+    expect(again.ok).toBe(false);
+    expect(again.error).toContain('FAILURE');
+    expect(await callLog(gid)).toHaveLength(calls);
   });
 
   it('a client dying mid-workflow: the coordinator resumes it over gRPC at the busi, which finishes it', async () => {
