@@ -24,7 +24,9 @@ package main
 // Methods: TransOut, TransIn, TransFee, each with the suffixes Revert (saga
 // compensation), Try, Confirm, Cancel (TCC); XaTransOut and XaTransIn
 // (dtmgrpc.XaLocalTransaction: the effect is written inside the XA
-// transaction); QueryPrepared (bb.QueryPrepared on the barrier); and
+// transaction); QueryPrepared (bb.QueryPrepared on the barrier);
+// TransInNestedTry (TccFromGrpc, then CallBranch of TransInTry as sub-branch
+// 0201) with TransInNestedConfirm and TransInNestedCancel; and
 // DTM's workflow service (workflow.InitGrpc), which resumes grpcb-wf and
 // grpcb-wf-tcc.
 
