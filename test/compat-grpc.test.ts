@@ -431,32 +431,42 @@ describe('a saga mixing an HTTP and a gRPC branch, driven by dtmgrpc', () => {
   });
 });
 
-describe('the coordinator killed mid-flow of a gRPC saga', () => {
-  it('SIGKILLed while a gRPC step answers FailedPrecondition, restarted on the same ports: the saga finishes, each step in effect once', async () => {
-    const [store, port, grpcPort] = await Promise.all([freshStore(), freePort(), freePort()]);
-    const start = () => startCoordinator({ store, port, env: { ...fastCoordinator, CONCORD_GRPC_PORT: String(grpcPort) } });
-    const first = await start();
-    const dtm = `127.0.0.1:${grpcPort}`;
-    const gid = newGid();
-    await db.plan(gid, 'TransIn', 'ongoing');
-    expectOk(await drive('grpcb-saga', gid, [], busi.address, dtm));
-    await vi.waitFor(
-      async () => expect((await callLog(gid)).filter((c) => c === 'TransIn action FailedPrecondition').length).toBeGreaterThan(1),
-      {
-        timeout: 20_000,
-      },
-    );
-    expect(await first.stop('SIGKILL')).toBeNull();
-    await db.heal(gid);
-    const second = await start();
-    try {
-      await waitForStatus(second.dtm, gid, 'succeed', 30_000);
-      expect(await db.effects(gid)).toEqual(['01 action TransOut', '02 action TransIn']);
-      expect((await callLog(gid)).filter((c) => c.endsWith(' OK'))).toEqual(['TransOut action OK', 'TransIn action OK']);
-    } finally {
-      expect(await second.stop()).toBe(0);
-    }
-  });
+describe('the coordinator killed mid-flow', () => {
+  const cases = [
+    { what: 'a gRPC saga', mode: 'grpcb-saga', stuck: 'TransIn', effects: ['01 action TransOut', '02 action TransIn'] },
+    { what: 'a gRPC msg', mode: 'grpcb-msg', stuck: 'TransIn', effects: ['01 action TransOut', '02 action TransIn'] },
+    {
+      what: 'the Confirm phase of a gRPC TCC',
+      mode: 'grpcb-tcc',
+      stuck: 'TransInConfirm',
+      effects: ['01 confirm TransOutConfirm', '01 try TransOutTry', '02 confirm TransInConfirm', '02 try TransInTry'],
+    },
+  ];
+  it.each(cases)(
+    'SIGKILLed during $what while a gRPC step answers FailedPrecondition, restarted on the same ports: it finishes, each step in effect once',
+    async ({ mode, stuck, effects }) => {
+      const [store, port, grpcPort] = await Promise.all([freshStore(), freePort(), freePort()]);
+      const start = () => startCoordinator({ store, port, env: { ...fastCoordinator, CONCORD_GRPC_PORT: String(grpcPort) } });
+      const first = await start();
+      const dtm = `127.0.0.1:${grpcPort}`;
+      const gid = newGid();
+      await db.plan(gid, stuck, 'ongoing');
+      expectOk(await drive(mode, gid, [], busi.address, dtm));
+      const stuckCalls = async () => (await db.calls(gid)).filter((c) => c.method === stuck && c.answer === 'FailedPrecondition').length;
+      await vi.waitFor(async () => expect(await stuckCalls()).toBeGreaterThan(1), { timeout: 20_000 });
+      expect(await first.stop('SIGKILL')).toBeNull();
+      await db.heal(gid);
+      const second = await start();
+      try {
+        await waitForStatus(second.dtm, gid, 'succeed', 30_000);
+        expect((await db.effects(gid)).sort()).toEqual(effects);
+        const ok = (await db.calls(gid)).filter((c) => c.answer === 'OK').map((c) => c.method);
+        expect(ok.sort()).toEqual(effects.map((e) => e.split(' ')[2]).sort()); // each method answered OK once
+      } finally {
+        expect(await second.stop()).toBe(0);
+      }
+    },
+  );
 });
 
 describe("a TypeScript gRPC branch service (the SDK's grpcBranchService, grpcBranch, barrier) under dtmgrpc", () => {
