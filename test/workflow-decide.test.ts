@@ -7,24 +7,58 @@ const custom = (name: string, input: string | null) =>
 
 describe('decideWorkflow', () => {
   it('resumes a prepared workflow through its callback, op = its name, body = its input', () => {
-    const d = decideWorkflow({ status: 'prepared', query_prepared: 'http://svc/resume', custom_data: custom('transfer', '{"amount":30}') });
+    const d = decideWorkflow({
+      status: 'prepared',
+      protocol: 'http',
+      query_prepared: 'http://svc/resume',
+      custom_data: custom('transfer', '{"amount":30}'),
+    });
     expect(d).toEqual({ kind: 'resume', url: 'http://svc/resume', name: 'transfer', payload: '{"amount":30}' });
   });
 
   it('sends no body for a workflow without input (Go’s nil []byte is null)', () => {
-    const d = decideWorkflow({ status: 'prepared', query_prepared: 'http://svc/resume', custom_data: custom('transfer', null) });
+    const d = decideWorkflow({
+      status: 'prepared',
+      protocol: 'http',
+      query_prepared: 'http://svc/resume',
+      custom_data: custom('transfer', null),
+    });
     expect(d).toMatchObject({ kind: 'resume', payload: '' });
+  });
+
+  it("over gRPC, wraps the input in DTM's workflow.WorkflowData (field 1, bytes), as its gRPC workflow service takes it", () => {
+    const input = Buffer.alloc(200, 7); // a two-byte length
+    const d = decideWorkflow({
+      status: 'prepared',
+      protocol: 'grpc',
+      query_prepared: 'svc:9/workflow.Workflow/Execute',
+      custom_data: custom('t', input.toString('latin1')),
+    });
+    expect(d).toMatchObject({ kind: 'resume', payload: Buffer.concat([Buffer.from([0x0a, 0xc8, 0x01]), input]) });
+    const empty = decideWorkflow({
+      status: 'prepared',
+      protocol: 'grpc',
+      query_prepared: 'svc:9/workflow.Workflow/Execute',
+      custom_data: custom('t', null),
+    });
+    expect(empty).toMatchObject({ kind: 'resume', payload: Buffer.alloc(0) });
   });
 
   it('leaves finished workflows alone', () => {
     for (const status of ['succeed', 'failed'] as const) {
-      expect(decideWorkflow({ status, query_prepared: 'http://svc/resume', custom_data: custom('t', '') })).toEqual({ kind: 'finished' });
+      expect(decideWorkflow({ status, protocol: 'http', query_prepared: 'http://svc/resume', custom_data: custom('t', '') })).toEqual({
+        kind: 'finished',
+      });
     }
   });
 
   it('waits when nothing can resume the workflow: no callback, or custom_data without a name', () => {
-    expect(decideWorkflow({ status: 'prepared', query_prepared: '', custom_data: custom('t', '') })).toMatchObject({ kind: 'wait' });
-    expect(decideWorkflow({ status: 'prepared', query_prepared: 'http://svc/r', custom_data: '{}' })).toMatchObject({ kind: 'wait' });
+    expect(decideWorkflow({ status: 'prepared', protocol: 'http', query_prepared: '', custom_data: custom('t', '') })).toMatchObject({
+      kind: 'wait',
+    });
+    expect(decideWorkflow({ status: 'prepared', protocol: 'http', query_prepared: 'http://svc/r', custom_data: '{}' })).toMatchObject({
+      kind: 'wait',
+    });
   });
 });
 

@@ -105,6 +105,10 @@
 // gRPC modes (grpc-new-gid, grpc-submit, grpc-saga, grpc-tcc, ...; -dtm is
 // then host:port of the gRPC API): see grpc.go.
 //
+// gRPC branch modes (grpcb-busi, a gRPC branch service written with DTM's
+// client library, and grpcb-msg, grpcb-saga, grpcb-tcc, grpcb-xa,
+// grpcb-workflow, ... whose branches are its methods): see busi_grpc.go.
+//
 // Without -gid, a gid is fetched with MustGenGid first. The last stdout line
 // is always one JSON object: {"ok":true} (plus "gid" for new-gid) or
 // {"ok":false,"error":"..."}; the exit code is 0 or 1 accordingly (2 for bad
@@ -166,7 +170,7 @@ func (o options) apply(t *dtmimp.TransBase) {
 	t.WaitResult = o.waitResult
 }
 
-func isSaga(mode string) bool { return strings.HasPrefix(mode, "saga") }
+func isSaga(mode string) bool { return strings.Contains(mode, "saga") }
 
 func main() {
 	dtm := flag.String("dtm", "", "DTM API base, e.g. http://127.0.0.1:36789/api/dtmsvr")
@@ -188,6 +192,7 @@ func main() {
 	crashAfter := flag.Int("crash-after", 0, "workflow: SIGKILL this process after branch N is recorded (0: never)")
 	tccSteps := flag.Bool("tcc", false, "workflow: TCC branches (Try as the step, OnCommit Confirm, OnRollback Cancel)")
 	failLocal := flag.Bool("fail-local", false, "workflow: a third branch fails (ErrFailure), so every compensation runs")
+	headers := flag.Bool("headers", false, "grpcb modes: WithBranchHeaders {\"test_header\": \"x\"}")
 	token := flag.String("token", "", "gRPC modes: send the metadata authorization: Bearer <token>")
 	delay := flag.Uint64("delay", 0, "SetDelay in seconds, sent as custom_data {\"delay\":N} on submit (0: none; msg modes only)")
 	flag.Parse()
@@ -205,6 +210,12 @@ func main() {
 	if isSaga(*mode) && *delay > 0 || !isSaga(*mode) && opts.retryLimit > 0 {
 		fmt.Fprintln(os.Stderr, "-delay is for msg modes, -retry-limit for saga modes")
 		os.Exit(2)
+	}
+
+	if *mode == "grpcb-busi" { // busi_grpc.go: a gRPC branch service
+		if err := serveGrpcBusi(*dtm, *db, *listen); err != nil {
+			finish(result{Ok: false, Error: err.Error()})
+		}
 	}
 
 	if *mode == "xa-busi" {
@@ -231,6 +242,13 @@ func main() {
 	}
 
 	err := dtmimp.CatchP(func() {
+		if strings.HasPrefix(*mode, "grpcb-") { // busi_grpc.go: gRPC client, gRPC branches
+			f := grpcbFlags{dtm: *dtm, gid: *gid, busi: *busi, busi2: strings.TrimSuffix(*busi2, "/"), db: *db, crashAfter: *crashAfter, tcc: *tccSteps, headers: *headers, opts: opts}
+			if err := runGrpcBusi(*mode, f); err != nil {
+				panic(err)
+			}
+			return
+		}
 		if strings.HasPrefix(*mode, "grpc-") { // grpc.go: -dtm is a gRPC address
 			if err := runGrpc(*mode, *dtm, *gid, strings.TrimSuffix(*busi, "/"), opts, *token); err != nil {
 				panic(err)
