@@ -1,0 +1,154 @@
+/**
+ * The published packages as a user gets them: `npm pack` of each workspace, installed from the
+ * tarballs into scratch projects. An operator's project runs `npx concord start` on the embedded
+ * store; a service's project, with `@concord/sdk` alone, sends a two-phase message to an HTTP branch.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import { builtinModules } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { freePort } from './helpers/coordinator.js';
+
+const root = new URL('../', import.meta.url).pathname;
+const run = promisify(execFile);
+/** npm as a user runs it: none of the variables `npm test` passes to its scripts. */
+const userEnv = Object.fromEntries(Object.entries(process.env).filter(([key]) => !/^(npm_|CONCORD_)/i.test(key)));
+const npm = (cwd: string, ...args: string[]) => run('npm', args, { cwd, env: userEnv, maxBuffer: 16 * 1024 * 1024 });
+/** The registry is reachable, but its packages are in npm's cache already: no need to ask for every one. */
+const install = (cwd: string, ...tarballs: string[]) => npm(cwd, 'install', '--prefer-offline', '--no-audit', '--no-fund', ...tarballs);
+
+let scratch: string;
+let operator: string;
+let service: string;
+
+beforeAll(async () => {
+  scratch = await mkdtemp(join(tmpdir(), 'concord-packages-'));
+  const packs = join(scratch, 'packs');
+  [operator, service] = [join(scratch, 'operator'), join(scratch, 'service')];
+  for (const dir of [packs, operator, service]) await mkdir(dir);
+  // prepack compiles each package (and adds the coordinator's assets from the root build).
+  await run('npm', ['pack', '--workspace', 'sdk', '--workspace', 'coordinator', '--pack-destination', packs], { cwd: root, env: userEnv });
+  const tarballs = await readdir(packs);
+  const tarball = (prefix: string) =>
+    join(
+      packs,
+      tarballs.find((name) => name.startsWith(prefix))!,
+    );
+  for (const dir of [operator, service]) await writeFile(join(dir, 'package.json'), JSON.stringify({ private: true, type: 'module' }));
+  await Promise.all([install(operator, tarball('concord-0')), install(service, tarball('concord-sdk-'))]);
+}, 600_000);
+
+afterAll(async () => {
+  if (scratch) await rm(scratch, { recursive: true, force: true });
+});
+
+/** Every package installed under `dir`, by name. */
+async function installed(dir: string): Promise<Set<string>> {
+  const { stdout } = await npm(dir, 'ls', '--all', '--parseable');
+  return new Set(stdout.split('\n').map((path) => path.slice(path.lastIndexOf('node_modules/') + 'node_modules/'.length)));
+}
+
+describe('packages', () => {
+  it('installs @concord/sdk without the coordinator, its store, its server, its metrics or any broker client', async () => {
+    const names = await installed(service);
+    expect(names).toContain('@concord/sdk');
+    for (const name of ['concord', '@electric-sql/pglite', 'fastify', 'prom-client', 'kafkajs', 'amqplib', 'pg', 'drizzle-orm']) {
+      expect(names, name).not.toContain(name);
+    }
+  });
+
+  it('declares every package a published file imports', async () => {
+    const builtins = new Set(builtinModules);
+    for (const dir of [join(service, 'node_modules/@concord/sdk'), join(operator, 'node_modules/concord')]) {
+      const manifest = JSON.parse(await readFile(join(dir, 'package.json'), 'utf8')) as Record<string, Record<string, string> | undefined>;
+      const declared = new Set([...Object.keys(manifest.dependencies ?? {}), ...Object.keys(manifest.peerDependencies ?? {})]);
+      // The admin UI's browser modules load their vendored copies, not packages.
+      const files = (await readdir(join(dir, 'dist'), { recursive: true })).filter(
+        (file) => file.endsWith('.js') && !file.includes('admin-ui/'),
+      );
+      expect(files.length).toBeGreaterThan(10);
+      const undeclared = new Set<string>();
+      for (const file of files) {
+        const text = await readFile(join(dir, 'dist', file), 'utf8');
+        for (const [, specifier] of text.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*|\brequire\s*\(\s*|^import\s+)['"]([^'"]+)['"]/gm)) {
+          if (specifier!.startsWith('.') || specifier!.startsWith('node:') || builtins.has(specifier!)) continue;
+          const name = specifier!
+            .split('/')
+            .slice(0, specifier!.startsWith('@') ? 2 : 1)
+            .join('/');
+          if (!declared.has(name)) undeclared.add(`${file}: ${name}`);
+        }
+      }
+      expect([...undeclared], `${dir}/package.json`).toEqual([]);
+    }
+    // Neither ships the repository's tools.
+    for (const dir of [join(service, 'node_modules/@concord/sdk/dist'), join(operator, 'node_modules/concord/dist')]) {
+      expect((await readdir(dir)).filter((name) => ['bench', 'test', 'examples', 'scripts'].includes(name))).toEqual([]);
+    }
+  });
+
+  it('runs `npx concord start` from a fresh directory, and a service on the SDK alone sends it a message', async () => {
+    const got: { path: string; body: string }[] = [];
+    const branch: Server = createServer((req, res) => {
+      let body = '';
+      req.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      req.on('end', () => {
+        got.push({ path: req.url ?? '', body });
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{"dtm_result":"SUCCESS"}');
+      });
+    });
+    branch.listen(0, '127.0.0.1');
+    await once(branch, 'listening');
+    const branchUrl = `http://127.0.0.1:${(branch.address() as { port: number }).port}`;
+    const port = await freePort();
+    let output = '';
+    // Its own process group: npx runs the bin in a shell, and the whole group is stopped at the end.
+    const coordinator: ChildProcess = spawn('npx', ['concord', 'start'], {
+      cwd: operator,
+      env: { ...userEnv, CONCORD_PORT: String(port), CONCORD_LOG_LEVEL: 'warn' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    coordinator.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    coordinator.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    try {
+      const dtm = `http://127.0.0.1:${port}/api/dtmsvr`;
+      await vi.waitFor(
+        async () => {
+          expect(coordinator.exitCode, output).toBeNull();
+          expect((await fetch(`http://127.0.0.1:${port}/api/health`)).status).toBe(200);
+        },
+        { timeout: 60_000, interval: 200 },
+      );
+      const script = [
+        "import { Msg } from '@concord/sdk';",
+        'const [dtm, branch, gid] = process.argv.slice(2);',
+        "const msg = new Msg(dtm, gid).add(`${branch}/paid`, { order: 'o-1' });",
+        'await msg.prepare(`${branch}/query-prepared`);',
+        'await msg.submit();',
+      ].join('\n');
+      await writeFile(join(service, 'send.js'), script);
+      const gid = `packed-${Date.now()}`;
+      await run(process.execPath, ['send.js', dtm, branchUrl, gid], { cwd: service, env: userEnv });
+      await vi.waitFor(() => expect(got).toContainEqual({ path: expect.stringContaining(`/paid?`) as string, body: '{"order":"o-1"}' }), {
+        timeout: 30_000,
+        interval: 100,
+      });
+      expect(got.find((call) => call.path.startsWith('/paid'))!.path).toContain(`gid=${gid}`);
+      // The embedded store, where the operator ran it.
+      expect(await readdir(operator)).toContain('concord-data');
+    } finally {
+      if (coordinator.exitCode === null) {
+        const exited = once(coordinator, 'exit');
+        process.kill(-coordinator.pid!, 'SIGTERM');
+        await exited;
+      }
+      branch.close();
+    }
+  });
+});
