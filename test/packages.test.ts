@@ -143,11 +143,18 @@ describe('packages', () => {
       // The embedded store, where the operator ran it.
       expect(await readdir(operator)).toContain('concord-data');
     } finally {
-      if (coordinator.exitCode === null) {
-        const exited = once(coordinator, 'exit');
-        process.kill(-coordinator.pid!, 'SIGTERM');
-        await exited;
-      }
+      // npx exits before the coordinator it started has let go of its store: wait for the whole group.
+      const group = -coordinator.pid!;
+      const alive = () => {
+        try {
+          process.kill(group, 0);
+          return true;
+        } catch {
+          return false;
+        }
+      };
+      if (alive()) process.kill(group, 'SIGTERM');
+      await vi.waitFor(() => expect(alive()).toBe(false), { timeout: 30_000, interval: 100 });
       branch.close();
     }
   });
