@@ -9,7 +9,7 @@ export const version: string = (() => {
   for (const up of ['./package.json', '../../coordinator/package.json', '../../package.json']) {
     try {
       const pkg = JSON.parse(readFileSync(new URL(up, import.meta.url), 'utf8')) as { name?: string; version?: string };
-      if (pkg.name === 'concord' && pkg.version) return pkg.version;
+      if (pkg.name === '@concord/coordinator' && pkg.version) return pkg.version;
     } catch {
       // not at this level
     }

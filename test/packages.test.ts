@@ -40,7 +40,7 @@ beforeAll(async () => {
       tarballs.find((name) => name.startsWith(prefix))!,
     );
   for (const dir of [operator, service]) await writeFile(join(dir, 'package.json'), JSON.stringify({ private: true, type: 'module' }));
-  await Promise.all([install(operator, tarball('concord-0')), install(service, tarball('concord-sdk-'))]);
+  await Promise.all([install(operator, tarball('concord-coordinator-')), install(service, tarball('concord-sdk-'))]);
 }, 600_000);
 
 afterAll(async () => {
@@ -57,14 +57,31 @@ describe('packages', () => {
   it('installs @concord/sdk without the coordinator, its store, its server, its metrics or any broker client', async () => {
     const names = await installed(service);
     expect(names).toContain('@concord/sdk');
-    for (const name of ['concord', '@electric-sql/pglite', 'fastify', 'prom-client', 'kafkajs', 'amqplib', 'pg', 'drizzle-orm']) {
+    for (const name of [
+      '@concord/coordinator',
+      '@electric-sql/pglite',
+      'fastify',
+      'prom-client',
+      'kafkajs',
+      'amqplib',
+      'pg',
+      'drizzle-orm',
+    ]) {
       expect(names, name).not.toContain(name);
     }
+    // Importing it needs none of them; a call that needs one names it.
+    const script = [
+      "import { ensureBarrierTable } from '@concord/sdk';",
+      'const db = { execute: async () => ({ rows: [] }), transaction: (fn) => fn(db) };',
+      'await ensureBarrierTable(db).catch((err) => console.log(err.message));',
+    ].join('\n');
+    const { stdout } = await run(process.execPath, ['--input-type=module', '--eval', script], { cwd: service, env: userEnv });
+    expect(stdout.trim()).toBe('this needs drizzle-orm, an optional peer dependency of @concord/sdk: npm install drizzle-orm');
   });
 
   it('declares every package a published file imports', async () => {
     const builtins = new Set(builtinModules);
-    for (const dir of [join(service, 'node_modules/@concord/sdk'), join(operator, 'node_modules/concord')]) {
+    for (const dir of [join(service, 'node_modules/@concord/sdk'), join(operator, 'node_modules/@concord/coordinator')]) {
       const manifest = JSON.parse(await readFile(join(dir, 'package.json'), 'utf8')) as Record<string, Record<string, string> | undefined>;
       const declared = new Set([...Object.keys(manifest.dependencies ?? {}), ...Object.keys(manifest.peerDependencies ?? {})]);
       // The admin UI's browser modules load their vendored copies, not packages.
@@ -87,7 +104,7 @@ describe('packages', () => {
       expect([...undeclared], `${dir}/package.json`).toEqual([]);
     }
     // Neither ships the repository's tools.
-    for (const dir of [join(service, 'node_modules/@concord/sdk/dist'), join(operator, 'node_modules/concord/dist')]) {
+    for (const dir of [join(service, 'node_modules/@concord/sdk/dist'), join(operator, 'node_modules/@concord/coordinator/dist')]) {
       expect((await readdir(dir)).filter((name) => ['bench', 'test', 'examples', 'scripts'].includes(name))).toEqual([]);
     }
   });
@@ -118,6 +135,9 @@ describe('packages', () => {
     coordinator.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
     try {
       const dtm = `http://127.0.0.1:${port}/api/dtmsvr`;
+      // The package's own version, read from its package.json.
+      const { stdout: version } = await run('npx', ['concord', '--version'], { cwd: operator, env: userEnv });
+      expect(version.trim()).toBe(JSON.parse(await readFile(join(root, 'coordinator/package.json'), 'utf8')).version);
       await vi.waitFor(
         async () => {
           expect(coordinator.exitCode, output).toBeNull();
