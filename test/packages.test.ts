@@ -79,6 +79,27 @@ describe('packages', () => {
     expect(stdout.trim()).toBe('this needs drizzle-orm, an optional peer dependency of @concord/sdk: npm install drizzle-orm');
   });
 
+  it("type-checks a TypeScript service against @concord/sdk's declarations", async () => {
+    const compilerOptions = { module: 'nodenext', target: 'es2022', strict: true, noEmit: true, skipLibCheck: true, types: [] };
+    await writeFile(join(service, 'tsconfig.json'), JSON.stringify({ compilerOptions, include: ['*.ts'] }));
+    const tsc = (source: string) =>
+      writeFile(join(service, 'typed.ts'), source).then(() =>
+        run(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', '.'], { cwd: service, env: userEnv }),
+      );
+    const valid = [
+      "import { Msg, isConcordError, type SqlExecutor } from '@concord/sdk';",
+      "const msg: Msg = new Msg('http://127.0.0.1:36789/api/dtmsvr', 'g-1', { waitResult: true }).add('http://bank/in', { amount: 30 });",
+      'export const gid: string = msg.gid;',
+      'export const check = (err: unknown): boolean => isConcordError(err);',
+      'export type Executor = SqlExecutor;',
+    ].join('\n');
+    await tsc(valid);
+    // The declarations are read, not taken as any: a wrong option is refused.
+    await expect(tsc(valid.replace('waitResult: true', "waitResult: 'yes'"))).rejects.toMatchObject({
+      stdout: expect.stringContaining('typed.ts(2,'),
+    });
+  });
+
   it('declares every package a published file imports', async () => {
     const builtins = new Set(builtinModules);
     for (const dir of [join(service, 'node_modules/@concord/sdk'), join(operator, 'node_modules/@concord/coordinator')]) {
