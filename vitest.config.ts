@@ -6,6 +6,8 @@ export default defineConfig({
     exclude: ['**/node_modules/**', '**/dist/**'],
     // Starts PostgreSQL once per run (Debian's packages, Docker or CONCORD_TEST_PG_URL).
     globalSetup: ['test/global-setup.ts'],
+    // After each file: nothing it opened is still open.
+    setupFiles: ['test/helpers/leak-check.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: 'forks',

@@ -6,6 +6,7 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { brokerConnections, isLoopbackHost, type Config } from '../schemas/config.js';
+import { createGrpcPublisher } from '../relay/grpc.js';
 import { createHttpPublisher } from '../relay/http.js';
 import { DestinationPolicy } from '../relay/destination-policy.js';
 import { createKafkaPublisher } from '../relay/kafka.js';
@@ -36,6 +37,7 @@ import { releaseLeases } from './store/transactions.js';
 import { storeId } from './store/store-id.js';
 import { pendingSagaBrokerUrls } from './store/sagas.js';
 import { OperatorActions } from './engine/operator.js';
+import { ConsumerParked } from './engine/consumer-parked.js';
 
 export interface Coordinator {
   /** e.g. http://127.0.0.1:36789 */
@@ -52,11 +54,10 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   const nodeId = config.nodeId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   const database = await openDatabase(config.store, { poolSize: config.storePoolSize, logger, lockTimeout: config.storeLockTimeout });
   const brokers = brokerConnections(config);
+  const destinations = new DestinationPolicy({ allow: config.allowDestinations, deny: config.denyDestinations });
   const relay = new Relay([
-    createHttpPublisher({
-      answerBytes: config.answerBytes,
-      destinations: new DestinationPolicy({ allow: config.allowDestinations, deny: config.denyDestinations }),
-    }),
+    createHttpPublisher({ answerBytes: config.answerBytes, destinations }),
+    createGrpcPublisher({ destinations }),
     createKafkaPublisher(brokers.kafka, logger.child({ component: 'relay.kafka' })),
     createRabbitPublisher(brokers.rabbitmq, logger.child({ component: 'relay.rabbitmq' })),
   ]);
@@ -104,6 +105,7 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
     queries: new TransactionQueries(ctx),
     topics: new Topics(ctx),
     operator: new OperatorActions({ database, relay, config, logger: logger.child({ component: 'operator' }) }),
+    consumerParked: new ConsumerParked({ ...ctx, logger: logger.child({ component: 'operator' }) }),
     msg,
     saga,
     tcc,

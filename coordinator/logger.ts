@@ -3,11 +3,13 @@
  * when a person watches a terminal (logFormat auto: stdout is a TTY). Children carry the context:
  * `component`, and on everything about one transaction its `gid` and `trans_type`.
  */
-import { pino, type Logger, type LoggerOptions } from 'pino';
+import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
 import type { Config } from '../schemas/config.js';
 
-export async function createLogger(config: Pick<Config, 'logLevel' | 'logFormat'>): Promise<Logger> {
+/** `destination` replaces stdout (JSON lines), e.g. for a coordinator run inside a test process. */
+export async function createLogger(config: Pick<Config, 'logLevel' | 'logFormat'>, destination?: DestinationStream): Promise<Logger> {
   const options: LoggerOptions = { level: config.logLevel, redact: ['*.payload', '*.data', 'req.headers.authorization'] };
+  if (destination) return pino(options, destination);
   const pretty = config.logFormat === 'pretty' || (config.logFormat === 'auto' && process.stdout.isTTY === true);
   if (!pretty) return pino(options);
   // Loaded only for a terminal; formatted in this thread (no transport worker), synchronously, so

@@ -9,6 +9,7 @@ import { Command, Option } from 'commander';
 import pg from 'pg';
 import { pino, type Logger } from 'pino';
 import { DestinationPolicy } from '../relay/destination-policy.js';
+import { createGrpcPublisher } from '../relay/grpc.js';
 import { createHttpPublisher } from '../relay/http.js';
 import { createKafkaPublisher } from '../relay/kafka.js';
 import { cutoverReport } from '../relay/outbox/cutover.js';
@@ -84,11 +85,10 @@ function mappingFrom(flags: Record<string, string | undefined>): unknown {
 
 function relayFor(config: Config, logger: Logger): Relay {
   const brokers = brokerConnections(config);
+  const destinations = new DestinationPolicy({ allow: config.allowDestinations, deny: config.denyDestinations });
   return new Relay([
-    createHttpPublisher({
-      answerBytes: config.answerBytes,
-      destinations: new DestinationPolicy({ allow: config.allowDestinations, deny: config.denyDestinations }),
-    }),
+    createHttpPublisher({ answerBytes: config.answerBytes, destinations }),
+    createGrpcPublisher({ destinations }),
     createKafkaPublisher(brokers.kafka, logger.child({ component: 'relay.kafka' })),
     createRabbitPublisher(brokers.rabbitmq, logger.child({ component: 'relay.rabbitmq' })),
   ]);

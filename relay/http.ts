@@ -45,7 +45,8 @@ export function createHttpPublisher(options: HttpPublisherOptions = {}): Publish
       const refused = policy.hostProblem(url.hostname);
       if (refused) return { outcome: 'ERROR', detail: refused };
       for (const [key, value] of Object.entries(delivery.params)) url.searchParams.set(key, value);
-      const post = delivery.payload !== '' || delivery.post === true;
+      const empty = delivery.payload.length === 0;
+      const post = !empty || delivery.post === true;
       // One deadline for connecting, the headers and the whole body: bodyTimeout alone only limits the gap between chunks.
       const signal = AbortSignal.timeout(delivery.timeoutMs);
       try {
@@ -53,7 +54,7 @@ export function createHttpPublisher(options: HttpPublisherOptions = {}): Publish
           dispatcher: agent,
           method: post ? 'POST' : 'GET',
           // An empty POST says no content type: servers such as Fastify refuse an empty JSON body.
-          headers: post && delivery.payload === '' ? delivery.headers : { 'content-type': 'application/json', ...delivery.headers },
+          headers: post && empty ? delivery.headers : { 'content-type': 'application/json', ...delivery.headers },
           body: post ? delivery.payload : undefined,
           headersTimeout: delivery.timeoutMs,
           bodyTimeout: delivery.timeoutMs,

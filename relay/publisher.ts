@@ -3,14 +3,15 @@
  * engine picks a publisher by the destination's URL scheme and knows nothing else of it.
  */
 import type { DtmOutcome } from '../schemas/dtm.js';
+import { isGrpcTarget } from '../schemas/grpc-target.js';
 
 export interface Delivery {
-  /** Destination; its scheme picks the publisher (http:, https:). */
+  /** Destination; its scheme picks the publisher (http:, https:, kafka:, rabbitmq:), or gRPC's scheme-less host:port/package.Service/Method. */
   url: string;
   /** Query parameters the destination gets besides its own (DTM: gid, trans_type, branch_id, op). */
   params: Record<string, string>;
-  /** Raw payload; empty means none. */
-  payload: string;
+  /** Raw payload: text goes out as its UTF-8 bytes, bytes unchanged; empty means none. */
+  payload: string | Buffer;
   /** HTTP: POST even without a payload (DTM's XA phase two); otherwise an empty payload is a GET. */
   post?: boolean;
   headers: Record<string, string>;
@@ -82,7 +83,7 @@ export class Relay {
   problem(url: string): string | undefined {
     const publisher = this.byScheme.get(schemeOf(url));
     if (!publisher)
-      return `no destination for "${url}": use http(s)://, kafka://<connection>/<topic> or rabbitmq://<connection>/<exchange>/<routing key>`;
+      return `no destination for "${url}": use http(s)://, kafka://<connection>/<topic>, rabbitmq://<connection>/<exchange>/<routing key> or gRPC's host:port/package.Service/Method`;
     return publisher.problem(url);
   }
 
@@ -134,7 +135,9 @@ export class Relay {
   }
 }
 
+/** The URL's scheme; DTM's gRPC form has none (`new URL` would read its host as one), and the gRPC publisher serves it as "grpc". */
 function schemeOf(url: string): string {
+  if (isGrpcTarget(url)) return 'grpc';
   const colon = url.indexOf(':');
   return colon > 0 ? url.slice(0, colon).toLowerCase() : '';
 }

@@ -11,6 +11,7 @@ import type { ChannelModel, ConfirmChannel } from 'amqplib';
 import type { Logger } from 'pino';
 import { messageHeaders, parseDestination, withTimeout } from './destination.js';
 import { brokerHeaders } from '../schemas/broker-messages.js';
+import { asBytes } from '../schemas/payload-bytes.js';
 import { ConnectionStates, type Delivery, type DeliveryResult, type Publisher } from './publisher.js';
 
 interface Link {
@@ -85,7 +86,7 @@ export function createRabbitPublisher(connections: Record<string, string>, logge
             link.channel.publish(
               exchange,
               routingKey,
-              Buffer.from(delivery.payload),
+              asBytes(delivery.payload),
               { persistent: true, mandatory: true, messageId, contentType: 'application/json', headers },
               (err: unknown) => (err ? reject(err instanceof Error ? err : new Error('nacked by the broker')) : resolve()),
             );

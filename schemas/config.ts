@@ -40,6 +40,43 @@ const tokenListSchema = z.preprocess(
   z.array(z.string().regex(/^[A-Za-z0-9._~-]{16,256}$/, '16 to 256 characters of A-Z a-z 0-9 . _ ~ -')),
 );
 
+/** Whom an operator action is recorded under when its token was configured without a name (and when no token is configured). */
+export const defaultOperatorName = 'operator';
+
+/**
+ * Operator tokens with the name each one's actions are recorded under: `name:token` or a bare
+ * token (named "operator"), comma-separated, or a JSON array of those or of {"name", "token"}.
+ * Tokens never hold ":", so the first one splits.
+ */
+const operatorTokenListSchema = z.preprocess(
+  (v) => {
+    const list =
+      typeof v === 'string' && !v.trim().startsWith('[')
+        ? v
+            .split(',')
+            .map((t) => t.trim())
+            .filter(Boolean)
+        : jsonText(v);
+    if (!Array.isArray(list)) return list;
+    return list.map((entry: unknown) => {
+      if (typeof entry !== 'string') return entry;
+      const colon = entry.indexOf(':');
+      return colon < 0 ? { token: entry } : { name: entry.slice(0, colon), token: entry.slice(colon + 1) };
+    });
+  },
+  z.array(
+    z
+      .object({
+        name: z
+          .string()
+          .regex(/^[A-Za-z0-9._@-]{1,64}$/, '1 to 64 characters of A-Z a-z 0-9 . _ @ -')
+          .default(defaultOperatorName),
+        token: z.string().regex(/^[A-Za-z0-9._~-]{16,256}$/, '16 to 256 characters of A-Z a-z 0-9 . _ ~ -'),
+      })
+      .strict(),
+  ),
+);
+
 /** True for an address only this machine reaches: without a token the coordinator listens on nothing else. */
 export function isLoopbackHost(host: string): boolean {
   return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host);
@@ -63,10 +100,10 @@ export const configSchema = z
       .describe(
         'Tokens callers must present, comma-separated or a JSON array (several for rotation): in the server URL, `http://host:36789/t/<token>/api/dtmsvr`, or as `Authorization: Bearer <token>`. None: no token is asked and the coordinator keeps to loopback.',
       ),
-    operatorTokens: tokenListSchema
+    operatorTokens: operatorTokenListSchema
       .default([])
       .describe(
-        'Tokens for operator actions (redrive, topic administration, payloads and header values in /query and /all); they pass wherever an API token is asked.',
+        'Tokens for operator actions (redrive, retry, force-stop, topic administration, payloads and header values in /query and /all); they pass wherever an API token is asked. Each may carry the name its actions are recorded under: `alice:<token>,bob:<token>`, or a JSON array of {"name", "token"}; a bare token is recorded as "operator".',
       ),
     insecure: z
       .union([z.boolean(), z.stringbool()])

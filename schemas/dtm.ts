@@ -56,7 +56,12 @@ export const transRequestSchema = z
     trans_type: transTypeSchema,
     steps: optional(z.array(z.record(z.string(), z.string())).max(1000).describe('One object per step: msg {"action": url}.')),
     payloads: optional(z.array(z.string()).max(1000).describe('One raw request body per step.')),
-    query_prepared: optional(z.string().max(1024).describe('Check-back URL of a two-phase message: http:// or https://.')),
+    query_prepared: optional(
+      z
+        .string()
+        .max(1024)
+        .describe('Check-back URL of a two-phase message: http:// or https://, or gRPC host:port/package.Service/Method.'),
+    ),
     custom_data: optional(z.string().max(1024).describe('JSON text; msg: {"delay": seconds}.')),
     protocol: optional(z.string().describe('"" or "http"; gRPC and JSON-RPC are not served.')),
     rollback_reason: optional(z.string().max(1024)),
@@ -214,4 +219,18 @@ export function classifyDtmAnswer(status: number, body: string): DtmOutcome {
   if (status === 425 || body.includes('ONGOING')) return 'ONGOING';
   if (status === 409 || body.includes('FAILURE')) return 'FAILURE';
   return status === 200 ? 'SUCCESS' : 'ERROR';
+}
+
+/** The gRPC status codes DTM gives meaning to (google.rpc.Code numbers). */
+export const grpcCodes = { ok: 0, failedPrecondition: 9, aborted: 10 } as const;
+
+/**
+ * How DTM reads a gRPC branch's status: OK, Aborted is FAILURE (or ONGOING when its message is
+ * exactly "ONGOING", as DTM before 1.10 answered), FailedPrecondition is ONGOING, anything else
+ * (Unavailable, Internal, a deadline…) an error to retry.
+ */
+export function classifyGrpcStatus(code: number, message: string): DtmOutcome {
+  if (code === grpcCodes.ok) return 'SUCCESS';
+  if (code === grpcCodes.aborted) return message === 'ONGOING' ? 'ONGOING' : 'FAILURE';
+  return code === grpcCodes.failedPrecondition ? 'ONGOING' : 'ERROR';
 }

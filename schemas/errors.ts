@@ -38,6 +38,7 @@ export const errorCodes = {
   SHUTTING_DOWN: { status: 503, meaning: 'The coordinator is draining before it exits; retry on another node.' },
   STORE_UNAVAILABLE: { status: 503, meaning: 'The store cannot be reached; nothing was written.' },
   OUTBOX_NOT_FOUND: { status: 404, meaning: 'No outbox of this name is configured (config outboxes).' },
+  PARKED_MESSAGE_NOT_FOUND: { status: 404, meaning: 'No consumer reported a parked message of this consumer and id.' },
   NOT_READY: {
     status: 503,
     meaning:

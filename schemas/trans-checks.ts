@@ -10,6 +10,7 @@ import { headersProblem } from './http-headers.js';
 import { sagaCustomDataSchema, sagaStepPolicySchema } from './saga.js';
 import { textProblem } from './text.js';
 import { isBrokerUrl } from './broker-messages.js';
+import { grpcMetadataProblem, isGrpcTarget, parseGrpcTarget } from './grpc-target.js';
 
 /** Reports one problem at a path of the request. */
 export type Report = (path: (string | number)[], message: string) => void;
@@ -47,10 +48,16 @@ interface Checked {
 }
 
 export function checkTransRequest(req: Checked, report: Report): void {
-  const headers = req.branch_headers && headersProblem(req.branch_headers);
+  // Headers that go to every branch must suit gRPC metadata too when some branch is called over gRPC.
+  const reachesGrpc = [req.query_prepared, ...(req.steps ?? []).flatMap((s) => [s.action, s.compensate])].some(
+    (url) => url !== undefined && isGrpcTarget(url),
+  );
+  const headers =
+    req.branch_headers && (headersProblem(req.branch_headers) ?? (reachesGrpc ? grpcMetadataProblem(req.branch_headers) : undefined));
   if (headers) report(['branch_headers'], headers);
-  if (req.query_prepared !== undefined && req.query_prepared !== '' && !isHttpUrl(req.query_prepared)) {
-    report(['query_prepared'], 'query_prepared must be an http:// or https:// URL');
+  if (req.query_prepared !== undefined && req.query_prepared !== '') {
+    const problem = checkBackProblem(req.query_prepared);
+    if (problem) report(['query_prepared'], problem);
   }
   (req.steps ?? []).forEach((step, i) => checkStep(req.trans_type, step, i, report));
   if (req.custom_data !== undefined && req.custom_data !== '')
@@ -72,7 +79,7 @@ function checkStep(type: string, step: Record<string, string>, i: number, report
       headers === undefined
         ? 'headers must be JSON text of a string map'
         : reachesHttp(step)
-          ? headersProblem(headers)
+          ? (headersProblem(headers) ?? (stepReachesGrpc(step) ? grpcMetadataProblem(headers) : undefined))
           : Object.entries(headers).flatMap(([k, v]) => [textProblem(k), textProblem(v)].filter(Boolean))[0];
     if (problem) report([...at, 'headers'], problem);
   }
@@ -128,8 +135,16 @@ function reachesHttp(step: Record<string, string>): boolean {
   return [step.action, step.compensate].some((url) => url !== undefined && url !== '' && !isBrokerUrl(url));
 }
 
-function isHttpUrl(text: string): boolean {
-  if (!URL.canParse(text)) return false;
-  const { protocol } = new URL(text);
-  return protocol === 'http:' || protocol === 'https:';
+function stepReachesGrpc(step: Record<string, string>): boolean {
+  return [step.action, step.compensate].some((url) => url !== undefined && isGrpcTarget(url));
+}
+
+/** A check-back is called over HTTP(S) or gRPC (DTM's host:port/package.Service/Method); it is never a broker. */
+function checkBackProblem(text: string): string | undefined {
+  if (isGrpcTarget(text)) {
+    const target = parseGrpcTarget(text);
+    return typeof target === 'string' ? `query_prepared: ${target}` : undefined;
+  }
+  if (URL.canParse(text) && ['http:', 'https:'].includes(new URL(text).protocol)) return undefined;
+  return 'query_prepared must be an http:// or https:// URL, or a gRPC target host:port/package.Service/Method';
 }

@@ -18,6 +18,7 @@ import type { SagaEngine } from '../coordinator/engine/saga.js';
 import type { PhaseTwoEngine } from '../coordinator/engine/phase-two.js';
 import type { WorkflowEngine } from '../coordinator/engine/workflow.js';
 import { version } from '../coordinator/app.js';
+import type { ConsumerParked } from '../coordinator/engine/consumer-parked.js';
 import type { OperatorActions } from '../coordinator/engine/operator.js';
 
 export function renderConfigurationDoc(): string {
@@ -71,6 +72,7 @@ export async function renderOpenApi(): Promise<string> {
     queries: {} as TransactionQueries,
     topics: {} as Topics,
     operator: {} as OperatorActions,
+    consumerParked: {} as ConsumerParked,
     metrics: createMetrics(),
     msg: {} as MsgEngine,
     saga: {} as SagaEngine,

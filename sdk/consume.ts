@@ -4,14 +4,19 @@
  * only after that commit is the message acknowledged (Kafka offset, RabbitMQ ack). A redelivery
  * finds the inbox row and changes nothing. A handler that keeps failing is retried with capped,
  * jittered backoff, then parked in a dead-letter table, and consumption goes on; `redrive` replays
- * parked messages once the cause is fixed.
+ * parked messages once the cause is fixed. Given a coordinator, the consumer reports what it parked
+ * there and takes the redrives operators ask for in the admin UI (parked-reporter.ts).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino, type Logger } from 'pino';
 import { backoffInterval, jitter, type BackoffPolicy } from '../schemas/backoff.js';
 import { startKafkaSource, type KafkaSource } from './consume-kafka.js';
 import { startRabbitSource, type RabbitSource } from './consume-rabbitmq.js';
+import { CoordinatorClient } from './coordinator-client.js';
 import { isBranchFailure } from './errors.js';
+import { ConcordError } from '../schemas/errors.js';
+import { consumerNameMaxLength } from '../schemas/consumer-parked.js';
+import { startParkedReporter, type ParkedReporter } from './parked-reporter.js';
 import {
   applyOnce,
   ensureInboxTables,
@@ -60,6 +65,20 @@ export interface ConsumeOptions {
   signal?: AbortSignal;
   /** A pino logger; the consumer logs through a child `{ component: 'sdk.consume', consumer }`. Silent by default. */
   logger?: Logger;
+  /**
+   * The coordinator to report parked messages to, for its admin UI, and to take operators'
+   * redrives from (docs/consumers.md#parked-messages-in-the-admin-ui). Without it they stay local.
+   */
+  coordinator?: ParkedReportOptions;
+}
+
+export interface ParkedReportOptions {
+  /** The coordinator's DTM API, as for Msg: http://host:36789/api/dtmsvr (or /t/<token>/api/dtmsvr). */
+  server: string;
+  /** An API token (the report is no operator action), sent as a bearer. */
+  token?: string;
+  /** Seconds between reports, and so how soon a redrive asked in the admin UI runs (default 10). */
+  interval?: number;
 }
 
 export interface Consumer {
@@ -95,7 +114,10 @@ export async function consume<Tx = unknown>(
   const policy: BackoffPolicy = { base: options.retry?.base ?? 0.2, cap: options.retry?.cap ?? 10 };
   const logger = (options.logger ?? pino({ level: 'silent' })).child({ component: 'sdk.consume', consumer: consumerName });
   const stopping = new AbortController();
+  if (options.coordinator && consumerName.length > consumerNameMaxLength)
+    throw new ConcordError('INVALID_REQUEST', `consumerName is longer than ${consumerNameMaxLength} characters`, { field: 'consumerName' });
   await ensureInboxTables(db);
+  let reporter: ParkedReporter | undefined;
 
   // Each run of the handler is a span, child of the trace context the message carries (traceparent).
   const apply = (message: InboxMessage) =>
@@ -144,11 +166,40 @@ export async function consume<Tx = unknown>(
       }
     }
     log.error({ err: error, attempts: runs }, 'message parked');
+    reporter?.nudge();
+  };
+
+  const redrive = async (ids?: string[]) => {
+    let succeeded = 0;
+    for (const message of await listParked(db, consumerName, ids)) {
+      try {
+        await apply(message);
+        succeeded++;
+        logger.info({ messageId: message.id }, 'parked message redriven');
+      } catch (err) {
+        await recordParkedFailure(db, consumerName, message.id, errorText(err));
+        logger.warn({ err, messageId: message.id }, 'redrive failed, message stays parked');
+      }
+    }
+    return succeeded;
   };
 
   const running: RunningSource =
     'kafka' in source ? await startKafkaSource(source.kafka, deliver, logger) : await startRabbitSource(source.rabbitmq, deliver, logger);
   logger.info({ source: 'kafka' in source ? 'kafka' : 'rabbitmq' }, 'consumer started');
+  if (options.coordinator) {
+    const { server, token, interval } = options.coordinator;
+    reporter = startParkedReporter({
+      client: new CoordinatorClient(server, { ...(token === undefined ? {} : { token }), signal: stopping.signal }),
+      db,
+      consumer: consumerName,
+      // At least 50 ms: a zero would report in a tight loop.
+      intervalMs: Math.max(50, (interval ?? 10) * 1000),
+      redrive,
+      logger,
+      signal: stopping.signal,
+    });
+  }
 
   let closed: Promise<void> | undefined;
   const close = () => {
@@ -156,6 +207,7 @@ export async function consume<Tx = unknown>(
       options.signal?.removeEventListener('abort', onAbort);
       stopping.abort();
       await running.stop();
+      await reporter?.stopped;
       logger.info('consumer closed');
     })();
     return closed;
@@ -168,20 +220,7 @@ export async function consume<Tx = unknown>(
     close,
     [Symbol.asyncDispose]: close,
     parked: () => listParked(db, consumerName),
-    async redrive(ids) {
-      let succeeded = 0;
-      for (const message of await listParked(db, consumerName, ids)) {
-        try {
-          await apply(message);
-          succeeded++;
-          logger.info({ messageId: message.id }, 'parked message redriven');
-        } catch (err) {
-          await recordParkedFailure(db, consumerName, message.id, errorText(err));
-          logger.warn({ err, messageId: message.id }, 'redrive failed, message stays parked');
-        }
-      }
-      return succeeded;
-    },
+    redrive,
   };
 }
 

@@ -3,6 +3,7 @@ import { context, propagation } from '@opentelemetry/api';
 import { Agent, request } from 'undici';
 import { errorCodes, ConcordError, type ErrorCode } from '../schemas/errors.js';
 import type { BatchItem } from '../schemas/batch.js';
+import type { ParkedReport, ParkedReportReply } from '../schemas/consumer-parked.js';
 import type { TransRequest } from '../schemas/dtm.js';
 import type { BranchRegistration } from '../schemas/xa.js';
 import type { WorkflowRegistration, WorkflowReply } from '../schemas/workflow.js';
@@ -67,8 +68,7 @@ export class CoordinatorClient {
    * one result per message, in order. The request itself failing (bad input, store down) throws.
    */
   async batchCall(op: 'prepare' | 'submit' | 'abort', transactions: TransRequest[]): Promise<BatchItem[]> {
-    const base = this.server.replace(/\/api\/dtmsvr\/?$/, '');
-    const body = (await this.call('POST', `/msg/${op}`, { transactions }, `${base}/api/concord`)) as { results: BatchItem[] };
+    const body = (await this.call('POST', `/msg/${op}`, { transactions }, this.concordBase())) as { results: BatchItem[] };
     return body.results;
   }
 
@@ -87,8 +87,18 @@ export class CoordinatorClient {
     await this.call('POST', '/registerBranch', body);
   }
 
+  /** A consumer's parked messages (POST /api/concord/consumers/parked); answers the redrives operators asked for. */
+  async reportParked(report: ParkedReport): Promise<ParkedReportReply> {
+    return (await this.call('POST', '/consumers/parked', report, this.concordBase())) as ParkedReportReply;
+  }
+
   async query(gid: string): Promise<unknown> {
     return this.call('GET', `/query?gid=${encodeURIComponent(gid)}`);
+  }
+
+  /** Concord's own API beside DTM's: /api/concord on the same server (and token prefix). */
+  private concordBase(): string {
+    return `${this.server.replace(/\/api\/dtmsvr\/?$/, '')}/api/concord`;
   }
 
   private async call(method: 'GET' | 'POST', path: string, body?: unknown, base = this.server): Promise<unknown> {

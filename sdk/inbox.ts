@@ -99,17 +99,45 @@ interface ParkedRow {
   last_failure: string | Date;
 }
 
+const parkedColumns = 'message_id, source, key, value, headers, error, attempts, first_failure, last_failure';
+
 /** The consumer's parked messages, oldest first; only those of `ids` when given. */
 export async function listParked(db: TransactionSource, consumer: string, ids?: string[]): Promise<ParkedMessage[]> {
   const { rows } = await inTransaction(db, (exec) =>
     exec.execute(
-      `select message_id, source, key, value, headers, error, attempts, first_failure, last_failure from ${parkedTable}
+      `select ${parkedColumns} from ${parkedTable}
        where consumer = $1 and ($2::jsonb is null or message_id in (select jsonb_array_elements_text($2::jsonb))) order by id`,
       // As JSON, not an array parameter: drizzle's sql tag would spread an array into a list.
       [consumer, ids ? JSON.stringify(ids) : null],
     ),
   );
-  return (rows as unknown as ParkedRow[]).map((row) => ({
+  return (rows as unknown as ParkedRow[]).map(parkedMessage);
+}
+
+/**
+ * The oldest `limit` parked messages and the time they were listed, by the database's clock (the
+ * clock of their failure times): what the consumer reports to the coordinator.
+ */
+export async function parkedSnapshot(
+  db: TransactionSource,
+  consumer: string,
+  limit: number,
+): Promise<{ listedAt: Date; messages: ParkedMessage[] }> {
+  return inTransaction(db, async (exec) => {
+    const { rows: now } = await exec.execute('select now() as listed_at', []);
+    const { rows } = await exec.execute(`select ${parkedColumns} from ${parkedTable} where consumer = $1 order by id limit $2`, [
+      consumer,
+      limit,
+    ]);
+    return {
+      listedAt: new Date((now[0] as { listed_at: string | Date }).listed_at),
+      messages: (rows as unknown as ParkedRow[]).map(parkedMessage),
+    };
+  });
+}
+
+function parkedMessage(row: ParkedRow): ParkedMessage {
+  return {
     id: row.message_id,
     ...(row.key === null ? {} : { key: row.key }),
     value: row.value,
@@ -120,7 +148,7 @@ export async function listParked(db: TransactionSource, consumer: string, ids?: 
     attempts: Number(row.attempts),
     firstFailure: new Date(row.first_failure),
     lastFailure: new Date(row.last_failure),
-  }));
+  };
 }
 
 /** Counts one more failed attempt (a failed redrive) on a parked message. */

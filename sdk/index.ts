@@ -17,6 +17,7 @@ export {
   consume,
   type Consumer,
   type ConsumeOptions,
+  type ParkedReportOptions,
   type ConsumeSource,
   type ConsumeHandler,
   type ConsumedMessage,
@@ -52,3 +53,15 @@ export {
 export { commandHeaders, type SagaReply } from '../schemas/saga.js';
 export { outbox, ensureOutboxTable, type OutboxPublishOptions } from './outbox.js';
 export { nativeOutboxDdlPostgres, nativeOutboxNotifyDdlPostgres, nativeOutboxMapping } from '../schemas/db/outbox.js';
+export {
+  grpcBranch,
+  grpcQueryPrepared,
+  grpcBranchService,
+  barrierFromGrpc,
+  dtmQueryFromGrpc,
+  type GrpcBranchHandler,
+  type GrpcUnaryHandler,
+  type GrpcUnaryCallLike,
+  type GrpcMetadataLike,
+  type GrpcStatusError,
+} from './adapters/grpc.js';

@@ -73,7 +73,8 @@ export class Saga {
 
   /**
    * Adds a step. `action` and `compensate` are http(s):// URLs (POSTed with DTM's query
-   * parameters), kafka://<connection>/<topic> or rabbitmq://<connection>/<exchange>/<routing key>
+   * parameters), gRPC methods as DTM writes them (host:port/package.Service/Method, called with the
+   * payload's UTF-8 bytes), kafka://<connection>/<topic> or rabbitmq://<connection>/<exchange>/<routing key>
    * (a command message for a participant); `compensate` is '' for a step with nothing to undo.
    * `payload` is sent to both, as JSON unless it is a string already.
    */

@@ -16,8 +16,12 @@ import { chromiumPath } from './services/chromium.js';
 import pg from 'pg';
 import type { Server } from 'node:http';
 import { receiver, type Received } from './helpers/outbox.js';
+import { Kafka, logLevel } from 'kafkajs';
+import { consume } from '../sdk/index.js';
 
+/** Two operators, alice and bob, each with a token: each action is recorded under its operator's name. */
 const operatorToken = 'admin-ui-operator-token-0123';
+const bobToken = 'admin-ui-bob-operator-token-0123';
 const apiToken = 'admin-ui-api-token-0123456789';
 const artifacts = 'test-artifacts/admin-ui';
 const run = randomUUID().slice(0, 8);
@@ -60,6 +64,16 @@ async function clear(selector: string) {
   await page.keyboard.press('Backspace');
 }
 /** The gids in the list as the page shows them. */
+/** The operator actions on this page's transaction or outbox, as shown: action and operator, newest first. */
+const history = async (within: string) =>
+  (await page.evaluate(
+    `[...document.querySelectorAll('${within} .history tbody tr')].map((row) => [row.dataset.action, row.querySelector('.operator').textContent])`,
+  )) as [string, string][];
+/** The same through the admin API. */
+async function recorded(kind: string, subject: string) {
+  const url = `${coordinator.url}/t/${bobToken}/api/concord/admin/actions?kind=${kind}&subject=${encodeURIComponent(subject)}`;
+  return ((await (await fetch(url)).json()) as { actions: { action: string; operator: string; detail: string; at: string }[] }).actions;
+}
 const listed = async () =>
   (await page.evaluate("[...document.querySelectorAll('#transactions tbody tr')].map((row) => row.dataset.gid)")) as string[];
 
@@ -92,7 +106,7 @@ beforeAll(async () => {
       CONCORD_COMPENSATE_ATTEMPTS: '2',
       // Lets a step's backoff of minutes stand, so that only "retry now" can call it again soon.
       CONCORD_MAX_RETRY_INTERVAL: '600',
-      CONCORD_OPERATOR_TOKENS: operatorToken,
+      CONCORD_OPERATOR_TOKENS: `alice:${operatorToken},bob:${bobToken}`,
       CONCORD_OUTBOXES: JSON.stringify(outboxes),
       // The operator actions' log lines (who, when) are info, the default level outside tests.
       CONCORD_LOG_LEVEL: 'info',
@@ -232,7 +246,11 @@ describe('the admin UI', () => {
     await page.waitForSelector('#notice');
     await waitForStatus(dtm, gids.attention, 'failed');
     // Who did it and when: the coordinator's log line (JSON, with its time).
-    expect(coordinator.output()).toMatch(new RegExp(`"time":\\d+.*"gid":"${gids.attention}".*"by":"operator","action":"redrive"`));
+    expect(coordinator.output()).toMatch(new RegExp(`"time":\\d+.*"gid":"${gids.attention}".*"by":"alice","action":"redrive"`));
+    await expect.poll(() => history('#transaction')).toEqual([['redrive', 'alice']]);
+    expect(await recorded('transaction', gids.attention)).toEqual([
+      { action: 'redrive', operator: 'alice', detail: '', at: expect.any(String) },
+    ]);
     expect((await query(dtm, gids.attention)).branches.find((b) => b.branch_id === '01' && b.op === 'compensate')?.status).toBe('succeed');
     await shot('06-redriven');
   });
@@ -273,7 +291,13 @@ describe('the admin UI', () => {
     expect(after.transaction?.status).toBe('submitted');
     expect(actionCalls()).toBe(2);
 
-    await page.reload();
+    await expect.poll(() => history('#transaction')).toEqual([['retry-now', 'alice']]);
+
+    // Bob takes over the tab with his own token and force-stops it.
+    await page.click('#forget-token');
+    await page.waitForSelector('#token');
+    await page.type('#token', bobToken);
+    await page.click('#token-submit');
     await page.waitForSelector('#action-stop');
     await page.click('#action-stop');
     await page.waitForSelector('#confirm-reason');
@@ -285,11 +309,24 @@ describe('the admin UI', () => {
     await page.waitForSelector('#notice');
     const stopped = (await query(dtm, gids.stuck)).transaction;
     expect(stopped?.status).toBe('failed');
-    expect(stopped?.rollback_reason).toMatch(/^force-stopped by operator at \d{4}-\d\d-\d\dT.*: INC-42: payment provider gone$/);
+    expect(stopped?.rollback_reason).toMatch(/^force-stopped by bob at \d{4}-\d\d-\d\dT.*: INC-42: payment provider gone$/);
     expect(stopped?.finish_time).toBeDefined();
-    for (const action of ['retry-now', 'force-stop'])
-      expect(coordinator.output()).toMatch(new RegExp(`"gid":"${gids.stuck}","trans_type":"saga","by":"operator","action":"${action}"`));
+    for (const [action, by] of [
+      ['retry-now', 'alice'],
+      ['force-stop', 'bob'],
+    ])
+      expect(coordinator.output()).toMatch(new RegExp(`"gid":"${gids.stuck}","trans_type":"saga","by":"${by}","action":"${action}"`));
     await page.waitForSelector('#transaction [data-status="failed"]');
+    await expect
+      .poll(() => history('#transaction'))
+      .toEqual([
+        ['force-stop', 'bob'],
+        ['retry-now', 'alice'],
+      ]);
+    expect(await recorded('transaction', gids.stuck)).toEqual([
+      { action: 'force-stop', operator: 'bob', detail: 'INC-42: payment provider gone', at: expect.any(String) },
+      { action: 'retry-now', operator: 'alice', detail: '', at: expect.any(String) },
+    ]);
     expect(await page.$('#action-stop')).toBeNull();
     await shot('08-stopped');
     service.heal('s1', 'action');
@@ -327,6 +364,11 @@ describe('the admin UI', () => {
     expect(events.got.map((g) => g.body).sort()).toEqual(['first', 'second']);
     expect(await parkedRows()).toEqual([]);
     await page.waitForSelector('[data-parked="refused"] .none-parked');
+    // Bob's token is the tab's since the force-stop.
+    await expect.poll(() => history('[data-parked="refused"]')).toEqual([['outbox-redrive', 'bob']]);
+    expect(await recorded('outbox', 'refused')).toEqual([
+      { action: 'outbox-redrive', operator: 'bob', detail: '2 delivered, 0 still failing', at: expect.any(String) },
+    ]);
     await shot('10-outbox-redriven');
     expect(pageErrors).toEqual([]);
   });
@@ -348,5 +390,53 @@ describe('the admin UI', () => {
     expect(await page.$eval('[data-connection="rabbitmq:jobs"] .state', (e) => e.textContent)).toBe('not used yet');
     expect(await page.$eval(`[data-topic="paid-${run}"]`, (e) => e.textContent)).toContain('(billing)');
     await shot('11-brokers');
+  });
+
+  it('lists the parked messages consumers report, and redrives one in the consumer after a confirmation', async () => {
+    const brokers = inject('kafkaBrokers').split(',');
+    const kafka = new Kafka({ brokers, logLevel: logLevel.NOTHING });
+    const topic = `ui-parked-${run}`;
+    const admin = kafka.admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
+    await admin.disconnect();
+    const db = new pg.Pool({ connectionString: await freshDatabase() });
+    await db.query('create table effects (message_id text)');
+    let broken = true;
+    const name = `billing-${run}`;
+    const consumer = await consume<pg.PoolClient>(
+      { kafka: { brokers, topic, groupId: `g-${run}` } },
+      async ({ id, value, tx }) => {
+        await tx.query('insert into effects values ($1)', [id]);
+        if (value === 'poison' && broken) throw new Error('no such customer');
+      },
+      { db, consumerName: name, retry: { attempts: 1 }, coordinator: { server: coordinator.dtm, token: apiToken, interval: 0.2 } },
+    );
+    const producer = kafka.producer();
+    try {
+      await producer.connect();
+      await producer.send({ topic, messages: [{ value: 'poison', headers: { 'message-id': `inv-${run}/01` } }] });
+      const row = `[data-parked-message="${name}/inv-${run}/01"]`;
+      await page.goto(`${coordinator.url}/admin/#/consumers`);
+      await page.waitForSelector(`${row} .state[data-state="parked"]`, { timeout: 30_000 });
+      expect(await page.$eval(`${row} .error`, (e) => e.textContent)).toBe('no such customer');
+      await shot('12-consumer-parked');
+      broken = false;
+      await page.click(`${row} .redrive-message`);
+      await page.waitForSelector('#confirm-ok');
+      await shot('13-confirm-consumer-redrive');
+      await page.click('#confirm-ok');
+      await page.waitForSelector(`${row} .state[data-state="redriven"]`, { timeout: 30_000 });
+      // Bob's token is the tab's since the force-stop.
+      expect(await page.$eval(`${row} .redrive-by`, (e) => e.textContent)).toMatch(/^asked by bob at /);
+      await shot('14-consumer-redriven');
+      expect((await db.query('select message_id from effects')).rows).toEqual([{ message_id: `inv-${run}/01` }]);
+      expect(await recorded('consumer-message', `${name}/inv-${run}/01`)).toMatchObject([{ action: 'consumer-redrive', operator: 'bob' }]);
+      expect(pageErrors).toEqual([]);
+    } finally {
+      await producer.disconnect();
+      await consumer.close();
+      await db.end();
+    }
   });
 });

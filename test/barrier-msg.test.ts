@@ -8,13 +8,13 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BranchBarrier, fastifyBranch, fastifyQueryPrepared, isBranchFailure, Msg, type BarrierSource } from '../sdk/index.js';
 import { barrierBackends, type BarrierBackend } from './helpers/barrier-backends.js';
-import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
-import { freshDatabase } from './helpers/db.js';
+import { type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
+import { freshStore } from './helpers/db.js';
 import { fastCoordinator, query, waitForStatus } from './helpers/poll.js';
 
-let coordinator: RunningCoordinator;
+let coordinator: TestCoordinator;
 beforeAll(async () => {
-  coordinator = await startCoordinator({ store: await freshDatabase(), env: fastCoordinator });
+  coordinator = await inProcessCoordinator({ store: await freshStore(), env: fastCoordinator });
 }, 120_000);
 afterAll(async () => {
   expect(await coordinator?.stop()).toBe(0);

@@ -5,18 +5,18 @@ import { Kafka, logLevel, type Consumer } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Msg } from '../sdk/index.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
-import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
+import { type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
 import { freshDatabase } from './helpers/db.js';
 import { fastCoordinator, query, waitForStatus } from './helpers/poll.js';
 
-let coordinator: RunningCoordinator;
+let coordinator: TestCoordinator;
 let bank: BankService;
 let amqp: ChannelModel;
 const kafka = new Kafka({ brokers: inject('kafkaBrokers').split(','), logLevel: logLevel.NOTHING });
 const consumers: Consumer[] = [];
 
 beforeAll(async () => {
-  coordinator = await startCoordinator({
+  coordinator = await inProcessCoordinator({
     store: await freshDatabase(),
     env: { ...fastCoordinator, CONCORD_KAFKA_BROKERS: inject('kafkaBrokers'), CONCORD_AMQP_URL: inject('amqpUrl') },
   });

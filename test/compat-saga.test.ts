@@ -8,7 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { buildGoClient, pythonWithDtmcli, PYTHON_CLIENT_SCRIPT, runClient, type ClientResult } from './compat/setup.js';
-import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
+import { type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
 import { freshDatabase } from './helpers/db.js';
 import { fastCoordinator, query, waitForStatus } from './helpers/poll.js';
 import { startSagaService, type SagaCall, type SagaService } from './helpers/saga-service.js';
@@ -35,13 +35,13 @@ const names = (rows: { step: string; op: string }[]) => rows.map((r) => `${r.ste
 
 describe.each(clients.map((c) => [c.name, c] as const))('DTM %s client, saga', (_name, client) => {
   let bin: string[];
-  let coordinator: RunningCoordinator;
+  let coordinator: TestCoordinator;
   let service: SagaService;
 
   beforeAll(async () => {
     const [command, store, serviceDb] = await Promise.all([client.prepare(), freshDatabase(), freshDatabase()]);
     bin = command;
-    coordinator = await startCoordinator({ store, env: fastCoordinator });
+    coordinator = await inProcessCoordinator({ store, env: fastCoordinator });
     service = await startSagaService(serviceDb);
   }, 300_000); // a cold Go build takes 1-2 min
   afterAll(async () => {

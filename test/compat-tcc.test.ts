@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildGoClient, pythonWithDtmcli, PYTHON_CLIENT_SCRIPT, runClient } from './compat/setup.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
-import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
+import { type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
 import { freshDatabase } from './helpers/db.js';
 import { fastCoordinator, query, waitForStatus } from './helpers/poll.js';
 
@@ -20,13 +20,13 @@ const clients = [
 
 describe.each(clients.map((c) => [c.name, c] as const))('DTM %s client, TCC', (_name, client) => {
   let bin: string[];
-  let coordinator: RunningCoordinator;
+  let coordinator: TestCoordinator;
   let bank: BankService;
 
   beforeAll(async () => {
     const [command, store, bankDb] = await Promise.all([client.prepare(), freshDatabase(), freshDatabase()]);
     bin = command;
-    coordinator = await startCoordinator({ store, env: fastCoordinator });
+    coordinator = await inProcessCoordinator({ store, env: fastCoordinator });
     bank = await startBankService(bankDb);
   }, 300_000); // a cold Go build takes 1-2 min
   afterAll(async () => {
@@ -60,13 +60,13 @@ describe.each(clients.map((c) => [c.name, c] as const))('DTM %s client, TCC', (_
 
 describe('DTM Go client, nested TCC', () => {
   let bin: string[];
-  let coordinator: RunningCoordinator;
+  let coordinator: TestCoordinator;
   let bank: BankService;
 
   beforeAll(async () => {
     const [command, store, bankDb] = await Promise.all([buildGoClient(), freshDatabase(), freshDatabase()]);
     bin = [command];
-    coordinator = await startCoordinator({ store, env: fastCoordinator });
+    coordinator = await inProcessCoordinator({ store, env: fastCoordinator });
     bank = await startBankService(bankDb);
   }, 300_000);
   afterAll(async () => {

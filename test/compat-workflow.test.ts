@@ -8,20 +8,20 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { buildGoClient, runClient } from './compat/setup.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
-import { freePort, startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
+import { freePort, startCoordinator, type RunningCoordinator, type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
 import { freshDatabase } from './helpers/db.js';
 import { fastCoordinator, post, query, waitForStatus } from './helpers/poll.js';
 
 describe('DTM Go workflow client', () => {
   let bin: string;
-  let coordinator: RunningCoordinator;
+  let coordinator: TestCoordinator;
   let bank: BankService;
   const servers: ChildProcess[] = [];
 
   beforeAll(async () => {
     const [built, store, bankDb] = await Promise.all([buildGoClient(), freshDatabase(), freshDatabase()]);
     bin = built;
-    coordinator = await startCoordinator({ store, env: fastCoordinator });
+    coordinator = await inProcessCoordinator({ store, env: fastCoordinator });
     bank = await startBankService(bankDb);
   }, 300_000); // a cold Go build takes 1-2 min
   afterEach(() => {

@@ -13,7 +13,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureBarrierTable, xa } from '../sdk/index.js';
 import { buildGoClient, runClient } from './compat/setup.js';
-import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
+import { type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
 import { freshDatabase, freshMysqlDatabase } from './helpers/db.js';
 import { fastCoordinator, query, waitForStatus } from './helpers/poll.js';
 import { startXaBank, type XaBank } from './helpers/xa-bank.js';
@@ -26,7 +26,7 @@ const mysqlBarrierDdl = `create table barrier (
   unique key (gid, branch_id, op, barrier_id))`;
 
 let go: string;
-let coordinator: RunningCoordinator;
+let coordinator: TestCoordinator;
 const run = `cx-${randomUUID().slice(0, 8)}-`;
 const newGid = () => `${run}${randomUUID()}`;
 const banks: XaBank[] = [];
@@ -35,7 +35,7 @@ const servers: ChildProcess[] = [];
 beforeAll(async () => {
   const [bin, store] = await Promise.all([buildGoClient(), freshDatabase()]);
   go = bin;
-  coordinator = await startCoordinator({ store, env: fastCoordinator });
+  coordinator = await inProcessCoordinator({ store, env: fastCoordinator });
 }, 300_000); // a cold Go build takes 1-2 min
 afterAll(async () => {
   for (const server of servers) server.kill('SIGKILL');

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest'
 import { BranchBarrier } from '../sdk/index.js';
 import { buildGoClient, pythonWithDtmcli, PYTHON_CLIENT_SCRIPT, runClient, type ClientResult } from './compat/setup.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
-import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
+import { type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
 import { freshDatabase } from './helpers/db.js';
 import { fastCoordinator, query, waitForStatus } from './helpers/poll.js';
 
@@ -43,13 +43,13 @@ const noCheckBack = ['-timeout-to-fail', '60'];
 
 describe.each(clients.map((c) => [c.name, c] as const))('DTM %s client', (_name, client) => {
   let bin: string[];
-  let coordinator: RunningCoordinator;
+  let coordinator: TestCoordinator;
   let bank: BankService;
 
   beforeAll(async () => {
     const [command, store, bankDb] = await Promise.all([client.prepare(), freshDatabase(), freshDatabase()]);
     bin = command;
-    coordinator = await startCoordinator({ store, env: fastCoordinator });
+    coordinator = await inProcessCoordinator({ store, env: fastCoordinator });
     bank = await startBankService(bankDb);
   }, 300_000); // a cold Go build takes 1-2 min
   afterAll(async () => {

@@ -8,7 +8,7 @@ import pg from 'pg';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { BranchFailure, consume, Msg, type Consumer, type ConsumeHandler, type DrizzleLike } from '../sdk/index.js';
-import { startCoordinator } from './helpers/coordinator.js';
+import { inProcessCoordinator } from './helpers/coordinator.js';
 import { freshDatabase } from './helpers/db.js';
 import { fastCoordinator } from './helpers/poll.js';
 
@@ -259,7 +259,7 @@ describe('RabbitMQ', () => {
 
 describe('end to end', () => {
   it('consumes a two-phase message published by the coordinator to Kafka once, with the id <gid>/01', async () => {
-    const coordinator = await startCoordinator({
+    const coordinator = await inProcessCoordinator({
       store: await freshDatabase(),
       env: { ...fastCoordinator, CONCORD_KAFKA_BROKERS: inject('kafkaBrokers') },
     });

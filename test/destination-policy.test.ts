@@ -6,13 +6,13 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DestinationPolicy } from '../relay/destination-policy.js';
-import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
+import { type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
 import { freshDatabase } from './helpers/db.js';
 import { fastCoordinator, post, query, waitForStatus } from './helpers/poll.js';
 import { startStreamingService, type StreamingService } from './helpers/streaming-service.js';
 
-let open: RunningCoordinator; // the default policy
-let guarded: RunningCoordinator; // loopback denied by CIDR, 127.0.0.2 allowed
+let open: TestCoordinator; // the default policy
+let guarded: TestCoordinator; // loopback denied by CIDR, 127.0.0.2 allowed
 let service: StreamingService; // on 127.0.0.1
 let allowedService: StreamingService; // on 127.0.0.2
 
@@ -20,9 +20,9 @@ const answerOk = { '/ok': (_req: unknown, res: { end(s: string): void }) => res.
 
 beforeAll(async () => {
   [open, guarded, service, allowedService] = await Promise.all([
-    freshDatabase().then((store) => startCoordinator({ store, env: fastCoordinator })),
+    freshDatabase().then((store) => inProcessCoordinator({ store, env: fastCoordinator })),
     freshDatabase().then((store) =>
-      startCoordinator({
+      inProcessCoordinator({
         store,
         env: {
           ...fastCoordinator,
@@ -52,7 +52,7 @@ const msg = (g: string, action: string, extra: Record<string, unknown> = {}) => 
 
 /** A 400 naming `field` and the refused host, with nothing stored under the gid. */
 async function expectRefused(
-  coordinator: RunningCoordinator,
+  coordinator: TestCoordinator,
   res: { status: number; body: Record<string, unknown> },
   field: string,
   host: string,
@@ -64,7 +64,7 @@ async function expectRefused(
   if (g) expect((await query(coordinator.dtm, g)).transaction).toBeNull();
 }
 
-async function subscribe(coordinator: RunningCoordinator, topic: string, url: string) {
+async function subscribe(coordinator: TestCoordinator, topic: string, url: string) {
   const res = await fetch(`${coordinator.dtm}/subscribe?${new URLSearchParams({ topic, url, remark: '' }).toString()}`);
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
@@ -139,11 +139,11 @@ describe('destination policy with loopback denied', () => {
 
   it('refuses at call time a destination stored before the policy was tightened', async () => {
     const store = await freshDatabase();
-    const before = await startCoordinator({ store, env: fastCoordinator });
+    const before = await inProcessCoordinator({ store, env: fastCoordinator });
     const g = gid();
     expect((await post(`${before.dtm}/submit`, msg(g, `${service.url}/ok`, { custom_data: '{"delay": 2}' }))).status).toBe(200);
     expect(await before.stop()).toBe(0);
-    const after = await startCoordinator({ store, env: { ...fastCoordinator, CONCORD_DENY_DESTINATIONS: 'loopback' } });
+    const after = await inProcessCoordinator({ store, env: { ...fastCoordinator, CONCORD_DENY_DESTINATIONS: 'loopback' } });
     try {
       await expect
         .poll(async () => (await query(after.dtm, g)).branches[0]?.last_error, { timeout: 10_000, interval: 50 })

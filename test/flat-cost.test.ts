@@ -9,7 +9,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Msg, Saga } from '../sdk/index.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
-import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
+import { type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
 import { freshDatabase } from './helpers/db.js';
 import { fastCoordinator, waitForStatus } from './helpers/poll.js';
 
@@ -17,7 +17,7 @@ const finished = 200_000;
 const expired = 100;
 let store: string;
 let bank: BankService;
-let coordinator: RunningCoordinator;
+let coordinator: TestCoordinator;
 
 interface TableReads {
   relname: string;
@@ -52,7 +52,7 @@ beforeAll(async () => {
   store = await freshDatabase();
   bank = await startBankService(await freshDatabase());
   // Migrate with a first start, then fill the store while no coordinator runs.
-  coordinator = await startCoordinator({ store, env: fastCoordinator });
+  coordinator = await inProcessCoordinator({ store, env: fastCoordinator });
   expect(await coordinator.stop()).toBe(0);
   const client = new pg.Client({ connectionString: store });
   await client.connect();
@@ -82,7 +82,7 @@ beforeAll(async () => {
     await client.end();
   }
   // A short retention pass interval, so the retention job's statements run during the test too.
-  coordinator = await startCoordinator({ store, env: { ...fastCoordinator, CONCORD_RETENTION_INTERVAL: '1' } });
+  coordinator = await inProcessCoordinator({ store, env: { ...fastCoordinator, CONCORD_RETENTION_INTERVAL: '1' } });
 }, 120_000);
 
 afterAll(async () => {

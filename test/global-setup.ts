@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { TestProject } from 'vitest/node';
 import { startKafka } from './services/kafka.js';
 import { dropMysqlDatabases, startMariaDB } from './services/mariadb.js';
-import { dropDatabases, startPostgres } from './services/postgres.js';
+import { createDatabase, dropDatabases, startPostgres } from './services/postgres.js';
 import { startRabbitMQ } from './services/rabbitmq.js';
 import { startRedis } from './services/redis.js';
 
@@ -39,6 +39,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const prefix = `concord_test_${randomBytes(3).toString('hex')}_`;
   project.provide('pgUrl', postgres.value.url);
   project.provide('pgDatabasePrefix', prefix);
+  project.provide('storeTemplate', await migratedStoreTemplate(postgres.value.url, prefix));
   project.provide('kafkaBrokers', kafka.value.brokers);
   project.provide('amqpUrl', rabbitmq.value.url);
   project.provide('mysqlUrl', mariadb.value.url);
@@ -62,6 +63,19 @@ export default async function setup(project: TestProject): Promise<() => Promise
     if (errors.length > 0)
       throw new AggregateError(errors, `[concord test services] teardown failed: ${errors.map((e) => e.message).join('; ')}`);
   };
+}
+
+/** A database with the coordinator's migrations applied, which test stores are cloned from (test/helpers/db.ts). */
+async function migratedStoreTemplate(adminUrl: string, prefix: string): Promise<string> {
+  const name = `${prefix}store_template`;
+  const [{ openDatabase }, { pino }] = await Promise.all([import('../coordinator/store/database.js'), import('pino')]);
+  const database = await openDatabase(await createDatabase(adminUrl, name), {
+    poolSize: 1,
+    logger: pino({ level: 'silent' }),
+    lockTimeout: 0,
+  });
+  await database.close();
+  return name;
 }
 
 async function timed<T>(name: string, start: () => Promise<T>): Promise<T> {

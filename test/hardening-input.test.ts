@@ -6,18 +6,18 @@ import { randomUUID } from 'node:crypto';
 import { createServer, request, type Server } from 'node:http';
 import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
-import { freshDatabase } from './helpers/db.js';
+import { type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
+import { freshStore } from './helpers/db.js';
 import { fastCoordinator, query } from './helpers/poll.js';
 
-let coordinator: RunningCoordinator;
+let coordinator: TestCoordinator;
 /** A branch service: /ok answers 200, /nul answers 500 with a NUL and a lone surrogate's bytes in its body. */
 let branch: Server;
 let branchUrl: string;
 const calls: string[] = [];
 
 beforeAll(async () => {
-  coordinator = await startCoordinator({ store: await freshDatabase(), env: fastCoordinator });
+  coordinator = await inProcessCoordinator({ store: await freshStore(), env: fastCoordinator });
   branch = createServer((req, res) => {
     calls.push(req.url ?? '');
     if (req.url?.startsWith('/nul')) {

@@ -1,15 +1,15 @@
 /** GET /all: filters by status, type, gid prefix, destination and create time, newest first, page by page; counts per status. */
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
+import { type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
 import { freshDatabase } from './helpers/db.js';
 
 let store: pg.Pool;
-let node: RunningCoordinator;
+let node: TestCoordinator;
 
 beforeAll(async () => {
   const url = await freshDatabase();
-  node = await startCoordinator({ store: url, env: { CONCORD_RETENTION: '0' } });
+  node = await inProcessCoordinator({ store: url, env: { CONCORD_RETENTION: '0' } });
   store = new pg.Pool({ connectionString: url });
   // 60 rows: every third a saga, every fourth failed, created one minute apart (row 60 is now).
   await store.query(`

@@ -4,15 +4,15 @@ import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { BranchBarrier, BranchFailure, CoordinatorClient, Msg, MsgBatch } from '../sdk/index.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
-import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
-import { freshDatabase } from './helpers/db.js';
+import { type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
+import { freshDatabase, freshStore } from './helpers/db.js';
 import { fastCoordinator, post, query, waitForStatus } from './helpers/poll.js';
 
-let coordinator: RunningCoordinator;
+let coordinator: TestCoordinator;
 let bank: BankService;
 
 beforeAll(async () => {
-  coordinator = await startCoordinator({ store: await freshDatabase(), env: fastCoordinator });
+  coordinator = await inProcessCoordinator({ store: await freshStore(), env: fastCoordinator });
   bank = await startBankService(await freshDatabase());
 });
 afterAll(async () => {

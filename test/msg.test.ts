@@ -4,15 +4,15 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BranchFailure, Msg } from '../sdk/index.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
-import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
-import { freshDatabase } from './helpers/db.js';
+import { type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
+import { freshDatabase, freshStore } from './helpers/db.js';
 import { fastCoordinator, post, query, waitForStatus } from './helpers/poll.js';
 
-let coordinator: RunningCoordinator;
+let coordinator: TestCoordinator;
 let bank: BankService;
 
 beforeAll(async () => {
-  coordinator = await startCoordinator({ store: await freshDatabase(), env: fastCoordinator });
+  coordinator = await inProcessCoordinator({ store: await freshStore(), env: fastCoordinator });
   bank = await startBankService(await freshDatabase());
 });
 afterAll(async () => {
@@ -34,6 +34,18 @@ describe('two-phase message', () => {
     expect(await bank.effects(g)).toBe(2);
     const view = await query(coordinator.dtm, g);
     expect(view.branches).toMatchObject([{ branch_id: '01', op: 'action', status: 'succeed', attempts: 1 }]);
+  });
+
+  it('runs on a store pool of one connection (migrations included: they take no second one)', async () => {
+    const small = await inProcessCoordinator({ store: await freshDatabase(), env: { ...fastCoordinator, CONCORD_STORE_POOL_SIZE: '1' } });
+    try {
+      const g = gid();
+      await new Msg(small.dtm, g).add(`${bank.url}/TransIn`, { amount: 7 }).submit();
+      await waitForStatus(small.dtm, g, 'succeed');
+      expect(bank.received(g, '/TransIn')).toBe(1);
+    } finally {
+      await small.stop();
+    }
   });
 
   it('retries a branch that errors, answers ONGOING or FAILURE, until it succeeds', async () => {

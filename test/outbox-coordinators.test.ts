@@ -14,7 +14,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, expect, inject, it, vi } from 'vitest';
 import { loadConfig } from '../schemas/config.js';
 import { freshDatabase } from './helpers/db.js';
-import { cliPath, freePort, startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
+import { cliPath, freePort, type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
 import { receiver } from './helpers/outbox.js';
 
 const brokers = inject('kafkaBrokers');
@@ -31,7 +31,7 @@ async function waitFor(ok: () => Promise<boolean>, timeoutMs: number): Promise<v
 let outboxUrl: string;
 let store: string;
 let pool: pg.Pool;
-const running: RunningCoordinator[] = [];
+const running: TestCoordinator[] = [];
 
 beforeAll(async () => {
   outboxUrl = await freshDatabase();
@@ -43,13 +43,13 @@ afterAll(async () => {
   await pool?.end();
 });
 
-async function start(env: Record<string, string>): Promise<RunningCoordinator> {
-  const c = await startCoordinator({ store, env: { CONCORD_KAFKA_BROKERS: brokers, ...env } });
+async function start(env: Record<string, string>): Promise<TestCoordinator> {
+  const c = await inProcessCoordinator({ store, env: { CONCORD_KAFKA_BROKERS: brokers, ...env } });
   running.push(c);
   return c;
 }
 
-async function metric(c: RunningCoordinator, name: string, outbox: string, headers: Record<string, string> = {}): Promise<number> {
+async function metric(c: TestCoordinator, name: string, outbox: string, headers: Record<string, string> = {}): Promise<number> {
   const text = await (await fetch(`${c.url}/api/metrics`, { headers })).text();
   const line = text.split('\n').find((l) => l.startsWith(`${name}{outbox="${outbox}"}`));
   return line ? Number(line.split(' ').at(-1)) : 0;

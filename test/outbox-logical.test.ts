@@ -19,7 +19,7 @@ import { checkMapping, parseMapping } from '../relay/outbox/mapping-check.js';
 import { isConcordError } from '../schemas/errors.js';
 import { consume } from '../sdk/index.js';
 import { freshDatabase } from './helpers/db.js';
-import { startCoordinator } from './helpers/coordinator.js';
+import { inProcessCoordinator } from './helpers/coordinator.js';
 import { receiver, startDrain, testRelay } from './helpers/outbox.js';
 
 const cli = new URL('../dist/coordinator/cli.js', import.meta.url).pathname;
@@ -265,7 +265,7 @@ it('killed with SIGKILL mid-stream and resumed: no row lost, duplicates absorbed
 it('a coordinator runs a read=logical drain (config outboxes) and shows its slot in /api/outboxes and the metrics', async () => {
   const http = await receiver();
   await pool.query('create table logical_coord (id bigserial primary key, body text not null)');
-  const c = await startCoordinator({
+  const c = await inProcessCoordinator({
     store: await freshDatabase(),
     env: {
       CONCORD_OUTBOXES: JSON.stringify([
@@ -296,8 +296,8 @@ it('two coordinators on one read=logical outbox: one streams, the other stands b
   const outboxes = JSON.stringify([
     { database: url, table: 'logical_pair', destination: http.url, payloadColumn: 'body', published: 'none', read: 'logical' },
   ]);
-  const a = await startCoordinator({ store, env: { CONCORD_OUTBOXES: outboxes } });
-  const b = await startCoordinator({ store, env: { CONCORD_OUTBOXES: outboxes } });
+  const a = await inProcessCoordinator({ store, env: { CONCORD_OUTBOXES: outboxes } });
+  const b = await inProcessCoordinator({ store, env: { CONCORD_OUTBOXES: outboxes } });
   const published = async (c: { url: string }) => {
     const text = await (await fetch(`${c.url}/api/metrics`)).text();
     return Number(/concord_outbox_published_total\{outbox="logical_pair"\} (\d+)/.exec(text)?.[1] ?? 0);

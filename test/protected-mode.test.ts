@@ -179,6 +179,19 @@ describe('with tokens configured', () => {
     expect((await call(`${api}/redrive`, { token: operatorToken, json: { gid: 'no-such-gid' } })).status).toBe(404);
   });
 
+  it('records the actions of a bare operator token (configured without a name) as "operator"', async () => {
+    const gid = `pm-retry-${randomUUID().slice(0, 8)}`;
+    expect((await call(`${api}/prepare`, { token: apiToken, json: preparedMsg(gid) })).status).toBe(200);
+    const admin = `${coordinator.url}/api/concord/admin`;
+    expect((await call(`${admin}/retry`, { token: operatorToken, json: { gid } })).status).toBe(200);
+    const history = await call(`${admin}/actions?kind=transaction&subject=${gid}`, { token: operatorToken });
+    expect(history.body.actions).toEqual([{ action: 'retry-now', operator: 'operator', detail: '', at: expect.any(String) }]);
+    expect((await call(`${admin}/actions?kind=transaction&subject=${gid}`, { token: apiToken })).status).toBe(403);
+    const bad = await call(`${admin}/actions?kind=saga&subject=${gid}`, { token: operatorToken });
+    expect(bad.status).toBe(400);
+    expect(bad.body.message).toMatch(/kind/);
+  });
+
   it('redacts payloads and header values in /query and /all unless an operator token is presented', async () => {
     const gid = `pm-redact-${randomUUID()}`;
     expect((await call(`${withToken}/prepare`, { json: preparedMsg(gid) })).status).toBe(200);
@@ -362,7 +375,27 @@ describe('protected-mode configuration', () => {
       apiToken,
       rotatedToken,
     ]);
-    expect(loadConfig({ env: { ...image, CONCORD_OPERATOR_TOKENS: ` ${operatorToken} , ` } }).operatorTokens).toEqual([operatorToken]);
+    // A bare operator token (the form before names) is recorded as "operator".
+    expect(loadConfig({ env: { ...image, CONCORD_OPERATOR_TOKENS: ` ${operatorToken} , ` } }).operatorTokens).toEqual([
+      { name: 'operator', token: operatorToken },
+    ]);
     expect(loadConfig({}).host).toBe('127.0.0.1');
+  });
+
+  it('names operator tokens as name:token pairs, or in a JSON array of strings or {name, token}', () => {
+    const alice = { name: 'alice', token: 'alice-token-0123456789' };
+    const bob = { name: 'bob.smith@ops', token: 'bob-token-0123456789ab' };
+    const named = (value: string) => loadConfig({ env: { CONCORD_OPERATOR_TOKENS: value } }).operatorTokens;
+    expect(named(`alice:${alice.token}, bob.smith@ops:${bob.token}`)).toEqual([alice, bob]);
+    expect(named(JSON.stringify([alice, `bob.smith@ops:${bob.token}`, operatorToken]))).toEqual([
+      alice,
+      bob,
+      { name: 'operator', token: operatorToken },
+    ]);
+    expect(() => named(`al ice:${alice.token}`)).toThrow(
+      /operatorTokens \(--operator-tokens, CONCORD_OPERATOR_TOKENS\): 1 to 64 characters/,
+    );
+    expect(() => named(`alice:short`)).toThrow(/operatorTokens.*16 to 256 characters/);
+    expect(() => named(JSON.stringify([{ name: 'alice', token: alice.token, role: 'x' }]))).toThrow(/role/);
   });
 });

@@ -4,13 +4,13 @@ import pg from 'pg';
 import { afterAll, beforeAll, expect, it, onTestFinished } from 'vitest';
 import { Msg } from '../sdk/index.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
-import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
+import { type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
 import { freshDatabase } from './helpers/db.js';
 import { fastCoordinator, query } from './helpers/poll.js';
 
 let store: pg.Pool;
 let bank: BankService;
-const nodes: RunningCoordinator[] = [];
+const nodes: TestCoordinator[] = [];
 // An hour of retention; rows are aged in SQL. Two nodes on one store run the job every 0.1 s.
 const env = { ...fastCoordinator, CONCORD_RETENTION: '3600', CONCORD_RETENTION_INTERVAL: '0.1', CONCORD_RETENTION_BATCH: '7' };
 
@@ -18,7 +18,7 @@ beforeAll(async () => {
   const url = await freshDatabase();
   store = new pg.Pool({ connectionString: url });
   bank = await startBankService(await freshDatabase());
-  nodes.push(await startCoordinator({ store: url, env }), await startCoordinator({ store: url, env }));
+  nodes.push(await inProcessCoordinator({ store: url, env }), await inProcessCoordinator({ store: url, env }));
 });
 afterAll(async () => {
   for (const node of nodes) await node.stop();

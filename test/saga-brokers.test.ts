@@ -13,8 +13,8 @@ import { fileURLToPath } from 'node:url';
 import { connect } from 'amqplib';
 import { Kafka, logLevel, type Producer } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
-import { freshDatabase } from './helpers/db.js';
+import { startCoordinator, type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
+import { freshDatabase, freshStore } from './helpers/db.js';
 import { fastCoordinator, post, query, waitForStatus } from './helpers/poll.js';
 import { startSagaService, type SagaService } from './helpers/saga-service.js';
 import { startStepParticipants, type StepParticipants, type StepParticipantsOptions } from './helpers/step-participants.js';
@@ -85,14 +85,14 @@ function coordinatorEnv(replyTopic: string): Record<string, string> {
 describe.each(cases.map((c) => [c.name, c] as const))('a saga over %s', (name, broker) => {
   const topics = ['s1', 's2', 's3'].map((s) => `saga-${name}-${s}-${run}`);
   const replyTopic = `concord.replies.${name}.${run}`;
-  let coordinator: RunningCoordinator;
+  let coordinator: TestCoordinator;
   let participants: StepParticipants;
   let dbUrl: string;
 
   beforeAll(async () => {
     dbUrl = await freshDatabase();
     [coordinator, participants] = await Promise.all([
-      freshDatabase().then((store) => startCoordinator({ store, env: coordinatorEnv(replyTopic) })),
+      freshDatabase().then((store) => inProcessCoordinator({ store, env: coordinatorEnv(replyTopic) })),
       startStepParticipants({ source: broker.source(), dbUrl, topics }),
     ]);
   }, 120_000);
@@ -255,7 +255,7 @@ describe('crashes mid-saga (kafka)', () => {
 
   it('finishes after the participant is killed inside its handler: the command comes again, the effect lands once', async () => {
     const replyTopic = `concord.replies.crash1.${run}`;
-    const coordinator = await startCoordinator({ store: await freshDatabase(), env: coordinatorEnv(replyTopic) });
+    const coordinator = await inProcessCoordinator({ store: await freshStore(), env: coordinatorEnv(replyTopic) });
     const dbUrl = await freshDatabase();
     const g = gid();
     const first = await spawnParticipants({ source: source(), dbUrl, topics, blockOn: { gid: g, topic: topics[1]! } });

@@ -9,7 +9,7 @@ import { createServer, type Server } from 'node:http';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
+import { startCoordinator, type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
 import { freshDatabase } from './helpers/db.js';
 import { fastCoordinator, post, query, waitForStatus } from './helpers/poll.js';
 import { startSagaService, type SagaService } from './helpers/saga-service.js';
@@ -17,7 +17,7 @@ import { startSagaService, type SagaService } from './helpers/saga-service.js';
 const gid = () => `saga-${randomUUID()}`;
 
 let service: SagaService;
-let coordinator: RunningCoordinator;
+let coordinator: TestCoordinator;
 let alerts: { server: Server; url: string; received: Record<string, unknown>[] };
 
 beforeAll(async () => {
@@ -34,7 +34,7 @@ beforeAll(async () => {
   await once(server, 'listening');
   alerts = { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/alert`, received };
   service = await startSagaService(await freshDatabase());
-  coordinator = await startCoordinator({
+  coordinator = await inProcessCoordinator({
     store: await freshDatabase(),
     env: { ...fastCoordinator, CONCORD_ALERT_WEBHOOK: alerts.url, CONCORD_ALERT_RETRY_LIMIT: '2', CONCORD_COMPENSATE_ATTEMPTS: '3' },
   });
@@ -106,7 +106,7 @@ describe('a saga over HTTP', () => {
     try {
       await post(
         `${coordinator.dtm}/submit`,
-        sagaBody(g, 2, (i) => (i === 1 ? { attempts: '3', backoff: '0.05' } : {})),
+        sagaBody(g, 2, (i): Record<string, string> => (i === 1 ? { attempts: '3', backoff: '0.05' } : {})),
       );
       await waitForStatus(coordinator.dtm, g, 'failed');
     } finally {

@@ -9,16 +9,16 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BranchFailure, CoordinatorClient, tcc, type Tcc } from '../sdk/index.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
-import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
+import { startCoordinator, type RunningCoordinator, type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
 import { freshDatabase } from './helpers/db.js';
 import { fastCoordinator, post, query, waitForStatus } from './helpers/poll.js';
 
-let coordinator: RunningCoordinator;
+let coordinator: TestCoordinator;
 let bank: BankService;
 
 beforeAll(async () => {
   const [store, bankDb] = await Promise.all([freshDatabase(), freshDatabase()]);
-  coordinator = await startCoordinator({ store, env: fastCoordinator });
+  coordinator = await inProcessCoordinator({ store, env: fastCoordinator });
   bank = await startBankService(bankDb);
 }, 120_000);
 afterAll(async () => {

@@ -11,7 +11,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BranchFailure, expressWorkflow, fastifyWorkflow, Workflows, type Workflow } from '../sdk/index.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
-import { freePort, startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
+import { freePort, startCoordinator, type RunningCoordinator, type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
 import { freshDatabase } from './helpers/db.js';
 import { fastCoordinator, post, query, waitForStatus } from './helpers/poll.js';
 
@@ -20,7 +20,7 @@ interface Input {
 }
 
 describe('SDK workflows', () => {
-  let coordinator: RunningCoordinator;
+  let coordinator: TestCoordinator;
   let bank: BankService;
   let service: FastifyInstance;
   let workflows: Workflows;
@@ -34,7 +34,7 @@ describe('SDK workflows', () => {
 
   beforeAll(async () => {
     const [store, bankDb] = await Promise.all([freshDatabase(), freshDatabase()]);
-    coordinator = await startCoordinator({ store, env: fastCoordinator });
+    coordinator = await inProcessCoordinator({ store, env: fastCoordinator });
     bank = await startBankService(bankDb);
     service = Fastify();
     const port = await freePort();

@@ -3,13 +3,13 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
-import { freshDatabase, freshMysqlDatabase } from './helpers/db.js';
+import { type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
+import { freshDatabase, freshMysqlDatabase, freshStore } from './helpers/db.js';
 import { fastCoordinator } from './helpers/poll.js';
 
-let coordinator: RunningCoordinator;
+let coordinator: TestCoordinator;
 beforeAll(async () => {
-  coordinator = await startCoordinator({ store: await freshDatabase(), env: fastCoordinator });
+  coordinator = await inProcessCoordinator({ store: await freshStore(), env: fastCoordinator });
 });
 afterAll(async () => {
   expect(await coordinator?.stop()).toBe(0);

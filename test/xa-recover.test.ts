@@ -8,17 +8,17 @@ import type mysql from 'mysql2/promise';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { CoordinatorClient, xaPhase2, xaRecover, type XaRecovery } from '../sdk/index.js';
 import { xaDriver } from '../sdk/xa-drivers.js';
-import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
-import { freshDatabase, freshMysqlDatabase } from './helpers/db.js';
+import { type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
+import { freshDatabase, freshMysqlDatabase, freshStore } from './helpers/db.js';
 import { fastCoordinator, post, waitForStatus } from './helpers/poll.js';
 import { startXaBank, type BankDb, type XaBank } from './helpers/xa-bank.js';
 
-let coordinator: RunningCoordinator;
+let coordinator: TestCoordinator;
 const sorted = (r: XaRecovery) => ({ committed: r.committed.sort(), rolledBack: r.rolledBack.sort(), waiting: r.waiting.sort() });
 let client: CoordinatorClient;
 
 beforeAll(async () => {
-  coordinator = await startCoordinator({ store: await freshDatabase(), env: fastCoordinator });
+  coordinator = await inProcessCoordinator({ store: await freshStore(), env: fastCoordinator });
   client = new CoordinatorClient(coordinator.dtm);
 }, 120_000);
 afterAll(async () => {

@@ -7,18 +7,18 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BranchFailure, CoordinatorClient, xa, Xa } from '../sdk/index.js';
-import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
+import { startCoordinator, type RunningCoordinator, type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
 import { freshDatabase, freshMysqlDatabase } from './helpers/db.js';
 import { fastCoordinator, post, query, waitForStatus } from './helpers/poll.js';
 import { startXaBank, type XaBank } from './helpers/xa-bank.js';
 
-let coordinator: RunningCoordinator;
+let coordinator: TestCoordinator;
 let pgBank: XaBank;
 let myBank: XaBank;
 
 beforeAll(async () => {
   const [store, pgDb, myDb] = await Promise.all([freshDatabase(), freshDatabase(), freshMysqlDatabase()]);
-  coordinator = await startCoordinator({ store, env: fastCoordinator });
+  coordinator = await inProcessCoordinator({ store, env: fastCoordinator });
   [pgBank, myBank] = await Promise.all([startXaBank('postgres', pgDb, { alice: 1_000 }), startXaBank('mysql', myDb, { bob: 1_000 })]);
 }, 120_000);
 afterAll(async () => {

@@ -274,8 +274,46 @@ function actionsFor(t) {
   return list;
 }
 
+/** Who did what to a subject and when (operator_actions), newest first. */
+function History({ kind, subject, version }) {
+  const [actions, setActions] = useState();
+  useEffect(() => {
+    api('/api/concord/admin/actions', { query: { kind, subject } })
+      .then((r) => setActions(r.actions))
+      .catch(() => setActions(undefined));
+  }, [kind, subject, version]);
+  if (!actions) return null;
+  return html`<h3>Operator actions</h3>
+    ${
+      actions.length === 0
+        ? html`<p class="no-actions">None.</p>`
+        : html`<table class="history">
+            <thead>
+              <tr>
+                <th>when</th>
+                <th>action</th>
+                <th>operator</th>
+                <th>detail</th>
+              </tr>
+            </thead>
+            <tbody>
+              ${actions.map(
+                (a) =>
+                  html`<tr data-action=${a.action}>
+                    <td>${time(a.at)}</td>
+                    <td>${a.action}</td>
+                    <td class="operator">${a.operator}</td>
+                    <td>${a.detail}</td>
+                  </tr>`,
+              )}
+            </tbody>
+          </table>`
+    }`;
+}
+
 function Transaction({ gid }) {
   const [data, setData] = useState();
+  const [version, setVersion] = useState(0);
   const [error, setError] = useState();
   const [shown, setShown] = useState({});
   const [action, setAction] = useState();
@@ -283,7 +321,7 @@ function Transaction({ gid }) {
   const load = useCallback(
     () =>
       api('/api/dtmsvr/query', { query: { gid } })
-        .then(setData)
+        .then((d) => (setData(d), setVersion((v) => v + 1)))
         .catch((e) => setError(e.message)),
     [gid],
   );
@@ -374,6 +412,7 @@ function Transaction({ gid }) {
             </li>`,
         )}
       </ol>
+      <${History} kind="transaction" subject=${t.gid} version=${version} />
     </section>
     ${action && html`<${Confirm} action=${action} onDone=${done} />`}`;
 }
@@ -452,6 +491,7 @@ function Outboxes() {
   const [list, setList] = useState();
   const [error, setError] = useState();
   const [parked, setParked] = useState({});
+  const [redrives, setRedrives] = useState(0);
   const [action, setAction] = useState();
   const [notice, setNotice] = useState();
   const load = useCallback(
@@ -479,6 +519,7 @@ function Outboxes() {
     setAction(undefined);
     if (message) {
       void load();
+      setRedrives((n) => n + 1);
       for (const name of Object.keys(parked)) void showParked(name);
     }
   };
@@ -554,8 +595,102 @@ function Outboxes() {
                     </tbody>
                   </table>`
           }
+          <${History} kind="outbox" subject=${name} version=${redrives} />
         </section>`,
     )}
+    ${action && html`<${Confirm} action=${action} onDone=${done} />`}`;
+}
+
+/**
+ * Messages consumers parked in their own databases, as they report them: redrive asks the consumer
+ * to run one again (it takes the request with its next report, every 10 s by default).
+ */
+function Consumers() {
+  const [state, setState] = useState('');
+  const [list, setList] = useState();
+  const [error, setError] = useState();
+  const [action, setAction] = useState();
+  const [notice, setNotice] = useState();
+  const load = useCallback(
+    () =>
+      api('/api/concord/admin/consumers/parked', { query: { state, limit: 200 } })
+        .then((r) => (setList(r.parked), setError(undefined)))
+        .catch((e) => setError(e.message)),
+    [state],
+  );
+  useEffect(() => {
+    void load();
+    // Redrives end in the consumer: the list follows its reports.
+    const timer = setInterval(load, 2000);
+    return () => clearInterval(timer);
+  }, [load]);
+  const redrive = (m) => ({
+    id: 'redrive-message',
+    label: 'Redrive message',
+    explain: `Ask consumer ${m.consumer} to run message ${m.messageId} again from its parked store (fix the cause first). It does so with its next report; a message it has applied meanwhile is not applied twice.`,
+    run: () => api('/api/concord/admin/consumers/redrive', { body: { consumer: m.consumer, messageId: m.messageId } }),
+  });
+  const done = (message) => {
+    setAction(undefined);
+    if (message) {
+      setNotice(message);
+      void load();
+    }
+  };
+  return html`<section id="consumers">
+      <h2>Parked consumer messages</h2>
+      <p>Messages whose handler gave up, kept in each consumer's own database and reported here by the consumer SDK.</p>
+      <p>
+        <label
+          >State${' '}
+          <select id="consumers-state" value=${state} onChange=${(e) => setState(e.target.value)}>
+            <option value="">any</option>
+            ${['parked', 'redrive', 'redriven', 'cleared'].map((v) => html`<option value=${v}>${v}</option>`)}
+          </select></label
+        >
+      </p>
+      ${notice && html`<p class="notice" id="notice">${notice}</p>`} ${error && html`<p class="error">${error}</p>`}
+      ${
+        list &&
+        (list.length === 0
+          ? html`<p id="no-parked-messages">No parked consumer message.</p>`
+          : html`<table>
+              <thead>
+                <tr>
+                  <th>consumer</th>
+                  <th>message id</th>
+                  <th>source</th>
+                  <th>attempts</th>
+                  <th>last failure</th>
+                  <th>error</th>
+                  <th>state</th>
+                  <th>redrive</th>
+                  <th></th>
+                </tr>
+              </thead>
+              <tbody>
+                ${list.map(
+                  (m) =>
+                    html`<tr data-parked-message=${`${m.consumer}/${m.messageId}`}>
+                      <td>${m.consumer}</td>
+                      <td>${m.messageId}</td>
+                      <td>${m.source}</td>
+                      <td class="attempts">${m.attempts}</td>
+                      <td>${time(m.lastFailure)}</td>
+                      <td class="error">${m.error}</td>
+                      <td class="state" data-state=${m.state}>${m.state}</td>
+                      <td class="redrive-by">
+                        ${m.redriveBy && `asked by ${m.redriveBy} at ${time(m.redriveAt)}`}${m.resolvedAt ? `; gone ${time(m.resolvedAt)}` : ''}
+                      </td>
+                      <td>
+                        ${m.state === 'parked' && html`<button class="redrive-message" onClick=${() => setAction(redrive(m))}>Redrive</button>`}
+                      </td>
+                    </tr>`,
+                )}
+              </tbody>
+            </table>`)
+      }
+    </section>
     ${action && html`<${Confirm} action=${action} onDone=${done} />`}`;
 }
 
@@ -581,7 +716,7 @@ function App() {
     ${
       state.phase === 'open' &&
       html`<a href="#/">Transactions</a> <a id="nav-outboxes" href="#/outboxes">Outboxes</a>
-        <a id="nav-brokers" href="#/brokers">Brokers</a>`
+        <a id="nav-consumers" href="#/consumers">Consumers</a> <a id="nav-brokers" href="#/brokers">Brokers</a>`
     }
     ${
       state.phase === 'open' &&
@@ -594,6 +729,7 @@ function App() {
   if (state.phase === 'locked') return html`${header}<${TokenForm} message=${state.message} onToken=${check} />`;
   if (hash === '#/outboxes') return html`${header}<${Outboxes} />`;
   if (hash === '#/brokers') return html`${header}<${Brokers} />`;
+  if (hash === '#/consumers') return html`${header}<${Consumers} />`;
   const detail = /^#\/trans\/(.+)$/.exec(hash);
   if (detail) return html`${header}<${Transaction} key=${detail[1]} gid=${decodeURIComponent(detail[1])} />`;
   return html`${header}

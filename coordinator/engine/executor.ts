@@ -39,7 +39,8 @@ export interface BranchCall {
   url: string;
   branchId: string;
   op: string;
-  payload: string;
+  /** A branch's stored data goes through payloadBytes (schemas/payload-bytes.ts) first. */
+  payload: string | Buffer;
   /** Seconds the call may take. */
   timeout: number;
   meta?: BranchMeta;

@@ -9,6 +9,7 @@
  * settle group-commits.
  */
 import type { DtmOutcome } from '../../schemas/dtm.js';
+import { payloadBytes } from '../../schemas/payload-bytes.js';
 import { promoteToSubmitted, waitingOrderKeys, type BranchRow, type Settlement, type TransRow } from '../store/transactions.js';
 import { moveToAborting } from '../store/tcc.js';
 import { leaseSeconds, type EngineContext } from './context.js';
@@ -120,7 +121,7 @@ export class MsgProcessor {
             url: b.url,
             branchId: b.branch_id,
             op: b.op,
-            payload: b.data,
+            payload: payloadBytes(trans.protocol, b.data),
             timeout,
             meta: b.meta,
             post: trans.trans_type === 'xa',

@@ -3,12 +3,15 @@ export const countCap = 10_000;
 
 /**
  * The admin UI's engine side (docs/admin-ui.md): counts per status, and operator actions besides
- * the saga redrive: retry a transaction now, or stop one for good. Each is logged with who did it; a force-stop also writes who, when and why into
- * the transaction's rollback_reason, where the UI and GET /query show it.
+ * the saga redrive: retry a transaction now, or stop one for good. Each action, the redrives
+ * included, is recorded (operator_actions: who, when, detail) and logged with who did it, the
+ * name of the operator's token; a force-stop also writes who, when and why into the
+ * transaction's rollback_reason, where GET /query shows it.
  */
 import type { GlobalStatus } from '../../schemas/dtm.js';
 import { ConcordError } from '../../schemas/errors.js';
-import { forceStop, retryNow } from '../store/operator-actions.js';
+import type { OperatorSubject } from '../../schemas/db/tables.js';
+import { forceStop, listActions, recordAction, retryNow, type RecordedAction } from '../store/operator-actions.js';
 import { countByStatus } from '../store/queries.js';
 import { listTopics } from '../store/topics.js';
 import { brokerConnections } from '../../schemas/config.js';
@@ -24,8 +27,33 @@ export interface BrokerConnectionView {
   error?: string;
 }
 
-/** Who acted: tokens carry no names, so every operator token is "operator". */
-export const operatorName = 'operator';
+/** Actions listed per subject: a transaction with more has a story the log tells better. */
+const historyLimit = 200;
+
+export interface OperatorAction {
+  subjectKind: OperatorSubject;
+  subject: string;
+  action: string;
+  /** The operator token's name. */
+  operator: string;
+  /** The reason given, or what came of it. */
+  detail?: string;
+}
+
+/**
+ * Records an operator action that succeeded and logs it: `log` first (gid and trans_type when on a
+ * transaction), then by, action and detail.
+ */
+export async function recordOperatorAction(
+  ctx: Pick<EngineContext, 'database' | 'logger'>,
+  action: OperatorAction,
+  log: Record<string, unknown>,
+  message: string,
+): Promise<void> {
+  const detail = action.detail ?? '';
+  await recordAction(ctx.database, { ...action, detail });
+  ctx.logger.info({ ...log, by: action.operator, action: action.action, ...(detail === '' ? {} : { detail }) }, message);
+}
 
 export class OperatorActions {
   constructor(private readonly ctx: Pick<EngineContext, 'database' | 'logger' | 'relay' | 'config'>) {}
@@ -55,16 +83,27 @@ export class OperatorActions {
     return { connections, topics: await listTopics(this.ctx.database, topicLimit) };
   }
 
+  /** Records an action that succeeded, and logs it. */
+  record(action: OperatorAction, log: Record<string, unknown>, message: string): Promise<void> {
+    return recordOperatorAction(this.ctx, action, log, message);
+  }
+
+  /** The recorded actions on one subject, newest first. */
+  history(subjectKind: OperatorSubject, subject: string): Promise<RecordedAction[]> {
+    return listActions(this.ctx.database, subjectKind, subject, historyLimit);
+  }
+
   /** Transactions per status, each count capped at countCap. */
   counts(): Promise<Record<GlobalStatus, number>> {
     return countByStatus(this.ctx.database, countCap);
   }
 
-  async retryNow(gid: string): Promise<void> {
+  async retryNow(gid: string, by: string): Promise<void> {
     const result = await retryNow(this.ctx.database, gid);
     if (result.done) {
-      this.ctx.logger.info(
-        { gid, trans_type: result.transType, by: operatorName, action: 'retry-now' },
+      await this.record(
+        { subjectKind: 'transaction', subject: gid, action: 'retry-now', operator: by },
+        { gid, trans_type: result.transType },
         'transaction due now, by an operator',
       );
       return;
@@ -75,12 +114,13 @@ export class OperatorActions {
     throw new ConcordError('INVALID_STATE', `${result.owner ?? 'a coordinator'} is running a pass on this transaction now`);
   }
 
-  async forceStop(gid: string, reason: string): Promise<void> {
+  async forceStop(gid: string, reason: string, by: string): Promise<void> {
     const at = new Date().toISOString();
-    const result = await forceStop(this.ctx.database, gid, `force-stopped by ${operatorName} at ${at}: ${reason}`);
+    const result = await forceStop(this.ctx.database, gid, `force-stopped by ${by} at ${at}: ${reason}`);
     if (result.done) {
-      this.ctx.logger.warn(
-        { gid, trans_type: result.transType, by: operatorName, action: 'force-stop', reason },
+      await this.record(
+        { subjectKind: 'transaction', subject: gid, action: 'force-stop', operator: by, detail: reason },
+        { gid, trans_type: result.transType },
         'transaction force-stopped by an operator',
       );
       return;

@@ -8,6 +8,7 @@
  */
 import type { StoredOptions } from '../../schemas/db/tables.js';
 import { commandHeaders } from '../../schemas/saga.js';
+import { payloadBytes } from '../../schemas/payload-bytes.js';
 import {
   moveSaga,
   sagaBranches,
@@ -156,7 +157,7 @@ export class SagaProcessor {
         url: b.url,
         branchId: b.branch_id,
         op: b.op,
-        payload: b.data,
+        payload: payloadBytes(trans.protocol, b.data),
         meta: b.meta,
         timeout: stepPolicy(b, options, config).timeout,
       });
@@ -234,7 +235,7 @@ export class SagaProcessor {
       url: b.url,
       branchId: b.branch_id,
       op: b.op,
-      payload: b.data,
+      payload: payloadBytes(trans.protocol, b.data),
       meta: b.meta,
       headers: {
         [commandHeaders.messageId]: `${trans.gid}/${b.branch_id}/${b.op}`,

@@ -25,7 +25,7 @@ import { contended, throwUnlessSucceeded } from './outcome.js';
 import { branchMeta, conflictOf, contentHash, storedOptions } from './request.js';
 import { isBrokerUrl } from '../../schemas/broker-messages.js';
 import type { SagaProcessor } from './saga-process.js';
-import { operatorName } from './operator.js';
+import { recordOperatorAction } from './operator.js';
 
 type SubmitOutcome = { created: TransRow } | { existing: TransRow } | { error: ConcordError };
 
@@ -66,10 +66,15 @@ export class SagaEngine {
     if (ended) throwUnlessSucceeded(`saga ${req.gid}`, await ended);
   }
 
-  /** Puts a saga that needs attention back to compensating (an operator fixed the cause). */
-  async redrive(gid: string): Promise<void> {
+  /** Puts a saga that needs attention back to compensating (an operator, `by`, fixed the cause). */
+  async redrive(gid: string, by: string): Promise<void> {
     if (await redriveSaga(this.ctx.database, gid)) {
-      this.ctx.logger.info({ gid, trans_type: 'saga', by: operatorName, action: 'redrive' }, 'saga redriven by an operator');
+      await recordOperatorAction(
+        this.ctx,
+        { subjectKind: 'transaction', subject: gid, action: 'redrive', operator: by },
+        { gid, trans_type: 'saga' },
+        'saga redriven by an operator',
+      );
       return;
     }
     const row = (await findTransactions(this.ctx.database, [gid])).get(gid);

@@ -6,13 +6,14 @@
  */
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, propagation, trace } from '@opentelemetry/api';
 import type { Delivery, DeliveryResult } from '../../relay/publisher.js';
+import { isBrokerUrl } from '../../schemas/broker-messages.js';
 
 const tracer = trace.getTracer('concord');
 
 export async function traced(delivery: Delivery, deliver: (d: Delivery) => Promise<DeliveryResult>): Promise<DeliveryResult> {
   const parent = propagation.extract(ROOT_CONTEXT, delivery.headers);
   const { gid, trans_type, branch_id, op } = delivery.params;
-  const broker = !/^https?:/i.test(delivery.url);
+  const broker = isBrokerUrl(delivery.url);
   const span = tracer.startSpan(
     `${trans_type ?? 'concord'} ${op ?? 'deliver'}`,
     {

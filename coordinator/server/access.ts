@@ -10,6 +10,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import { defaultOperatorName } from '../../schemas/config.js';
 import { ConcordError } from '../../schemas/errors.js';
 
 export type AccessLevel = 'open' | 'api' | 'operator';
@@ -24,12 +25,14 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** May see payloads and header values: no tokens are configured, or an operator token was presented. */
     operator: boolean;
+    /** Whom this request's operator actions are recorded under: its operator token's name ("operator" with no tokens configured). */
+    operatorName: string;
   }
 }
 
 export interface AccessOptions {
   apiTokens: readonly string[];
-  operatorTokens: readonly string[];
+  operatorTokens: readonly { name: string; token: string }[];
 }
 
 const presented = Symbol('concord.pathToken');
@@ -54,31 +57,34 @@ const digest = (token: string) => createHash('sha256').update(token).digest();
 /** The onRequest hook that enforces the access level of each route. */
 export function accessHook(options: AccessOptions) {
   const api = options.apiTokens.map(digest);
-  const operator = options.operatorTokens.map(digest);
+  const operator = options.operatorTokens.map((t) => ({ name: t.name, digest: digest(t.token) }));
   const enabled = api.length + operator.length > 0;
 
   /** Compares against every token in constant time (equal-length digests), so timing tells nothing. */
-  const roleOf = (token: string): 'api' | 'operator' | undefined => {
+  const roleOf = (token: string): { role: 'api' } | { role: 'operator'; name: string } | undefined => {
     const d = digest(token);
-    let isOperator = false;
+    let name: string | undefined;
     let isApi = false;
-    for (const t of operator) isOperator = timingSafeEqual(d, t) || isOperator;
+    for (const t of operator) if (timingSafeEqual(d, t.digest)) name ??= t.name;
     for (const t of api) isApi = timingSafeEqual(d, t) || isApi;
-    return isOperator ? 'operator' : isApi ? 'api' : undefined;
+    return name !== undefined ? { role: 'operator', name } : isApi ? { role: 'api' } : undefined;
   };
 
   return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     // The raw URL with the token in it stays on the request for Fastify's own use; keep it out of reach.
     const raw = request.raw as TokenRequest & { originalUrl?: string };
     if (raw.originalUrl !== undefined) raw.originalUrl = raw.url;
+    request.operatorName = defaultOperatorName;
     if (!enabled) {
       request.operator = true;
       return;
     }
     const tokens = [bearer(request.headers.authorization), raw[presented]].filter((t) => t !== undefined);
     const roles = tokens.map(roleOf);
-    const role = roles.includes('operator') ? 'operator' : roles.includes('api') ? 'api' : undefined;
+    const asOperator = roles.find((r) => r?.role === 'operator');
+    const role = asOperator ? 'operator' : roles.some((r) => r?.role === 'api') ? 'api' : undefined;
     request.operator = role === 'operator';
+    if (asOperator?.role === 'operator') request.operatorName = asOperator.name;
     const config = request.routeOptions.config;
     const route = request.routeOptions.url ?? request.url;
     const access = config.access ?? 'api';

@@ -14,10 +14,12 @@ import type { Metrics } from '../metrics.js';
 import type { TransactionQueries } from '../engine/queries.js';
 import type { Topics } from '../engine/topics.js';
 import type { OperatorActions } from '../engine/operator.js';
+import type { ConsumerParked } from '../engine/consumer-parked.js';
 import { adminRoutes } from './admin-routes.js';
 import { adminUi } from './admin-ui.js';
 import { accessHook, stripTokenPrefix, type AccessOptions } from './access.js';
 import { batchRoutes } from './batch-routes.js';
+import { consumerRoutes } from './consumer-routes.js';
 import { dtmRoutes } from './dtm-routes.js';
 import { handleError } from './error-handler.js';
 import { methodNotAllowed } from './method-not-allowed.js';
@@ -43,6 +45,8 @@ export interface ServerDeps {
   access?: AccessOptions;
   /** The admin UI's counts and operator actions (docs/admin-ui.md). */
   operator: OperatorActions;
+  /** Parked consumer messages as the consumers report them. */
+  consumerParked: ConsumerParked;
   /** The outbox drains this coordinator runs (config outboxes). */
   outboxes?: OutboxDrains;
   /** Why readiness fails besides the store (health-watch.ts). */
@@ -69,6 +73,7 @@ export async function buildServer(deps: ServerDeps) {
   app.setErrorHandler(handleError);
   // Tokens first: without one, even an unknown path answers 401 and tells nothing about the routes.
   app.decorateRequest('operator', false);
+  app.decorateRequest('operatorName', '');
   app.addHook('onRequest', accessHook(deps.access ?? { apiTokens: [], operatorTokens: [] }));
   const wrongMethod = methodNotAllowed();
   app.addHook('onRoute', (route) => wrongMethod.onRoute(route));
@@ -147,7 +152,8 @@ export async function buildServer(deps: ServerDeps) {
     ...(deps.notReady ? { notReady: deps.notReady } : {}),
   });
   await app.register(adminRoutes, { prefix: '/api/concord/admin', actions: deps.operator });
+  await app.register(consumerRoutes, { prefix: '/api/concord', parked: deps.consumerParked });
   await app.register(adminUi);
-  if (deps.outboxes) await app.register(outboxRoutes, { prefix: '/api/outboxes', outboxes: deps.outboxes });
+  if (deps.outboxes) await app.register(outboxRoutes, { prefix: '/api/outboxes', outboxes: deps.outboxes, actions: deps.operator });
   return app;
 }

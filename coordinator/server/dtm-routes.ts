@@ -181,7 +181,7 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (
       },
     },
     async (request) => {
-      await saga.redrive(request.body.gid);
+      await saga.redrive(request.body.gid, request.operatorName);
       return success;
     },
   );

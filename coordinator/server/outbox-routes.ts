@@ -3,10 +3,13 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { errorReplySchema } from '../../schemas/dtm.js';
 import { ConcordError } from '../../schemas/errors.js';
+import type { OperatorActions } from '../engine/operator.js';
 import type { OutboxDrains } from '../outbox-drains.js';
 
 export interface OutboxRoutesOptions {
   outboxes: OutboxDrains;
+  /** Records each redrive with its operator. */
+  actions: OperatorActions;
 }
 
 const operator = { access: 'operator' } as const;
@@ -44,7 +47,7 @@ const parkedSchema = z.object({
   row: z.unknown().describe('The parked copy of the table row (to_jsonb).'),
 });
 
-export const outboxRoutes: FastifyPluginAsyncZod<OutboxRoutesOptions> = async (app, { outboxes }) => {
+export const outboxRoutes: FastifyPluginAsyncZod<OutboxRoutesOptions> = async (app, { outboxes, actions }) => {
   const known = (name: string) => {
     if (!outboxes.has(name)) throw new ConcordError('OUTBOX_NOT_FOUND', `no outbox named "${name}" is configured`, { field: 'name' });
   };
@@ -93,8 +96,21 @@ export const outboxRoutes: FastifyPluginAsyncZod<OutboxRoutesOptions> = async (a
       },
     },
     async (request) => {
-      known(request.params.name);
-      return outboxes.redrive(request.params.name, request.body.rowIds);
+      const { name } = request.params;
+      known(name);
+      const result = await outboxes.redrive(name, request.body.rowIds);
+      await actions.record(
+        {
+          subjectKind: 'outbox',
+          subject: name,
+          action: 'outbox-redrive',
+          operator: request.operatorName,
+          detail: `${result.delivered.length} delivered, ${result.failed.length} still failing`,
+        },
+        { outbox: name },
+        'outbox parked rows redriven by an operator',
+      );
+      return result;
     },
   );
 };

@@ -69,10 +69,12 @@ async function openPostgres(url: string, options: OpenOptions): Promise<Database
     throw new ConcordError('STORE_UNAVAILABLE', `cannot connect to the store: ${(cause as Error).message}`, { cause });
   });
   try {
+    // Every migration statement runs on the connection holding the lock: a pool of one has no other.
+    const migrating = makeDatabase(drizzlePg(lock), 'postgres', async () => undefined);
     await lock.query('select pg_advisory_lock($1)', [migrationLockKey]);
-    await checkNewerMigrations(database, options.logger);
+    await checkNewerMigrations(migrating, options.logger);
     await migratePg(drizzlePg(lock), { migrationsFolder });
-    await recordMigrations(database);
+    await recordMigrations(migrating);
   } finally {
     await lock.query('select pg_advisory_unlock($1)', [migrationLockKey]).catch(() => undefined);
     lock.release();

@@ -1,5 +1,6 @@
-/** The admin UI's operator actions on one transaction (docs/admin-ui.md). */
+/** The admin UI's operator actions on one transaction, and the record of who did each (docs/admin-ui.md). */
 import { sql } from 'drizzle-orm';
+import type { OperatorSubject } from '../../schemas/db/tables.js';
 import { storedText } from '../../schemas/text.js';
 import type { Database } from './database.js';
 
@@ -49,4 +50,50 @@ export async function forceStop(
         select exists (select 1 from g) as done, status, trans_type as "transType" from trans_global where gid = ${gid}`,
   );
   return row ?? { done: false };
+}
+
+/** One operator action as recorded: who did what to which subject, when, and the reason or outcome. */
+export interface RecordedAction {
+  subjectKind: OperatorSubject;
+  subject: string;
+  action: string;
+  operator: string;
+  detail: string;
+  at: Date;
+}
+
+/** Records an operator action (written once the action succeeded; its log line says the same). */
+export async function recordAction(database: Database, action: Omit<RecordedAction, 'at'>): Promise<void> {
+  await database.rows(
+    sql`insert into operator_actions (subject_kind, subject, action, operator, detail)
+        values (${action.subjectKind}, ${action.subject}, ${action.action}, ${action.operator}, ${storedText(action.detail)})`,
+  );
+}
+
+/** The actions on one subject, newest first, at most `limit`. */
+export async function listActions(
+  database: Database,
+  subjectKind: OperatorSubject,
+  subject: string,
+  limit: number,
+): Promise<RecordedAction[]> {
+  const rows = await database.rows<{
+    subject_kind: OperatorSubject;
+    subject: string;
+    action: string;
+    operator: string;
+    detail: string;
+    at: Date | string;
+  }>(
+    sql`select subject_kind, subject, action, operator, detail, at from operator_actions
+        where subject_kind = ${subjectKind} and subject = ${subject} order by id desc limit ${limit}`,
+  );
+  return rows.map((r) => ({
+    subjectKind: r.subject_kind,
+    subject: r.subject,
+    action: r.action,
+    operator: r.operator,
+    detail: r.detail,
+    at: new Date(r.at),
+  }));
 }

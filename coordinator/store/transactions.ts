@@ -46,6 +46,7 @@ export type TransRow = Pick<
   | 'trans_type'
   | 'status'
   | 'query_prepared'
+  | 'protocol'
   | 'options'
   | 'custom_data'
   | 'content_hash'
@@ -69,7 +70,7 @@ export interface StoredTransaction {
 
 /** The columns of a TransRow, read from `table` (a name or alias). Times are the store's: age_ms is now() - create_time. */
 export function transColumnsOf(t: string): SQL {
-  return sql.raw(`${t}.id::int as id, ${t}.gid, ${t}.trans_type, ${t}.status, ${t}.query_prepared, ${t}.options, ${t}.custom_data,
+  return sql.raw(`${t}.id::int as id, ${t}.gid, ${t}.trans_type, ${t}.status, ${t}.query_prepared, ${t}.protocol, ${t}.options, ${t}.custom_data,
     ${t}.content_hash, ${t}.next_cron_interval, ${t}.retry_count, ${t}.owner,
     (extract(epoch from now() - ${t}.create_time) * 1000)::float8 as age_ms, ${t}.submit_seq::float8 as submit_seq`);
 }

@@ -71,7 +71,8 @@ const consumer = await consume<pg.PoolClient>(
       [event.customer, event.amount],
     );
   },
-  { db: pool, consumerName: 'customer-totals' },
+  // With the coordinator given, parked messages show in its admin UI (Consumers) and are redriven from there.
+  { db: pool, consumerName: 'customer-totals', coordinator: { server: coordinator } },
 );
 
 const first = await placeOrder('alice', 30);

@@ -20,6 +20,7 @@ import {
   varchar,
   type PgTable,
 } from 'drizzle-orm/pg-core';
+import { parkedMessageStates } from '../consumer-parked.js';
 import { branchStatuses, globalStatuses } from '../dtm.js';
 
 const time = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
@@ -188,3 +189,60 @@ export const concordMigrations = pgTable('concord_migrations', {
   appliedBy: varchar('applied_by', { length: 64 }).notNull(),
   appliedAt: time('applied_at').notNull().defaultNow(),
 });
+
+/** What an operator action was done on: a transaction (subject: its gid), an outbox (its name), a parked consumer message (consumer/message id). */
+export const operatorSubjects = ['transaction', 'outbox', 'consumer-message'] as const;
+export type OperatorSubject = (typeof operatorSubjects)[number];
+
+/** Who did which operator action (admin UI and API) on what, when and why: the history the admin UI shows. */
+export const operatorActions = pgTable(
+  'operator_actions',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    subjectKind: varchar('subject_kind', { length: 45, enum: operatorSubjects }).notNull(),
+    subject: varchar('subject', { length: 1024 }).notNull(),
+    /** redrive, retry-now, force-stop, outbox-redrive, consumer-redrive. */
+    action: varchar('action', { length: 45 }).notNull(),
+    /** The operator token's name (config operatorTokens). */
+    operator: varchar('operator', { length: 64 }).notNull(),
+    /** The reason given (force-stop), or what came of it (an outbox redrive's counts). */
+    detail: text('detail').notNull().default(''),
+    at: time('at').notNull().defaultNow(),
+  },
+  (t) => [index('operator_actions_subject_idx').on(t.subjectKind, t.subject, t.id)],
+);
+
+/**
+ * Messages the consumer SDK parked in the service's own database (its concord_parked table), as
+ * each consumer reports them (docs/consumers.md#parked-messages-in-the-admin-ui). The payload stays
+ * in the service; the coordinator keeps what an operator needs to decide, and the redrive request.
+ */
+export const parkedMessages = pgTable(
+  'parked_messages',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    consumer: varchar('consumer', { length: 200 }).notNull(),
+    messageId: varchar('message_id', { length: 512 }).notNull(),
+    /** Where it came from: kafka:<topic>/<partition>/<offset> or rabbitmq:<queue>. */
+    source: varchar('source', { length: 1024 }).notNull(),
+    error: text('error').notNull(),
+    attempts: integer('attempts').notNull(),
+    /** The consumer's clock (its database's), as are last_failure and listed_at. */
+    firstFailure: time('first_failure').notNull(),
+    lastFailure: time('last_failure').notNull(),
+    state: varchar('state', { length: 20, enum: parkedMessageStates }).notNull().default('parked'),
+    /** The operator who asked for the last redrive, and when (the coordinator's clock). */
+    redriveBy: varchar('redrive_by', { length: 64 }),
+    redriveAt: time('redrive_at'),
+    /** When the consumer listed its parked store for the report that last changed this row: an older report changes nothing. */
+    listedAt: time('listed_at').notNull(),
+    /** When a report first missed it (state redriven or cleared). */
+    resolvedAt: time('resolved_at'),
+    reportedAt: time('reported_at').notNull().defaultNow(),
+  },
+  (t) => [
+    uniqueIndex('parked_messages_uniq').on(t.consumer, t.messageId),
+    // The admin UI's list: newest first, within a state.
+    index('parked_messages_state_idx').on(t.state, t.id),
+  ],
+);

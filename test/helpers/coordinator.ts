@@ -14,15 +14,22 @@ export async function freePort(): Promise<number> {
   return address.port;
 }
 
-export interface RunningCoordinator {
+/** A coordinator a test talks to, in this process or in its own. */
+export interface TestCoordinator {
   /** Base URL of the DTM-compatible API, e.g. http://127.0.0.1:4000/api/dtmsvr */
   dtm: string;
   /** Base URL of the server, e.g. http://127.0.0.1:4000 */
   url: string;
   port: number;
-  proc: ChildProcess;
-  /** Output the process has written so far (stdout and stderr). */
+  /** What it has logged so far (JSON lines; for a process, all of stdout and stderr). */
   output(): string;
+  /** Stops it gracefully; 0 when it stopped cleanly (a process: its exit code). */
+  stop(): Promise<number | null>;
+}
+
+/** A coordinator in its own process (`concord start`), for tests of crashes, signals and the CLI itself. */
+export interface RunningCoordinator extends TestCoordinator {
+  proc: ChildProcess;
   /** Sends the signal and waits for the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
@@ -44,10 +51,49 @@ export interface CoordinatorOptions {
   until?: 'ready' | 'alive';
 }
 
+/**
+ * Starts a coordinator inside the test process, from the sources: no build needed, no process
+ * start-up to wait for. Tests use it wherever no process boundary is under test; crash, signal and
+ * CLI tests use startCoordinator. A Postgres store only (the embedded store's template is built
+ * into dist/).
+ */
+export async function inProcessCoordinator(options: Omit<CoordinatorOptions, 'args' | 'until'>): Promise<TestCoordinator> {
+  if (!/^postgres(ql)?:\/\//.test(options.store)) throw new Error('inProcessCoordinator takes a Postgres store; use startCoordinator');
+  const [{ startCoordinator: start }, { createLogger }, { loadConfig }] = await Promise.all([
+    import('../../coordinator/app.js'),
+    import('../../coordinator/logger.js'),
+    import('../../schemas/config.js'),
+  ]);
+  const port = options.port ?? (await freePort());
+  const config = loadConfig({
+    env: { ...process.env, CONCORD_LOG_LEVEL: 'warn', ...options.env },
+    overrides: { store: options.store, port, ...(options.host === null ? {} : { host: options.host ?? '127.0.0.1' }) },
+  });
+  let log = '';
+  const logger = await createLogger(config, { write: (line: string) => void (log += line) });
+  const coordinator = await start(config, logger);
+  const url = `http://127.0.0.1:${port}`;
+  const stop = async () => {
+    running.delete(stop);
+    await coordinator.stop();
+    return 0;
+  };
+  running.add(stop);
+  return { dtm: `${url}/api/dtmsvr`, url, port, output: () => log, stop };
+}
+
+/** Stops the in-process coordinators a test file left running (leak-check.ts), and says how many there were. */
+export async function stopInProcessCoordinators(): Promise<number> {
+  const left = [...running];
+  await Promise.all(left.map((stop) => stop()));
+  return left.length;
+}
+const running = new Set<() => Promise<number>>();
+
 /** Coordinators still running; a test process that ends (even on a failed assertion) takes them along. */
-const running = new Set<ChildProcess>();
+const processes = new Set<ChildProcess>();
 process.on('exit', () => {
-  for (const proc of running) proc.kill('SIGKILL');
+  for (const proc of processes) proc.kill('SIGKILL');
 });
 
 /** Starts `concord start` from the built CLI (dist/) as a child process and waits until it answers. */
@@ -74,8 +120,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );
-  running.add(proc);
-  proc.once('exit', () => running.delete(proc));
+  processes.add(proc);
+  proc.once('exit', () => processes.delete(proc));
   proc.stdout?.on('data', (d: Buffer) => (log += d.toString()));
   proc.stderr?.on('data', (d: Buffer) => (log += d.toString()));
   const url = `http://127.0.0.1:${port}`;

@@ -7,6 +7,8 @@ declare module 'vitest' {
     pgUrl: string;
     /** Prefix of the databases this run creates, e.g. concord_test_1a2b3c_. */
     pgDatabasePrefix: string;
+    /** A database on that server with the coordinator's migrations applied, cloned by freshStore(). */
+    storeTemplate: string;
     /** Comma-separated host:port list of the test Kafka broker(s), for kafkajs' `brokers` (split on ","). */
     kafkaBrokers: string;
     /** AMQP URL with credentials of the test RabbitMQ broker, e.g. amqp://guest:guest@127.0.0.1:PORT */

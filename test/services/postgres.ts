@@ -80,13 +80,13 @@ export function randomDatabaseName(prefix = 'concord_test_'): string {
   return `${prefix}${randomBytes(6).toString('hex')}`;
 }
 
-/** Creates a new, empty database on the server of `adminUrl` and returns its URL. */
-export async function createDatabase(adminUrl: string, name: string = randomDatabaseName()): Promise<string> {
+/** Creates a new database on the server of `adminUrl` (empty, or a copy of `template`) and returns its URL. */
+export async function createDatabase(adminUrl: string, name: string = randomDatabaseName(), template?: string): Promise<string> {
   const client = new pg.Client({ connectionString: adminUrl });
   client.on('error', () => {}); // a dropped connection surfaces through the awaited calls
   await client.connect();
   try {
-    await client.query(`CREATE DATABASE ${quoteIdent(name)}`);
+    await client.query(`CREATE DATABASE ${quoteIdent(name)}${template ? ` TEMPLATE ${quoteIdent(template)}` : ''}`);
   } finally {
     await client.end();
   }
