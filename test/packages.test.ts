@@ -181,8 +181,12 @@ describe('packages', () => {
         interval: 100,
       });
       expect(got.find((call) => call.path.startsWith('/paid'))!.path).toContain(`gid=${gid}`);
-      // The embedded store, where the operator ran it.
+      // The embedded store, where the operator ran it, made from the template shipped for the PGlite installed with it.
       expect(await readdir(operator)).toContain('concord-data');
+      const installed = join(operator, 'node_modules');
+      const pglite = JSON.parse(await readFile(join(installed, '@electric-sql/pglite/package.json'), 'utf8')).version as string;
+      const templates = await readdir(join(installed, '@concord/coordinator/dist/coordinator/store'));
+      expect(templates.filter((name) => name.endsWith('.tgz'))).toEqual([expect.stringMatching(new RegExp(`^pglite-${pglite}-`))]);
     } finally {
       // npx exits before the coordinator it started has let go of its store: wait for the whole group.
       const group = -coordinator.pid!;
