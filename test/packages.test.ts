@@ -100,6 +100,15 @@ describe('packages', () => {
     });
   });
 
+  it('is the name the documentation tells services to import', async () => {
+    const markdown = async (dir: string) =>
+      (await readdir(join(root, dir), { recursive: true })).filter((name) => name.endsWith('.md')).map((name) => join(dir, name));
+    const pages = ['README.md', ...(await markdown('docs')), ...(await markdown('examples'))];
+    const stale: string[] = [];
+    for (const page of pages) if (/['"`]concord\/sdk['"`]/.test(await readFile(join(root, page), 'utf8'))) stale.push(page);
+    expect(stale, "import '@concord/sdk', the SDK package's name").toEqual([]);
+  });
+
   it('declares every package a published file imports', async () => {
     const builtins = new Set(builtinModules);
     for (const dir of [join(service, 'node_modules/@concord/sdk'), join(operator, 'node_modules/@concord/coordinator')]) {
