@@ -11,7 +11,7 @@ COPY . .
 RUN npm run build && npm prune --omit=dev
 
 # Runtime stage: the coordinator's build (dist), its package.json (the version it reports), the
-# schemas with the migrations, and production dependencies.
+# schemas (the migrations, the gRPC API's .proto), and production dependencies.
 # A container must listen on 0.0.0.0, so it refuses to start until it gets CONCORD_API_TOKENS (or, on a
 # network you trust, CONCORD_INSECURE=true): docs/security.md.
 FROM node:20-slim
@@ -26,5 +26,5 @@ COPY --from=build /app/schemas ./schemas
 # The embedded store, when no CONCORD_STORE is given, writes under the working directory.
 RUN chown node:node /app
 USER node
-EXPOSE 36789
+EXPOSE 36789 36790
 CMD ["node", "dist/coordinator/cli.js", "start"]

@@ -13,5 +13,7 @@ export default defineConfig({
     pool: 'forks',
     fileParallelism: true,
     maxWorkers: 2, // CI machines have two cores
+    // Coordinators started by tests run side by side: the gRPC API (default port 36790) only where a test turns it on.
+    env: { CONCORD_GRPC_PORT: '0' },
   },
 });

@@ -3,13 +3,18 @@
  * SELECT … ORDER BY id LIMIT n FOR UPDATE SKIP LOCKED, sendBatch with acks=all, DELETE, COMMIT,
  * each step waiting for the one before. Exits when the table is empty, printing its resource use.
  *
- * node dist/bench/outbox-naive-poller.js <database url> <brokers> <table> [batch size]
+ * With a poll interval it never exits: an empty read waits that long and reads again (the steady
+ * state of bench/outbox-latency.ts).
+ *
+ * node dist/bench/outbox-naive-poller.js <database url> <brokers> <table> [batch size] [poll ms]
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 
-const [url, brokers, table, batchArg] = process.argv.slice(2) as [string, string, string, string | undefined];
+const [url, brokers, table, batchArg, pollArg] = process.argv.slice(2) as [string, string, string, string | undefined, string | undefined];
 const batch = Number(batchArg ?? 1000);
+const pollMs = pollArg === undefined ? undefined : Number(pollArg);
 const client = new pg.Client({ connectionString: url });
 await client.connect();
 const producer = new Kafka({ clientId: 'naive-poller', brokers: brokers.split(','), logLevel: logLevel.NOTHING }).producer({
@@ -26,7 +31,9 @@ for (;;) {
   );
   if (rows.length === 0) {
     await client.query('commit');
-    break;
+    if (pollMs === undefined) break;
+    await sleep(pollMs);
+    continue;
   }
   const byTopic = new Map<string, { key: string; value: string; headers: Record<string, string> }[]>();
   for (const r of rows)

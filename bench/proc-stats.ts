@@ -36,6 +36,11 @@ function readStat(pid: number | 'self' | `${number}/task/${string}`): ProcStat |
   return { ppid: field(4), own: (field(14) + field(15)) / ticksPerSecond, reaped: (field(16) + field(17)) / ticksPerSecond };
 }
 
+/** CPU seconds (user + system) a process has used so far; undefined once it is gone. */
+export function processCpuSeconds(pid: number): number | undefined {
+  return readStat(pid)?.own;
+}
+
 /** The postmaster listening on `port` (matched on its `-c port=N` argument), if it runs here. */
 export function findPostmaster(port: number): number | undefined {
   for (const entry of readdirSync('/proc')) {

@@ -32,6 +32,8 @@ import { version } from './version.js';
 import { RetentionJob } from './retention-job.js';
 import { Scheduler } from './scheduler.js';
 import { buildServer } from './server/build-server.js';
+import { dtmOperations } from './server/dtm-operations.js';
+import type { GrpcApi } from './server/grpc-server.js';
 import { openDatabase } from './store/database.js';
 import { releaseLeases } from './store/transactions.js';
 import { storeId } from './store/store-id.js';
@@ -98,12 +100,13 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
       ? new (await import('./outbox-drains.js')).OutboxDrains(config.outboxes, { relay, logger, metrics })
       : undefined;
   const health = new HealthWatch({ config, database, relay, metrics, logger: logger.child({ component: 'health' }), nodeId, outboxes });
+  const topics = new Topics(ctx);
   const server = await buildServer({
     logger,
     database,
     metrics,
     queries: new TransactionQueries(ctx),
-    topics: new Topics(ctx),
+    topics,
     operator: new OperatorActions({ database, relay, config, logger: logger.child({ component: 'operator' }) }),
     consumerParked: new ConsumerParked({ ...ctx, logger: logger.child({ component: 'operator' }) }),
     msg,
@@ -118,6 +121,25 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
     notReady: () => health.problems(),
   });
   const address = await server.listen({ port: config.port, host: config.host });
+  const grpc: GrpcApi | undefined =
+    config.grpcPort === 0
+      ? undefined
+      : // Loaded only when served: gRPC's client and protobuf loader cost a coordinator without it memory.
+        await (
+          await import('./server/grpc-server.js')
+        )
+          .startGrpcApi(config.host, config.grpcPort, {
+            logger,
+            metrics,
+            dtm: dtmOperations({ msg, saga, tcc, xa, workflow }),
+            topics,
+            access,
+            draining: () => draining,
+          })
+          .catch(async (err: unknown) => {
+            await server.close();
+            throw err;
+          });
   logExposure(config, logger);
   scheduler.start();
   retention.start();
@@ -125,7 +147,7 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   health.start();
   // Replies to unfinished sagas may wait in the brokers (sent while no coordinator ran): read them now.
   for (const url of await pendingSagaBrokerUrls(database)) replies.listen(url);
-  logger.info({ address, store: database.kind, nodeId, version, replyTopic }, 'coordinator started');
+  logger.info({ address, grpc: grpc?.address, store: database.kind, nodeId, version, replyTopic }, 'coordinator started');
 
   let stopping: Promise<void> | undefined;
   const stop = () =>
@@ -140,7 +162,10 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
       // while draining (build-server.ts), and cut what is still open when the timeout is over.
       const deadline = Date.now() + config.shutdownTimeout * 1000;
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([server.close(), new Promise((resolve) => (timer = setTimeout(resolve, config.shutdownTimeout * 1000)))]);
+      await Promise.all([
+        Promise.race([server.close(), new Promise((resolve) => (timer = setTimeout(resolve, config.shutdownTimeout * 1000)))]),
+        grpc?.close(config.shutdownTimeout * 1000),
+      ]);
       clearTimeout(timer);
       server.server.closeAllConnections();
       const drained = await inFlight.drain(Math.max(0, deadline - Date.now()));

@@ -90,6 +90,13 @@ export const configSchema = z
       .default('./concord-data')
       .describe('Where transactions are kept: a directory for the embedded PGlite database, or a postgres:// URL.'),
     port: z.coerce.number().int().min(0).max(65_535).default(36_789).describe('HTTP port (DTM uses 36789).'),
+    grpcPort: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .max(65_535)
+      .default(36_790)
+      .describe("gRPC port of DTM's gRPC API, on the same host and with the same tokens (DTM uses 36790); 0 turns it off (docs/grpc.md)."),
     host: z
       .string()
       .min(1)

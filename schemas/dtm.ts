@@ -63,7 +63,7 @@ export const transRequestSchema = z
         .describe('Check-back URL of a two-phase message: http:// or https://, or gRPC host:port/package.Service/Method.'),
     ),
     custom_data: optional(z.string().max(1024).describe('JSON text; msg: {"delay": seconds}.')),
-    protocol: optional(z.string().describe('"" or "http"; gRPC and JSON-RPC are not served.')),
+    protocol: optional(z.string().describe('"" or "http"; JSON-RPC is not served, and gRPC clients use the gRPC API (docs/grpc.md).')),
     rollback_reason: optional(z.string().max(1024)),
     req_extra: optional(z.record(z.string(), z.string()).describe('Workflow submit: status, rollback_reason and result (base64).')),
     ...transOptionsShape,
@@ -79,7 +79,11 @@ export const transRequestSchema = z
       });
     }
     if (req.protocol !== undefined && req.protocol !== '' && req.protocol !== 'http') {
-      ctx.addIssue({ code: 'custom', path: ['protocol'], message: `protocol "${req.protocol}" is not served; use http` });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['protocol'],
+        message: `protocol "${req.protocol}" is not served over HTTP; use http (DTM's gRPC clients use the gRPC API, docs/grpc.md)`,
+      });
     }
     checkTransRequest(req, (path, message) => ctx.addIssue({ code: 'custom', path, message }));
   })

@@ -37,6 +37,7 @@ function transaction(over: Partial<NewTransaction> = {}): NewTransaction {
     transType: 'msg',
     status: 'submitted',
     queryPrepared: '',
+    protocol: 'http',
     options: {},
     customData: '',
     contentHash: 'h',

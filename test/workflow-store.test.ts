@@ -26,6 +26,7 @@ function workflow(over: Partial<NewTransaction> = {}): NewTransaction {
     transType: 'workflow',
     status: 'prepared',
     queryPrepared: 'http://svc/resume',
+    protocol: 'http',
     options: {},
     customData: '{"name":"t","data":null}',
     contentHash: 'h',

@@ -23,7 +23,7 @@ import {
 import { again, batched, inRounds } from './batches.js';
 import { leaseSeconds, type EngineContext } from './context.js';
 import { contended, throwUnlessSucceeded } from './outcome.js';
-import { branchMeta, conflictOf, contentHash, storedOptions } from './request.js';
+import { branchMeta, conflictOf, contentHash, storedOptions, protocolOf } from './request.js';
 import { isBrokerUrl } from '../../schemas/broker-messages.js';
 import type { MsgProcessor } from './msg-process.js';
 
@@ -132,6 +132,7 @@ export class MsgEngine {
       transType: req.trans_type,
       status,
       queryPrepared: this.checked(req.query_prepared ?? '', 'query_prepared'),
+      protocol: protocolOf(req),
       options,
       customData: req.custom_data ?? '',
       contentHash: contentHash(req),

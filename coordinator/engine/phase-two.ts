@@ -14,7 +14,7 @@ import { leaseSeconds, type EngineContext } from './context.js';
 import type { MsgProcessor } from './msg-process.js';
 import { throwUnlessSucceeded } from './outcome.js';
 import { phaseTwoOps, type PhaseTwoType } from './phase-two-decide.js';
-import { contentHash, storedOptions } from './request.js';
+import { contentHash, storedOptions, protocolOf } from './request.js';
 
 export class PhaseTwoEngine {
   constructor(
@@ -33,6 +33,7 @@ export class PhaseTwoEngine {
         transType: this.type,
         status: 'prepared',
         queryPrepared: '',
+        protocol: protocolOf(req),
         options,
         customData: req.custom_data ?? '',
         contentHash: contentHash(req),

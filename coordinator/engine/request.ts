@@ -21,6 +21,11 @@ export function storedOptions(req: TransRequest, own: StoredOptions = {}): Store
   return JSON.parse(JSON.stringify(options)) as StoredOptions;
 }
 
+/** How the transaction came: 'grpc' through the gRPC API (its payloads are then base64, see server/grpc-requests.ts), else 'http'. */
+export function protocolOf(req: TransRequest): string {
+  return req.protocol === 'grpc' ? 'grpc' : 'http';
+}
+
 /** A re-sent request must describe the same transaction; without steps it only names the gid. */
 export function conflictOf(row: TransRow, trans: NewTransaction, compareSteps: boolean): ConcordError | undefined {
   if (row.trans_type !== trans.transType) {

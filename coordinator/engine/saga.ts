@@ -22,7 +22,7 @@ import {
 import { again, batched, inRounds } from './batches.js';
 import { leaseSeconds, type EngineContext } from './context.js';
 import { contended, throwUnlessSucceeded } from './outcome.js';
-import { branchMeta, conflictOf, contentHash, storedOptions } from './request.js';
+import { branchMeta, conflictOf, contentHash, storedOptions, protocolOf } from './request.js';
 import { isBrokerUrl } from '../../schemas/broker-messages.js';
 import type { SagaProcessor } from './saga-process.js';
 import { recordOperatorAction } from './operator.js';
@@ -142,6 +142,7 @@ export class SagaEngine {
       transType: 'saga',
       status: 'submitted',
       queryPrepared: '',
+      protocol: protocolOf(req),
       options,
       customData: req.custom_data ?? '',
       contentHash: contentHash(req),

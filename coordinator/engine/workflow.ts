@@ -14,7 +14,7 @@ import { insertTransactions } from '../store/transactions.js';
 import { again, batched, inRounds } from './batches.js';
 import type { EngineContext } from './context.js';
 import { contended } from './outcome.js';
-import { contentHash, storedOptions } from './request.js';
+import { contentHash, storedOptions, protocolOf } from './request.js';
 import { firstResumeIn } from './workflow-decide.js';
 
 export class WorkflowEngine {
@@ -65,6 +65,7 @@ export class WorkflowEngine {
         transType: 'workflow',
         status: 'prepared',
         queryPrepared: callback,
+        protocol: protocolOf(req),
         options,
         customData: req.custom_data ?? '',
         contentHash: contentHash(req),

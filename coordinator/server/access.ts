@@ -54,21 +54,30 @@ export function stripTokenPrefix(req: IncomingMessage): string {
 
 const digest = (token: string) => createHash('sha256').update(token).digest();
 
-/** The onRequest hook that enforces the access level of each route. */
-export function accessHook(options: AccessOptions) {
+/** What a presented token may do: an API token's calls, or an operator's (named: actions are recorded with the name). */
+export type Role = { role: 'api' } | { role: 'operator'; name: string };
+
+/** The configured tokens: whether any is set, and the role a presented token has (also used by the gRPC API). */
+export function tokenRoles(options: AccessOptions): { enabled: boolean; roleOf: (token: string) => Role | undefined } {
   const api = options.apiTokens.map(digest);
   const operator = options.operatorTokens.map((t) => ({ name: t.name, digest: digest(t.token) }));
-  const enabled = api.length + operator.length > 0;
-
-  /** Compares against every token in constant time (equal-length digests), so timing tells nothing. */
-  const roleOf = (token: string): { role: 'api' } | { role: 'operator'; name: string } | undefined => {
-    const d = digest(token);
-    let name: string | undefined;
-    let isApi = false;
-    for (const t of operator) if (timingSafeEqual(d, t.digest)) name ??= t.name;
-    for (const t of api) isApi = timingSafeEqual(d, t) || isApi;
-    return name !== undefined ? { role: 'operator', name } : isApi ? { role: 'api' } : undefined;
+  return {
+    enabled: api.length + operator.length > 0,
+    /** Compares against every token in constant time (equal-length digests), so timing tells nothing. */
+    roleOf: (token) => {
+      const d = digest(token);
+      let name: string | undefined;
+      let isApi = false;
+      for (const t of operator) if (timingSafeEqual(d, t.digest)) name ??= t.name;
+      for (const t of api) isApi = timingSafeEqual(d, t) || isApi;
+      return name !== undefined ? { role: 'operator', name } : isApi ? { role: 'api' } : undefined;
+    },
   };
+}
+
+/** The onRequest hook that enforces the access level of each route. */
+export function accessHook(options: AccessOptions) {
+  const { enabled, roleOf } = tokenRoles(options);
 
   return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     // The raw URL with the token in it stays on the request for Fastify's own use; keep it out of reach.
@@ -118,7 +127,8 @@ export function accessHook(options: AccessOptions) {
   };
 }
 
-function bearer(header: string | undefined): string | undefined {
+/** The token of an `Authorization: Bearer <token>` header (HTTP header or gRPC metadata). */
+export function bearer(header: string | undefined): string | undefined {
   const match = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header ?? '');
   return match?.[1];
 }

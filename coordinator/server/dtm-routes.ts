@@ -1,5 +1,4 @@
 /** DTM's coordinator API under /api/dtmsvr for two-phase messages, sagas, TCC and XA, and Concord's redrive. */
-import { randomBytes } from 'node:crypto';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import {
@@ -16,21 +15,20 @@ import {
   transRequestSchema,
   unsubscribeQuerySchema,
   workflowBodySchema,
-  type TransRequest,
 } from '../../schemas/dtm.js';
 import { ConcordError } from '../../schemas/errors.js';
+import { registerBranchSchema } from '../../schemas/register-branch.js';
 import type { MsgEngine } from '../engine/msg.js';
 import type { SagaEngine } from '../engine/saga.js';
 import type { PhaseTwoEngine } from '../engine/phase-two.js';
-import { tccRegistrationSchema } from '../../schemas/tcc.js';
-import { xaRegistrationSchema } from '../../schemas/xa.js';
 import type { WorkflowEngine } from '../engine/workflow.js';
-import { workflowRefusalSchema, workflowRegistrationSchema, workflowReplySchema } from '../../schemas/workflow.js';
+import { workflowRefusalSchema, workflowReplySchema } from '../../schemas/workflow.js';
 import { workflowRefusal } from './workflow-refusal.js';
 import type { TransactionQueries } from '../engine/queries.js';
 import type { Topics } from '../engine/topics.js';
 import { branchView, redacted, transactionView } from './views.js';
 import { keepTraceContext } from './trace-headers.js';
+import { dtmOperations, newGid } from './dtm-operations.js';
 
 export interface DtmRoutesOptions {
   queries: TransactionQueries;
@@ -56,19 +54,11 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (
   app,
   { queries, topics, msg, saga, tcc, xa, workflow, version },
 ) => {
-  const phaseTwo = { tcc, xa };
-  /** Types not served (yet) get a clear 400, not a half-made transaction. */
-  const served = (req: TransRequest, types: string[], what: string): void => {
-    if (!types.includes(req.trans_type)) {
-      throw new ConcordError('UNSUPPORTED', `${what} serves trans_type ${types.join(' or ')}, not "${req.trans_type}"`, {
-        field: 'trans_type',
-      });
-    }
-  };
+  const dtm = dtmOperations({ msg, saga, tcc, xa, workflow });
   const transRoute = { body: transRequestSchema, response: { 200: dtmResultSchema, ...errors } };
 
   app.get('/newGid', { schema: { summary: 'A new unique gid.', response: { 200: newGidReplySchema } } }, async () => ({
-    gid: randomBytes(16).toString('base64url'),
+    gid: newGid(),
     dtm_result: 'SUCCESS' as const,
   }));
 
@@ -76,10 +66,8 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (
     '/prepare',
     { schema: { summary: 'Prepare a two-phase message, a TCC or an XA transaction.', ...transRoute } },
     async (request) => {
-      served(request.body, ['msg', 'tcc', 'xa'], 'prepare');
       keepTraceContext(request.headers, request.body);
-      const type = request.body.trans_type;
-      await (type === 'tcc' || type === 'xa' ? phaseTwo[type].prepare(request.body) : msg.prepare(request.body));
+      await dtm.prepare(request.body);
       return success;
     },
   );
@@ -94,11 +82,8 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (
       },
     },
     async (request) => {
-      served(request.body, ['msg', 'saga', 'tcc', 'xa', 'workflow'], 'submit');
       keepTraceContext(request.headers, request.body);
-      const type = request.body.trans_type;
-      if (type === 'workflow') await workflow.submit(request.body);
-      else await (type === 'saga' ? saga : type === 'tcc' || type === 'xa' ? phaseTwo[type] : msg).submit(request.body);
+      await dtm.submit(request.body);
       return success;
     },
   );
@@ -107,9 +92,7 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (
     '/abort',
     { schema: { summary: 'Abort a prepared message, or a prepared TCC or XA transaction (every Cancel or XA rollback).', ...transRoute } },
     async (request) => {
-      served(request.body, ['msg', 'tcc', 'xa'], 'abort');
-      const type = request.body.trans_type;
-      await (type === 'tcc' || type === 'xa' ? phaseTwo[type].abort(request.body) : msg.abort(request.body));
+      await dtm.abort(request.body);
       return success;
     },
   );
@@ -122,15 +105,12 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (
         schema: {
           summary:
             "TCC: record a branch's Confirm and Cancel URLs; XA: a branch's phase-two URL (op commit or rollback); workflow: a step's outcome (while prepared).",
-          body: z.discriminatedUnion('trans_type', [tccRegistrationSchema, xaRegistrationSchema, workflowRegistrationSchema], {
-            error: 'registerBranch serves trans_type tcc, xa or workflow',
-          }),
+          body: registerBranchSchema,
           response: { 200: dtmResultSchema, ...errors },
         },
       },
       async (request) => {
-        const body = request.body;
-        await (body.trans_type === 'workflow' ? workflow.registerBranch(body) : phaseTwo[body.trans_type].registerBranch(body));
+        await dtm.registerBranch(request.body);
         return success;
       },
     );
@@ -160,8 +140,7 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (
           const field = issue?.path.join('.') ?? '';
           throw new ConcordError('INVALID_REQUEST', `${field || 'body'}: ${issue?.message ?? 'invalid'}`, { field });
         }
-        served(parsed.data, ['workflow'], 'prepareWorkflow');
-        return await workflow.prepare(parsed.data);
+        return await dtm.prepareWorkflow(parsed.data);
       } catch (err) {
         const refusal = workflowRefusal(err, request.body.gid);
         if (!refusal) throw err;
@@ -198,7 +177,7 @@ export const dtmRoutes: FastifyPluginAsyncZod<DtmRoutesOptions> = async (
     },
     async (request) => {
       const { trans, branches } = await queries.transaction(request.query.gid);
-      const shown = request.operator ? {} : redacted;
+      const shown = { ...(request.operator ? {} : redacted), base64Data: trans?.protocol === 'grpc' };
       return { transaction: trans ? transactionView(trans, shown) : null, branches: branches.map((b) => branchView(b, shown)) };
     },
   );

@@ -7,6 +7,8 @@ const time = (d: Date | null) => (d ? d.toISOString() : undefined);
 export interface ViewOptions {
   /** Replace payloads and header values, which may carry personal data and credentials (docs/security.md). */
   redact?: boolean;
+  /** The transaction came over gRPC: its branches' data is already the base64 of their bytes. */
+  base64Data?: boolean;
 }
 
 /** What a caller without an operator token sees, when tokens are configured. */
@@ -48,7 +50,7 @@ export function branchView(b: TransBranchRow, view: ViewOptions = {}): BranchVie
     id: b.id,
     gid: b.gid,
     url: b.url,
-    bin_data: view.redact ? '' : Buffer.from(b.data).toString('base64'),
+    bin_data: view.redact ? '' : view.base64Data ? b.data : Buffer.from(b.data).toString('base64'),
     branch_id: b.branchId,
     op: b.op,
     status: b.status,

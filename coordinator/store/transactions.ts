@@ -27,6 +27,8 @@ export interface NewTransaction {
   transType: string;
   status: Extract<GlobalStatus, 'prepared' | 'submitted'>;
   queryPrepared: string;
+  /** 'grpc' for a transaction made through the gRPC API: its branches' data is the base64 of their bytes. */
+  protocol: string;
   options: StoredOptions;
   customData: string;
   contentHash: string;
@@ -100,17 +102,18 @@ export async function insertTransactions(database: Database, items: NewTransacti
   const branches = unique.flatMap((t) => t.branches.map((b) => ({ gid: t.gid, ...b })));
   const created = await database.rows<TransRow & { branches: BranchRow[] }>(
     sql`with created as (
-          insert into trans_global (gid, trans_type, status, query_prepared, options, custom_data, content_hash,
+          insert into trans_global (gid, trans_type, status, query_prepared, protocol, options, custom_data, content_hash,
             next_cron_interval, next_cron_time, owner, submit_seq)
-          select u.gid, u.trans_type, u.status, u.query_prepared, u.options::jsonb, u.custom_data, u.content_hash,
+          select u.gid, u.trans_type, u.status, u.query_prepared, u.protocol, u.options::jsonb, u.custom_data, u.content_hash,
             u.interval, now() + u.due * interval '1 second', u.owner,
             case when u.status = 'submitted' then nextval('trans_submit_seq') end
           from unnest(${p(unique.map((t) => t.gid))}::text[], ${p(unique.map((t) => t.transType))}::text[],
             ${p(unique.map((t) => t.status))}::text[], ${p(unique.map((t) => t.queryPrepared))}::text[],
+            ${p(unique.map((t) => t.protocol))}::text[],
             ${p(unique.map((t) => JSON.stringify(t.options)))}::text[], ${p(unique.map((t) => t.customData))}::text[],
             ${p(unique.map((t) => t.contentHash))}::text[], ${p(unique.map((t) => t.interval))}::float8[],
             ${p(unique.map((t) => t.dueIn))}::float8[], ${p(unique.map((t) => t.owner))}::text[])
-            as u(gid, trans_type, status, query_prepared, options, custom_data, content_hash, interval, due, owner)
+            as u(gid, trans_type, status, query_prepared, protocol, options, custom_data, content_hash, interval, due, owner)
           on conflict (gid) do nothing
           returning *
         ), branches as (

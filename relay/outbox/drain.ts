@@ -251,16 +251,29 @@ export class OutboxDrain {
       if (caughtUp?.(batch)) break;
     }
     await Promise.all(marking);
+    await this.record(0, true);
   }
 
-  private recorded = { published: 0, parked: 0 };
-  /** Adds what was published since the last call to concord_outbox_stats, for `concord outbox cutover`. */
-  private async record(duplicates: number): Promise<void> {
+  private recorded = { published: 0, parked: 0, duplicates: 0, at: 0 };
+  private duplicates = 0;
+  /**
+   * Adds what was published since it last wrote to concord_outbox_stats, for `concord outbox
+   * cutover`: at most once a second (one drain's stats are one row, and a write per batch would
+   * cost a statement and a commit per batch), and at the end of a drain (`final`).
+   */
+  private async record(duplicates: number, final = false): Promise<void> {
+    this.duplicates += duplicates;
+    if (!final && performance.now() - this.recorded.at < statsEveryMs) return;
     const published = this.stats.published - this.recorded.published;
     const parked = this.stats.parked - this.recorded.parked;
-    if (published === 0 && parked === 0 && duplicates === 0) return;
-    this.recorded = { published: this.stats.published, parked: this.stats.parked };
-    await this.retrying('record', () => this.db.query(this.sql.recordStats, [this.name, published, duplicates, parked]));
+    const newDuplicates = this.duplicates - this.recorded.duplicates;
+    this.recorded = { published: this.stats.published, parked: this.stats.parked, duplicates: this.duplicates, at: performance.now() };
+    if (published === 0 && parked === 0 && newDuplicates === 0) return;
+    const write = () => this.db.query(this.sql.recordStats, [this.name, published, newDuplicates, parked]);
+    // The last write happens after a stop too (retrying gives up once stopped); once, as a stop should not wait.
+    if (final)
+      await write().catch((err: unknown) => this.o.logger.warn({ err, drain: this.name }, 'outbox drain: last stats not recorded'));
+    else await this.retrying('record', write);
   }
 
   /** Runs a database step until it succeeds (Postgres restarting, a failover); undefined once aborted. */
@@ -379,3 +392,4 @@ export class OutboxDrain {
 type Hook = 'mayTake' | 'onLocked' | 'shouldYield';
 const waiting = 'not sent: an earlier row of its key is not delivered yet';
 const maxMarks = 3;
+const statsEveryMs = 1_000;

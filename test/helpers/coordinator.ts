@@ -116,7 +116,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
       ...(options.args ?? []),
     ],
     {
-      env: { ...process.env, CONCORD_LOG_LEVEL: 'warn', ...options.env },
+      // gRPC off unless a test asks for it: coordinators run side by side, and 36790 is one port.
+      env: { ...process.env, CONCORD_LOG_LEVEL: 'warn', CONCORD_GRPC_PORT: '0', ...options.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );

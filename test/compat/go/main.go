@@ -102,6 +102,9 @@
 //	                       handler is XaLocalTransaction; prints its base URL on a
 //	                       line of its own and serves until killed (-dtm unused)
 //
+// gRPC modes (grpc-new-gid, grpc-submit, grpc-saga, grpc-tcc, ...; -dtm is
+// then host:port of the gRPC API): see grpc.go.
+//
 // Without -gid, a gid is fetched with MustGenGid first. The last stdout line
 // is always one JSON object: {"ok":true} (plus "gid" for new-gid) or
 // {"ok":false,"error":"..."}; the exit code is 0 or 1 accordingly (2 for bad
@@ -185,6 +188,7 @@ func main() {
 	crashAfter := flag.Int("crash-after", 0, "workflow: SIGKILL this process after branch N is recorded (0: never)")
 	tccSteps := flag.Bool("tcc", false, "workflow: TCC branches (Try as the step, OnCommit Confirm, OnRollback Cancel)")
 	failLocal := flag.Bool("fail-local", false, "workflow: a third branch fails (ErrFailure), so every compensation runs")
+	token := flag.String("token", "", "gRPC modes: send the metadata authorization: Bearer <token>")
 	delay := flag.Uint64("delay", 0, "SetDelay in seconds, sent as custom_data {\"delay\":N} on submit (0: none; msg modes only)")
 	flag.Parse()
 
@@ -227,6 +231,12 @@ func main() {
 	}
 
 	err := dtmimp.CatchP(func() {
+		if strings.HasPrefix(*mode, "grpc-") { // grpc.go: -dtm is a gRPC address
+			if err := runGrpc(*mode, *dtm, *gid, strings.TrimSuffix(*busi, "/"), opts, *token); err != nil {
+				panic(err)
+			}
+			return
+		}
 		if *mode == "new-gid" {
 			g := dtmcli.MustGenGid(*dtm)
 			fmt.Println(g)
