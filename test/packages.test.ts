@@ -47,6 +47,10 @@ afterAll(async () => {
   if (scratch) await rm(scratch, { recursive: true, force: true });
 });
 
+/** Static imports and re-exports (whole statements, as tsc emits them), import(), require() and createRequire(…)(): the specifier. */
+const importStatements =
+  /^(?:import|export)\s[^;]*?\bfrom\s*['"]([^'"]+)['"];|^import\s*['"]([^'"]+)['"];|\b(?:import|require|createRequire\([^)]*\))\s*\(\s*['"]([^'"]+)['"]\s*\)/gm;
+
 /** Every package installed under `dir`, by name. */
 async function installed(dir: string): Promise<Set<string>> {
   const { stdout } = await npm(dir, 'ls', '--all', '--parseable');
@@ -120,18 +124,25 @@ describe('packages', () => {
       );
       expect(files.length).toBeGreaterThan(10);
       const undeclared = new Set<string>();
+      const seen = new Set<string>();
       for (const file of files) {
         const text = await readFile(join(dir, 'dist', file), 'utf8');
-        for (const [, specifier] of text.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*|\brequire\s*\(\s*|^import\s+)['"]([^'"]+)['"]/gm)) {
-          if (specifier!.startsWith('.') || specifier!.startsWith('node:') || builtins.has(specifier!)) continue;
-          const name = specifier!
+        for (const match of text.matchAll(importStatements)) {
+          const specifier = (match[1] ?? match[2] ?? match[3])!;
+          if (specifier.startsWith('.') || specifier.startsWith('node:') || builtins.has(specifier)) continue;
+          const name = specifier
             .split('/')
-            .slice(0, specifier!.startsWith('@') ? 2 : 1)
+            .slice(0, specifier.startsWith('@') ? 2 : 1)
             .join('/');
+          seen.add(name);
           if (!declared.has(name)) undeclared.add(`${file}: ${name}`);
         }
       }
       expect([...undeclared], `${dir}/package.json`).toEqual([]);
+      // Static, dynamic and lazily loaded imports are all seen.
+      expect([...seen]).toEqual(
+        expect.arrayContaining(dir.endsWith('sdk') ? ['zod', 'kafkajs', 'drizzle-orm'] : ['zod', 'fastify', 'mysql2']),
+      );
     }
     // Neither ships the repository's tools.
     for (const dir of [join(service, 'node_modules/@concord/sdk/dist'), join(operator, 'node_modules/@concord/coordinator/dist')]) {
@@ -152,12 +163,13 @@ describe('packages', () => {
     branch.listen(0, '127.0.0.1');
     await once(branch, 'listening');
     const branchUrl = `http://127.0.0.1:${(branch.address() as { port: number }).port}`;
-    const port = await freePort();
+    const [port, grpcPort] = [await freePort(), await freePort()];
     let output = '';
     // Its own process group: npx runs the bin in a shell, and the whole group is stopped at the end.
     const coordinator: ChildProcess = spawn('npx', ['concord', 'start'], {
       cwd: operator,
-      env: { ...userEnv, CONCORD_PORT: String(port), CONCORD_LOG_LEVEL: 'warn' },
+      // The gRPC API on a port of its own too: other coordinators may hold the default, and it loads the shipped .proto.
+      env: { ...userEnv, CONCORD_PORT: String(port), CONCORD_GRPC_PORT: String(grpcPort), CONCORD_LOG_LEVEL: 'warn' },
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
     });
@@ -211,5 +223,5 @@ describe('packages', () => {
       await vi.waitFor(() => expect(alive()).toBe(false), { timeout: 30_000, interval: 100 });
       branch.close();
     }
-  });
+  }, 180_000);
 });
