@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { builtinModules } from 'node:module';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -180,13 +181,20 @@ describe('packages', () => {
       // The package's own version, read from its package.json.
       const { stdout: version } = await run('npx', ['concord', '--version'], { cwd: operator, env: userEnv });
       expect(version.trim()).toBe(JSON.parse(await readFile(join(root, 'coordinator/package.json'), 'utf8')).version);
-      await vi.waitFor(
-        async () => {
-          expect(coordinator.exitCode, output).toBeNull();
-          expect((await fetch(`http://127.0.0.1:${port}/api/health`)).status).toBe(200);
-        },
-        { timeout: 60_000, interval: 200 },
-      );
+      // Fails at once, with its output, if the coordinator exits instead of starting.
+      const exited = once(coordinator, 'exit').then(() => Promise.reject(new Error(`npx concord start exited: ${output}`)));
+      exited.catch(() => undefined);
+      await Promise.race([
+        exited,
+        vi.waitFor(async () => expect((await fetch(`http://127.0.0.1:${port}/api/health`)).status).toBe(200), {
+          timeout: 60_000,
+          interval: 200,
+        }),
+      ]);
+      // The gRPC API listens: its modules and .proto came with the package.
+      const socket = connect(grpcPort, '127.0.0.1');
+      await once(socket, 'connect');
+      socket.destroy();
       const script = [
         "import { Msg } from '@concord/sdk';",
         'const [dtm, branch, gid] = process.argv.slice(2);',
