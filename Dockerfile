@@ -1,13 +1,17 @@
 # Build stage: dev dependencies are needed for tsc.
 FROM node:20-slim AS build
 WORKDIR /app
+# The workspaces' manifests too: `npm ci` installs the dependencies of every workspace (docs/packages.md).
 COPY package.json package-lock.json ./
+COPY coordinator/package.json coordinator/
+COPY sdk/package.json sdk/
 # No scripts yet: "prepare" would build before the sources are copied.
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY . .
 RUN npm run build && npm prune --omit=dev
 
-# Runtime stage: what the npm package ships (dist, schemas with the migrations) plus production dependencies.
+# Runtime stage: the coordinator's build (dist), its package.json (the version it reports), the
+# schemas (the migrations, the gRPC API's .proto), and production dependencies.
 # A container must listen on 0.0.0.0, so it refuses to start until it gets CONCORD_API_TOKENS (or, on a
 # network you trust, CONCORD_INSECURE=true): docs/security.md.
 FROM node:20-slim
@@ -15,6 +19,7 @@ ENV NODE_ENV=production \
     CONCORD_HOST=0.0.0.0
 WORKDIR /app
 COPY --from=build /app/package.json /app/package-lock.json ./
+COPY --from=build /app/coordinator/package.json ./coordinator/
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY --from=build /app/schemas ./schemas

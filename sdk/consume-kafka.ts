@@ -4,10 +4,11 @@
  * committed or the message was parked, so a consumer that dies mid-handler is given the message
  * again and the inbox absorbs it. A parked message is committed like any other: its partition moves on.
  */
-import { Kafka, logLevel, type IHeaders } from 'kafkajs';
+import type { IHeaders } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { Deliver, RunningSource } from './consume.js';
 import { brokerHeaders } from '../schemas/broker-messages.js';
+import { optionalPeer } from './optional-peer.js';
 
 export interface KafkaSource {
   /** host:port of one or more brokers. */
@@ -30,6 +31,7 @@ export interface KafkaSource {
 
 export async function startKafkaSource(source: KafkaSource, deliver: Deliver, logger: Logger): Promise<RunningSource> {
   const log = logger.child({ topic: source.topic, groupId: source.groupId });
+  const { Kafka, logLevel } = await optionalPeer('kafkajs', () => import('kafkajs'));
   const kafka = new Kafka({ clientId: source.clientId ?? 'concord-consumer', brokers: source.brokers, logLevel: logLevel.NOTHING });
   const consumer = kafka.consumer({
     groupId: source.groupId,

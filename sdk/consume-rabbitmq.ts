@@ -5,11 +5,12 @@
  * inbox absorbs the redelivery. A lost connection is reopened with capped, jittered backoff.
  */
 import { createHash } from 'node:crypto';
-import { connect, type ChannelModel, type ConsumeMessage } from 'amqplib';
+import type { ChannelModel, ConsumeMessage } from 'amqplib';
 import { backoffInterval, jitter } from '../schemas/backoff.js';
 import type { Logger } from 'pino';
 import type { Deliver, RunningSource } from './consume.js';
 import { brokerHeaders } from '../schemas/broker-messages.js';
+import { optionalPeer } from './optional-peer.js';
 
 export interface RabbitSource {
   /** amqp://user:password@host:port/vhost */
@@ -28,6 +29,7 @@ export async function startRabbitSource(source: RabbitSource, deliver: Deliver, 
 
   /** One connection's life: consume until it closes, then come back (unless stopping). */
   const session = async (): Promise<void> => {
+    const { connect } = await optionalPeer('amqplib', () => import('amqplib'));
     const model = await connect(source.url);
     try {
       const channel = await model.createChannel();

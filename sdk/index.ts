@@ -1,4 +1,4 @@
-/** Concord's SDK: everything a service imports, as `concord/sdk`. */
+/** Concord's SDK: everything a service imports, as `@concord/sdk`. */
 export { Msg, type MsgOptions, type DestinationOptions } from './msg.js';
 export { MsgBatch } from './msg-batch.js';
 export type { BatchItem } from '../schemas/batch.js';

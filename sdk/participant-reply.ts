@@ -5,12 +5,13 @@
  * replicas, RabbitMQ publisher confirm); the command is acknowledged only after that.
  */
 import { randomUUID } from 'node:crypto';
-import { connect, type ChannelModel, type ConfirmChannel } from 'amqplib';
-import { Kafka, logLevel, type Producer } from 'kafkajs';
+import type { ChannelModel, ConfirmChannel } from 'amqplib';
+import type { Producer } from 'kafkajs';
 import type { Logger } from 'pino';
 import { sagaReplySchema, type SagaReply } from '../schemas/saga.js';
 import { dtmHeaders } from '../schemas/broker-messages.js';
 import type { KafkaSource } from './consume-kafka.js';
+import { optionalPeer } from './optional-peer.js';
 
 export interface ReplyPublisher {
   /** Resolves when the broker acknowledged the reply; rejects otherwise. */
@@ -27,6 +28,7 @@ function replyHeaders(reply: SagaReply): Record<string, string> {
 
 /** One idempotent producer for every reply topic, connected once. */
 export async function kafkaReplyPublisher(source: Omit<KafkaSource, 'topic'>): Promise<ReplyPublisher> {
+  const { Kafka, logLevel } = await optionalPeer('kafkajs', () => import('kafkajs'));
   const kafka = new Kafka({ clientId: source.clientId ?? 'concord-participant', brokers: source.brokers, logLevel: logLevel.NOTHING });
   // Idempotent: a retried produce request cannot write a reply twice.
   const producer: Producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
@@ -64,6 +66,7 @@ export async function rabbitReplyPublisher(url: string, queue: string, logger: L
   const open = (): Promise<Link> => {
     if (link) return link;
     const current: Promise<Link> = (async () => {
+      const { connect } = await optionalPeer('amqplib', () => import('amqplib'));
       const model = await connect(url);
       try {
         const channel = await model.createConfirmChannel();

@@ -7,7 +7,6 @@
  * barrier turns the rerun into a duplicate that answers SUCCESS without running the business again.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Kafka, logLevel } from 'kafkajs';
 import { pino, type Logger } from 'pino';
 import { z } from 'zod';
 import { backoffInterval, jitter, type BackoffPolicy } from '../schemas/backoff.js';
@@ -23,6 +22,7 @@ import { kafkaReplyPublisher, rabbitReplyPublisher, type ReplyPublisher } from '
 import type { TransactionSource } from './sql-executor.js';
 import { inMessageSpan } from './tracing.js';
 import { brokerHeaders } from '../schemas/broker-messages.js';
+import { optionalPeer } from './optional-peer.js';
 
 /** A Kafka consumer group reading the participant's topic; replies go to the same brokers. */
 export type ParticipantKafkaSource = Omit<KafkaSource, 'topic'>;
@@ -176,6 +176,7 @@ class SagaParticipant<Tx> implements Participant<Tx> {
 
   /** Creates the command topic when it is missing, so that a participant may start before any saga ran. */
   private async ensureKafkaTopic(source: ParticipantKafkaSource): Promise<void> {
+    const { Kafka, logLevel } = await optionalPeer('kafkajs', () => import('kafkajs'));
     const kafka = new Kafka({ clientId: source.clientId ?? 'concord-participant', brokers: source.brokers, logLevel: logLevel.NOTHING });
     const admin = kafka.admin();
     try {

@@ -3,8 +3,9 @@
  * to run SQL in a pg client or a drizzle transaction, and how to open a transaction on each.
  */
 import { createHash } from 'node:crypto';
-import { sql, type SQL } from 'drizzle-orm';
+import type { SQL } from 'drizzle-orm';
 import type pg from 'pg';
+import { optionalPeer } from './optional-peer.js';
 
 export interface SqlExecutor {
   /** Which SQL the statements must be written in; Postgres when absent. */
@@ -36,7 +37,7 @@ export function pgExecutor(client: pg.ClientBase): SqlExecutor {
 export function drizzleExecutor(tx: DrizzleLike): SqlExecutor {
   return {
     async execute(text, params) {
-      const result = (await tx.execute(withParams(text, params))) as {
+      const result = (await tx.execute(await withParams(text, params))) as {
         rows?: Record<string, unknown>[];
         rowCount?: number | null;
         affectedRows?: number;
@@ -98,7 +99,8 @@ function isDrizzle(source: TransactionSource): source is DrizzleLike {
 }
 
 /** `text` with $n placeholders as a drizzle SQL object with bound parameters. */
-function withParams(text: string, params: unknown[]): SQL {
+async function withParams(text: string, params: unknown[]): Promise<SQL> {
+  const { sql } = await optionalPeer('drizzle-orm', () => import('drizzle-orm'));
   const parts = text.split(/\$(\d+)/);
   const chunks: SQL[] = [];
   parts.forEach((part, i) => chunks.push(i % 2 === 0 ? sql.raw(part) : sql`${params[Number(part) - 1]}`));
