@@ -120,26 +120,25 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
     outboxes,
     notReady: () => health.problems(),
   });
-  const address = await server.listen({ port: config.port, host: config.host });
+  // gRPC listens first: once /api/health answers (HTTP), both APIs take calls.
   const grpc: GrpcApi | undefined =
     config.grpcPort === 0
       ? undefined
       : // Loaded only when served: gRPC's client and protobuf loader cost a coordinator without it memory.
         await (
           await import('./server/grpc-server.js')
-        )
-          .startGrpcApi(config.host, config.grpcPort, {
-            logger,
-            metrics,
-            dtm: dtmOperations({ msg, saga, tcc, xa, workflow }),
-            topics,
-            access,
-            draining: () => draining,
-          })
-          .catch(async (err: unknown) => {
-            await server.close();
-            throw err;
-          });
+        ).startGrpcApi(config.host, config.grpcPort, {
+          logger,
+          metrics,
+          dtm: dtmOperations({ msg, saga, tcc, xa, workflow }),
+          topics,
+          access,
+          draining: () => draining,
+        });
+  const address = await server.listen({ port: config.port, host: config.host }).catch(async (err: unknown) => {
+    await grpc?.close(0);
+    throw err;
+  });
   logExposure(config, logger);
   scheduler.start();
   retention.start();
