@@ -18,8 +18,10 @@ export const tccRegistrationSchema = z.looseObject({
   trans_type: z.literal('tcc'),
   branch_id: branchIdSchema,
   data: z.string().max(1_000_000).optional(),
-  confirm: z.string().min(1).max(1024),
-  cancel: z.string().min(1).max(1024),
+  // Empty: nothing to call in that phase, which succeeds (DTM treats an empty URL so; its
+  // examples register Try-only branches with confirm and cancel "").
+  confirm: z.string().max(1024),
+  cancel: z.string().max(1024),
 });
 export type TccRegistration = z.infer<typeof tccRegistrationSchema>;
 

@@ -139,6 +139,21 @@ describe('TCC', () => {
     expect((await query(coordinator.dtm, gid)).branches).toHaveLength(4);
   });
 
+  it('takes a branch with an empty Confirm and Cancel (nothing to call, as DTM) and succeeds or fails with it', async () => {
+    // dtm-examples' grpc_tcc_customHeaders and http_tcc_customHeaders register Try-only branches so.
+    const client = new CoordinatorClient(coordinator.dtm);
+    for (const end of ['submit', 'abort'] as const) {
+      const gid = newGid();
+      await client.transCall('prepare', { gid, trans_type: 'tcc', timeout_to_fail: 60 });
+      const reg = { gid, trans_type: 'tcc', branch_id: '01', data: '{"amount":30}', confirm: '', cancel: '' };
+      expect((await post(`${coordinator.dtm}/registerBranch`, reg)).status).toBe(200);
+      await client.transCall(end, { gid, trans_type: 'tcc' });
+      await waitForStatus(coordinator.dtm, gid, end === 'submit' ? 'succeed' : 'failed');
+      const branches = (await query(coordinator.dtm, gid)).branches.map((b) => `${b.op} ${b.status}`);
+      expect(branches).toEqual(end === 'submit' ? ['cancel prepared', 'confirm succeed'] : ['cancel succeed', 'confirm prepared']);
+    }
+  });
+
   it('takes a prepare, a registration and an abort sent twice as one', async () => {
     const gid = newGid();
     const client = new CoordinatorClient(coordinator.dtm);

@@ -55,7 +55,7 @@ export class PhaseTwoEngine {
    */
   async registerBranch(reg: BranchRegistration): Promise<void> {
     const checked = (field: 'confirm' | 'cancel' | 'url', url: string) => {
-      const problem = this.ctx.relay.problem(url);
+      const problem = url === '' ? undefined : this.ctx.relay.problem(url);
       if (problem) throw new ConcordError('INVALID_REQUEST', problem, { field });
       return url;
     };
