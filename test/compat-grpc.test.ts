@@ -450,11 +450,14 @@ describe('the coordinator killed mid-flow', () => {
       const first = await start();
       const dtm = `127.0.0.1:${grpcPort}`;
       const gid = newGid();
-      await db.plan(gid, stuck, 'ongoing');
-      expectOk(await drive(mode, gid, [], busi.address, dtm));
-      const stuckCalls = async () => (await db.calls(gid)).filter((c) => c.method === stuck && c.answer === 'FailedPrecondition').length;
-      await vi.waitFor(async () => expect(await stuckCalls()).toBeGreaterThan(1), { timeout: 20_000 });
-      expect(await first.stop('SIGKILL')).toBeNull();
+      try {
+        await db.plan(gid, stuck, 'ongoing');
+        expectOk(await drive(mode, gid, [], busi.address, dtm));
+        const stuckCalls = async () => (await db.calls(gid)).filter((c) => c.method === stuck && c.answer === 'FailedPrecondition').length;
+        await vi.waitFor(async () => expect(await stuckCalls()).toBeGreaterThan(1), { timeout: 20_000 });
+      } finally {
+        expect(await first.stop('SIGKILL')).toBeNull();
+      }
       await db.heal(gid);
       const second = await start();
       try {
