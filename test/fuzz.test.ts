@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { exec, pythonVenv, REPO_ROOT } from './compat/setup.js';
-import { type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
+import { startCoordinator, type RunningCoordinator } from './helpers/coordinator.js';
 import { freshDatabase } from './helpers/db.js';
 import { fastCoordinator } from './helpers/poll.js';
 
@@ -36,7 +36,7 @@ interface Report {
   valid_rates: Record<string, Record<string, { accepted: number; rejected: number }>>;
 }
 
-let coordinator: TestCoordinator;
+let coordinator: RunningCoordinator;
 let python: string;
 
 beforeAll(async () => {
@@ -45,7 +45,7 @@ beforeAll(async () => {
     pythonVenv('venv-schemathesis', join(REPO_ROOT, 'test', 'fuzz', 'requirements.txt')),
     freshDatabase(),
   ]);
-  coordinator = await inProcessCoordinator({ store, env: fastCoordinator });
+  coordinator = await startCoordinator({ store, env: fastCoordinator });
 }, 600_000);
 afterAll(async () => {
   expect(await coordinator?.stop()).toBe(0);
