@@ -4,7 +4,7 @@
  * attempt written before it leaves, each result recorded, until the saga ends or has to wait: for
  * a reply, a retry time, or a step it depends on. Then the lease is given back with the saga due
  * when the first wait ends; a reply that arrives earlier claims the saga and starts the next pass
- * (recordReply).
+ * (recordReplies).
  */
 import type { StoredOptions } from '../../schemas/db/tables.js';
 import { commandHeaders } from '../../schemas/saga.js';

@@ -9,7 +9,7 @@ import type { BranchMeta } from '../../schemas/db/tables.js';
 import { ConcordError } from '../../schemas/errors.js';
 import { sagaCustomDataSchema, sagaStepPolicySchema, type SagaReply } from '../../schemas/saga.js';
 import { parseJson } from '../../schemas/trans-checks.js';
-import { recordReply, redriveSaga } from '../store/sagas.js';
+import { recordReplies, redriveSaga } from '../store/sagas.js';
 import type { GroupCommit } from '../store/group-commit.js';
 import {
   findTransactions,
@@ -31,6 +31,8 @@ type SubmitOutcome = { created: TransRow } | { existing: TransRow } | { error: C
 
 export class SagaEngine {
   private readonly submits: GroupCommit<NewTransaction, SubmitOutcome>;
+  /** Replies read together (a batch of the reply topic) are recorded in one statement. */
+  private readonly replies: GroupCommit<SagaReply, { recorded: boolean; claimed?: TransRow }>;
 
   constructor(
     private readonly ctx: EngineContext,
@@ -43,6 +45,8 @@ export class SagaEngine {
         (t) => ({ error: contended(t.gid) }),
       ),
     );
+    const lease = leaseSeconds(ctx.config, ctx.config.requestTimeout);
+    this.replies = batched(ctx, 'reply', (items: SagaReply[]) => recordReplies(ctx.database, ctx.nodeId, lease, items));
   }
 
   /** Stores the saga and starts it; with wait_result, answers once it ended (or waitResultTimeout passed). */
@@ -79,10 +83,10 @@ export class SagaEngine {
 
   /** A participant's reply: recorded (duplicates and stale attempts change nothing), then the saga advances here. */
   async onReply(reply: SagaReply): Promise<void> {
-    const { config, database, nodeId, logger } = this.ctx;
+    const { config, logger } = this.ctx;
     const startedAt = performance.now();
     const lease = leaseSeconds(config, config.requestTimeout);
-    const { recorded, claimed } = await recordReply(database, nodeId, lease, reply);
+    const { recorded, claimed } = await this.replies.run(reply);
     this.ctx.metrics.sagaReplies.inc({ outcome: reply.outcome, recorded: String(recorded) });
     logger.debug(
       { gid: reply.gid, trans_type: 'saga', branchId: reply.branch_id, op: reply.op, attempt: reply.attempt, recorded },
