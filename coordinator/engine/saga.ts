@@ -9,7 +9,7 @@ import type { BranchMeta } from '../../schemas/db/tables.js';
 import { ConcordError } from '../../schemas/errors.js';
 import { sagaCustomDataSchema, sagaStepPolicySchema, type SagaReply } from '../../schemas/saga.js';
 import { parseJson } from '../../schemas/trans-checks.js';
-import { recordReplies, redriveSaga } from '../store/sagas.js';
+import { newSagaBranches, recordReplies, redriveSaga, type SagaBranchRow } from '../store/sagas.js';
 import type { GroupCommit } from '../store/group-commit.js';
 import {
   findTransactions,
@@ -27,7 +27,7 @@ import { isBrokerUrl } from '../../schemas/broker-messages.js';
 import type { SagaProcessor } from './saga-process.js';
 import { operatorName } from './operator.js';
 
-type SubmitOutcome = { created: TransRow } | { existing: TransRow } | { error: ConcordError };
+type SubmitOutcome = { created: TransRow; branches: SagaBranchRow[] } | { existing: TransRow } | { error: ConcordError };
 
 export class SagaEngine {
   private readonly submits: GroupCommit<NewTransaction, SubmitOutcome>;
@@ -66,7 +66,7 @@ export class SagaEngine {
     }
     // Registered before the pass starts, so that an end within the first pass is not missed.
     const ended = req.wait_result ? this.processor.waitForEnd(req.gid, waitMs) : undefined;
-    void this.ctx.inFlight.track(this.processor.run(outcome.created, startedAt, trans.dueIn));
+    void this.ctx.inFlight.track(this.processor.run(outcome.created, startedAt, trans.dueIn, outcome.branches));
     if (ended) throwUnlessSucceeded(`saga ${req.gid}`, await ended);
   }
 
@@ -159,7 +159,7 @@ export class SagaEngine {
     const existing = await findTransactions(database, [...new Set(items.filter((t) => !firsts.has(t)).map((t) => t.gid))]);
     return items.map((item): SubmitOutcome | typeof again => {
       const inserted = created.get(item.gid);
-      if (inserted && firsts.has(item)) return { created: inserted.trans };
+      if (inserted && firsts.has(item)) return { created: inserted.trans, branches: newSagaBranches(inserted.branches) };
       const row = existing.get(item.gid);
       if (!row) return again;
       const conflict = conflictOf(row, item, true);

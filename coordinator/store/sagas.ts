@@ -11,7 +11,7 @@ import type { TransBranchSqlRow } from '../../schemas/db/tables.js';
 import type { SagaReply } from '../../schemas/saga.js';
 import { storedText } from '../../schemas/text.js';
 import { statement, type Database } from './database.js';
-import { transColumns, type TransRow } from './transactions.js';
+import { transColumns, type BranchRow, type TransRow } from './transactions.js';
 
 export type SagaBranchRow = Pick<TransBranchSqlRow, 'branch_id' | 'url' | 'data' | 'meta' | 'status' | 'attempts' | 'last_error'> & {
   op: 'action' | 'compensate';
@@ -20,6 +20,22 @@ export type SagaBranchRow = Pick<TransBranchSqlRow, 'branch_id' | 'url' | 'data'
   /** Seconds until the next run after a failure; null when none is scheduled. */
   retry_in: number | null;
 };
+
+/** The branches of a saga just inserted (insertTransactions' rows), as sagaBranches would read them: never tried, nothing due. */
+export function newSagaBranches(rows: BranchRow[]): SagaBranchRow[] {
+  return rows.map((b) => ({
+    branch_id: b.branch_id,
+    op: b.op as SagaBranchRow['op'],
+    url: b.url,
+    data: b.data,
+    meta: b.meta,
+    status: b.status,
+    attempts: 0,
+    last_error: null,
+    reply_due_in: null,
+    retry_in: null,
+  }));
+}
 
 export async function sagaBranches(database: Database, gid: string): Promise<SagaBranchRow[]> {
   return database.rows<SagaBranchRow>(
