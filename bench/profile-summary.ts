@@ -1,12 +1,13 @@
 /**
- * Summarises a V8 CPU profile (`node --cpu-prof`, e.g. CONCORD_NODE_ARGS="--cpu-prof
+ * Summarises V8 CPU profiles (`node --cpu-prof`, e.g. CONCORD_NODE_ARGS="--cpu-prof
  * --cpu-prof-dir=…") as markdown: self time by group (our code, fastify/zod, pg, JSON, undici,
- * kafkajs, GC…) and by function, in % of the busy (non-idle) time. With a message count it also
- * prints CPU µs per message of the profiled process.
+ * kafkajs, GC…) and by function, in % of the busy (non-idle) time, one column per profile (before
+ * and after a change, side by side).
  *
- *   node dist/bench/profile-summary.js <file.cpuprofile> [messages] [top]
+ *   node dist/bench/profile-summary.js [--top N] <file.cpuprofile>...
  */
 import { readFileSync } from 'node:fs';
+import { basename } from 'node:path';
 
 interface ProfileNode {
   id: number;
@@ -26,6 +27,9 @@ const groups: [string, RegExp][] = [
   ['GC', /^\(garbage collector\)$/],
   ['idle', /^\(idle\)$/],
   ['V8/program', /^\(program\)$/],
+  // The write syscalls: on loopback the kernel delivers to the peer inside them, and a peer woken
+  // there often preempts this process, so their samples are partly time spent not running.
+  ['socket writes (syscall)', /^(writev|writeBuffer|writeUtf8String|writeLatin1String|writeAsciiString)$/],
   ['JSON', /^JSON\.|^(parse|stringify)$/],
   [
     'fastify/zod validation',
@@ -64,47 +68,67 @@ function shortUrl(url: string): string {
   return dist >= 0 ? url.slice(dist + 1) : url;
 }
 
-export function summarise(profile: Profile, messages: number | undefined, top: number): string {
+interface Summary {
+  busyUs: number;
+  wallS: number;
+  byGroup: Map<string, number>;
+  byFunction: Map<string, { us: number; group: string }>;
+}
+
+export function summarise(profile: Profile): Summary {
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const self = new Map<number, number>();
   // timeDeltas[i] is the time before sample i; attribute it to the sample that ends the interval.
   profile.samples.forEach((id, i) => self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
   const byGroup = new Map<string, number>();
   const byFunction = new Map<string, { us: number; group: string }>();
-  let busy = 0;
+  let busyUs = 0;
   for (const [id, us] of self) {
     const frame = byId.get(id)!.callFrame;
     const group = groupOf(frame);
-    byGroup.set(group, (byGroup.get(group) ?? 0) + us);
     if (group === 'idle') continue;
-    busy += us;
+    byGroup.set(group, (byGroup.get(group) ?? 0) + us);
+    busyUs += us;
     const name = `${frame.functionName || '(anonymous)'} ${shortUrl(frame.url)}${frame.url ? `:${frame.lineNumber + 1}` : ''}`;
     const entry = byFunction.get(name) ?? { us: 0, group };
     entry.us += us;
     byFunction.set(name, entry);
   }
-  const pct = (us: number) => ((100 * us) / busy).toFixed(1);
-  const out: string[] = [];
-  const wall = (profile.endTime - profile.startTime) / 1e6;
-  out.push(
-    `busy ${(busy / 1e6).toFixed(2)} s of ${wall.toFixed(1)} s profiled` +
-      (messages ? `; ${(busy / messages).toFixed(0)} µs per message (${messages} messages)` : ''),
-  );
-  out.push('', '| group | self % of busy |' + (messages ? ' µs per message |' : ''), '| --- | --- |' + (messages ? ' --- |' : ''));
-  for (const [group, us] of [...byGroup].filter(([g]) => g !== 'idle').sort((a, b) => b[1] - a[1])) {
-    out.push(`| ${group} | ${pct(us)} |` + (messages ? ` ${(us / messages).toFixed(0)} |` : ''));
-  }
-  out.push('', '| function | group | self % of busy |', '| --- | --- | --- |');
-  for (const [name, { us, group }] of [...byFunction].sort((a, b) => b[1].us - a[1].us).slice(0, top)) {
-    out.push(`| ${name.replace(/\|/g, '\\|')} | ${group} | ${pct(us)} |`);
+  return { busyUs, wallS: (profile.endTime - profile.startTime) / 1e6, byGroup, byFunction };
+}
+
+/** Markdown: self time by group, then the top functions, in % of each profile's busy time, a column per profile. */
+export function render(names: string[], summaries: Summary[], top: number): string {
+  const pct = (s: Summary, us: number | undefined) => (us === undefined ? '–' : ((100 * us) / s.busyUs).toFixed(1));
+  const rank = (get: (s: Summary) => Map<string, number>) => {
+    const total = new Map<string, number>();
+    for (const s of summaries) for (const [k, us] of get(s)) total.set(k, (total.get(k) ?? 0) + us / s.busyUs);
+    return [...total].sort((a, b) => b[1] - a[1]).map(([k]) => k);
+  };
+  const head = (first: string) => [`| ${first} | ${names.join(' | ')} |`, `| --- |${names.map(() => ' --- |').join('')}`];
+  const out = summaries.map((s, i) => `${names[i]}: busy ${(s.busyUs / 1e6).toFixed(2)} s of ${s.wallS.toFixed(1)} s profiled`);
+  out.push('', ...head('group (self time, % of busy)'));
+  for (const g of rank((s) => s.byGroup)) out.push(`| ${g} | ${summaries.map((s) => pct(s, s.byGroup.get(g))).join(' | ')} |`);
+  const functions = (s: Summary) => new Map([...s.byFunction].map(([k, v]) => [k, v.us]));
+  out.push('', ...head('function (self time, % of busy)'));
+  for (const f of rank(functions).slice(0, top)) {
+    out.push(`| ${f.replace(/\|/g, '\\|')} | ${summaries.map((s) => pct(s, s.byFunction.get(f)?.us)).join(' | ')} |`);
   }
   return out.join('\n');
 }
 
-const [file, messages, top] = process.argv.slice(2);
-if (file === undefined) {
-  process.stderr.write('usage: profile-summary <file.cpuprofile> [messages] [top]\n');
+const args = process.argv.slice(2);
+const topAt = args.indexOf('--top');
+const top = topAt >= 0 ? Number(args.splice(topAt, 2)[1]) : 25;
+if (args.length === 0) {
+  process.stderr.write('usage: profile-summary [--top N] <file.cpuprofile>...\n');
   process.exit(2);
 }
-const profile = JSON.parse(readFileSync(file, 'utf8')) as Profile;
-process.stdout.write(summarise(profile, messages ? Number(messages) : undefined, top ? Number(top) : 25) + '\n');
+const summaries = args.map((file) => summarise(JSON.parse(readFileSync(file, 'utf8')) as Profile));
+process.stdout.write(
+  render(
+    args.map((f) => basename(f)),
+    summaries,
+    top,
+  ) + '\n',
+);

@@ -8,7 +8,7 @@ import { sql } from 'drizzle-orm';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Database } from '../coordinator/store/database.js';
-import { recordReplies, updateSagaBranches } from '../coordinator/store/sagas.js';
+import { recordReplies, sagaBranches, updateSagaBranches } from '../coordinator/store/sagas.js';
 import { abortPrepared, registerBranches } from '../coordinator/store/tcc.js';
 import {
   claimDue,
@@ -150,6 +150,14 @@ describe('store operations', () => {
     expect(answers[0]?.claimed?.gid).toBe(t.gid);
     expect(answers[0]?.claimed?.owner).toBe('node-b');
     expect(answers[3]?.claimed).toBeUndefined();
+    // With the saga's branches as a read after the statement finds them (both replies laid over).
+    expect(answers[0]?.branches?.map((b) => `${b.branch_id} ${b.op} ${b.status}`)).toEqual([
+      '01 compensate prepared',
+      '01 action succeed',
+      '02 compensate prepared',
+      '02 action succeed',
+    ]);
+    expect(answers[0]?.branches).toEqual(await sagaBranches(database, t.gid));
   });
 
   it('registers TCC branches only while the transaction is prepared', async () => {

@@ -67,7 +67,8 @@ export class SagaProcessor {
   /**
    * Runs passes over a claimed saga until it ends or waits; a reply that came mid-pass gets one more
    * pass at once. `branches`: the saga's branches when the caller has them as stored (a saga just
-   * inserted), so the first pass need not read them again.
+   * inserted, or claimed by the statement that recorded a reply), so the first pass need not read
+   * them again.
    */
   async run(trans: TransRow, startedAt: number, lease: number, branches?: SagaBranchRow[]): Promise<SagaPassResult> {
     let row = trans;

@@ -32,7 +32,7 @@ type SubmitOutcome = { created: TransRow; branches: SagaBranchRow[] } | { existi
 export class SagaEngine {
   private readonly submits: GroupCommit<NewTransaction, SubmitOutcome>;
   /** Replies read together (a batch of the reply topic) are recorded in one statement. */
-  private readonly replies: GroupCommit<SagaReply, { recorded: boolean; claimed?: TransRow }>;
+  private readonly replies: GroupCommit<SagaReply, { recorded: boolean; claimed?: TransRow; branches?: SagaBranchRow[] }>;
 
   constructor(
     private readonly ctx: EngineContext,
@@ -86,13 +86,13 @@ export class SagaEngine {
     const { config, logger } = this.ctx;
     const startedAt = performance.now();
     const lease = leaseSeconds(config, config.requestTimeout);
-    const { recorded, claimed } = await this.replies.run(reply);
+    const { recorded, claimed, branches } = await this.replies.run(reply);
     this.ctx.metrics.sagaReplies.inc({ outcome: reply.outcome, recorded: String(recorded) });
     logger.debug(
       { gid: reply.gid, trans_type: 'saga', branchId: reply.branch_id, op: reply.op, attempt: reply.attempt, recorded },
       'saga reply',
     );
-    if (claimed) void this.ctx.inFlight.track(this.processor.run(claimed, startedAt, lease));
+    if (claimed) void this.ctx.inFlight.track(this.processor.run(claimed, startedAt, lease, branches));
   }
 
   /** The stored form: per step a compensate and an action branch (DTM's order), each with its policy. */

@@ -166,30 +166,34 @@ export async function recordReplies(
   owner: string,
   lease: number,
   replies: SagaReply[],
-): Promise<{ recorded: boolean; claimed?: TransRow }[]> {
+): Promise<{ recorded: boolean; claimed?: TransRow; branches?: SagaBranchRow[] }[]> {
   if (replies.length === 0) return [];
   const statusOf = (r: SagaReply) =>
     r.outcome === 'SUCCESS' ? 'succeed' : r.outcome === 'FAILURE' && r.op === 'action' ? 'failed' : 'prepared';
-  const rows = await database.rows<TransRow & { i: number; claimed: boolean | null }>(recordRepliesStatement, {
-    owner,
-    lease,
-    gids: replies.map((r) => r.gid),
-    branchIds: replies.map((r) => r.branch_id),
-    ops: replies.map((r) => r.op),
-    attempts: replies.map((r) => r.attempt),
-    statuses: replies.map(statusOf),
-    errors: replies.map((r) => (r.outcome === 'SUCCESS' ? null : storedText(`${r.outcome} reply: ${r.error ?? 'no reason given'}`))),
-    results: replies.map((r) => storedText(r.result) ?? null),
-  });
-  const answers = replies.map((): { recorded: boolean; claimed?: TransRow } => ({ recorded: false }));
+  const rows = await database.rows<TransRow & { i: number; claimed: boolean | null; branches: SagaBranchRow[] | null }>(
+    recordRepliesStatement,
+    {
+      owner,
+      lease,
+      gids: replies.map((r) => r.gid),
+      branchIds: replies.map((r) => r.branch_id),
+      ops: replies.map((r) => r.op),
+      attempts: replies.map((r) => r.attempt),
+      statuses: replies.map(statusOf),
+      errors: replies.map((r) => (r.outcome === 'SUCCESS' ? null : storedText(`${r.outcome} reply: ${r.error ?? 'no reason given'}`))),
+      results: replies.map((r) => storedText(r.result) ?? null),
+    },
+  );
+  const answers = replies.map((): { recorded: boolean; claimed?: TransRow; branches?: SagaBranchRow[] } => ({ recorded: false }));
   const handedOut = new Set<string>();
-  for (const { i, claimed, ...trans } of rows.sort((x, y) => x.i - y.i)) {
+  for (const { i, claimed, branches, ...trans } of rows.sort((x, y) => x.i - y.i)) {
     const answer = answers[i - 1];
     if (!answer) continue;
     answer.recorded = true;
-    if (claimed && !handedOut.has(trans.gid)) {
+    if (claimed && branches && !handedOut.has(trans.gid)) {
       handedOut.add(trans.gid);
       answer.claimed = trans;
+      answer.branches = branches;
     }
   }
   return answers;
@@ -209,7 +213,7 @@ const recordRepliesStatement = statement(
           finish_time = case when u.status = 'prepared' then null else now() end, update_time = now()
         from u
         where t.gid = u.gid and t.branch_id = u.branch_id and t.op = u.op and t.status = 'prepared' and t.attempts = u.attempt
-        returning u.i, t.gid
+        returning u.i, t.gid, t.branch_id, t.op, t.status, t.last_error
       ), g as (
         update trans_global set
           poked = not (owner = '' or next_cron_time < now()),
@@ -220,7 +224,18 @@ const recordRepliesStatement = statement(
         where gid in (select gid from b) and status in ('submitted', 'aborting')
         returning ${transColumns}, not poked as claimed
       )
-      select b.i::int as i, g.* from b left join g on g.gid = b.gid`,
+      select b.i::int as i, g.*,
+        -- A claimed saga's branches as sagaBranches reads them, so its pass need not read them again. This
+        -- statement sees the branches as they were before it, so the replies it recorded are laid over them.
+        case when g.claimed then (
+          select json_agg(json_build_object('branch_id', t.branch_id, 'op', t.op, 'url', t.url, 'data', t.data, 'meta', t.meta,
+              'status', coalesce(r.status, t.status), 'attempts', t.attempts,
+              'last_error', case when r.gid is null then t.last_error else r.last_error end,
+              'reply_due_in', case when r.gid is null then extract(epoch from t.reply_due - now())::float8 end,
+              'retry_in', case when r.gid is null then extract(epoch from t.retry_at - now())::float8 end) order by t.id)
+          from trans_branch_op t left join b r on r.gid = t.gid and r.branch_id = t.branch_id and r.op = t.op
+          where t.gid = g.gid) end as branches
+      from b left join g on g.gid = b.gid`,
 );
 
 /**
