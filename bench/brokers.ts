@@ -20,7 +20,7 @@ import { startKafka } from '../test/services/kafka.js';
 import { createDatabase, startPostgres } from '../test/services/postgres.js';
 import { startRabbitMQ } from '../test/services/rabbitmq.js';
 import { startBranchService } from './branch-service.js';
-import { cpuSnapshot } from './proc-stats.js';
+import { cpuSnapshot, cpuSplit } from './proc-stats.js';
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 10);
 const concurrencies = (process.env.BENCH_CONCURRENCY ?? '1,16,64').split(',').map(Number);
@@ -123,15 +123,16 @@ try {
       const cpuSeconds = cpu1.coordinator - cpu0.coordinator;
       rows.push(
         `| ${broker} | ${n} | ${Math.round(latencies.length / elapsed)} | ${pct(50)} | ${pct(99)} | ${errors} | ` +
-          `${((100 * cpuSeconds) / elapsed).toFixed(0)} | ${((cpuSeconds * 1e6) / done).toFixed(0)} | ${(commits / done).toFixed(2)} |`,
+          `${((100 * cpuSeconds) / elapsed).toFixed(0)} | ${((cpuSeconds * 1e6) / done).toFixed(0)} | ${(commits / done).toFixed(2)} | ` +
+          `${cpuSplit(cpu0, cpu1).machineBusy.toFixed(0)} |`,
       );
     }
   }
   await channel.purgeQueue(queue);
   console.log('\n### Two-phase messages to brokers: prepare, local commit, submit, broker ack (wait_result)\n');
   console.log(
-    '| destination | concurrency | msgs/s | p50 ms | p99 ms | errors | coordinator CPU % | coordinator CPU µs per msg | store commits per msg |\n' +
-      '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    '| destination | concurrency | msgs/s | p50 ms | p99 ms | errors | coordinator CPU % | coordinator CPU µs per msg | store commits per msg | machine busy % (of 100 × cores) |\n' +
+      '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
   );
   console.log(rows.join('\n'));
 } finally {
