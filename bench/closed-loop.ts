@@ -96,7 +96,8 @@ export async function runWorkers<T extends Completion>(
 }
 
 export interface ClosedLoopOptions extends LoopOptions {
-  dtm: string;
+  /** The coordinator's DTM API, or several coordinators': worker w sends to the (w mod n)th. */
+  dtm: string | readonly string[];
   service: BranchService;
   pool: pg.Pool;
 }
@@ -129,11 +130,13 @@ export async function runClosedLoop(options: ClosedLoopOptions): Promise<ClosedL
   const queryPrepared = `${service.url}/QueryPrepared`;
   const phaseSums: Phases = { prepare: 0, localTxSubmit: 0, branchWait: 0 };
 
+  const coordinators = typeof dtm === 'string' ? [dtm] : dtm;
+
   const sendMessage = async (w: number, i: number) => {
     const gid = `bench-${run}-${w}-${i}`;
     const arrived = service.arrival(gid, messageTimeoutMs);
     arrived.catch(() => undefined); // awaited below; this only keeps an early failure from going unhandled
-    const msg = new Msg(dtm, gid).add(transIn, { amount: 1 });
+    const msg = new Msg(coordinators[w % coordinators.length]!, gid).add(transIn, { amount: 1 });
     let prepared = NaN;
     await msg.doAndSubmit<void, pg.PoolClient>(queryPrepared, pool, async (tx) => {
       prepared = performance.now(); // doAndSubmit runs this right after prepare answered

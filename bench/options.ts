@@ -150,3 +150,30 @@ export function loadTransferBenchOptions(env: NodeJS.ProcessEnv): TransferBenchO
   };
   return loadOptions(transferBenchOptionsSchema, names, env);
 }
+
+/** bench/scale-out.ts: several coordinators on one Postgres store, short rows. */
+export const scaleOutBenchOptionsSchema = benchOptionsSchema.pick({ warmupSeconds: true, idleWaitSeconds: true }).extend({
+  seconds: z.coerce
+    .number()
+    .positive()
+    .max(3_600)
+    .default(5)
+    .describe('BENCH_SECONDS: measured seconds per row (the scale-out bench defaults to 5).'),
+  concurrency: benchOptionsSchema.shape.concurrency.default([16, 64]),
+  coordinators: commaList
+    .pipe(z.array(z.string().regex(/^\d+$/, 'expected whole numbers').transform(Number).pipe(z.number().int().min(1).max(8))).min(1))
+    .default([1, 2, 3])
+    .describe('BENCH_COORDINATORS: how many coordinators share the store, per row, comma-separated.'),
+});
+export type ScaleOutBenchOptions = Readonly<z.infer<typeof scaleOutBenchOptionsSchema>>;
+
+export function loadScaleOutBenchOptions(env: NodeJS.ProcessEnv): ScaleOutBenchOptions {
+  const names = {
+    seconds: envNames.seconds,
+    warmupSeconds: envNames.warmupSeconds,
+    concurrency: envNames.concurrency,
+    idleWaitSeconds: envNames.idleWaitSeconds,
+    coordinators: 'BENCH_COORDINATORS',
+  };
+  return loadOptions(scaleOutBenchOptionsSchema, names, env);
+}

@@ -31,19 +31,28 @@ export function createHttpPublisher(options: HttpPublisherOptions = {}): Publish
     connect: { lookup: policy.lookup },
   });
   // WHATWG URL parsing turns every spelling of an IP (0x7f000001, 2130706433, 127.1) into the canonical one.
-  const problem = (url: string) => {
+  const judge = (url: string) => {
     if (!URL.canParse(url)) return `"${url}" is not a valid URL`;
     return policy.hostProblem(new URL(url).hostname);
+  };
+  // Branch URLs are few and calls many, and the policy never changes: each URL is judged once
+  // (parsing it and matching its address cost more than the rest of a publish's own work).
+  const verdicts = new Map<string, string | undefined>();
+  const problem = (url: string): string | undefined => {
+    if (verdicts.has(url)) return verdicts.get(url);
+    if (verdicts.size >= 10_000) verdicts.clear();
+    const verdict = judge(url);
+    verdicts.set(url, verdict);
+    return verdict;
   };
   return {
     schemes: ['http', 'https'],
     problem,
     async publish(delivery: Delivery): Promise<DeliveryResult> {
-      if (!URL.canParse(delivery.url)) return { outcome: 'ERROR', detail: `"${delivery.url}" is not a valid URL` };
-      const url = new URL(delivery.url);
       // Stored before the policy was tightened: refused here, as an error the retry policy handles.
-      const refused = policy.hostProblem(url.hostname);
+      const refused = problem(delivery.url);
       if (refused) return { outcome: 'ERROR', detail: refused };
+      const url = new URL(delivery.url);
       for (const [key, value] of Object.entries(delivery.params)) url.searchParams.set(key, value);
       const empty = delivery.payload.length === 0;
       const post = !empty || delivery.post === true;

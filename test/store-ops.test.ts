@@ -8,7 +8,7 @@ import { sql } from 'drizzle-orm';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Database } from '../coordinator/store/database.js';
-import { recordReply, updateSagaBranches } from '../coordinator/store/sagas.js';
+import { recordReplies, sagaBranches, updateSagaBranches } from '../coordinator/store/sagas.js';
 import { abortPrepared, registerBranches } from '../coordinator/store/tcc.js';
 import {
   claimDue,
@@ -118,10 +118,47 @@ describe('store operations', () => {
     const attempt = { status: 'prepared' as const, attempts: 2, lastError: null, replyIn: 30, retryIn: null };
     expect(await updateSagaBranches(database, 'node-a', t.gid, [{ branch_id: '01', op: 'action', update: attempt }])).toBe(true);
     const reply = { gid: t.gid, branch_id: '01', op: 'action' as const, outcome: 'SUCCESS' as const };
-    expect(await recordReply(database, 'node-b', 30, { ...reply, attempt: 1 })).toEqual({ recorded: false });
+    expect(await recordReplies(database, 'node-b', 30, [{ ...reply, attempt: 1 }])).toEqual([{ recorded: false }]);
     // The current attempt is recorded; node-a holds a live lease, so node-b only pokes it.
-    expect(await recordReply(database, 'node-b', 30, { ...reply, attempt: 2 })).toEqual({ recorded: true });
-    expect(await recordReply(database, 'node-b', 30, { ...reply, attempt: 2 })).toEqual({ recorded: false });
+    expect(await recordReplies(database, 'node-b', 30, [{ ...reply, attempt: 2 }])).toEqual([{ recorded: true }]);
+    expect(await recordReplies(database, 'node-b', 30, [{ ...reply, attempt: 2 }])).toEqual([{ recorded: false }]);
+  });
+
+  it('records a batch of replies in one statement: each once, the saga claimed with its first reply', async () => {
+    const t = transaction({
+      transType: 'saga',
+      owner: 'node-a',
+      dueIn: 30,
+      branches: [branch('01', 'compensate'), branch('01', 'action'), branch('02', 'compensate'), branch('02', 'action')],
+    });
+    await insertTransactions(database, [t]);
+    const attempt = { status: 'prepared' as const, attempts: 1, lastError: null, replyIn: 30, retryIn: null };
+    const both = [
+      { branch_id: '01', op: 'action' as const, update: attempt },
+      { branch_id: '02', op: 'action' as const, update: attempt },
+    ];
+    expect(await updateSagaBranches(database, 'node-a', t.gid, both)).toBe(true);
+    await settle(database, 'node-a', [{ gid: t.gid, succeeded: [], status: 'submitted', interval: 1, delay: 30, retried: false }]);
+    const reply = { gid: t.gid, op: 'action' as const, outcome: 'SUCCESS' as const, attempt: 1 };
+    const answers = await recordReplies(database, 'node-b', 30, [
+      { ...reply, branch_id: '01' },
+      { ...reply, branch_id: '01' }, // a duplicate in the same batch changes nothing
+      { ...reply, branch_id: '02', attempt: 2 }, // a stale attempt neither
+      { ...reply, branch_id: '02' },
+    ]);
+    expect(answers.map((a) => a.recorded)).toEqual([true, false, false, true]);
+    // The lease was given back: node-b claims the saga, once, with the first reply recorded.
+    expect(answers[0]?.claimed?.gid).toBe(t.gid);
+    expect(answers[0]?.claimed?.owner).toBe('node-b');
+    expect(answers[3]?.claimed).toBeUndefined();
+    // With the saga's branches as a read after the statement finds them (both replies laid over).
+    expect(answers[0]?.branches?.map((b) => `${b.branch_id} ${b.op} ${b.status}`)).toEqual([
+      '01 compensate prepared',
+      '01 action succeed',
+      '02 compensate prepared',
+      '02 action succeed',
+    ]);
+    expect(answers[0]?.branches).toEqual(await sagaBranches(database, t.gid));
   });
 
   it('registers TCC branches only while the transaction is prepared', async () => {

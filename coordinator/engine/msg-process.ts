@@ -12,6 +12,8 @@ import type { DtmOutcome } from '../../schemas/dtm.js';
 import { payloadBytes } from '../../schemas/payload-bytes.js';
 import { promoteToSubmitted, waitingOrderKeys, type BranchRow, type Settlement, type TransRow } from '../store/transactions.js';
 import { moveToAborting } from '../store/tcc.js';
+import type { GroupCommit } from '../store/group-commit.js';
+import { batched } from './batches.js';
 import { leaseSeconds, type EngineContext } from './context.js';
 import { leaseLost, type Executor, type Pass, type PassPlan, type PassResult } from './executor.js';
 import type { Lease } from './lease.js';
@@ -28,9 +30,14 @@ type Delivered =
 
 export class MsgProcessor {
   private readonly ctx: EngineContext;
+  /** Whether keyed branches must wait for earlier messages: one statement for the deliveries of many passes. */
+  private readonly orderChecks: GroupCommit<{ seq: number; orderKeys: string[] }, Set<string>>;
 
   constructor(private readonly executor: Executor) {
     this.ctx = executor.ctx;
+    this.orderChecks = batched(this.ctx, 'order', (items: { seq: number; orderKeys: string[] }[]) =>
+      waitingOrderKeys(this.ctx.database, items),
+    );
   }
 
   /**
@@ -111,7 +118,7 @@ export class MsgProcessor {
     for (const group of groups) {
       if (!(await lease.fits(timeout))) return { kind: 'release', succeeded };
       const keys = group.flatMap((b) => (b.order_key ? [b.order_key] : []));
-      if (seq !== null && keys.length > 0 && (await waitingOrderKeys(this.ctx.database, seq, keys)).size > 0) {
+      if (seq !== null && keys.length > 0 && (await this.orderChecks.run({ seq, orderKeys: keys })).size > 0) {
         return { kind: 'after-earlier', succeeded };
       }
       const answers = await Promise.all(

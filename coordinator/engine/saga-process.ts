@@ -4,7 +4,7 @@
  * attempt written before it leaves, each result recorded, until the saga ends or has to wait: for
  * a reply, a retry time, or a step it depends on. Then the lease is given back with the saga due
  * when the first wait ends; a reply that arrives earlier claims the saga and starts the next pass
- * (recordReply).
+ * (recordReplies).
  */
 import type { StoredOptions } from '../../schemas/db/tables.js';
 import { commandHeaders } from '../../schemas/saga.js';
@@ -65,14 +65,22 @@ export class SagaProcessor {
     });
   }
 
-  /** Runs passes over a claimed saga until it ends or waits; a reply that came mid-pass gets one more pass at once. */
-  async run(trans: TransRow, startedAt: number, lease: number): Promise<SagaPassResult> {
+  /**
+   * Runs passes over a claimed saga until it ends or waits; a reply that came mid-pass gets one more
+   * pass at once. `branches`: the saga's branches when the caller has them as stored (a saga just
+   * inserted, or claimed by the statement that recorded a reply), so the first pass need not read
+   * them again.
+   */
+  async run(trans: TransRow, startedAt: number, lease: number, branches?: SagaBranchRow[]): Promise<SagaPassResult> {
     let row = trans;
     let started = startedAt;
+    let known = branches;
     for (;;) {
       const passed = row;
+      const given = known;
+      known = undefined;
       const outcome: SagaPassResult & { poked?: boolean } = await this.executor.run('saga', passed, started, lease, (pass) =>
-        this.plan(passed, pass),
+        this.plan(passed, pass, given),
       );
       if (!outcome.poked) return outcome;
       started = performance.now();
@@ -83,10 +91,14 @@ export class SagaProcessor {
   }
 
   /** Reads the saga's branches and returns its decide function and the performers of its decisions. */
-  private async plan(trans: TransRow, { log, lease }: Pass): Promise<PassPlan<SagaDecision, SagaPassResult & { poked?: boolean }>> {
+  private async plan(
+    trans: TransRow,
+    { log, lease }: Pass,
+    given: SagaBranchRow[] | undefined,
+  ): Promise<PassPlan<SagaDecision, SagaPassResult & { poked?: boolean }>> {
     const { config, database, nodeId } = this.ctx;
     const options: StoredOptions = trans.options;
-    const branches = await sagaBranches(database, trans.gid);
+    const branches = given ?? (await sagaBranches(database, trans.gid));
     for (const b of branches) if (isBrokerUrl(b.url)) this.ctx.replies.listen(b.url);
     let status = trans.status as SagaView['status'];
     let rollbackReason = '';

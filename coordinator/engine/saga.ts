@@ -9,7 +9,7 @@ import type { BranchMeta } from '../../schemas/db/tables.js';
 import { ConcordError } from '../../schemas/errors.js';
 import { sagaCustomDataSchema, sagaStepPolicySchema, type SagaReply } from '../../schemas/saga.js';
 import { parseJson } from '../../schemas/trans-checks.js';
-import { recordReply, redriveSaga } from '../store/sagas.js';
+import { newSagaBranches, recordReplies, redriveSaga, type SagaBranchRow } from '../store/sagas.js';
 import type { GroupCommit } from '../store/group-commit.js';
 import {
   findTransactions,
@@ -27,10 +27,12 @@ import { isBrokerUrl } from '../../schemas/broker-messages.js';
 import type { SagaProcessor } from './saga-process.js';
 import { recordOperatorAction } from './operator.js';
 
-type SubmitOutcome = { created: TransRow } | { existing: TransRow } | { error: ConcordError };
+type SubmitOutcome = { created: TransRow; branches: SagaBranchRow[] } | { existing: TransRow } | { error: ConcordError };
 
 export class SagaEngine {
   private readonly submits: GroupCommit<NewTransaction, SubmitOutcome>;
+  /** Replies read together (a batch of the reply topic) are recorded in one statement. */
+  private readonly replies: GroupCommit<SagaReply, { recorded: boolean; claimed?: TransRow; branches?: SagaBranchRow[] }>;
 
   constructor(
     private readonly ctx: EngineContext,
@@ -43,6 +45,8 @@ export class SagaEngine {
         (t) => ({ error: contended(t.gid) }),
       ),
     );
+    const lease = leaseSeconds(ctx.config, ctx.config.requestTimeout);
+    this.replies = batched(ctx, 'reply', (items: SagaReply[]) => recordReplies(ctx.database, ctx.nodeId, lease, items));
   }
 
   /** Stores the saga and starts it; with wait_result, answers once it ended (or waitResultTimeout passed). */
@@ -62,7 +66,7 @@ export class SagaEngine {
     }
     // Registered before the pass starts, so that an end within the first pass is not missed.
     const ended = req.wait_result ? this.processor.waitForEnd(req.gid, waitMs) : undefined;
-    void this.ctx.inFlight.track(this.processor.run(outcome.created, startedAt, trans.dueIn));
+    void this.ctx.inFlight.track(this.processor.run(outcome.created, startedAt, trans.dueIn, outcome.branches));
     if (ended) throwUnlessSucceeded(`saga ${req.gid}`, await ended);
   }
 
@@ -84,16 +88,16 @@ export class SagaEngine {
 
   /** A participant's reply: recorded (duplicates and stale attempts change nothing), then the saga advances here. */
   async onReply(reply: SagaReply): Promise<void> {
-    const { config, database, nodeId, logger } = this.ctx;
+    const { config, logger } = this.ctx;
     const startedAt = performance.now();
     const lease = leaseSeconds(config, config.requestTimeout);
-    const { recorded, claimed } = await recordReply(database, nodeId, lease, reply);
+    const { recorded, claimed, branches } = await this.replies.run(reply);
     this.ctx.metrics.sagaReplies.inc({ outcome: reply.outcome, recorded: String(recorded) });
     logger.debug(
       { gid: reply.gid, trans_type: 'saga', branchId: reply.branch_id, op: reply.op, attempt: reply.attempt, recorded },
       'saga reply',
     );
-    if (claimed) void this.ctx.inFlight.track(this.processor.run(claimed, startedAt, lease));
+    if (claimed) void this.ctx.inFlight.track(this.processor.run(claimed, startedAt, lease, branches));
   }
 
   /** The stored form: per step a compensate and an action branch (DTM's order), each with its policy. */
@@ -161,7 +165,7 @@ export class SagaEngine {
     const existing = await findTransactions(database, [...new Set(items.filter((t) => !firsts.has(t)).map((t) => t.gid))]);
     return items.map((item): SubmitOutcome | typeof again => {
       const inserted = created.get(item.gid);
-      if (inserted && firsts.has(item)) return { created: inserted.trans };
+      if (inserted && firsts.has(item)) return { created: inserted.trans, branches: newSagaBranches(inserted.branches) };
       const row = existing.get(item.gid);
       if (!row) return again;
       const conflict = conflictOf(row, item, true);

@@ -4,11 +4,14 @@
  * relative to the store's clock (seconds from now()), so nodes with skewed clocks agree.
  */
 import { sql, type SQL } from 'drizzle-orm';
+
+/** A value of a compiled statement (database.ts), filled in per call. */
+const v = (name: string) => sql.placeholder(name);
 import type { TransBranchSqlRow } from '../../schemas/db/tables.js';
 import type { SagaReply } from '../../schemas/saga.js';
 import { storedText } from '../../schemas/text.js';
-import type { Database } from './database.js';
-import { transColumns, type TransRow } from './transactions.js';
+import { statement, type Database } from './database.js';
+import { transColumns, type BranchRow, type TransRow } from './transactions.js';
 
 export type SagaBranchRow = Pick<TransBranchSqlRow, 'branch_id' | 'url' | 'data' | 'meta' | 'status' | 'attempts' | 'last_error'> & {
   op: 'action' | 'compensate';
@@ -17,6 +20,22 @@ export type SagaBranchRow = Pick<TransBranchSqlRow, 'branch_id' | 'url' | 'data'
   /** Seconds until the next run after a failure; null when none is scheduled. */
   retry_in: number | null;
 };
+
+/** The branches of a saga just inserted (insertTransactions' rows), as sagaBranches would read them: never tried, nothing due. */
+export function newSagaBranches(rows: BranchRow[]): SagaBranchRow[] {
+  return rows.map((b) => ({
+    branch_id: b.branch_id,
+    op: b.op as SagaBranchRow['op'],
+    url: b.url,
+    data: b.data,
+    meta: b.meta,
+    status: b.status,
+    attempts: 0,
+    last_error: null,
+    reply_due_in: null,
+    retry_in: null,
+  }));
+}
 
 export async function sagaBranches(database: Database, gid: string): Promise<SagaBranchRow[]> {
   return database.rows<SagaBranchRow>(
@@ -137,43 +156,87 @@ export async function claimSaga(database: Database, owner: string, gid: string, 
 }
 
 /**
- * Records a participant's reply to the command of the branch's current attempt (a duplicate or a
- * reply to an older attempt changes nothing), then claims the saga for `owner` so it advances at
- * once, or, when another pass holds it, pokes that pass.
+ * Records participants' replies to the commands of their branches' current attempts (a duplicate
+ * or a reply to an older attempt changes nothing), all in one statement, then claims each saga a
+ * reply was recorded for, for `owner`, so it advances at once, or, when another pass holds it,
+ * pokes that pass. Answers in the order of `replies`; a saga claimed goes with its first reply.
  */
-export async function recordReply(
+export async function recordReplies(
   database: Database,
   owner: string,
   lease: number,
-  reply: SagaReply,
-): Promise<{ recorded: boolean; claimed?: TransRow }> {
-  const status = reply.outcome === 'SUCCESS' ? 'succeed' : reply.outcome === 'FAILURE' && reply.op === 'action' ? 'failed' : 'prepared';
-  const error = reply.outcome === 'SUCCESS' ? null : `${reply.outcome} reply: ${reply.error ?? 'no reason given'}`;
-  const [row] = await database.rows<TransRow & { claimed: boolean | null; recorded: number }>(
-    sql`with b as (
-          update trans_branch_op set status = ${status}, last_error = ${storedText(error)}, result = ${storedText(reply.result) ?? null},
-            reply_due = null, retry_at = null,
-            finish_time = case when ${status} = 'prepared' then null else now() end, update_time = now()
-          where gid = ${reply.gid} and branch_id = ${reply.branch_id} and op = ${reply.op}
-            and status = 'prepared' and attempts = ${reply.attempt}
-          returning gid
-        ), g as (
-          update trans_global set
-            poked = not (owner = '' or next_cron_time < now()),
-            owner = case when owner = '' or next_cron_time < now() then ${owner} else owner end,
-            next_cron_time = case when owner = '' or next_cron_time < now() then now() + ${lease} * interval '1 second'
-                                  else next_cron_time end,
-            update_time = now()
-          where gid in (select gid from b) and status in ('submitted', 'aborting')
-          returning ${transColumns}, not poked as claimed
-        )
-        select (select count(*)::int from b) as recorded, g.* from (select 1) one left join g on true`,
+  replies: SagaReply[],
+): Promise<{ recorded: boolean; claimed?: TransRow; branches?: SagaBranchRow[] }[]> {
+  if (replies.length === 0) return [];
+  const statusOf = (r: SagaReply) =>
+    r.outcome === 'SUCCESS' ? 'succeed' : r.outcome === 'FAILURE' && r.op === 'action' ? 'failed' : 'prepared';
+  const rows = await database.rows<TransRow & { i: number; claimed: boolean | null; branches: SagaBranchRow[] | null }>(
+    recordRepliesStatement,
+    {
+      owner,
+      lease,
+      gids: replies.map((r) => r.gid),
+      branchIds: replies.map((r) => r.branch_id),
+      ops: replies.map((r) => r.op),
+      attempts: replies.map((r) => r.attempt),
+      statuses: replies.map(statusOf),
+      errors: replies.map((r) => (r.outcome === 'SUCCESS' ? null : storedText(`${r.outcome} reply: ${r.error ?? 'no reason given'}`))),
+      results: replies.map((r) => storedText(r.result) ?? null),
+    },
   );
-  if (!row || row.recorded === 0) return { recorded: false };
-  if (!row.claimed) return { recorded: true };
-  const { claimed: _claimed, recorded: _recorded, ...trans } = row;
-  return { recorded: true, claimed: trans };
+  const answers = replies.map((): { recorded: boolean; claimed?: TransRow; branches?: SagaBranchRow[] } => ({ recorded: false }));
+  const handedOut = new Set<string>();
+  for (const { i, claimed, branches, ...trans } of rows.sort((x, y) => x.i - y.i)) {
+    const answer = answers[i - 1];
+    if (!answer) continue;
+    answer.recorded = true;
+    if (claimed && branches && !handedOut.has(trans.gid)) {
+      handedOut.add(trans.gid);
+      answer.claimed = trans;
+      answer.branches = branches;
+    }
+  }
+  return answers;
 }
+
+const recordRepliesStatement = statement(
+  // A reply given twice in one batch is recorded once, as the first of them.
+  sql`with u as (
+        select distinct on (gid, branch_id, op, attempt) *
+        from unnest(${v('gids')}::text[], ${v('branchIds')}::text[], ${v('ops')}::text[], ${v('attempts')}::int[],
+          ${v('statuses')}::text[], ${v('errors')}::text[], ${v('results')}::text[])
+          with ordinality as u(gid, branch_id, op, attempt, status, error, result, i)
+        order by gid, branch_id, op, attempt, i
+      ), b as (
+        update trans_branch_op t set status = u.status, last_error = u.error, result = u.result,
+          reply_due = null, retry_at = null,
+          finish_time = case when u.status = 'prepared' then null else now() end, update_time = now()
+        from u
+        where t.gid = u.gid and t.branch_id = u.branch_id and t.op = u.op and t.status = 'prepared' and t.attempts = u.attempt
+        returning u.i, t.gid, t.branch_id, t.op, t.status, t.last_error
+      ), g as (
+        update trans_global set
+          poked = not (owner = '' or next_cron_time < now()),
+          owner = case when owner = '' or next_cron_time < now() then ${v('owner')}::text else owner end,
+          next_cron_time = case when owner = '' or next_cron_time < now() then now() + ${v('lease')}::float8 * interval '1 second'
+                                else next_cron_time end,
+          update_time = now()
+        where gid in (select gid from b) and status in ('submitted', 'aborting')
+        returning ${transColumns}, not poked as claimed
+      )
+      select b.i::int as i, g.*,
+        -- A claimed saga's branches as sagaBranches reads them, so its pass need not read them again. This
+        -- statement sees the branches as they were before it, so the replies it recorded are laid over them.
+        case when g.claimed then (
+          select json_agg(json_build_object('branch_id', t.branch_id, 'op', t.op, 'url', t.url, 'data', t.data, 'meta', t.meta,
+              'status', coalesce(r.status, t.status), 'attempts', t.attempts,
+              'last_error', case when r.gid is null then t.last_error else r.last_error end,
+              'reply_due_in', case when r.gid is null then extract(epoch from t.reply_due - now())::float8 end,
+              'retry_in', case when r.gid is null then extract(epoch from t.retry_at - now())::float8 end) order by t.id)
+          from trans_branch_op t left join b r on r.gid = t.gid and r.branch_id = t.branch_id and r.op = t.op
+          where t.gid = g.gid) end as branches
+      from b left join g on g.gid = b.gid`,
+);
 
 /**
  * Puts a saga that needs attention back to compensating; each unfinished compensation gets its

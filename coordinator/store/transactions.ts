@@ -6,9 +6,11 @@ import { sql, type SQL } from 'drizzle-orm';
 import { unfinishedStatuses, type GlobalStatus } from '../../schemas/dtm.js';
 import type { BranchMeta, StoredOptions, TransBranchSqlRow, TransGlobalSqlRow } from '../../schemas/db/tables.js';
 import { storedText } from '../../schemas/text.js';
-import type { Database } from './database.js';
+import { statement, type Database } from './database.js';
 
 const p = (value: unknown) => sql.param(value);
+/** A value of a compiled statement (database.ts), filled in per call. */
+const v = (name: string) => sql.placeholder(name);
 /** The statuses with work left, as an SQL list (a literal, so the partial due index applies). */
 const unfinished = sql.raw(unfinishedStatuses.map((s) => `'${s}'`).join(', '));
 
@@ -100,46 +102,64 @@ export async function insertTransactions(database: Database, items: NewTransacti
   const unique = firstPerGid(items);
   if (unique.length === 0) return new Map();
   const branches = unique.flatMap((t) => t.branches.map((b) => ({ gid: t.gid, ...b })));
-  const created = await database.rows<TransRow & { branches: BranchRow[] }>(
-    sql`with created as (
-          insert into trans_global (gid, trans_type, status, query_prepared, protocol, options, custom_data, content_hash,
-            next_cron_interval, next_cron_time, owner, submit_seq)
-          select u.gid, u.trans_type, u.status, u.query_prepared, u.protocol, u.options::jsonb, u.custom_data, u.content_hash,
-            u.interval, now() + u.due * interval '1 second', u.owner,
-            case when u.status = 'submitted' then nextval('trans_submit_seq') end
-          from unnest(${p(unique.map((t) => t.gid))}::text[], ${p(unique.map((t) => t.transType))}::text[],
-            ${p(unique.map((t) => t.status))}::text[], ${p(unique.map((t) => t.queryPrepared))}::text[],
-            ${p(unique.map((t) => t.protocol))}::text[],
-            ${p(unique.map((t) => JSON.stringify(t.options)))}::text[], ${p(unique.map((t) => t.customData))}::text[],
-            ${p(unique.map((t) => t.contentHash))}::text[], ${p(unique.map((t) => t.interval))}::float8[],
-            ${p(unique.map((t) => t.dueIn))}::float8[], ${p(unique.map((t) => t.owner))}::text[])
-            as u(gid, trans_type, status, query_prepared, protocol, options, custom_data, content_hash, interval, due, owner)
-          on conflict (gid) do nothing
-          returning *
-        ), branches as (
-          insert into trans_branch_op (gid, url, data, meta, order_key, branch_id, op, status)
-          select u.gid, u.url, u.data, u.meta::jsonb, u.order_key, u.branch_id, u.op, 'prepared'
-          from unnest(${p(branches.map((b) => b.gid))}::text[], ${p(branches.map((b) => b.url))}::text[],
-            ${p(branches.map((b) => b.data))}::text[], ${p(branches.map((b) => JSON.stringify(b.meta)))}::text[],
-            ${p(branches.map((b) => b.orderKey))}::text[], ${p(branches.map((b) => b.branchId))}::text[],
-            ${p(branches.map((b) => b.op))}::text[])
-            as u(gid, url, data, meta, order_key, branch_id, op)
-          where u.gid in (select gid from created)
-          returning ${branchColumns}
-        )
-        select ${transColumnsOf('c')},
-          (select coalesce(json_agg(b order by b.id), '[]') from branches b where b.gid = c.gid) as branches
-        from created c`,
-  );
+  const created = await database.rows<TransRow & { branches: BranchRow[] }>(insertStatement, {
+    gids: unique.map((t) => t.gid),
+    types: unique.map((t) => t.transType),
+    statuses: unique.map((t) => t.status),
+    queryPrepared: unique.map((t) => t.queryPrepared),
+    protocols: unique.map((t) => t.protocol),
+    options: unique.map((t) => JSON.stringify(t.options)),
+    customData: unique.map((t) => t.customData),
+    hashes: unique.map((t) => t.contentHash),
+    intervals: unique.map((t) => t.interval),
+    dues: unique.map((t) => t.dueIn),
+    owners: unique.map((t) => t.owner),
+    branchGids: branches.map((b) => b.gid),
+    urls: branches.map((b) => b.url),
+    data: branches.map((b) => b.data),
+    metas: branches.map((b) => JSON.stringify(b.meta)),
+    orderKeys: branches.map((b) => b.orderKey),
+    branchIds: branches.map((b) => b.branchId),
+    ops: branches.map((b) => b.op),
+  });
   return new Map(created.map((r) => [r.gid, stored(r)]));
 }
+
+const insertStatement = statement(
+  sql`with created as (
+        insert into trans_global (gid, trans_type, status, query_prepared, protocol, options, custom_data, content_hash,
+          next_cron_interval, next_cron_time, owner, submit_seq)
+        select u.gid, u.trans_type, u.status, u.query_prepared, u.protocol, u.options::jsonb, u.custom_data, u.content_hash,
+          u.interval, now() + u.due * interval '1 second', u.owner,
+          case when u.status = 'submitted' then nextval('trans_submit_seq') end
+        from unnest(${v('gids')}::text[], ${v('types')}::text[], ${v('statuses')}::text[], ${v('queryPrepared')}::text[],
+          ${v('protocols')}::text[], ${v('options')}::text[], ${v('customData')}::text[], ${v('hashes')}::text[],
+          ${v('intervals')}::float8[], ${v('dues')}::float8[], ${v('owners')}::text[])
+          as u(gid, trans_type, status, query_prepared, protocol, options, custom_data, content_hash, interval, due, owner)
+        on conflict (gid) do nothing
+        returning *
+      ), branches as (
+        insert into trans_branch_op (gid, url, data, meta, order_key, branch_id, op, status)
+        select u.gid, u.url, u.data, u.meta::jsonb, u.order_key, u.branch_id, u.op, 'prepared'
+        from unnest(${v('branchGids')}::text[], ${v('urls')}::text[], ${v('data')}::text[], ${v('metas')}::text[],
+          ${v('orderKeys')}::text[], ${v('branchIds')}::text[], ${v('ops')}::text[])
+          as u(gid, url, data, meta, order_key, branch_id, op)
+        where u.gid in (select gid from created)
+        returning ${branchColumns}
+      )
+      select ${transColumnsOf('c')},
+        (select coalesce(json_agg(b order by b.id), '[]') from branches b where b.gid = c.gid) as branches
+      from created c`,
+);
 
 /** The stored rows of these gids. */
 export async function findTransactions(database: Database, gids: string[]): Promise<Map<string, TransRow>> {
   if (gids.length === 0) return new Map();
-  const rows = await database.rows<TransRow>(sql`select ${transColumns} from trans_global where gid = any(${p(gids)}::text[])`);
+  const rows = await database.rows<TransRow>(findStatement, { gids });
   return new Map(rows.map((r) => [r.gid, r]));
 }
+
+const findStatement = statement(sql`select ${transColumns} from trans_global where gid = any(${v('gids')}::text[])`);
 
 /**
  * Moves prepared transactions to submitted, leased to `owner` for `lease` seconds, when their type
@@ -153,18 +173,25 @@ export async function promoteToSubmitted(
   lease: number,
 ): Promise<StoredTransaction[]> {
   if (items.length === 0) return [];
-  const rows = await database.rows<TransRow & { branches: BranchRow[] }>(
-    sql`update trans_global g set status = 'submitted', owner = ${owner}, submit_seq = nextval('trans_submit_seq'),
-          next_cron_time = now() + ${lease} * interval '1 second', update_time = now()
-        from unnest(${p(items.map((i) => i.gid))}::text[], ${p(items.map((i) => i.transType))}::text[],
-          ${p(items.map((i) => i.contentHash))}::text[]) as u(gid, trans_type, content_hash)
-        where g.gid = u.gid and g.status = 'prepared' and g.trans_type = u.trans_type
-          and (u.content_hash = '' or g.content_hash = u.content_hash)
-          and (g.owner = '' or g.owner = ${owner} or g.next_cron_time < now())
-        returning ${transColumnsOf('g')}, ${pendingBranchesOf('g')}`,
-  );
+  const rows = await database.rows<TransRow & { branches: BranchRow[] }>(promoteStatement, {
+    owner,
+    lease,
+    gids: items.map((i) => i.gid),
+    types: items.map((i) => i.transType),
+    hashes: items.map((i) => i.contentHash),
+  });
   return rows.map(stored);
 }
+
+const promoteStatement = statement(
+  sql`update trans_global g set status = 'submitted', owner = ${v('owner')}::text, submit_seq = nextval('trans_submit_seq'),
+        next_cron_time = now() + ${v('lease')}::float8 * interval '1 second', update_time = now()
+      from unnest(${v('gids')}::text[], ${v('types')}::text[], ${v('hashes')}::text[]) as u(gid, trans_type, content_hash)
+      where g.gid = u.gid and g.status = 'prepared' and g.trans_type = u.trans_type
+        and (u.content_hash = '' or g.content_hash = u.content_hash)
+        and (g.owner = '' or g.owner = ${v('owner')}::text or g.next_cron_time < now())
+      returning ${transColumnsOf('g')}, ${pendingBranchesOf('g')}`,
+);
 
 /** The first item of each gid, in order: a batch may carry the same gid twice. */
 export function firstPerGid<T extends { gid: string }>(items: T[]): T[] {
@@ -223,40 +250,54 @@ export async function settle(database: Database, owner: string, items: Settlemen
   if (items.length === 0) return new Set();
   const ok = items.flatMap((s) => s.succeeded.map((b) => ({ gid: s.gid, ...b })));
   const bad = items.flatMap((s) => (s.failed ? [{ gid: s.gid, ...s.failed }] : []));
-  const rows = await database.rows<{ gid: string }>(
-    sql`with ok as (
-          update trans_branch_op b set status = 'succeed', attempts = b.attempts + 1, last_error = null,
-            finish_time = now(), update_time = now()
-          from unnest(${p(ok.map((b) => b.gid))}::text[], ${p(ok.map((b) => b.branchId))}::text[], ${p(ok.map((b) => b.op))}::text[])
-            as u(gid, branch_id, op)
-          where b.gid = u.gid and b.branch_id = u.branch_id and b.op = u.op and b.status = 'prepared'
-          returning 1
-        ), bad as (
-          update trans_branch_op b set attempts = b.attempts + 1, last_error = u.error, update_time = now()
-          from unnest(${p(bad.map((b) => b.gid))}::text[], ${p(bad.map((b) => b.branchId))}::text[], ${p(bad.map((b) => b.op))}::text[],
-            ${p(bad.map((b) => storedText(b.error)))}::text[]) as u(gid, branch_id, op, error)
-          where b.gid = u.gid and b.branch_id = u.branch_id and b.op = u.op
-          returning 1
-        )
-        update trans_global g set
-          status = u.status,
-          owner = '',
-          next_cron_interval = u.interval,
-          next_cron_time = case when u.status in ('succeed', 'failed') then null else now() + u.delay * interval '1 second' end,
-          retry_count = g.retry_count + u.retried::int,
-          finish_time = case when u.status in ('succeed', 'failed') then now() else g.finish_time end,
-          rollback_time = case when u.status = 'failed' then now() else g.rollback_time end,
-          rollback_reason = case when u.reason <> '' then u.reason else g.rollback_reason end,
-          update_time = now()
-        from unnest(${p(items.map((s) => s.gid))}::text[], ${p(items.map((s) => s.status))}::text[],
-          ${p(items.map((s) => s.interval))}::float8[], ${p(items.map((s) => s.delay))}::float8[],
-          ${p(items.map((s) => s.retried))}::bool[], ${p(items.map((s) => storedText(s.reason ?? '')))}::text[])
-          as u(gid, status, interval, delay, retried, reason)
-        where g.gid = u.gid and g.owner = ${owner} and g.status in (${unfinished})
-        returning g.gid`,
-  );
+  const rows = await database.rows<{ gid: string }>(settleStatement, {
+    owner,
+    okGids: ok.map((b) => b.gid),
+    okBranches: ok.map((b) => b.branchId),
+    okOps: ok.map((b) => b.op),
+    badGids: bad.map((b) => b.gid),
+    badBranches: bad.map((b) => b.branchId),
+    badOps: bad.map((b) => b.op),
+    badErrors: bad.map((b) => storedText(b.error)),
+    gids: items.map((s) => s.gid),
+    statuses: items.map((s) => s.status),
+    intervals: items.map((s) => s.interval),
+    delays: items.map((s) => s.delay),
+    retried: items.map((s) => s.retried),
+    reasons: items.map((s) => storedText(s.reason ?? '')),
+  });
   return new Set(rows.map((r) => r.gid));
 }
+
+const settleStatement = statement(
+  sql`with ok as (
+        update trans_branch_op b set status = 'succeed', attempts = b.attempts + 1, last_error = null,
+          finish_time = now(), update_time = now()
+        from unnest(${v('okGids')}::text[], ${v('okBranches')}::text[], ${v('okOps')}::text[]) as u(gid, branch_id, op)
+        where b.gid = u.gid and b.branch_id = u.branch_id and b.op = u.op and b.status = 'prepared'
+        returning 1
+      ), bad as (
+        update trans_branch_op b set attempts = b.attempts + 1, last_error = u.error, update_time = now()
+        from unnest(${v('badGids')}::text[], ${v('badBranches')}::text[], ${v('badOps')}::text[], ${v('badErrors')}::text[])
+          as u(gid, branch_id, op, error)
+        where b.gid = u.gid and b.branch_id = u.branch_id and b.op = u.op
+        returning 1
+      )
+      update trans_global g set
+        status = u.status,
+        owner = '',
+        next_cron_interval = u.interval,
+        next_cron_time = case when u.status in ('succeed', 'failed') then null else now() + u.delay * interval '1 second' end,
+        retry_count = g.retry_count + u.retried::int,
+        finish_time = case when u.status in ('succeed', 'failed') then now() else g.finish_time end,
+        rollback_time = case when u.status = 'failed' then now() else g.rollback_time end,
+        rollback_reason = case when u.reason <> '' then u.reason else g.rollback_reason end,
+        update_time = now()
+      from unnest(${v('gids')}::text[], ${v('statuses')}::text[], ${v('intervals')}::float8[], ${v('delays')}::float8[],
+        ${v('retried')}::bool[], ${v('reasons')}::text[]) as u(gid, status, interval, delay, retried, reason)
+      where g.gid = u.gid and g.owner = ${v('owner')}::text and g.status in (${unfinished})
+      returning g.gid`,
+);
 
 /** Fails a prepared transaction (abort); returns false when it was not prepared. */
 export async function failPrepared(database: Database, gid: string, reason: string): Promise<boolean> {
@@ -289,15 +330,26 @@ export async function extendLease(database: Database, gid: string, owner: string
 }
 
 /**
- * Order keys (destination and key) among these that must wait: a transaction submitted earlier
- * still has a pending branch with the same key. Keyed broker messages thus leave in submit order.
+ * For each delivery (its submit_seq and the order keys of the branches it is about to send), the
+ * keys that must wait: a transaction submitted earlier still has a pending branch with the same
+ * key. Keyed broker messages thus leave in submit order. One statement answers a whole batch.
  */
-export async function waitingOrderKeys(database: Database, seq: number, orderKeys: string[]): Promise<Set<string>> {
-  if (orderKeys.length === 0) return new Set();
-  const rows = await database.rows<{ order_key: string }>(
-    sql`select distinct b.order_key from trans_branch_op b join trans_global g on g.gid = b.gid
-        where b.order_key = any(${p(orderKeys)}::text[]) and b.status = 'prepared'
-          and g.status = 'submitted' and g.submit_seq < ${seq}`,
-  );
-  return new Set(rows.map((r) => r.order_key));
+export async function waitingOrderKeys(database: Database, items: { seq: number; orderKeys: string[] }[]): Promise<Set<string>[]> {
+  const waiting = items.map(() => new Set<string>());
+  const asked = items.flatMap((item, i) => item.orderKeys.map((key) => ({ i, seq: item.seq, key })));
+  if (asked.length === 0) return waiting;
+  const rows = await database.rows<{ i: number; order_key: string }>(waitingStatement, {
+    items: asked.map((a) => a.i),
+    seqs: asked.map((a) => a.seq),
+    keys: asked.map((a) => a.key),
+  });
+  for (const row of rows) waiting[row.i]?.add(row.order_key);
+  return waiting;
 }
+
+const waitingStatement = statement(
+  sql`select u.i, u.key as order_key
+      from unnest(${v('items')}::int[], ${v('seqs')}::float8[], ${v('keys')}::text[]) as u(i, seq, key)
+      where exists (select 1 from trans_branch_op b join trans_global g on g.gid = b.gid
+        where b.order_key = u.key and b.status = 'prepared' and g.status = 'submitted' and g.submit_seq < u.seq)`,
+);
