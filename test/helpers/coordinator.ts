@@ -51,6 +51,9 @@ export interface CoordinatorOptions {
   until?: 'ready' | 'alive';
 }
 
+/** The stop functions of the in-process coordinators still running. */
+const running = new Set<() => Promise<number>>();
+
 /**
  * Starts a coordinator inside the test process, from the sources: no build needed, no process
  * start-up to wait for. Tests use it wherever no process boundary is under test; crash, signal and
@@ -88,7 +91,6 @@ export async function stopInProcessCoordinators(): Promise<number> {
   await Promise.all(left.map((stop) => stop()));
   return left.length;
 }
-const running = new Set<() => Promise<number>>();
 
 /** Coordinators still running; a test process that ends (even on a failed assertion) takes them along. */
 const processes = new Set<ChildProcess>();
