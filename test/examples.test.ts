@@ -15,36 +15,41 @@ afterAll(async () => {
   await coordinator?.stop();
 });
 
-it('runs the bank-transfer quick start: one transfer lands, the overdraft rolls back', async () => {
-  const script = fileURLToPath(new URL('../dist/examples/bank-transfer/index.js', import.meta.url));
+/** Runs the built example `name` with the coordinator's URL and `env`; its standard output. */
+async function runExample(name: string, env: Record<string, string>, timeout = 30_000): Promise<string> {
+  const script = fileURLToPath(new URL(`../dist/examples/${name}/index.js`, import.meta.url));
   const { stdout } = await promisify(execFile)(process.execPath, [script], {
-    env: { ...process.env, CONCORD_URL: coordinator.dtm, DATABASE_URL: await freshDatabase() },
-    timeout: 30_000,
+    env: { ...process.env, CONCORD_URL: coordinator.dtm, ...env },
+    timeout,
   });
+  return stdout;
+}
+
+it('runs the bank-transfer quick start: one transfer lands, the overdraft rolls back', async () => {
+  const stdout = await runExample('bank-transfer', { DATABASE_URL: await freshDatabase() });
   expect(stdout).toMatch(/transferred 30/);
   expect(stdout).toMatch(/rolled back \(insufficient balance\)/);
   expect(stdout).toContain('balances [{"id":1,"balance":70},{"id":2,"balance":30}]');
 });
 
 it('runs the bank transfer with the barrier in MySQL and Redis: one transfer lands, the overdraft rolls back', async () => {
-  const script = fileURLToPath(new URL('../dist/examples/bank-transfer-mysql-redis/index.js', import.meta.url));
-  const { stdout } = await promisify(execFile)(process.execPath, [script], {
-    env: { ...process.env, CONCORD_URL: coordinator.dtm, MYSQL_URL: await freshMysqlDatabase(), REDIS_URL: inject('redisUrl') },
-    timeout: 30_000,
-  });
+  const stdout = await runExample('bank-transfer-mysql-redis', { MYSQL_URL: await freshMysqlDatabase(), REDIS_URL: inject('redisUrl') });
   expect(stdout).toMatch(/transferred 30/);
   expect(stdout).toMatch(/rolled back \(insufficient balance\)/);
   expect(stdout).toContain('balances {"alice":70,"bob":30}');
 });
 
 it('runs the workflow bank transfer: one lands, a closed account is compensated, an overdraft fails at once', async () => {
-  const script = fileURLToPath(new URL('../dist/examples/workflow-transfer/index.js', import.meta.url));
-  const { stdout } = await promisify(execFile)(process.execPath, [script], {
-    env: { ...process.env, CONCORD_URL: coordinator.dtm, DATABASE_URL: await freshDatabase(), PORT: String(await freePort()) },
-    timeout: 30_000,
-  });
+  const stdout = await runExample('workflow-transfer', { DATABASE_URL: await freshDatabase(), PORT: String(await freePort()) });
   expect(stdout).toMatch(/transferred 30/);
   expect(stdout).toMatch(/rolled back \(.*account 3 is closed\)/);
   expect(stdout).toMatch(/rolled back \(insufficient balance\)/);
   expect(stdout).toContain('balances [{"id":1,"balance":70},{"id":2,"balance":30},{"id":3,"balance":0}]');
+});
+
+it('runs the gRPC saga transfer: one transfer lands, the overdraft rolls back', async () => {
+  const stdout = await runExample('grpc-transfer', { DATABASE_URL: await freshDatabase() }, 60_000);
+  expect(stdout).toMatch(/transferred 30/);
+  expect(stdout).toMatch(/rolled back \(.*\)/);
+  expect(stdout).toContain('balances [{"id":1,"balance":70},{"id":2,"balance":30}]');
 });

@@ -4,12 +4,14 @@
  * before the file ran; what is over after a short grace (closing sockets take a moment) fails the
  * file, naming the kinds. In-process coordinators a file forgot are stopped first, and also fail it.
  */
+import { setTimeout as delay } from 'node:timers/promises';
 import { afterAll, beforeAll } from 'vitest';
 import { stopInProcessCoordinators } from './coordinator.js';
 
 /** Resource kinds that mean "left open": a socket, a server, a child process, a pending timer. */
 const watched = new Set(['TCPSocketWrap', 'TCPServerWrap', 'PipeServerWrap', 'ProcessWrap', 'UDPWrap', 'Timeout']);
 const graceMs = 5_000;
+const pollMs = 100;
 
 function counts(): Map<string, number> {
   const byKind = new Map<string, number>();
@@ -28,10 +30,12 @@ beforeAll(() => {
 
 afterAll(async () => {
   const forgotten = await stopInProcessCoordinators();
+  // Polled until nothing is over, for up to the grace. Not vi.waitFor: its own timers would count
+  // as open ones; these waits are unref'd, so they do not.
   const deadline = Date.now() + graceMs;
   let left = excess(baseline);
   while (left.length > 0 && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 100).unref());
+    await delay(pollMs, undefined, { ref: false });
     left = excess(baseline);
   }
   const problems = [
