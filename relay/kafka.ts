@@ -1,14 +1,48 @@
 /**
- * Kafka publisher on kafkajs: an idempotent producer with acks from all in-sync replicas. Calls
- * that arrive together go out as one produce request per connection (sendBatch), so a burst of
- * messages costs one round trip to the broker. A delivery succeeds only on the broker's ack.
+ * Kafka publisher on @platformatic/kafka: an idempotent producer with acks from all in-sync
+ * replicas. Calls that arrive together go out as one send per connection, so a burst of messages
+ * costs one round trip to the broker. A delivery succeeds only on the broker's ack.
+ *
+ * Producing is the relay's hottest loop (an outbox drain sends tens of thousands of records a
+ * second), and this client encodes a record for about a third of kafkajs's CPU (docs/brokers.md);
+ * the consumers stay on kafkajs.
  *
  * Destination: kafka://<connection>/<topic>; the message key comes with the delivery.
  */
-import type { Message, Producer } from 'kafkajs';
+import type { MessageToProduce, Producer } from '@platformatic/kafka';
 import type { Logger } from 'pino';
 import { ConnectionStates, type Delivery, type DeliveryResult, type Publisher } from './publisher.js';
 import { messageHeaders, parseDestination, withTimeout } from './destination.js';
+
+interface Message {
+  key: string | null;
+  value: string | Buffer;
+  headers: Record<string, string>;
+}
+
+type Bytes = string | Buffer;
+type Producer_ = Producer<Bytes, Bytes, Bytes, Bytes>;
+type Record_ = MessageToProduce<Bytes, Bytes, Bytes, Bytes>;
+
+const bytes = (data: Bytes | undefined): Buffer | undefined => (typeof data === 'string' ? Buffer.from(data) : data);
+
+/**
+ * Java's partitioner (murmur2 of the key, as kafkajs's default and the Java client), so a key lands
+ * on the partition every other producer of the topic puts it on; keyless records go round robin.
+ */
+function partitioner(): (message: unknown, key: Buffer | undefined) => number {
+  let next = 0;
+  return (_message, key) => (key === undefined ? next++ & 0x7fffffff : murmur2Positive(key));
+}
+let murmur2Positive: (key: Buffer) => number;
+
+/** The error's own words and those of the broker errors under it, for last_error. */
+function describe(err: unknown): string {
+  const e = err as Error & { errors?: unknown[] };
+  const inner = Array.isArray(e.errors) ? e.errors.map(describe) : [];
+  const cause = e.cause instanceof Error ? [describe(e.cause)] : [];
+  return [e.message, ...new Set([...inner, ...cause])].filter(Boolean).join(': ');
+}
 
 /** Messages to one topic that succeed or fail together: one delivery, or a run of publishMany. */
 interface Pending {
@@ -18,7 +52,7 @@ interface Pending {
 }
 
 export function createKafkaPublisher(connections: Record<string, string[]>, logger: Logger): Publisher {
-  const producers = new Map<string, Promise<Producer>>();
+  const producers = new Map<string, Promise<Producer_>>();
   // Known from connects and produce requests: kafkajs says nothing about a broker between requests.
   const states = new ConnectionStates('kafka');
   const queues = new Map<string, Pending[]>();
@@ -34,18 +68,34 @@ export function createKafkaPublisher(connections: Record<string, string[]>, logg
     return destinations.get(url);
   };
 
-  const producerFor = (name: string): Promise<Producer> => {
+  const producerFor = (name: string): Promise<Producer_> => {
     let producer = producers.get(name);
     if (!producer) {
       const brokers = connections[name];
       if (!brokers) return Promise.reject(new Error(`no Kafka connection named "${name}"`));
-      // kafkajs is loaded on first use: a coordinator without Kafka destinations does not carry it.
-      producer = import('kafkajs')
-        .then(async ({ Kafka, logLevel }) => {
-          const kafka = new Kafka({ clientId: 'concord', brokers, logLevel: logLevel.NOTHING, retry: { retries: 2 } });
+      // The client is loaded on first use: a coordinator without Kafka destinations does not carry it.
+      producer = import('@platformatic/kafka')
+        .then(async ({ Producer, compatibilityPartitioner }) => {
+          murmur2Positive = (key) => compatibilityPartitioner(undefined as never, key);
           // Idempotent: a retried produce request cannot duplicate or reorder messages in a partition.
-          const p = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: true });
-          await p.connect();
+          // Two retries, then the delivery fails and the engine retries it later: a broker that is
+          // down must not hold the queue behind one endless send.
+          const p: Producer_ = new Producer({
+            clientId: 'concord',
+            bootstrapBrokers: brokers,
+            idempotent: true,
+            retries: 2,
+            retryDelay: 300,
+            autocreateTopics: true,
+            partitioner: partitioner(),
+            serializers: { key: bytes, value: bytes, headerKey: bytes, headerValue: bytes },
+          });
+          try {
+            await p.metadata({ topics: [] }); // connects, as kafkajs's connect() did: a bad broker fails here
+          } catch (err) {
+            await p.close().catch(() => undefined);
+            throw err;
+          }
           states.up(name);
           return p;
         })
@@ -65,22 +115,25 @@ export function createKafkaPublisher(connections: Record<string, string[]>, logg
     try {
       for (let batch = queues.get(name) ?? []; batch.length > 0; batch = queues.get(name) ?? []) {
         queues.set(name, []);
-        const byTopic = new Map<string, Message[]>();
-        for (const p of batch) {
-          const messages = byTopic.get(p.topic);
-          if (messages) for (const m of p.messages) messages.push(m);
-          else byTopic.set(p.topic, [...p.messages]);
-        }
+        const records: Record_[] = [];
+        for (const p of batch)
+          for (const m of p.messages) records.push({ topic: p.topic, key: m.key ?? undefined, value: m.value, headers: m.headers });
+        let producer: Promise<Producer_> | undefined;
         try {
-          const producer = await producerFor(name);
-          await producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) });
+          producer = producerFor(name);
+          await (await producer).send({ messages: records });
           states.up(name);
           for (const p of batch) p.resolve({ outcome: 'SUCCESS', detail: `kafka ack ${p.topic}` });
         } catch (err) {
-          logger.warn({ err, connection: name }, 'kafka produce failed');
+          const detail = describe(err);
+          logger.warn({ err, detail, connection: name }, 'kafka produce failed');
           states.down(name, err);
-          producers.delete(name); // reconnect on the next attempt
-          for (const p of batch) p.resolve({ outcome: 'ERROR', detail: `kafka: ${(err as Error).message}` });
+          // A new producer (and connections) on the next attempt; this one may be stuck mid-request.
+          if (producer && producers.get(name) === producer) {
+            producers.delete(name);
+            void producer.then((p) => p.close()).catch(() => undefined);
+          }
+          for (const p of batch) p.resolve({ outcome: 'ERROR', detail: `kafka: ${detail}` });
         }
       }
     } finally {
@@ -149,7 +202,7 @@ export function createKafkaPublisher(connections: Record<string, string[]>, logg
       return Promise.all(results).then((settled) => settled.flatMap((result, i) => new Array<DeliveryResult>(counts[i]!).fill(result)));
     },
     async close() {
-      await Promise.all([...producers.values()].map((p) => p.then((producer) => producer.disconnect()).catch(() => undefined)));
+      await Promise.all([...producers.values()].map((p) => p.then((producer) => producer.close()).catch(() => undefined)));
     },
     connections: () => states.list(),
     reconnect: (name) =>
