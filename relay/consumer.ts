@@ -79,6 +79,9 @@ export function consumeBrokers({ connections, topic, clientId, onMessage, logger
       await c.connect();
       await c.subscribe({ topic, fromBeginning: true });
       await c.run({
+        // Each partition's batch is handled beside the others', so the replies of one fetch share
+        // the handler's store commits instead of waiting for them partition after partition.
+        partitionsConsumedConcurrently: partitions,
         eachBatchAutoResolve: false,
         // Messages of a batch are handled side by side; the offset moves past the batch only once
         // all are handled, so a message not yet handled comes again.
