@@ -68,3 +68,21 @@ it('reads a late-committed row before the rows its writer commits after it', asy
   expect(order.indexOf('w1')).toBeGreaterThanOrEqual(0);
   expect(order.indexOf('w1')).toBeLessThan(order.indexOf('w2'));
 });
+
+it('marks a batch and reads the next in one statement, counting the rows another poller had deleted first', async () => {
+  await pool.query('truncate reader_outbox');
+  await pool.query(`insert into reader_outbox (k, body) select 'k' || (g % 7), 'b' || g from generate_series(1, 10) g`);
+  const r = await reader();
+  const first = await r.read(4);
+  expect(first.rows.map((row) => row.payload)).toEqual(['b1', 'b2', 'b3', 'b4']);
+  await pool.query('delete from reader_outbox where id = $1', [first.rows[0]!.id]); // the old poller was first
+  const { marked, batch } = await r.doneThenRead!({ ids: first.rows.map((row) => row.id) }, 4);
+  expect(marked).toBe(3);
+  expect(batch.rows.map((row) => row.payload)).toEqual(['b5', 'b6', 'b7', 'b8']);
+  expect((await pool.query('select count(*)::int as n from reader_outbox')).rows[0].n).toBe(6);
+  const last = await r.doneThenRead!({ ids: batch.rows.map((row) => row.id) }, 4);
+  expect(last.batch.rows.map((row) => row.payload)).toEqual(['b9', 'b10']);
+  expect(last.batch.more).toBe(false);
+  const empty = await r.doneThenRead!({ ids: last.batch.rows.map((row) => row.id) }, 4);
+  expect(empty).toEqual({ marked: 2, batch: { rows: [], more: false } });
+});

@@ -24,6 +24,12 @@ export interface OutboxSql {
   readWindow: string;
   /** flag/delete: marks or deletes the rows whose ids are in $1 (text[]). */
   markDone?: string;
+  /**
+   * Postgres flag/delete: markDone of the ids in $3, then readExcept ($1 limit, $2 in flight, which
+   * must hold $3: the read sees the table as it was before the mark) in one statement. Each row
+   * carries `marked` (how many $3 marked); no row found gives one row with a null id.
+   */
+  markThenRead?: string;
   /** none: moves the cursor of $1 forward to $2. */
   saveCursor: string;
   loadCursor: string;
@@ -119,6 +125,14 @@ export function outboxSql(checked: CheckedMapping, partition?: Partition): Outbo
       (select ${columns} from ${t} t where t.${id} > $2::bigint order by t.${id} limit $3)
     ) r on true`,
     markDone,
+    ...(markDone
+      ? {
+          markThenRead: `with done as (${markDone.replace('$1', '$3')} returning 1)
+            select n.marked, r.* from (select count(*)::int as marked from done) n left join lateral (
+              select ${columns} from ${t} t where ${unpublished}${mine} and not (${idMatch.replace('$1', '$2')}) order by ${idExpr} limit $1
+            ) r on true`,
+        }
+      : {}),
     saveCursor: `insert into ${outboxCursorTable} (drain, last_id) values ($1, $2) on conflict (drain)
       do update set last_id = greatest(${outboxCursorTable}.last_id, excluded.last_id), updated_at = now()`,
     loadCursor: `select last_id::text as last_id from ${outboxCursorTable} where drain = $1`,

@@ -32,6 +32,11 @@ export interface OutboxReader {
    * flag/delete: returns how many of them this drain marked or deleted; the others the old poller had.
    */
   done(batch: HandledBatch): Promise<number | undefined>;
+  /**
+   * done(), then read(), in one round trip where the database allows it: what a drain in a trickle
+   * does after each batch, so each batch costs one statement fewer.
+   */
+  doneThenRead?(batch: HandledBatch, limit: number): Promise<{ marked: number; batch: ReadBatch }>;
 }
 
 /**
@@ -50,32 +55,53 @@ export class MarkingReader implements OutboxReader {
   constructor(
     private readonly pool: Queryable,
     private readonly sql: OutboxSql,
-  ) {}
+  ) {
+    if (sql.markThenRead) this.doneThenRead = (batch, limit) => this.markThenRead(batch, limit);
+  }
 
   async read(limit: number): Promise<ReadBatch> {
     const started = ++this.reads;
-    const known = (id: string) => this.pending.has(id) || this.marked.has(id);
     // Rows in flight are left out by the database, so their payloads are not fetched again.
     const inFlight = [...this.pending, ...this.marked.keys()];
     const { rows } =
       inFlight.length === 0
         ? await this.pool.query<OutboxRow>(this.sql.readFirst, [limit])
         : await this.pool.query<OutboxRow>(this.sql.readExcept, [limit, inFlight]);
-    // A mark that committed before this read began is invisible to it: forget those.
-    for (const [id, at] of this.marked) if (at < started) this.marked.delete(id);
-    const fresh = rows.filter((r) => !known(r.id));
-    for (const r of fresh) this.pending.add(r.id);
-    return { rows: fresh, more: rows.length === limit };
+    return this.handOut(rows, started, limit);
   }
 
   async done({ ids }: HandledBatch): Promise<number> {
     if (ids.length === 0) return 0;
     const { rowCount } = await this.pool.query(this.sql.markDone!, [ids]);
+    this.forget(ids);
+    return rowCount;
+  }
+
+  readonly doneThenRead?: (batch: HandledBatch, limit: number) => Promise<{ marked: number; batch: ReadBatch }>;
+
+  private async markThenRead({ ids }: HandledBatch, limit: number): Promise<{ marked: number; batch: ReadBatch }> {
+    const started = ++this.reads;
+    const inFlight = [...this.pending, ...this.marked.keys()];
+    const { rows } = await this.pool.query<OutboxRow & { marked: number }>(this.sql.markThenRead!, [limit, inFlight, ids]);
+    this.forget(ids);
+    const found = rows.filter((r) => r.id !== null);
+    return { marked: rows[0]?.marked ?? 0, batch: this.handOut(found, started, limit) };
+  }
+
+  /** Marked rows are no longer pending; reads already running may still return them. */
+  private forget(ids: string[]): void {
     for (const id of ids) {
       this.pending.delete(id);
       this.marked.set(id, this.reads);
     }
-    return rowCount;
+  }
+
+  private handOut(rows: OutboxRow[], started: number, limit: number): ReadBatch {
+    // A mark that committed before this read began is invisible to it: forget those.
+    for (const [id, at] of this.marked) if (at < started) this.marked.delete(id);
+    const fresh = rows.filter((r) => !this.pending.has(r.id) && !this.marked.has(r.id));
+    for (const r of fresh) this.pending.add(r.id);
+    return { rows: fresh, more: rows.length === limit };
   }
 }
 
