@@ -30,11 +30,10 @@ const bytes = (data: Bytes | undefined): Buffer | undefined => (typeof data === 
  * Java's partitioner (murmur2 of the key, as kafkajs's default and the Java client), so a key lands
  * on the partition every other producer of the topic puts it on; keyless records go round robin.
  */
-function partitioner(): (message: unknown, key: Buffer | undefined) => number {
+function partitioner(javaCompatible: (message: never, key: Buffer) => number): (message: unknown, key: Buffer | undefined) => number {
   let next = 0;
-  return (_message, key) => (key === undefined ? next++ & 0x7fffffff : murmur2Positive(key));
+  return (_message, key) => (key === undefined ? next++ & 0x7fffffff : javaCompatible(undefined as never, key));
 }
-let murmur2Positive: (key: Buffer) => number;
 
 /** The error's own words and those of the broker errors under it, for last_error. */
 function describe(err: unknown): string {
@@ -76,7 +75,6 @@ export function createKafkaPublisher(connections: Record<string, string[]>, logg
       // The client is loaded on first use: a coordinator without Kafka destinations does not carry it.
       producer = import('@platformatic/kafka')
         .then(async ({ Producer, compatibilityPartitioner }) => {
-          murmur2Positive = (key) => compatibilityPartitioner(undefined as never, key);
           // Idempotent: a retried produce request cannot duplicate or reorder messages in a partition.
           // Two retries, then the delivery fails and the engine retries it later: a broker that is
           // down must not hold the queue behind one endless send.
@@ -87,7 +85,7 @@ export function createKafkaPublisher(connections: Record<string, string[]>, logg
             retries: 2,
             retryDelay: 300,
             autocreateTopics: true,
-            partitioner: partitioner(),
+            partitioner: partitioner(compatibilityPartitioner),
             serializers: { key: bytes, value: bytes, headerKey: bytes, headerValue: bytes },
           });
           try {

@@ -1,7 +1,7 @@
 /** Two-phase messages delivered to real Kafka and RabbitMQ brokers, directly or through topics. */
 import { randomUUID } from 'node:crypto';
 import { connect, type ChannelModel } from 'amqplib';
-import { Kafka, logLevel, type Consumer } from 'kafkajs';
+import { Kafka, logLevel, Partitioners, type Consumer } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Msg } from '../sdk/index.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
@@ -86,6 +86,20 @@ describe('Kafka destinations', () => {
       expect(values).toEqual([...values].sort((a, b) => a - b));
       expect(new Set(seen.filter((m) => m.key === key).map((m) => m.partition)).size).toBe(1);
     }
+  });
+
+  it("puts a key on the partition Java's partitioner (and kafkajs's default) gives it", async () => {
+    const topic = `java-${randomUUID()}`;
+    const seen = await collect(topic);
+    const keys = Array.from({ length: 12 }, (_, i) => `customer-${i}`);
+    await Promise.all(
+      keys.map((key) => new Msg(coordinator.dtm, gid(), { waitResult: true }).add(`kafka://default/${topic}`, { key }, { key }).submit()),
+    );
+    await expect.poll(() => seen.length, { timeout: 20_000 }).toBe(keys.length);
+    const java = Partitioners.DefaultPartitioner();
+    const partitionMetadata = [0, 1, 2].map((partitionId) => ({ partitionId, leader: 0, partitionErrorCode: 0, replicas: [0], isr: [0] }));
+    for (const m of seen) expect(m.partition).toBe(java({ topic, partitionMetadata, message: { key: m.key, value: m.value } }));
+    expect(new Set(seen.map((m) => m.partition)).size).toBeGreaterThan(1);
   });
 });
 
