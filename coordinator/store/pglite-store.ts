@@ -20,10 +20,10 @@ import { PGlite } from '@electric-sql/pglite';
 /**
  * Settings the embedded store runs with; written into the directory (ALTER SYSTEM), so Postgres reads
  * them at start. Every page of Postgres's shared memory the store touches stays in the WASM heap,
- * which never shrinks. shared_buffers: 2 MB, not 128: a page it lacks is one read from the
- * operating system's cache (the burst of docs/benchmarks.md reads 16 pages either way, and writes
- * 15 % more). max_connections: PGlite runs one backend, and the lock and process tables are sized
- * for 100 (4 MB touched).
+ * which never shrinks. shared_buffers: 2 MB, not Postgres's 128: a page it lacks is one read from
+ * the operating system's cache (the burst of docs/benchmarks.md read 13 pages with 8 MB, 16 with
+ * 2 MB, and wrote 15 % more). max_connections: PGlite runs one backend, and the lock and process
+ * tables are sized for 100 (4 MB touched).
  */
 export const pgliteSettings = { shared_buffers: '2MB', max_connections: '5' } as const;
 
