@@ -15,8 +15,10 @@ RUN npm run build && npm prune --omit=dev
 # A container must listen on 0.0.0.0, so it refuses to start until it gets CONCORD_API_TOKENS (or, on a
 # network you trust, CONCORD_INSECURE=true): docs/security.md.
 FROM node:20-slim
+# Two malloc arenas, not one per thread (up to 8 per core): 1-6 MiB less RSS (docs/operations.md).
 ENV NODE_ENV=production \
-    CONCORD_HOST=0.0.0.0
+    CONCORD_HOST=0.0.0.0 \
+    MALLOC_ARENA_MAX=2
 WORKDIR /app
 COPY --from=build /app/package.json /app/package-lock.json ./
 COPY --from=build /app/coordinator/package.json ./coordinator/

@@ -37,7 +37,9 @@ function memory(pid: number, field: 'VmRSS' | 'VmHWM'): number {
 /** `npm start` with the store and port given; resolves with the coordinator's pid once /api/ping answers. */
 async function start(bench: Bench, store: string, port: number): Promise<{ child: ChildProcess; pid: number; readyMs: number }> {
   const started = performance.now();
-  const child = spawn('npm', ['start', '--silent', '--', '--store', store, '--port', String(port), '--log-level', 'warn'], {
+  // The gRPC API on, as by default, on a port beside the HTTP one: the default may be taken on a shared machine.
+  const args = ['--store', store, '--port', String(port), '--grpc-port', String(port + 1), '--log-level', 'warn'];
+  const child = spawn('npm', ['start', '--silent', '--', ...args], {
     cwd: root,
     stdio: 'ignore',
     detached: true, // its own group: npm, its shell and node are stopped together

@@ -3,8 +3,8 @@
  * about 260 MB after: initdb runs as a second WASM instance, the postgres module is compiled twice
  * (Liftoff, then TurboFan), and shared_buffers is Postgres's 128 MB. Here a new directory is
  * unpacked from a data directory made at build time (no initdb in the coordinator), the module is
- * compiled once with Liftoff (about 10 % slower SQL, 70 MB less), and shared_buffers is 8 MB (the
- * operating system's cache holds the rest of the files). Durability is PGlite's, unchanged.
+ * compiled once with Liftoff (about 10 % slower SQL, 70 MB less), and Postgres's shared memory is
+ * cut to what one backend needs (pgliteSettings). Durability is PGlite's, unchanged.
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
@@ -17,8 +17,15 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { PGlite } from '@electric-sql/pglite';
 
-/** Settings the embedded store runs with; written into the directory (ALTER SYSTEM), so Postgres reads them at start. */
-export const pgliteSettings = { shared_buffers: '8MB' } as const;
+/**
+ * Settings the embedded store runs with; written into the directory (ALTER SYSTEM), so Postgres reads
+ * them at start. Every page of Postgres's shared memory the store touches stays in the WASM heap,
+ * which never shrinks. shared_buffers: 2 MB, not Postgres's 128: a page it lacks is one read from
+ * the operating system's cache (the burst of docs/benchmarks.md read 13 pages with 8 MB, 16 with
+ * 2 MB, and wrote 15 % more). max_connections: PGlite runs one backend, and the lock and process
+ * tables are sized for 100 (4 MB touched).
+ */
+export const pgliteSettings = { shared_buffers: '2MB', max_connections: '5' } as const;
 
 const pgliteVersion = (
   JSON.parse(readFileSync(join(dirname(createRequire(import.meta.url).resolve('@electric-sql/pglite')), '..', 'package.json'), 'utf8')) as {
@@ -38,6 +45,10 @@ export async function openPgliteStore(dir: string): Promise<PGlite> {
   // warn that flags set after start may not apply: these do, and the footprint bench shows it).
   v8.setFlagsFromString('--liftoff-only');
   v8.setFlagsFromString('--wasm-lazy-compilation');
+  // A full collection once the old generation grows 20 % past what the last one kept, not V8's
+  // 60 % or more: with 1 MB semi-spaces (npm start) requests' objects reach the old generation, and
+  // a burst of messages grew the heap from 39 to 70 MB before V8 collected it (to 36).
+  v8.setFlagsFromString('--heap-growing-percent=20');
   if (!existsSync(join(dir, 'PG_VERSION')) && existsSync(templatePath)) {
     // Without a working tar PGlite runs initdb itself: slower and larger, but the same store.
     await unpackTemplate(dir).catch(() => rm(join(dir, stagingName), { recursive: true, force: true }));
