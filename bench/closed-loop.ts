@@ -117,6 +117,8 @@ export interface Phases {
   branchWait: number;
 }
 
+const phaseKeys = ['prepare', 'localTxSubmit', 'branchWait'] as const;
+
 /** How long a message may take before it counts as failed; far above any healthy latency. */
 const messageTimeoutMs = 30_000;
 
@@ -141,6 +143,7 @@ export function messageWorkload({ dtm, service, pool }: MessageTarget) {
   const transIn = `${service.url}/TransIn`;
   const queryPrepared = `${service.url}/QueryPrepared`;
   const phaseSums: Phases = { prepare: 0, localTxSubmit: 0, branchWait: 0 };
+  const phaseSamples: Record<keyof Phases, number[]> = { prepare: [], localTxSubmit: [], branchWait: [] };
   const coordinators = typeof dtm === 'string' ? [dtm] : dtm;
 
   const send = async (w: number, i: number) => {
@@ -158,16 +161,27 @@ export function messageWorkload({ dtm, service, pool }: MessageTarget) {
     return { doneAt: await arrived, started, prepared, submitted };
   };
   const counted = (m: Awaited<ReturnType<typeof send>>) => {
-    phaseSums.prepare += m.prepared - m.started;
-    phaseSums.localTxSubmit += m.submitted - m.prepared;
-    phaseSums.branchWait += m.doneAt - m.submitted;
+    const phases: Phases = { prepare: m.prepared - m.started, localTxSubmit: m.submitted - m.prepared, branchWait: m.doneAt - m.submitted };
+    for (const key of phaseKeys) {
+      phaseSums[key] += phases[key];
+      phaseSamples[key].push(phases[key]);
+    }
   };
   const phasesMs = (n: number): Phases => ({
     prepare: phaseSums.prepare / n,
     localTxSubmit: phaseSums.localTxSubmit / n,
     branchWait: phaseSums.branchWait / n,
   });
-  return { send, counted, phasesMs };
+  /** The `q` quantile of each step on its own (the slowest messages' steps need not be the same messages). */
+  const phaseQuantileMs = (q: number): Phases => {
+    const at = (key: keyof Phases) =>
+      percentile(
+        [...phaseSamples[key]].sort((a, b) => a - b),
+        q,
+      );
+    return { prepare: at('prepare'), localTxSubmit: at('localTxSubmit'), branchWait: at('branchWait') };
+  };
+  return { send, counted, phasesMs, phaseQuantileMs };
 }
 
 /** Sleeps; resolves early (without throwing) when the signal aborts. */

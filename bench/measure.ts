@@ -6,7 +6,7 @@
 import pg from 'pg';
 import type { RunningCoordinator } from '../test/helpers/coordinator.js';
 import { startBranchService } from './branch-service.js';
-import { messageWorkload, percentile, runClosedLoop, type ClosedLoopResult } from './closed-loop.js';
+import { messageWorkload, percentile, runClosedLoop, type ClosedLoopResult, type Phases } from './closed-loop.js';
 import { coordinatorFigures, scrapeMetrics, type Samples } from './coordinator-metrics.js';
 import type { StoreKind } from './options.js';
 import {
@@ -55,11 +55,23 @@ export async function measureConfiguration(o: MeasureOptions): Promise<Omit<Row,
   await waitForQuiet(o.idleWaitSeconds, o.signal);
   const pid = coordinator.proc.pid ?? 0;
   // One connection per worker (a message holds one for its local transaction), 4 to 64.
-  const pool = new pg.Pool({ connectionString: o.serviceDbUrl, max: Math.min(64, Math.max(concurrency, 4)) });
+  const isOpenLoop = o.ratePerSecond !== undefined;
+  const pool = new pg.Pool({
+    connectionString: o.serviceDbUrl,
+    max: Math.min(64, Math.max(concurrency, 4)),
+    // The open loop keeps its connections (see below); pg's default closes one idle for 10 s.
+    ...(isOpenLoop ? { idleTimeoutMillis: 0 } : {}),
+  });
   // A connection dropped while idle, or while checked out between two statements of the SDK's
   // local transaction, emits 'error' on its client; the next query reports it anyway.
   pool.on('error', () => {});
   pool.on('connect', (client) => client.on('error', () => {}));
+  // The open loop's bursts would otherwise open connections (a Postgres backend each) inside the
+  // window, a stall of the bench's own making: open them all first.
+  if (isOpenLoop) {
+    const clients = await Promise.all(Array.from({ length: pool.options.max }, () => pool.connect()));
+    for (const client of clients) client.release();
+  }
   const service = await startBranchService(pool);
   const perConfigPeak = resetPeakRss(pid);
   const databases = { service: new URL(o.serviceDbUrl).pathname.slice(1), store: o.storeDbName };
@@ -85,13 +97,13 @@ export async function measureConfiguration(o: MeasureOptions): Promise<Omit<Row,
       },
     };
     const target = { dtm: coordinator.dtm, service, pool };
-    let result: ClosedLoopResult & Partial<OpenLoopResult>;
+    let result: ClosedLoopResult & Partial<OpenLoopResult> & { phasesP99Ms?: Phases };
     if (o.ratePerSecond === undefined) {
       result = await runClosedLoop({ ...target, ...loop, concurrency });
     } else {
       const workload = messageWorkload(target);
       const open = await runOpenLoop({ ...loop, ratePerSecond: o.ratePerSecond }, (i) => workload.send(0, i), workload.counted);
-      result = { ...open, phasesMs: workload.phasesMs(open.latenciesMs.length) };
+      result = { ...open, phasesMs: workload.phasesMs(open.latenciesMs.length), phasesP99Ms: workload.phaseQuantileMs(0.99) };
     }
     if (o.signal.aborted) throw o.signal.reason;
     if (coordinator.proc.exitCode !== null) {
@@ -113,6 +125,8 @@ export async function measureConfiguration(o: MeasureOptions): Promise<Omit<Row,
               maxMs: result.latenciesMs.at(-1) ?? NaN,
               scheduled: result.scheduled ?? 0,
               outstandingAtEnd: result.outstandingAtEnd ?? 0,
+              startLagP99Ms: percentile(result.startLagsMs ?? [], 0.99),
+              phasesP99Ms: result.phasesP99Ms ?? { prepare: NaN, localTxSubmit: NaN, branchWait: NaN },
             },
           }),
       completed: result.completed,

@@ -18,6 +18,8 @@ export interface OpenLoopResult extends LoopResult {
   scheduled: number;
   /** Operations still running when the window closed (they are waited for, up to their own timeout). */
   outstandingAtEnd: number;
+  /** How late the client started each operation of the window, sorted: its own event loop's share of the latency. */
+  startLagsMs: number[];
 }
 
 /**
@@ -40,11 +42,15 @@ export async function runOpenLoop<T extends Completion>(
   let errors = 0;
   let firstError: string | undefined;
   const latencies: number[] = [];
+  const startLags: number[] = [];
   const inFlight = new Set<Promise<void>>();
 
   const start = (index: number, scheduledAt: number) => {
     const inWindow = scheduledAt >= windowStart && scheduledAt < windowEnd;
-    if (inWindow) scheduled++;
+    if (inWindow) {
+      scheduled++;
+      startLags.push(performance.now() - scheduledAt);
+    }
     const done = operation(index).then(
       (completion) => {
         if (completion.doneAt >= windowStart && completion.doneAt < windowEnd) completedInWindow++;
@@ -94,6 +100,7 @@ export async function runOpenLoop<T extends Completion>(
     options.signal?.removeEventListener('abort', stop);
   }
   latencies.sort((a, b) => a - b);
+  startLags.sort((a, b) => a - b);
   return {
     completed: completedInWindow,
     seconds: (windowEnd - windowStart) / 1000,
@@ -102,5 +109,6 @@ export async function runOpenLoop<T extends Completion>(
     ...(firstError ? { firstError } : {}),
     scheduled,
     outstandingAtEnd: outstandingAtEnd ?? inFlight.size,
+    startLagsMs: startLags,
   };
 }

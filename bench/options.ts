@@ -66,6 +66,12 @@ export const benchOptionsSchema = z.object({
     .max(1)
     .default(0.5)
     .describe("BENCH_OPEN_LOOP_FRACTION: the open loop's rate, as a fraction of the store's best closed-loop msgs/s."),
+  openLoopRate: z.coerce
+    .number()
+    .positive()
+    .max(100_000)
+    .optional()
+    .describe('BENCH_OPEN_LOOP_RATE: a fixed open-loop rate in msgs/s instead of the fraction (to compare two codes at one load).'),
 });
 
 export type BenchOptions = Readonly<z.infer<typeof benchOptionsSchema>>;
@@ -80,6 +86,7 @@ const envNames: Record<keyof BenchOptions, string> = {
   pgbench: 'BENCH_PGBENCH',
   openLoopSeconds: 'BENCH_OPEN_LOOP_SECONDS',
   openLoopFraction: 'BENCH_OPEN_LOOP_FRACTION',
+  openLoopRate: 'BENCH_OPEN_LOOP_RATE',
 };
 
 export function loadBenchOptions(env: NodeJS.ProcessEnv): BenchOptions {

@@ -40,6 +40,10 @@ export interface OpenLoopFigures {
   /** Messages scheduled inside the window, and those still running when it closed. */
   scheduled: number;
   outstandingAtEnd: number;
+  /** p99 of how late the bench started a message after its scheduled time (the client's own lag). */
+  startLagP99Ms: number;
+  /** p99 of each step taken alone, as the client saw it. */
+  phasesP99Ms: Phases;
 }
 
 export function progress(line: string): void {
@@ -97,7 +101,19 @@ export function resultsTable(rows: Row[]): string {
  */
 export function openLoopTable(rows: Row[]): string {
   return table(
-    ['store', 'target msgs/s', 'achieved msgs/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'messages', 'running at the end'],
+    [
+      'store',
+      'target msgs/s',
+      'achieved msgs/s',
+      'p50 ms',
+      'p99 ms',
+      'p99.9 ms',
+      'max ms',
+      'messages',
+      'running at the end',
+      'client start lag p99 ms',
+      'p99 of each step: prepare / local tx + submit / submit → branch ms',
+    ],
     rows.flatMap((r) =>
       r.openLoop
         ? [
@@ -111,6 +127,10 @@ export function openLoopTable(rows: Row[]): string {
               fixed(r.openLoop.maxMs, 1),
               String(r.openLoop.scheduled),
               String(r.openLoop.outstandingAtEnd),
+              fixed(r.openLoop.startLagP99Ms, 1),
+              [r.openLoop.phasesP99Ms.prepare, r.openLoop.phasesP99Ms.localTxSubmit, r.openLoop.phasesP99Ms.branchWait]
+                .map((v) => fixed(v, 1))
+                .join(' / '),
             ],
           ]
         : [],
@@ -167,9 +187,13 @@ export function renderReport(rows: Row[], options: BenchOptions, postgresVersion
     '',
     ...(rows.some((r) => r.openLoop)
       ? [
-          `### Latency at ${fixed(options.openLoopFraction * 100, 0)} % of peak (open loop)`,
+          options.openLoopRate === undefined
+            ? `### Latency at ${fixed(options.openLoopFraction * 100, 0)} % of peak (open loop)`
+            : `### Latency at ${fixed(options.openLoopRate, 0)} msgs/s (open loop)`,
           '',
-          `Messages started on a fixed schedule at ${fixed(options.openLoopFraction * 100, 0)} % of the store's best closed-loop rate above, ` +
+          (options.openLoopRate === undefined
+            ? `Messages started on a fixed schedule at ${fixed(options.openLoopFraction * 100, 0)} % of the store's best closed-loop rate above, `
+            : `Messages started on a fixed schedule at ${fixed(options.openLoopRate, 0)} msgs/s (BENCH_OPEN_LOOP_RATE), `) +
             `${options.openLoopSeconds} s measured; latency from each message's scheduled start to its branch call.`,
           '',
           openLoopTable(rows),

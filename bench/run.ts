@@ -88,10 +88,10 @@ async function main(bench: Bench): Promise<void> {
     }
     rows.push(...closed);
     // The tail at a load the store carries with room to spare: an open loop at a fraction of its peak.
-    const peak = Math.max(...closed.map((r) => r.msgsPerSecond));
-    if (options.openLoopSeconds > 0 && peak > 0) {
+    const rate = options.openLoopRate ?? Math.max(...closed.map((r) => r.msgsPerSecond)) * options.openLoopFraction;
+    if (options.openLoopSeconds > 0 && rate > 0) {
       bench.checkAborted();
-      const row = await measureQuietly(64, peak * options.openLoopFraction, options.openLoopSeconds);
+      const row = await measureQuietly(64, rate, options.openLoopSeconds);
       rows.push({ ...row, pgbenchTps: undefined });
     }
     const code = await bench.stopCoordinator(coordinator);
