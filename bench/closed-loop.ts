@@ -117,6 +117,8 @@ export interface Phases {
   branchWait: number;
 }
 
+const phaseKeys = ['prepare', 'localTxSubmit', 'branchWait'] as const;
+
 /** How long a message may take before it counts as failed; far above any healthy latency. */
 const messageTimeoutMs = 30_000;
 
@@ -124,43 +126,66 @@ export const businessTableDdl = `create table if not exists bench_business (
   id bigserial primary key, gid text not null, amount int not null, created_at timestamptz default now())`;
 
 export async function runClosedLoop(options: ClosedLoopOptions): Promise<ClosedLoopResult> {
-  const { dtm, service, pool } = options;
+  const workload = messageWorkload(options);
+  const result = await runWorkers(options, workload.send, workload.counted);
+  return { ...result, phasesMs: workload.phasesMs(result.completed) };
+}
+
+/** What the message workload needs, whatever drives it (this closed loop, or open-loop.ts's schedule). */
+export type MessageTarget = Pick<ClosedLoopOptions, 'dtm' | 'service' | 'pool'>;
+
+/**
+ * The two-phase message as an operation: `send(w, i)` sends message i of worker w (w picks the
+ * coordinator); `counted` adds a counted message's steps to the sums `phasesMs` averages.
+ */
+export function messageWorkload({ dtm, service, pool }: MessageTarget) {
   const run = randomBytes(4).toString('hex');
   const transIn = `${service.url}/TransIn`;
   const queryPrepared = `${service.url}/QueryPrepared`;
   const phaseSums: Phases = { prepare: 0, localTxSubmit: 0, branchWait: 0 };
-
+  const phaseSamples: Record<keyof Phases, number[]> = { prepare: [], localTxSubmit: [], branchWait: [] };
   const coordinators = typeof dtm === 'string' ? [dtm] : dtm;
 
-  const sendMessage = async (w: number, i: number) => {
+  const send = async (w: number, i: number) => {
     const gid = `bench-${run}-${w}-${i}`;
     const arrived = service.arrival(gid, messageTimeoutMs);
     arrived.catch(() => undefined); // awaited below; this only keeps an early failure from going unhandled
     const msg = new Msg(coordinators[w % coordinators.length]!, gid).add(transIn, { amount: 1 });
     let prepared = NaN;
+    const started = performance.now();
     await msg.doAndSubmit<void, pg.PoolClient>(queryPrepared, pool, async (tx) => {
       prepared = performance.now(); // doAndSubmit runs this right after prepare answered
       await tx.query('insert into bench_business (gid, amount) values ($1, $2)', [gid, 1]);
     });
     const submitted = performance.now();
-    return { doneAt: await arrived, prepared, submitted };
+    return { doneAt: await arrived, started, prepared, submitted };
   };
-  const result = await runWorkers(options, sendMessage, (m, started) => {
-    phaseSums.prepare += m.prepared - started;
-    phaseSums.localTxSubmit += m.submitted - m.prepared;
-    phaseSums.branchWait += m.doneAt - m.submitted;
-  });
-  const n = result.completed;
-  const phasesMs: Phases = {
+  const counted = (m: Awaited<ReturnType<typeof send>>) => {
+    const phases: Phases = { prepare: m.prepared - m.started, localTxSubmit: m.submitted - m.prepared, branchWait: m.doneAt - m.submitted };
+    for (const key of phaseKeys) {
+      phaseSums[key] += phases[key];
+      phaseSamples[key].push(phases[key]);
+    }
+  };
+  const phasesMs = (n: number): Phases => ({
     prepare: phaseSums.prepare / n,
     localTxSubmit: phaseSums.localTxSubmit / n,
     branchWait: phaseSums.branchWait / n,
+  });
+  /** The `q` quantile of each step on its own (the slowest messages' steps need not be the same messages). */
+  const phaseQuantileMs = (q: number): Phases => {
+    const at = (key: keyof Phases) =>
+      percentile(
+        [...phaseSamples[key]].sort((a, b) => a - b),
+        q,
+      );
+    return { prepare: at('prepare'), localTxSubmit: at('localTxSubmit'), branchWait: at('branchWait') };
   };
-  return { ...result, phasesMs };
+  return { send, counted, phasesMs, phaseQuantileMs };
 }
 
 /** Sleeps; resolves early (without throwing) when the signal aborts. */
-async function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+export async function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   await delay(ms, undefined, { signal }).catch(() => undefined);
 }
 

@@ -6,7 +6,7 @@
 import pg from 'pg';
 import type { RunningCoordinator } from '../test/helpers/coordinator.js';
 import { startBranchService } from './branch-service.js';
-import { percentile, runClosedLoop } from './closed-loop.js';
+import { messageWorkload, percentile, runClosedLoop, type ClosedLoopResult, type Phases } from './closed-loop.js';
 import { coordinatorFigures, scrapeMetrics, type Samples } from './coordinator-metrics.js';
 import type { StoreKind } from './options.js';
 import {
@@ -19,12 +19,16 @@ import {
   waitForIdleMachine,
   type CpuSnapshot,
 } from './proc-stats.js';
+import { runOpenLoop, type OpenLoopResult } from './open-loop.js';
 import { watchPostgres, type ActivityWatch, type DatabaseActivity } from './postgres-activity.js';
 import { otherCpu, progress, type Row } from './report.js';
 
 export interface MeasureOptions {
   store: StoreKind;
+  /** Closed-loop workers; with ratePerSecond, the size of the service's pool. */
   concurrency: number;
+  /** Set: an open loop at this many messages per second (open-loop.ts) instead of the closed loop. */
+  ratePerSecond?: number | undefined;
   coordinator: RunningCoordinator;
   serviceDbUrl: string;
   /** A superuser URL of the server, to watch pg_stat_activity, and the store's database (Postgres store only). */
@@ -51,27 +55,36 @@ export async function measureConfiguration(o: MeasureOptions): Promise<Omit<Row,
   await waitForQuiet(o.idleWaitSeconds, o.signal);
   const pid = coordinator.proc.pid ?? 0;
   // One connection per worker (a message holds one for its local transaction), 4 to 64.
-  const pool = new pg.Pool({ connectionString: o.serviceDbUrl, max: Math.min(64, Math.max(concurrency, 4)) });
+  const isOpenLoop = o.ratePerSecond !== undefined;
+  const pool = new pg.Pool({
+    connectionString: o.serviceDbUrl,
+    max: Math.min(64, Math.max(concurrency, 4)),
+    // The open loop keeps its connections (see below); pg's default closes one idle for 10 s.
+    ...(isOpenLoop ? { idleTimeoutMillis: 0 } : {}),
+  });
   // A connection dropped while idle, or while checked out between two statements of the SDK's
   // local transaction, emits 'error' on its client; the next query reports it anyway.
   pool.on('error', () => {});
   pool.on('connect', (client) => client.on('error', () => {}));
+  // The open loop's bursts would otherwise open connections (a Postgres backend each) inside the
+  // window, a stall of the bench's own making: open them all first.
+  if (isOpenLoop) {
+    const clients = await Promise.all(Array.from({ length: pool.options.max }, () => pool.connect()));
+    for (const client of clients) client.release();
+  }
   const service = await startBranchService(pool);
   const perConfigPeak = resetPeakRss(pid);
   const databases = { service: new URL(o.serviceDbUrl).pathname.slice(1), store: o.storeDbName };
   let before: { cpu: CpuSnapshot; metrics: Samples; watch: ActivityWatch } | undefined;
   let after: { cpu: CpuSnapshot; metrics: Samples; activity: Map<string, DatabaseActivity> } | undefined;
-  progress(`${store} × ${concurrency}: ${o.warmupSeconds} s warm-up, ${o.seconds} s measured`);
+  const label = o.ratePerSecond === undefined ? `${store} × ${concurrency}` : `${store} open loop at ${o.ratePerSecond.toFixed(0)}/s`;
+  progress(`${label}: ${o.warmupSeconds} s warm-up, ${o.seconds} s measured`);
   try {
-    const result = await runClosedLoop({
-      dtm: coordinator.dtm,
-      service,
-      pool,
-      concurrency,
+    const loop = {
       warmupMs: o.warmupSeconds * 1000,
       measureMs: o.seconds * 1000,
       signal: o.signal,
-      async onWindow(edge) {
+      async onWindow(edge: 'start' | 'end') {
         if (edge === 'start') {
           const metrics = await scrapeMetrics(coordinator.url);
           const watch = await watchPostgres(o.adminUrl, [databases.service, ...(databases.store ? [databases.store] : [])]);
@@ -82,7 +95,16 @@ export async function measureConfiguration(o: MeasureOptions): Promise<Omit<Row,
           after = { cpu, activity, metrics: await scrapeMetrics(coordinator.url) };
         }
       },
-    });
+    };
+    const target = { dtm: coordinator.dtm, service, pool };
+    let result: ClosedLoopResult & Partial<OpenLoopResult> & { phasesP99Ms?: Phases };
+    if (o.ratePerSecond === undefined) {
+      result = await runClosedLoop({ ...target, ...loop, concurrency });
+    } else {
+      const workload = messageWorkload(target);
+      const open = await runOpenLoop({ ...loop, ratePerSecond: o.ratePerSecond }, (i) => workload.send(0, i), workload.counted);
+      result = { ...open, phasesMs: workload.phasesMs(open.latenciesMs.length), phasesP99Ms: workload.phaseQuantileMs(0.99) };
+    }
     if (o.signal.aborted) throw o.signal.reason;
     if (coordinator.proc.exitCode !== null) {
       throw new Error(`the coordinator exited during the run:\n${coordinator.output().slice(-2_000)}`);
@@ -94,6 +116,19 @@ export async function measureConfiguration(o: MeasureOptions): Promise<Omit<Row,
       msgsPerSecond: result.completed / result.seconds,
       p50Ms: percentile(result.latenciesMs, 0.5),
       p99Ms: percentile(result.latenciesMs, 0.99),
+      ...(o.ratePerSecond === undefined
+        ? {}
+        : {
+            openLoop: {
+              targetPerSecond: o.ratePerSecond,
+              p999Ms: percentile(result.latenciesMs, 0.999),
+              maxMs: result.latenciesMs.at(-1) ?? NaN,
+              scheduled: result.scheduled ?? 0,
+              outstandingAtEnd: result.outstandingAtEnd ?? 0,
+              startLagP99Ms: percentile(result.startLagsMs ?? [], 0.99),
+              phasesP99Ms: result.phasesP99Ms ?? { prepare: NaN, localTxSubmit: NaN, branchWait: NaN },
+            },
+          }),
       completed: result.completed,
       errors: result.errors,
       ...(result.firstError ? { firstError: result.firstError } : {}),
@@ -109,7 +144,8 @@ export async function measureConfiguration(o: MeasureOptions): Promise<Omit<Row,
     };
     const { cpu } = row;
     progress(
-      `${store} × ${concurrency}: ${row.msgsPerSecond.toFixed(0)} msgs/s, p50 ${row.p50Ms.toFixed(1)} ms, p99 ${row.p99Ms.toFixed(1)} ms, ` +
+      `${label}: ${row.msgsPerSecond.toFixed(0)} msgs/s, p50 ${row.p50Ms.toFixed(1)} ms, p99 ${row.p99Ms.toFixed(1)} ms, ` +
+        (row.openLoop ? `p99.9 ${row.openLoop.p999Ms.toFixed(1)} ms, ` : '') +
         `max ${(result.latenciesMs.at(-1) ?? NaN).toFixed(0)} ms, ${row.errors} errors; CPU % coordinator ${cpu.coordinator.toFixed(0)}, postgres ${cpu.postgres.toFixed(0)}, ` +
         `bench ${cpu.bench.toFixed(0)}, other ${otherCpu(cpu).toFixed(0)}; ` +
         `peak RSS ${row.peakRssMiB?.toFixed(0) ?? '?'} MiB (since start ${row.peakRssSinceStartMiB?.toFixed(0)})` +

@@ -52,6 +52,26 @@ export const benchOptionsSchema = z.object({
     .default('1')
     .transform((v) => v === '1')
     .describe('BENCH_PGBENCH: 0 skips the pgbench ceiling.'),
+  openLoopSeconds: z.coerce
+    .number()
+    .min(0)
+    .max(3_600)
+    .default(5)
+    .describe(
+      "BENCH_OPEN_LOOP_SECONDS: measured seconds of each store's open-loop row, run after its closed-loop rows at a fixed rate (0: no open-loop row).",
+    ),
+  openLoopFraction: z.coerce
+    .number()
+    .positive()
+    .max(1)
+    .default(0.5)
+    .describe("BENCH_OPEN_LOOP_FRACTION: the open loop's rate, as a fraction of the store's best closed-loop msgs/s."),
+  openLoopRate: z.coerce
+    .number()
+    .positive()
+    .max(100_000)
+    .optional()
+    .describe('BENCH_OPEN_LOOP_RATE: a fixed open-loop rate in msgs/s instead of the fraction (to compare two codes at one load).'),
 });
 
 export type BenchOptions = Readonly<z.infer<typeof benchOptionsSchema>>;
@@ -64,6 +84,9 @@ const envNames: Record<keyof BenchOptions, string> = {
   idleWaitSeconds: 'BENCH_IDLE_WAIT_SECONDS',
   busyRetries: 'BENCH_BUSY_RETRIES',
   pgbench: 'BENCH_PGBENCH',
+  openLoopSeconds: 'BENCH_OPEN_LOOP_SECONDS',
+  openLoopFraction: 'BENCH_OPEN_LOOP_FRACTION',
+  openLoopRate: 'BENCH_OPEN_LOOP_RATE',
 };
 
 export function loadBenchOptions(env: NodeJS.ProcessEnv): BenchOptions {

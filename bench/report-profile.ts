@@ -3,6 +3,11 @@ import type { DatabaseActivity } from './postgres-activity.js';
 import { fixed, table } from './markdown.js';
 import type { Row } from './report.js';
 
+/** The load of a row as its tables print it: the closed loop's workers, or the open loop's rate. */
+export function loadOf(r: Pick<Row, 'concurrency' | 'openLoop'>): string {
+  return r.openLoop ? `open loop, ${fixed(r.openLoop.targetPerSecond, 0)}/s` : String(r.concurrency);
+}
+
 /** The coordinator's group commit: requests per store transaction, how many per second, how long. */
 export function batchTable(rows: Row[]): string {
   const batch = (r: Row, kind: string) => {
@@ -13,7 +18,7 @@ export function batchTable(rows: Row[]): string {
   };
   return table(
     ['store', 'concurrency', 'prepare batches: size (p90), rate, time', 'submit batches', 'settle batches'],
-    rows.map((r) => [r.store, String(r.concurrency), batch(r, 'prepare'), batch(r, 'submit'), batch(r, 'settle')]),
+    rows.map((r) => [r.store, loadOf(r), batch(r, 'prepare'), batch(r, 'submit'), batch(r, 'settle')]),
   );
 }
 
@@ -32,7 +37,7 @@ export function latencyTable(rows: Row[]): string {
     ],
     rows.map((r) => [
       r.store,
-      String(r.concurrency),
+      loadOf(r),
       fixed(r.phasesMs.prepare, 1),
       fixed(r.phasesMs.localTxSubmit, 1),
       fixed(r.phasesMs.branchWait, 1),
@@ -61,7 +66,7 @@ export function postgresTable(rows: Row[]): string {
     ],
     rows.map((r) => [
       r.store,
-      String(r.concurrency),
+      loadOf(r),
       perMsg(r, r.postgres.service),
       perMsg(r, r.postgres.store),
       sessions(r.postgres.service),

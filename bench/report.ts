@@ -2,7 +2,7 @@
 import { execFileSync } from 'node:child_process';
 import { availableParallelism, cpus, release, totalmem } from 'node:os';
 import { fixed, table } from './markdown.js';
-import { batchTable, latencyTable, postgresTable } from './report-profile.js';
+import { batchTable, latencyTable, loadOf, postgresTable } from './report-profile.js';
 import type { Phases } from './closed-loop.js';
 import type { CoordinatorFigures } from './coordinator-metrics.js';
 import type { BenchOptions, StoreKind } from './options.js';
@@ -15,6 +15,8 @@ export interface Row {
   msgsPerSecond: number;
   p50Ms: number;
   p99Ms: number;
+  /** Set on an open-loop row (open-loop.ts): messages started on a schedule, latency from the scheduled start. */
+  openLoop?: OpenLoopFigures;
   completed: number;
   errors: number;
   firstError?: string;
@@ -28,6 +30,20 @@ export interface Row {
   phasesMs: Phases;
   /** Postgres activity in the service's database and (Postgres store) the coordinator's. */
   postgres: { service: DatabaseActivity | undefined; store: DatabaseActivity | undefined };
+}
+
+export interface OpenLoopFigures {
+  /** The schedule's rate: BENCH_OPEN_LOOP_FRACTION of the store's best closed-loop msgs/s. */
+  targetPerSecond: number;
+  p999Ms: number;
+  maxMs: number;
+  /** Messages scheduled inside the window, and those still running when it closed. */
+  scheduled: number;
+  outstandingAtEnd: number;
+  /** p99 of how late the bench started a message after its scheduled time (the client's own lag). */
+  startLagP99Ms: number;
+  /** p99 of each step taken alone, as the client saw it. */
+  phasesP99Ms: Phases;
 }
 
 export function progress(line: string): void {
@@ -53,7 +69,8 @@ export function machineLine(postgresVersion: string): string {
 
 /** The main table: throughput, latency, memory, and the pgbench ceiling beside each row. */
 export function resultsTable(rows: Row[]): string {
-  const ceiling = (concurrency: number) => rows.find((r) => r.store === 'none' && r.concurrency === concurrency)?.msgsPerSecond;
+  const ceiling = (r: Row) =>
+    r.openLoop ? undefined : rows.find((c) => c.store === 'none' && !c.openLoop && c.concurrency === r.concurrency)?.msgsPerSecond;
   return table(
     [
       'store',
@@ -67,14 +84,57 @@ export function resultsTable(rows: Row[]): string {
     ],
     rows.map((r) => [
       r.store === 'none' ? 'none (null coordinator)' : r.store,
-      String(r.concurrency),
+      loadOf(r),
       fixed(r.msgsPerSecond, 0),
-      `${fixed(r.msgsPerSecond / (ceiling(r.concurrency) ?? NaN), 2)}×`,
+      r.openLoop ? '–' : `${fixed(r.msgsPerSecond / (ceiling(r) ?? NaN), 2)}×`,
       fixed(r.p50Ms, 1),
       fixed(r.p99Ms, 1),
       `${fixed(r.peakRssMiB, 0)} / ${fixed(r.peakRssSinceStartMiB, 0)}`,
-      fixed(r.pgbenchTps, 0),
+      r.openLoop ? '–' : fixed(r.pgbenchTps, 0),
     ]),
+  );
+}
+
+/**
+ * The open-loop rows: the rate asked for and achieved, and the latency from each message's
+ * scheduled start (so a queue in the client, the coordinator or Postgres counts).
+ */
+export function openLoopTable(rows: Row[]): string {
+  return table(
+    [
+      'store',
+      'target msgs/s',
+      'achieved msgs/s',
+      'p50 ms',
+      'p99 ms',
+      'p99.9 ms',
+      'max ms',
+      'messages',
+      'running at the end',
+      'client start lag p99 ms',
+      'p99 of each step: prepare / local tx + submit / submit → branch ms',
+    ],
+    rows.flatMap((r) =>
+      r.openLoop
+        ? [
+            [
+              r.store === 'none' ? 'none (null coordinator)' : r.store,
+              fixed(r.openLoop.targetPerSecond, 0),
+              fixed(r.msgsPerSecond, 0),
+              fixed(r.p50Ms, 1),
+              fixed(r.p99Ms, 1),
+              fixed(r.openLoop.p999Ms, 1),
+              fixed(r.openLoop.maxMs, 1),
+              String(r.openLoop.scheduled),
+              String(r.openLoop.outstandingAtEnd),
+              fixed(r.openLoop.startLagP99Ms, 1),
+              [r.openLoop.phasesP99Ms.prepare, r.openLoop.phasesP99Ms.localTxSubmit, r.openLoop.phasesP99Ms.branchWait]
+                .map((v) => fixed(v, 1))
+                .join(' / '),
+            ],
+          ]
+        : [],
+    ),
   );
 }
 
@@ -94,7 +154,7 @@ export function cpuTable(rows: Row[], cores: number): string {
     ],
     rows.map((r) => [
       r.store,
-      String(r.concurrency),
+      loadOf(r),
       fixed(r.cpu.coordinator, 0),
       fixed(r.cpu.postgres, 0),
       fixed(r.cpu.bench, 0),
@@ -125,6 +185,21 @@ export function renderReport(rows: Row[], options: BenchOptions, postgresVersion
     '',
     resultsTable(rows),
     '',
+    ...(rows.some((r) => r.openLoop)
+      ? [
+          options.openLoopRate === undefined
+            ? `### Latency at ${fixed(options.openLoopFraction * 100, 0)} % of peak (open loop)`
+            : `### Latency at ${fixed(options.openLoopRate, 0)} msgs/s (open loop)`,
+          '',
+          (options.openLoopRate === undefined
+            ? `Messages started on a fixed schedule at ${fixed(options.openLoopFraction * 100, 0)} % of the store's best closed-loop rate above, `
+            : `Messages started on a fixed schedule at ${fixed(options.openLoopRate, 0)} msgs/s (BENCH_OPEN_LOOP_RATE), `) +
+            `${options.openLoopSeconds} s measured; latency from each message's scheduled start to its branch call.`,
+          '',
+          openLoopTable(rows),
+          '',
+        ]
+      : []),
     '### CPU during the measured window (% of one core)',
     '',
     cpuTable(rows, availableParallelism()),
@@ -148,10 +223,10 @@ export function renderReport(rows: Row[], options: BenchOptions, postgresVersion
   ];
   for (const r of rows.filter((x) => otherCpu(x.cpu) > quietPercent)) {
     out.push(
-      `- ${r.store} × ${r.concurrency}: other processes used ${otherCpu(r.cpu).toFixed(0)} % of a core in the window; its figures are low (measured again up to BENCH_BUSY_RETRIES times).`,
+      `- ${r.store} × ${loadOf(r)}: other processes used ${otherCpu(r.cpu).toFixed(0)} % of a core in the window; its figures are low (measured again up to BENCH_BUSY_RETRIES times).`,
     );
   }
   for (const r of rows.filter((x) => x.errors > 0))
-    out.push(`- ${r.store} × ${r.concurrency}: ${r.errors} failed messages, first: ${r.firstError}`);
+    out.push(`- ${r.store} × ${loadOf(r)}: ${r.errors} failed messages, first: ${r.firstError}`);
   return out.join('\n') + '\n';
 }

@@ -54,31 +54,45 @@ async function main(bench: Bench): Promise<void> {
   for (const store of options.stores) {
     bench.checkAborted();
     const coordinator = await startFreshCoordinator(bench, store, server.url, prefix);
-    for (const concurrency of options.concurrency) {
-      bench.checkAborted();
-      const measure = () =>
-        measureConfiguration({
-          store,
-          concurrency,
-          coordinator,
-          serviceDbUrl,
-          adminUrl: server.url,
-          storeDbName: store === 'postgres' ? `${prefix}store` : undefined,
-          postmasterPid: server.postmasterPid,
-          warmupSeconds: options.warmupSeconds,
-          seconds: options.seconds,
-          idleWaitSeconds: options.idleWaitSeconds,
-          signal: bench.signal,
-        });
-      let row = await measure();
-      // Another job that started during the window took CPU from us: measure again (while waiting helps).
+    const measure = (concurrency: number, ratePerSecond?: number, seconds = options.seconds) =>
+      measureConfiguration({
+        store,
+        concurrency,
+        ratePerSecond,
+        coordinator,
+        serviceDbUrl,
+        adminUrl: server.url,
+        storeDbName: store === 'postgres' ? `${prefix}store` : undefined,
+        postmasterPid: server.postmasterPid,
+        warmupSeconds: options.warmupSeconds,
+        seconds,
+        idleWaitSeconds: options.idleWaitSeconds,
+        signal: bench.signal,
+      });
+    // Another job that started during the window took CPU from us: measure again (while waiting helps).
+    const measureQuietly = async (...args: Parameters<typeof measure>) => {
+      let row = await measure(...args);
       for (let retry = 1; retry <= options.busyRetries && otherCpu(row.cpu) > quietPercent; retry++) {
         progress(
           `other processes used ${otherCpu(row.cpu).toFixed(0)} % of a core during the window; measuring again (${retry}/${options.busyRetries})`,
         );
-        row = await measure();
+        row = await measure(...args);
       }
-      rows.push({ ...row, pgbenchTps: ceilings.get(concurrency) });
+      return row;
+    };
+    const closed: Row[] = [];
+    for (const concurrency of options.concurrency) {
+      bench.checkAborted();
+      const row = await measureQuietly(concurrency);
+      closed.push({ ...row, pgbenchTps: ceilings.get(concurrency) });
+    }
+    rows.push(...closed);
+    // The tail at a load the store carries with room to spare: an open loop at a fraction of its peak.
+    const rate = options.openLoopRate ?? Math.max(...closed.map((r) => r.msgsPerSecond)) * options.openLoopFraction;
+    if (options.openLoopSeconds > 0 && rate > 0) {
+      bench.checkAborted();
+      const row = await measureQuietly(64, rate, options.openLoopSeconds);
+      rows.push({ ...row, pgbenchTps: undefined });
     }
     const code = await bench.stopCoordinator(coordinator);
     if (code !== 0) progress(`coordinator (${store}) exited with ${code}:\n${coordinator.output().slice(-2_000)}`);

@@ -94,13 +94,28 @@ export class Msg {
     db: BarrierSource,
     business: ((tx: Tx) => Promise<T>) | RedisAdjustment,
   ): Promise<T | number | undefined> {
-    await this.prepare(queryPrepared);
     const barrier = new BranchBarrier({ trans_type: 'msg', gid: this.gid, branch_id: '00', op: 'msg' });
+    const prepared = this.prepare(queryPrepared);
+    // In SQL the local transaction opens and writes its barrier row while prepare is on its way (a
+    // round trip off every message's latency); the business change, and so the commit, wait for
+    // prepare's answer. Redis applies the change in one script: it waits for prepare first.
+    if (typeof business === 'function')
+      prepared.catch(() => undefined); // awaited below, on every path
+    else await prepared;
+    const change =
+      typeof business === 'function'
+        ? async (tx: Tx) => {
+            await prepared;
+            return business(tx);
+          }
+        : business;
     let result: T | number | undefined;
     try {
       // One call, two overloads: the barrier checks again that the pair fits.
-      result = await (barrier.run as (db: BarrierSource, b: typeof business) => Promise<T | number | undefined>)(db, business);
+      result = await (barrier.run as (db: BarrierSource, b: typeof change) => Promise<T | number | undefined>)(db, change);
     } catch (err) {
+      // A failed prepare stored nothing, and the local transaction rolled back: its error is the answer.
+      await prepared;
       const decided = isBranchFailure(err) ? 'FAILURE' : await this.checkBack(queryPrepared).catch(() => 'ERROR');
       if (decided === 'FAILURE') {
         await this.abort(err instanceof Error ? err.message : String(err));

@@ -76,6 +76,20 @@ describe.each(barrierBackends)('two-phase message with its local change in %s', 
     expect(await store.balance(gid)).toBe(10);
   });
 
+  it('a refused prepare fails doAndSubmit: the local change never runs and leaves no barrier row', async () => {
+    const gid = await account();
+    // The same gid prepared with other content: the coordinator refuses doAndSubmit's prepare.
+    await new Msg(coordinator.dtm, gid).add(`${url}/TransIn`, { amount: 99 }).prepare(`${url}/QueryPrepared`);
+    const refused = await doAndSubmit(gid, -30).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(Error);
+    expect(isBranchFailure(refused)).toBe(false);
+    expect(await store.balance(gid)).toBe(100);
+    expect((await query(coordinator.dtm, gid)).transaction?.status).toBe('prepared');
+    // No barrier row committed: the change applies once through the same barrier.
+    expect(await store.apply(msgBarrier(gid), gid, -30)).toBe(true);
+    expect(await store.balance(gid)).toBe(70);
+  });
+
   it('a sender that died after its local change: the check-back answers SUCCESS and the message goes out', async () => {
     const gid = await account();
     await message(gid).prepare(`${url}/QueryPrepared`);

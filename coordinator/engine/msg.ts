@@ -13,6 +13,7 @@ import {
   failPrepared,
   findTransactions,
   firstPerGid,
+  insertNewGids,
   insertTransactions,
   promoteToSubmitted,
   type BranchRow,
@@ -157,7 +158,7 @@ export class MsgEngine {
    */
   private async prepareRound(items: NewTransaction[]): Promise<(PrepareOutcome | typeof again)[]> {
     const { database } = this.ctx;
-    const created = await insertTransactions(database, items);
+    const created = await insertNewGids(database, items);
     const inserted = new Set(firstPerGid(items).filter((t) => created.has(t.gid)));
     const existing = await findTransactions(database, [...new Set(items.filter((t) => !inserted.has(t)).map((t) => t.gid))]);
     return items.map((item) => {

@@ -101,8 +101,25 @@ export function stored({ branches, ...trans }: TransRow & { branches: BranchRow[
 export async function insertTransactions(database: Database, items: NewTransaction[]): Promise<Map<string, StoredTransaction>> {
   const unique = firstPerGid(items);
   if (unique.length === 0) return new Map();
+  const created = await database.rows<TransRow & { branches: BranchRow[] }>(insertStatement, insertValues(unique));
+  return new Map(created.map((r) => [r.gid, stored(r)]));
+}
+
+/**
+ * insertTransactions for callers that only need to know which gids were new (a message's
+ * prepare): the same writes, but Postgres returns one text column per row instead of the row and
+ * its branches as JSON, which the coordinator would parse and drop.
+ */
+export async function insertNewGids(database: Database, items: NewTransaction[]): Promise<Set<string>> {
+  const unique = firstPerGid(items);
+  if (unique.length === 0) return new Set();
+  const created = await database.rows<{ gid: string }>(insertGidsStatement, insertValues(unique));
+  return new Set(created.map((r) => r.gid));
+}
+
+function insertValues(unique: NewTransaction[]): Record<string, unknown> {
   const branches = unique.flatMap((t) => t.branches.map((b) => ({ gid: t.gid, ...b })));
-  const created = await database.rows<TransRow & { branches: BranchRow[] }>(insertStatement, {
+  return {
     gids: unique.map((t) => t.gid),
     types: unique.map((t) => t.transType),
     statuses: unique.map((t) => t.status),
@@ -121,11 +138,11 @@ export async function insertTransactions(database: Database, items: NewTransacti
     orderKeys: branches.map((b) => b.orderKey),
     branchIds: branches.map((b) => b.branchId),
     ops: branches.map((b) => b.op),
-  });
-  return new Map(created.map((r) => [r.gid, stored(r)]));
+  };
 }
 
-const insertStatement = statement(
+/** The inserts of insertTransactions, then `select` over `created` (the new trans_global rows) and `branches` (theirs). */
+const insertSql = (select: SQL) =>
   sql`with created as (
         insert into trans_global (gid, trans_type, status, query_prepared, protocol, options, custom_data, content_hash,
           next_cron_interval, next_cron_time, owner, submit_seq)
@@ -147,10 +164,16 @@ const insertStatement = statement(
         where u.gid in (select gid from created)
         returning ${branchColumns}
       )
-      select ${transColumnsOf('c')},
+      ${select}`;
+
+const insertStatement = statement(
+  insertSql(sql`select ${transColumnsOf('c')},
         (select coalesce(json_agg(b order by b.id), '[]') from branches b where b.gid = c.gid) as branches
-      from created c`,
+      from created c`),
 );
+
+// A data-modifying CTE runs to completion even when the outer select does not read it.
+const insertGidsStatement = statement(insertSql(sql`select gid from created`));
 
 /** The stored rows of these gids. */
 export async function findTransactions(database: Database, gids: string[]): Promise<Map<string, TransRow>> {
