@@ -30,7 +30,7 @@ const batch = Number(process.env.BENCH_OUTBOX_BATCH ?? 1000);
 /** Concord's own batch size (its default unless given); the poller's stays BENCH_OUTBOX_BATCH. */
 const concordBatch = process.env.BENCH_OUTBOX_CONCORD_BATCH;
 /** Node flags of the drain, as docs/outbox-migration.md recommends (a fixed heap: less RSS, the same CPU). */
-const concordNodeFlags = (process.env.BENCH_OUTBOX_NODE_FLAGS ?? '--max-semi-space-size=8 --max-old-space-size=128')
+const concordNodeFlags = (process.env.BENCH_OUTBOX_NODE_FLAGS ?? '--max-semi-space-size=16 --max-old-space-size=128')
   .split(' ')
   .filter(Boolean);
 const dist = new URL('..', import.meta.url).pathname;
