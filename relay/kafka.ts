@@ -52,7 +52,7 @@ interface Pending {
 
 export function createKafkaPublisher(connections: Record<string, string[]>, logger: Logger): Publisher {
   const producers = new Map<string, Promise<Producer_>>();
-  // Known from connects and produce requests: kafkajs says nothing about a broker between requests.
+  // Known from connects and produce requests: the client says nothing about a broker between requests.
   const states = new ConnectionStates('kafka');
   const queues = new Map<string, Pending[]>();
   const flushing = new Set<string>();
