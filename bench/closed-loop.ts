@@ -40,6 +40,40 @@ export interface Completion {
   doneAt: number;
 }
 
+/** When a loop counts completions: `performance.now()` at the window's start and end (Infinity until known). */
+export interface MeasuredWindow {
+  start: number;
+  end: number;
+}
+
+/**
+ * The warm-up and the measured window of a loop whose senders already run: fills in `window` as it
+ * opens and closes (`closing` runs the moment it closes, before the end snapshot), then stops the
+ * senders and waits for them (`settled`), on an abort too.
+ */
+export async function measureWindow(
+  options: Omit<LoopOptions, 'concurrency'>,
+  window: MeasuredWindow,
+  stop: () => void,
+  settled: () => Promise<unknown>,
+  closing?: () => void,
+): Promise<void> {
+  options.signal?.addEventListener('abort', stop, { once: true });
+  try {
+    await sleep(options.warmupMs, options.signal);
+    await options.onWindow?.('start');
+    window.start = performance.now();
+    await sleep(options.measureMs, options.signal);
+    window.end = performance.now();
+    closing?.();
+    await options.onWindow?.('end');
+  } finally {
+    stop();
+    await settled();
+    options.signal?.removeEventListener('abort', stop);
+  }
+}
+
 /**
  * Runs `operation(worker, index)` in `concurrency` workers until the window closes. A completion
  * inside the window is counted, with its latency from the operation's start, and handed to
@@ -50,8 +84,7 @@ export async function runWorkers<T extends Completion>(
   operation: (worker: number, index: number) => Promise<T>,
   counted?: (completion: T, startedAt: number) => void,
 ): Promise<LoopResult> {
-  let windowStart = Infinity;
-  let windowEnd = Infinity;
+  const window: MeasuredWindow = { start: Infinity, end: Infinity };
   let stopping = false;
   const latencies: number[] = [];
   let errors = 0;
@@ -62,7 +95,7 @@ export async function runWorkers<T extends Completion>(
       const started = performance.now();
       try {
         const completion = await operation(w, i);
-        if (completion.doneAt >= windowStart && completion.doneAt < windowEnd) {
+        if (completion.doneAt >= window.start && completion.doneAt < window.end) {
           latencies.push(completion.doneAt - started);
           counted?.(completion, started);
         }
@@ -76,22 +109,14 @@ export async function runWorkers<T extends Completion>(
   };
 
   const workers = Array.from({ length: options.concurrency }, (_, w) => worker(w));
-  const stop = () => (stopping = true);
-  options.signal?.addEventListener('abort', stop, { once: true });
-  try {
-    await sleep(options.warmupMs, options.signal);
-    await options.onWindow?.('start');
-    windowStart = performance.now();
-    await sleep(options.measureMs, options.signal);
-    windowEnd = performance.now();
-    await options.onWindow?.('end');
-  } finally {
-    stop();
-    await Promise.all(workers);
-    options.signal?.removeEventListener('abort', stop);
-  }
+  await measureWindow(
+    options,
+    window,
+    () => (stopping = true),
+    () => Promise.all(workers),
+  );
   latencies.sort((a, b) => a - b);
-  const seconds = (windowEnd - windowStart) / 1000;
+  const seconds = (window.end - window.start) / 1000;
   return { completed: latencies.length, seconds, latenciesMs: latencies, errors, ...(firstError ? { firstError } : {}) };
 }
 

@@ -5,8 +5,8 @@
  * the wait counts, so coordinated omission cannot hide queueing (a closed loop's workers simply
  * send less when the system slows down, and its tail then looks better than users see it).
  */
-import type { Completion, LoopOptions, LoopResult } from './closed-loop.js';
-import { sleep } from './closed-loop.js';
+import type { Completion, LoopOptions, LoopResult, MeasuredWindow } from './closed-loop.js';
+import { measureWindow } from './closed-loop.js';
 
 export interface OpenLoopOptions extends Omit<LoopOptions, 'concurrency'> {
   /** Operations started per second, evenly spaced. */
@@ -34,8 +34,7 @@ export async function runOpenLoop<T extends Completion>(
   counted?: (completion: T) => void,
 ): Promise<OpenLoopResult> {
   const intervalMs = 1000 / options.ratePerSecond;
-  let windowStart = Infinity;
-  let windowEnd = Infinity;
+  const window: MeasuredWindow = { start: Infinity, end: Infinity };
   let stopping = false;
   let completedInWindow = 0;
   let scheduled = 0;
@@ -46,14 +45,14 @@ export async function runOpenLoop<T extends Completion>(
   const inFlight = new Set<Promise<void>>();
 
   const start = (index: number, scheduledAt: number) => {
-    const inWindow = scheduledAt >= windowStart && scheduledAt < windowEnd;
+    const inWindow = scheduledAt >= window.start && scheduledAt < window.end;
     if (inWindow) {
       scheduled++;
       startLags.push(performance.now() - scheduledAt);
     }
     const done = operation(index).then(
       (completion) => {
-        if (completion.doneAt >= windowStart && completion.doneAt < windowEnd) completedInWindow++;
+        if (completion.doneAt >= window.start && completion.doneAt < window.end) completedInWindow++;
         if (!inWindow) return;
         latencies.push(completion.doneAt - scheduledAt);
         counted?.(completion);
@@ -83,27 +82,23 @@ export async function runOpenLoop<T extends Completion>(
     stopping = true;
     clearTimeout(timer);
   };
-  options.signal?.addEventListener('abort', stop, { once: true });
   let outstandingAtEnd: number | undefined;
-  try {
-    await sleep(options.warmupMs, options.signal);
-    await options.onWindow?.('start');
-    windowStart = performance.now();
-    await sleep(options.measureMs, options.signal);
-    windowEnd = performance.now();
-    stop();
-    outstandingAtEnd = inFlight.size;
-    await options.onWindow?.('end');
-  } finally {
-    stop();
-    await Promise.all(inFlight);
-    options.signal?.removeEventListener('abort', stop);
-  }
+  // Scheduling stops as the window closes; what is still running then is waited for afterwards.
+  await measureWindow(
+    options,
+    window,
+    stop,
+    () => Promise.all(inFlight),
+    () => {
+      stop();
+      outstandingAtEnd = inFlight.size;
+    },
+  );
   latencies.sort((a, b) => a - b);
   startLags.sort((a, b) => a - b);
   return {
     completed: completedInWindow,
-    seconds: (windowEnd - windowStart) / 1000,
+    seconds: (window.end - window.start) / 1000,
     latenciesMs: latencies,
     errors,
     ...(firstError ? { firstError } : {}),
