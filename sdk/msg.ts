@@ -99,16 +99,14 @@ export class Msg {
     // In SQL the local transaction opens and writes its barrier row while prepare is on its way (a
     // round trip off every message's latency); the business change, and so the commit, wait for
     // prepare's answer. Redis applies the change in one script: it waits for prepare first.
-    if (typeof business === 'function')
+    let change = business;
+    if (typeof business === 'function') {
       prepared.catch(() => undefined); // awaited below, on every path
-    else await prepared;
-    const change =
-      typeof business === 'function'
-        ? async (tx: Tx) => {
-            await prepared;
-            return business(tx);
-          }
-        : business;
+      change = async (tx: Tx) => {
+        await prepared;
+        return business(tx);
+      };
+    } else await prepared;
     let result: T | number | undefined;
     try {
       // One call, two overloads: the barrier checks again that the pair fits.
@@ -127,6 +125,8 @@ export class Msg {
       await this.submit();
       return undefined;
     }
+    // The barrier skips the change when its row exists (a repeated call): submit still follows prepare.
+    await prepared;
     await this.submit();
     return result;
   }
