@@ -14,15 +14,16 @@ import type { Logger } from 'pino';
 import { ConnectionStates, type Delivery, type DeliveryResult, type Publisher } from './publisher.js';
 import { messageHeaders, parseDestination, withTimeout } from './destination.js';
 
-interface Message {
-  key: string | null;
-  value: string | Buffer;
-  headers: Record<string, string>;
-}
-
 type Bytes = string | Buffer;
 type Producer_ = Producer<Bytes, Bytes, Bytes, Bytes>;
 type Record_ = MessageToProduce<Bytes, Bytes, Bytes, Bytes>;
+
+const record = (topic: string, delivery: Delivery): Record_ => ({
+  topic,
+  key: delivery.key ?? undefined,
+  value: delivery.payload,
+  headers: messageHeaders(delivery),
+});
 
 const bytes = (data: Bytes | undefined): Buffer | undefined => (typeof data === 'string' ? Buffer.from(data) : data);
 
@@ -46,7 +47,7 @@ function describe(err: unknown): string {
 /** Messages to one topic that succeed or fail together: one delivery, or a run of publishMany. */
 interface Pending {
   topic: string;
-  messages: Message[];
+  records: Record_[];
   resolve: (result: DeliveryResult) => void;
 }
 
@@ -113,9 +114,7 @@ export function createKafkaPublisher(connections: Record<string, string[]>, logg
     try {
       for (let batch = queues.get(name) ?? []; batch.length > 0; batch = queues.get(name) ?? []) {
         queues.set(name, []);
-        const records: Record_[] = [];
-        for (const p of batch)
-          for (const m of p.messages) records.push({ topic: p.topic, key: m.key ?? undefined, value: m.value, headers: m.headers });
+        const records = batch.length === 1 ? batch[0]!.records : batch.flatMap((p) => p.records);
         let producer: Promise<Producer_> | undefined;
         try {
           producer = producerFor(name);
@@ -146,10 +145,10 @@ export function createKafkaPublisher(connections: Record<string, string[]>, logg
     return undefined;
   };
 
-  const enqueue = (connection: string, topic: string, messages: Message[]) =>
+  const enqueue = (connection: string, topic: string, records: Record_[]) =>
     new Promise<DeliveryResult>((resolve) => {
       const queue = queues.get(connection) ?? [];
-      queue.push({ topic, messages, resolve });
+      queue.push({ topic, records, resolve });
       queues.set(connection, queue);
       // The batch leaves after the current tick, so deliveries started together share it.
       if (!scheduled.has(connection)) {
@@ -168,8 +167,8 @@ export function createKafkaPublisher(connections: Record<string, string[]>, logg
       const bad = problem(delivery.url);
       const dest = parsed(delivery.url);
       if (bad || !dest) return Promise.resolve({ outcome: 'ERROR', detail: bad ?? 'bad destination' });
-      const message: Message = { key: delivery.key ?? null, value: delivery.payload, headers: messageHeaders(delivery) };
-      return withTimeout(enqueue(dest.connection, dest.path[0]!, [message]), delivery.timeoutMs);
+      const topic = dest.path[0]!;
+      return withTimeout(enqueue(dest.connection, topic, [record(topic, delivery)]), delivery.timeoutMs);
     },
     /**
      * Many deliveries in order, with one promise and one timer per run of messages to the same
@@ -178,23 +177,31 @@ export function createKafkaPublisher(connections: Record<string, string[]>, logg
     publishMany(deliveries: Delivery[]): Promise<DeliveryResult[]> {
       const results: Promise<DeliveryResult>[] = [];
       const counts: number[] = [];
-      let run: { url: string; messages: Message[]; timeoutMs: number } | undefined;
+      let run: { url: string; deliveries: Delivery[]; timeoutMs: number } | undefined;
       const close = () => {
         if (!run) return;
         const bad = problem(run.url);
         const dest = parsed(run.url);
+        const topic = dest?.path[0];
         results.push(
-          bad || !dest
+          bad || !dest || topic === undefined
             ? Promise.resolve({ outcome: 'ERROR', detail: bad ?? 'bad destination' })
-            : withTimeout(enqueue(dest.connection, dest.path[0]!, run.messages), run.timeoutMs),
+            : withTimeout(
+                enqueue(
+                  dest.connection,
+                  topic,
+                  run.deliveries.map((d) => record(topic, d)),
+                ),
+                run.timeoutMs,
+              ),
         );
-        counts.push(run.messages.length);
+        counts.push(run.deliveries.length);
         run = undefined;
       };
       for (const delivery of deliveries) {
         if (run?.url !== delivery.url) close();
-        run ??= { url: delivery.url, messages: [], timeoutMs: delivery.timeoutMs };
-        run.messages.push({ key: delivery.key ?? null, value: delivery.payload, headers: messageHeaders(delivery) });
+        run ??= { url: delivery.url, deliveries: [], timeoutMs: delivery.timeoutMs };
+        run.deliveries.push(delivery);
       }
       close();
       return Promise.all(results).then((settled) => settled.flatMap((result, i) => new Array<DeliveryResult>(counts[i]!).fill(result)));
