@@ -214,8 +214,13 @@ export class OutboxDrain {
     // Marks of different batches touch different rows (and the cursor only moves forward), so a
     // few run at once, each on its own connection, while the next batches are produced.
     const marking = new Set<Promise<unknown>>();
+    const handledOf = (batch: ReadBatch): HandledBatch => ({
+      ids: batch.rows.map((r) => r.id),
+      ...(batch.cursor === undefined ? {} : { cursor: batch.cursor }),
+    });
+    const doneThenRead = reader.doneThenRead?.bind(reader);
     const markAfter = async (batch: ReadBatch) => {
-      const handled: HandledBatch = { ids: batch.rows.map((r) => r.id), ...(batch.cursor === undefined ? {} : { cursor: batch.cursor }) };
+      const handled = handledOf(batch);
       const mark = this.retrying('mark', () => reader.done(handled))
         .then((marked) => this.record(marked === undefined ? 0 : handled.ids.length - marked))
         .finally(() => marking.delete(mark));
@@ -251,12 +256,11 @@ export class OutboxDrain {
       // Stopped while retrying: the batch is not marked, the next drain publishes it again.
       if (!(await this.deliver(batch.rows))) break;
       this.stats.batches++;
-      const doneThenRead = reader.doneThenRead?.bind(reader);
-      if (!backlog && doneThenRead && batch.cursor === undefined) {
-        // A trickle on a marked table: this batch's mark and the next read go as one statement.
-        const ids = batch.rows.map((r) => r.id);
-        next = this.retrying('mark', () => doneThenRead({ ids }, batchSize)).then(async (both) => {
-          if (both) await this.record(ids.length - both.marked);
+      if (!backlog && doneThenRead) {
+        // A trickle: this batch's mark and the next read go as one statement where the reader can.
+        const handled = handledOf(batch);
+        next = this.retrying('mark', () => doneThenRead(handled, batchSize)).then(async (both) => {
+          if (both) await this.record(handled.ids.length - both.marked);
           return both?.batch;
         });
       } else {
