@@ -70,6 +70,8 @@ interface Result {
   p50: number;
   p99: number;
   cpuMsPer1k: number;
+  /** Two-phase messages: prepare and submit requests per event (2 when each goes alone); NaN for the relays. */
+  requestsPerEvent: number;
 }
 
 const now = () => performance.timeOrigin + performance.now();
@@ -98,6 +100,8 @@ async function measure(
   let writeEvent: (c: pg.PoolClient) => Promise<void>;
   // What publishes to Kafka, whose CPU is measured: a relay process, or the coordinator.
   let publisher: { pid: number; stop: () => Promise<unknown> };
+  // The coordinator requests the writers made so far, when they send two-phase messages.
+  let requests: (() => number) | undefined;
   if (relay === 'msg' || relay === 'msg-batched') {
     await ensureBarrierTable(pool);
     const coordinator = await bench.startCoordinator({
@@ -106,6 +110,8 @@ async function measure(
     });
     publisher = { pid: coordinator.proc.pid!, stop: () => bench.stopCoordinator(coordinator) };
     const coalescer = relay === 'msg-batched' ? new MsgCoalescer(coordinator.dtm) : undefined;
+    let sent = 0;
+    requests = () => coalescer?.stats.requests ?? sent;
     writeEvent = async (c) => {
       const gid = randomUUID();
       const stopClock = commitClock(c);
@@ -120,6 +126,7 @@ async function measure(
       } finally {
         at = stopClock();
       }
+      sent += 2;
       // The consumer sees the message id the coordinator gives the message's one branch.
       committedAt.set(`${gid}/01`, at);
     };
@@ -181,9 +188,12 @@ async function measure(
     bench.checkAborted();
     const windowStart = now();
     const cpuBefore = processCpuSeconds(publisher.pid) ?? NaN;
+    const requestsBefore = requests?.() ?? NaN;
+    const committedBefore = committedAt.size;
     await new Promise((r) => setTimeout(r, seconds * 1000));
     const windowEnd = now();
     const cpuAfter = processCpuSeconds(publisher.pid) ?? NaN;
+    const requestsPerEvent = ((requests?.() ?? NaN) - requestsBefore) / Math.max(1, committedAt.size - committedBefore);
     stop = true;
     await Promise.all(running);
     // What committed in the window has had a second to arrive.
@@ -208,6 +218,7 @@ async function measure(
       p50: percentile(latencies, 50),
       p99: percentile(latencies, 99),
       cpuMsPer1k: ((cpuAfter - cpuBefore) * 1000 * 1000) / Math.max(1, latencies.length),
+      requestsPerEvent,
     };
   } finally {
     stop = true;
@@ -291,6 +302,7 @@ async function main(bench: Bench): Promise<void> {
         'p50 ms',
         'p99 ms',
         'relay / coordinator CPU ms per 1k events',
+        'coordinator requests per event',
       ],
       results.map((r) => {
         const base = poller(r);
@@ -299,10 +311,11 @@ async function main(bench: Bench): Promise<void> {
           ...(rounds > 1 ? [String(r.round)] : []),
           String(r.writers),
           String(Math.round(perSecond(r))),
-          base ? fixed(perSecond(r) / perSecond(base), 2) : '-',
+          fixed(base && perSecond(r) / perSecond(base), 2),
           fixed(r.p50, 1),
           fixed(r.p99, 1),
           fixed(r.cpuMsPer1k, 0),
+          fixed(r.requestsPerEvent, 2),
         ];
       }),
     ),
