@@ -12,8 +12,9 @@
  *   publishes to Kafka; measured from the writer's local commit;
  * - msg-batched: the same, with the writers' prepares and submits coalesced into shared batch
  *   requests (MsgCoalescer).
- * Prints events/s (and as a ratio to the naive poller's at the same writer count), p50/p99, and
- * the relay's (or the coordinator's) CPU per 1,000 events.
+ * Prints events/s (and as a ratio to the naive poller's at the same writer count), p50/p99, the
+ * relay's (or the coordinator's) CPU per 1,000 events, and for the two-phase messages the
+ * coordinator requests and store commits per event (load-independent: what batching saves).
  *
  * node dist/bench/outbox-latency.js; BENCH_SECONDS (default 10), BENCH_WRITERS (default "16,64"),
  * BENCH_OUTBOX_CONTENDERS (default all: "poller,notify,polling,msg,msg-batched"), BENCH_ROUNDS
@@ -72,6 +73,8 @@ interface Result {
   cpuMsPer1k: number;
   /** Two-phase messages: prepare and submit requests per event (2 when each goes alone); NaN for the relays. */
   requestsPerEvent: number;
+  /** Two-phase messages: commits of the coordinator's store per event (pg_stat_database); NaN for the relays. */
+  commitsPerEvent: number;
 }
 
 const now = () => performance.timeOrigin + performance.now();
@@ -100,12 +103,20 @@ async function measure(
   let writeEvent: (c: pg.PoolClient) => Promise<void>;
   // What publishes to Kafka, whose CPU is measured: a relay process, or the coordinator.
   let publisher: { pid: number; stop: () => Promise<unknown> };
-  // The coordinator requests the writers made so far, when they send two-phase messages.
+  // The coordinator requests the writers made so far, and its store's commits, when they send two-phase messages.
   let requests: (() => number) | undefined;
+  let storeCommits: (() => Promise<number>) | undefined;
   if (relay === 'msg' || relay === 'msg-batched') {
     await ensureBarrierTable(pool);
+    const store = await createDatabase(serverUrl, `${prefix}store_${relay}_${writers}_${randomUUID().slice(0, 8)}`);
+    storeCommits = async () => {
+      const { rows } = await pool.query<{ n: string }>('select xact_commit as n from pg_stat_database where datname = $1', [
+        new URL(store).pathname.slice(1),
+      ]);
+      return Number(rows[0]?.n ?? NaN);
+    };
     const coordinator = await bench.startCoordinator({
-      store: await createDatabase(serverUrl, `${prefix}store_${relay}_${writers}_${randomUUID().slice(0, 8)}`),
+      store,
       env: { CONCORD_LOG_LEVEL: 'warn', CONCORD_KAFKA_BROKERS: brokers },
     });
     publisher = { pid: coordinator.proc.pid!, stop: () => bench.stopCoordinator(coordinator) };
@@ -189,11 +200,14 @@ async function measure(
     const windowStart = now();
     const cpuBefore = processCpuSeconds(publisher.pid) ?? NaN;
     const requestsBefore = requests?.() ?? NaN;
+    const commitsBefore = (await storeCommits?.()) ?? NaN;
     const committedBefore = committedAt.size;
     await new Promise((r) => setTimeout(r, seconds * 1000));
     const windowEnd = now();
     const cpuAfter = processCpuSeconds(publisher.pid) ?? NaN;
-    const requestsPerEvent = ((requests?.() ?? NaN) - requestsBefore) / Math.max(1, committedAt.size - committedBefore);
+    const committedInWindow = Math.max(1, committedAt.size - committedBefore);
+    const requestsPerEvent = ((requests?.() ?? NaN) - requestsBefore) / committedInWindow;
+    const commitsPerEvent = (((await storeCommits?.()) ?? NaN) - commitsBefore) / committedInWindow;
     stop = true;
     await Promise.all(running);
     // What committed in the window has had a second to arrive.
@@ -219,6 +233,7 @@ async function measure(
       p99: percentile(latencies, 99),
       cpuMsPer1k: ((cpuAfter - cpuBefore) * 1000 * 1000) / Math.max(1, latencies.length),
       requestsPerEvent,
+      commitsPerEvent,
     };
   } finally {
     stop = true;
@@ -303,6 +318,7 @@ async function main(bench: Bench): Promise<void> {
         'p99 ms',
         'relay / coordinator CPU ms per 1k events',
         'coordinator requests per event',
+        'store commits per event',
       ],
       results.map((r) => {
         const base = poller(r);
@@ -316,6 +332,7 @@ async function main(bench: Bench): Promise<void> {
           fixed(r.p99, 1),
           fixed(r.cpuMsPer1k, 0),
           fixed(r.requestsPerEvent, 2),
+          fixed(r.commitsPerEvent, 2),
         ];
       }),
     ),
