@@ -13,7 +13,8 @@
  * - msg-batched: the same, with the writers' prepares and submits coalesced into shared batch
  *   requests (MsgCoalescer).
  * Prints events/s (and as a ratio to the naive poller's at the same writer count), p50/p99, the
- * relay's (or the coordinator's) CPU per 1,000 events, and for the two-phase messages the
+ * relay's (or the coordinator's) CPU per 1,000 events, the bench Postgres's and this process's
+ * (writers and consumer: the whole cost of an event, but for Kafka's), and for the two-phase messages the
  * coordinator requests and store commits per event (load-independent: what batching saves).
  *
  * node dist/bench/outbox-latency.js; BENCH_SECONDS (default 10), BENCH_WRITERS (default "16,64"),
@@ -33,7 +34,7 @@ import { createDatabase } from '../test/services/postgres.js';
 import { runBench, type Bench } from './lifecycle.js';
 import { fixed, table } from './markdown.js';
 import { startBenchPostgres } from './postgres-server.js';
-import { processCpuSeconds } from './proc-stats.js';
+import { cpuSnapshot, cpuSplit, type CpuSplit } from './proc-stats.js';
 import { progress } from './report.js';
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 10);
@@ -71,6 +72,9 @@ interface Result {
   p50: number;
   p99: number;
   cpuMsPer1k: number;
+  /** CPU per 1,000 events of the bench's Postgres (the writers' and the coordinator's databases) and of this process (writers, consumer). */
+  postgresMsPer1k: number;
+  writersMsPer1k: number;
   /** Two-phase messages: prepare and submit requests per event (2 when each goes alone); NaN for the relays. */
   requestsPerEvent: number;
   /** Two-phase messages: commits of the coordinator's store per event (pg_stat_database); NaN for the relays. */
@@ -88,6 +92,7 @@ async function measure(
   relay: Relay,
   writers: number,
   round: number,
+  postmasterPid: number | undefined,
 ): Promise<Result> {
   const url = await createDatabase(serverUrl, `${prefix}${relay}_${writers}_${randomUUID().slice(0, 8)}`);
   const pool = new pg.Pool({ connectionString: url, max: writers + 2 });
@@ -198,13 +203,13 @@ async function measure(
     await new Promise((r) => setTimeout(r, warmUpMs));
     bench.checkAborted();
     const windowStart = now();
-    const cpuBefore = processCpuSeconds(publisher.pid) ?? NaN;
+    const cpuBefore = cpuSnapshot(publisher.pid, postmasterPid);
     const requestsBefore = requests?.() ?? NaN;
     const commitsBefore = (await storeCommits?.()) ?? NaN;
     const committedBefore = committedAt.size;
     await new Promise((r) => setTimeout(r, seconds * 1000));
     const windowEnd = now();
-    const cpuAfter = processCpuSeconds(publisher.pid) ?? NaN;
+    const cpu = cpuSplit(cpuBefore, cpuSnapshot(publisher.pid, postmasterPid));
     const committedInWindow = Math.max(1, committedAt.size - committedBefore);
     const requestsPerEvent = ((requests?.() ?? NaN) - requestsBefore) / committedInWindow;
     const commitsPerEvent = (((await storeCommits?.()) ?? NaN) - commitsBefore) / committedInWindow;
@@ -231,7 +236,8 @@ async function measure(
       events: latencies.length,
       p50: percentile(latencies, 50),
       p99: percentile(latencies, 99),
-      cpuMsPer1k: ((cpuAfter - cpuBefore) * 1000 * 1000) / Math.max(1, latencies.length),
+      // cpuSplit's % of one core over the window → ms per 1,000 events.
+      ...perThousand(cpu, (windowEnd - windowStart) / 1000, latencies.length, postmasterPid !== undefined),
       requestsPerEvent,
       commitsPerEvent,
     };
@@ -244,6 +250,16 @@ async function measure(
     if (relay === 'logical') await dropSlots(pool);
     await pool.end();
   }
+}
+
+function perThousand(
+  cpu: CpuSplit,
+  wallSeconds: number,
+  events: number,
+  postgresMeasured: boolean,
+): Pick<Result, 'cpuMsPer1k' | 'postgresMsPer1k' | 'writersMsPer1k'> {
+  const ms = (pct: number) => (pct * 10 * wallSeconds * 1000) / Math.max(1, events);
+  return { cpuMsPer1k: ms(cpu.coordinator), postgresMsPer1k: postgresMeasured ? ms(cpu.postgres) : NaN, writersMsPer1k: ms(cpu.bench) };
 }
 
 function stopChild(child: ChildProcess): Promise<unknown> {
@@ -300,7 +316,7 @@ async function main(bench: Bench): Promise<void> {
     for (const writers of writerCounts)
       for (const relay of relays) {
         progress(`outbox latency, round ${round}: ${relayNames[relay]}, ${writers} writers`);
-        results.push(await measure(bench, server.url, server.prefix, kafka.brokers, relay, writers, round));
+        results.push(await measure(bench, server.url, server.prefix, kafka.brokers, relay, writers, round, server.postmasterPid));
         load.push(loadavg()[0]!);
       }
   const perSecond = (r: Result) => r.events / seconds;
@@ -317,6 +333,8 @@ async function main(bench: Bench): Promise<void> {
         'p50 ms',
         'p99 ms',
         'relay / coordinator CPU ms per 1k events',
+        'Postgres CPU ms per 1k',
+        'writers + consumer CPU ms per 1k',
         'coordinator requests per event',
         'store commits per event',
       ],
@@ -331,6 +349,8 @@ async function main(bench: Bench): Promise<void> {
           fixed(r.p50, 1),
           fixed(r.p99, 1),
           fixed(r.cpuMsPer1k, 0),
+          fixed(r.postgresMsPer1k, 0),
+          fixed(r.writersMsPer1k, 0),
           fixed(r.requestsPerEvent, 2),
           fixed(r.commitsPerEvent, 2),
         ];
