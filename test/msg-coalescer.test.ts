@@ -1,7 +1,12 @@
 /** The batched SDK path: concurrent Msg.doAndSubmit calls sharing coordinator requests through a MsgCoalescer. */
 import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:http';
+import { context, propagation, trace } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import { W3CTraceContextPropagator } from '@opentelemetry/core';
+import { BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
 import pg from 'pg';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import { BranchFailure, Msg, MsgCoalescer, isConcordError } from '../sdk/index.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
 import { type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
@@ -108,4 +113,45 @@ it('sends a lone message at once, as the DTM request itself', async () => {
   expect(coalescer.stats).toEqual({ requests: 2, messages: 2 });
   await waitForStatus(coordinator.dtm, g, 'succeed');
   expect(bank.received(g, '/TransIn')).toBe(1);
+});
+
+it("keeps each writer's own trace context, though their messages share one request", async () => {
+  // A branch that notes the traceparent each message arrives with.
+  const seen = new Map<string, string | undefined>();
+  const branch = createServer((req, res) => {
+    seen.set(new URL(req.url ?? '', 'http://x').searchParams.get('gid') ?? '', req.headers.traceparent as string | undefined);
+    res.setHeader('content-type', 'application/json').end('{"dtm_result":"SUCCESS"}');
+  });
+  await new Promise<void>((resolve) => branch.listen(0, '127.0.0.1', resolve));
+  const address = branch.address() as { port: number };
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+  const provider = new BasicTracerProvider();
+  trace.setGlobalTracerProvider(provider);
+  try {
+    const coalescer = new MsgCoalescer(coordinator.dtm);
+    const tracer = trace.getTracer('test');
+    const sent = await Promise.all(
+      [gid(), gid()].map((g) =>
+        tracer.startActiveSpan(`checkout ${g}`, async (span) => {
+          await new Msg(coordinator.dtm, g, { coalescer })
+            .add(`http://127.0.0.1:${address.port}/event`, { g })
+            .doAndSubmit(`${bank.url}/QueryPrepared`, bank.pool, async () => undefined);
+          span.end();
+          return { gid: g, span: span.spanContext() };
+        }),
+      ),
+    );
+    expect(coalescer.stats.requests).toBeLessThan(coalescer.stats.messages);
+    await vi.waitFor(() => expect(seen.size).toBe(2), { timeout: 20_000 });
+    // Two root spans, two traces; each message's delivery continues its own (the in-process coordinator adds its span).
+    expect(sent[0]!.span.traceId).not.toBe(sent[1]!.span.traceId);
+    for (const { gid: g, span } of sent) expect(seen.get(g)?.split('-')[1]).toBe(span.traceId);
+  } finally {
+    await provider.shutdown();
+    trace.disable();
+    propagation.disable();
+    context.disable();
+    branch.close();
+  }
 });
