@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { fillPlaceholders, sql, type SQL } from 'drizzle-orm';
 import { PgDialect } from 'drizzle-orm/pg-core';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
+import type { ClientBase } from 'pg';
 import type { Logger } from 'pino';
 import { ConcordError } from '../../schemas/errors.js';
 import { lockDirectory } from './directory-lock.js';
@@ -73,13 +74,18 @@ async function openPostgres(url: string, options: OpenOptions): Promise<Database
     import('drizzle-orm/node-postgres'),
     import('drizzle-orm/node-postgres/migrator'),
   ]);
-  const pool = new pg.Pool({ connectionString: url, max: options.poolSize, connectionTimeoutMillis: 5_000 });
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: options.poolSize,
+    connectionTimeoutMillis: 5_000,
+    // Every store statement reaches its rows through an index. A plan made while a table is still
+    // small (a new store, before autovacuum first analyzes it) scans the table instead, and a
+    // prepared statement keeps that plan while the table grows: a settle cost a scan of every branch.
+    // pg-pool awaits the hook before it hands a new connection out (@types/pg says it returns void).
+    onConnect: ((client: ClientBase) => client.query('set enable_seqscan = off')) as (client: ClientBase) => void,
+  });
   // An idle client losing its connection must not crash the process; the next query reports it.
   pool.on('error', (err) => options.logger.warn({ err }, 'store connection lost'));
-  // Every store statement reaches its rows through an index. A plan made while a table is still
-  // small (a new store, before autovacuum first analyzes it) scans the table instead, and a
-  // prepared statement keeps that plan while the table grows: a settle cost a scan of every branch.
-  pool.on('connect', (client) => void client.query('set enable_seqscan = off').catch(() => undefined));
   const db = drizzlePg(pool) as unknown as Db;
   const rowsOn =
     (client: { query: InstanceType<typeof pg.Pool>['query'] }) =>
