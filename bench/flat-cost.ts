@@ -27,7 +27,7 @@ import { codeVersion, machineLine, progress, type Row } from './report.js';
 
 const options = loadFlatCostBenchOptions(process.env);
 const tables = ['trans_global', 'trans_branch_op'] as const;
-type Reads = Record<(typeof tables)[number], { seqRows: number; indexRows: number }>;
+type Reads = Record<(typeof tables)[number], { seqRows: number; indexRows: number; autovacuums: number }>;
 
 interface Store {
   name: 'empty' | 'full';
@@ -114,7 +114,14 @@ async function main(bench: Bench): Promise<void> {
         const row = await measure(store, concurrency, options.seconds);
         const after = await tableReads(store.url);
         const reads = Object.fromEntries(
-          tables.map((t) => [t, { seqRows: after[t].seqRows - before[t].seqRows, indexRows: after[t].indexRows - before[t].indexRows }]),
+          tables.map((t) => [
+            t,
+            {
+              seqRows: after[t].seqRows - before[t].seqRows,
+              indexRows: after[t].indexRows - before[t].indexRows,
+              autovacuums: after[t].autovacuums - before[t].autovacuums,
+            },
+          ]),
         ) as Reads;
         progress(
           `round ${round}, ${store.name} × ${concurrency}: rows read by sequential scans ` +
@@ -128,18 +135,18 @@ async function main(bench: Bench): Promise<void> {
   process.stdout.write(report(results, server.version));
 }
 
-/** Each table's rows given out so far: read by sequential scans, and fetched through indexes. */
+/** Each table's rows given out so far (read by sequential scans, fetched through indexes), and its autovacuum and autoanalyze runs. */
 async function tableReads(url: string): Promise<Reads> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
-    const { rows } = await client.query<{ relname: keyof Reads; seq: string; idx: string }>(
-      `select relname, seq_tup_read::text as seq, coalesce(idx_tup_fetch, 0)::text as idx
+    const { rows } = await client.query<{ relname: keyof Reads; seq: string; idx: string; auto: string }>(
+      `select relname, seq_tup_read::text as seq, coalesce(idx_tup_fetch, 0)::text as idx, (autovacuum_count + autoanalyze_count)::text as auto
        from pg_stat_user_tables where relname = any($1)`,
       [tables],
     );
-    const reads = Object.fromEntries(tables.map((t) => [t, { seqRows: 0, indexRows: 0 }])) as Reads;
-    for (const r of rows) reads[r.relname] = { seqRows: Number(r.seq), indexRows: Number(r.idx) };
+    const reads = Object.fromEntries(tables.map((t) => [t, { seqRows: 0, indexRows: 0, autovacuums: 0 }])) as Reads;
+    for (const r of rows) reads[r.relname] = { seqRows: Number(r.seq), indexRows: Number(r.idx), autovacuums: Number(r.auto) };
     return reads;
   } finally {
     await client.end();
@@ -148,6 +155,8 @@ async function tableReads(url: string): Promise<Reads> {
 
 function report(results: FlatRow[], postgresVersion: string): string {
   const usPerMsg = ({ row }: FlatRow) => ((row.cpu.coordinator / 100) * 1e6) / row.msgsPerSecond;
+  // Only one store is loaded at a time, so the server's CPU is this store's.
+  const postgresUsPerMsg = ({ row }: FlatRow) => ((row.cpu.postgres / 100) * 1e6) / row.msgsPerSecond;
   const commitsPerMsg = ({ row }: FlatRow) => (row.postgres.store?.commits ?? NaN) / Math.max(1, row.completed);
   const partner = (r: FlatRow) =>
     results.find((o) => o.round === r.round && o.row.concurrency === r.row.concurrency && o.store !== r.store);
@@ -162,9 +171,11 @@ function report(results: FlatRow[], postgresVersion: string): string {
       fixed(r.row.p50Ms, 1),
       fixed(r.row.p99Ms, 1),
       fixed(usPerMsg(r), 0),
+      fixed(postgresUsPerMsg(r), 0),
       fixed(commitsPerMsg(r), 2),
       String(r.row.errors),
       ...tables.map((t) => `${r.reads[t].seqRows} / ${r.reads[t].indexRows}`),
+      String(tables.reduce((n, t) => n + r.reads[t].autovacuums, 0)),
     ];
   });
   // The ratio of the summed rates over the rounds, per concurrency.
@@ -193,9 +204,11 @@ function report(results: FlatRow[], postgresVersion: string): string {
         'p50 ms',
         'p99 ms',
         'coordinator CPU µs per msg',
+        'postgres CPU µs per msg',
         'store commits per msg',
         'errors',
         ...tables.map((t) => `${t} rows read: seq / index`),
+        'autovacuum + autoanalyze runs',
       ],
       lines,
     ),
