@@ -79,8 +79,9 @@ async function main(bench: Bench): Promise<void> {
     await seeding.end();
   }
 
-  const measure = (store: Store, concurrency: number, seconds: number) =>
+  const measure = (store: Store, concurrency: number, seconds: number, onWindow?: (edge: 'start' | 'end') => Promise<void>) =>
     measureConfiguration({
+      onWindow,
       store: 'postgres',
       concurrency,
       coordinator: store.coordinator,
@@ -114,16 +115,20 @@ async function main(bench: Bench): Promise<void> {
       for (const store of round % 2 === 1 ? stores : [...stores].reverse()) {
         bench.checkAborted();
         await analyze(store);
-        const before = await tableReads(store.url);
-        const row = await measure(store, concurrency, options.seconds);
-        const after = await tableReads(store.url);
+        let before: Reads | undefined;
+        let after: Reads | undefined;
+        const row = await measure(store, concurrency, options.seconds, async (edge) => {
+          if (edge === 'start') before = await tableReads(store.url);
+          else after = await tableReads(store.url);
+        });
+        if (!before || !after) throw new Error('the measurement window never closed');
         const reads = Object.fromEntries(
           tables.map((t) => [
             t,
             {
-              seqRows: after[t].seqRows - before[t].seqRows,
-              indexRows: after[t].indexRows - before[t].indexRows,
-              autovacuums: after[t].autovacuums - before[t].autovacuums,
+              seqRows: after![t].seqRows - before![t].seqRows,
+              indexRows: after![t].indexRows - before![t].indexRows,
+              autovacuums: after![t].autovacuums - before![t].autovacuums,
             },
           ]),
         ) as Reads;
@@ -161,6 +166,8 @@ function report(results: FlatRow[], postgresVersion: string): string {
   const usPerMsg = ({ row }: FlatRow) => ((row.cpu.coordinator / 100) * 1e6) / row.msgsPerSecond;
   // Only one store is loaded at a time, so the server's CPU is this store's.
   const postgresUsPerMsg = ({ row }: FlatRow) => ((row.cpu.postgres / 100) * 1e6) / row.msgsPerSecond;
+  const rowsPerMsg = ({ row, reads }: FlatRow) =>
+    tables.reduce((n, t) => n + reads[t].seqRows + reads[t].indexRows, 0) / Math.max(1, row.completed);
   const commitsPerMsg = ({ row }: FlatRow) => (row.postgres.store?.commits ?? NaN) / Math.max(1, row.completed);
   const partner = (r: FlatRow) =>
     results.find((o) => o.round === r.round && o.row.concurrency === r.row.concurrency && o.store !== r.store);
@@ -177,18 +184,37 @@ function report(results: FlatRow[], postgresVersion: string): string {
       fixed(usPerMsg(r), 0),
       fixed(postgresUsPerMsg(r), 0),
       fixed(commitsPerMsg(r), 2),
+      fixed(rowsPerMsg(r), 1),
       String(r.row.errors),
       ...tables.map((t) => `${r.reads[t].seqRows} / ${r.reads[t].indexRows}`),
       String(tables.reduce((n, t) => n + r.reads[t].autovacuums, 0)),
     ];
   });
-  // The ratio of the summed rates over the rounds, per concurrency.
+  // Per concurrency: the median of the rounds' full/empty ratios (a pair shares the machine's load
+  // of its moment), and the medians of the figures that depend little on that load.
+  const median = (values: number[]) => {
+    const sorted = [...values].sort((a, b) => a - b);
+    const mid = Math.floor(sorted.length / 2);
+    return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  };
   const summary = [...new Set(results.map((r) => r.row.concurrency))].map((concurrency) => {
-    const sum = (store: Store['name'], pick: (r: FlatRow) => number) =>
-      results.filter((r) => r.store === store && r.row.concurrency === concurrency).reduce((s, r) => s + pick(r), 0);
-    const rate = (store: Store['name']) => sum(store, (r) => r.row.msgsPerSecond);
-    const cpu = (store: Store['name']) => sum(store, usPerMsg) / options.rounds;
-    return `${concurrency} workers: full/empty ${fixed(rate('full') / rate('empty'), 2)} (msgs/s summed over ${options.rounds} round(s)); coordinator CPU per msg ${fixed(cpu('empty'), 0)} µs empty, ${fixed(cpu('full'), 0)} µs full`;
+    const of = (store: Store['name'], pick: (r: FlatRow) => number) =>
+      median(results.filter((r) => r.store === store && r.row.concurrency === concurrency).map(pick));
+    const both = (label: string, pick: (r: FlatRow) => number, digits: number) =>
+      `${label} ${fixed(of('empty', pick), digits)} empty, ${fixed(of('full', pick), digits)} full`;
+    const ratios = results
+      .filter((r) => r.store === 'full' && r.row.concurrency === concurrency)
+      .map((r) => r.row.msgsPerSecond / (partner(r)?.row.msgsPerSecond ?? NaN));
+    return (
+      `${concurrency} workers, medians of ${options.rounds} round(s): full/empty ${fixed(median(ratios), 2)}; ` +
+      [
+        both('msgs/s', (r) => r.row.msgsPerSecond, 0),
+        both('coordinator CPU µs per msg', usPerMsg, 0),
+        both('postgres CPU µs per msg', postgresUsPerMsg, 0),
+        both('store commits per msg', commitsPerMsg, 2),
+        both('store rows read per msg', rowsPerMsg, 1),
+      ].join('; ')
+    );
   });
   return [
     `## Flat cost: an empty store vs one holding ${options.rows.toLocaleString('en-US')} finished transactions`,
@@ -210,6 +236,7 @@ function report(results: FlatRow[], postgresVersion: string): string {
         'coordinator CPU µs per msg',
         'postgres CPU µs per msg',
         'store commits per msg',
+        'store rows read per msg',
         'errors',
         ...tables.map((t) => `${t} rows read: seq / index`),
         'autovacuum + autoanalyze runs',
