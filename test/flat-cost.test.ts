@@ -10,7 +10,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import { Msg, Saga, tcc } from '../sdk/index.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
 import { type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
@@ -37,20 +37,24 @@ async function withStore<T>(run: (client: pg.Client) => Promise<T>): Promise<T> 
   }
 }
 
+/** Waits until no other backend is connected to the store: each publishes its counters as it exits, a moment after its client went away. */
+async function othersGone(client: pg.Client): Promise<void> {
+  const others = async () =>
+    Number(
+      (
+        await client.query<{ n: string }>(
+          'select count(*) as n from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()',
+        )
+      ).rows[0]?.n,
+    );
+  await vi.waitFor(async () => expect(await others()).toBe(0), { timeout: 10_000, interval: 50 });
+  await client.query('select pg_stat_clear_snapshot()');
+}
+
 /** Rows each table gave out since the counters were reset: by sequential scans, and fetched through indexes. */
 async function reads(): Promise<Map<string, { seqRows: number; indexRows: number; seqScans: number }>> {
   return withStore(async (client) => {
-    // A backend publishes its counters as it exits, a moment after its client went away.
-    const others = async () =>
-      Number(
-        (
-          await client.query<{ n: string }>(
-            'select count(*) as n from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()',
-          )
-        ).rows[0]?.n,
-      );
-    await expect.poll(others, { timeout: 10_000 }).toBe(0);
-    await client.query('select pg_stat_clear_snapshot()');
+    await othersGone(client);
     const { rows } = await client.query<{ relname: string; seq_scan: string; seq_tup_read: string; idx_tup_fetch: string }>(
       `select relname, seq_scan::text, seq_tup_read::text, coalesce(idx_tup_fetch, 0)::text as idx_tup_fetch
        from pg_stat_user_tables where relname = any($1)`,
@@ -79,7 +83,10 @@ beforeAll(async () => {
     expired = aged.rowCount ?? 0;
     expect(expired).toBeGreaterThan(90);
     await client.query('analyze trans_global');
-    // From here on, every row read in this database is the coordinator's.
+  });
+  // From here on, every row read in this database is the coordinator's (the seed's counters are published once its backend is gone).
+  await withStore(async (client) => {
+    await othersGone(client);
     await client.query('select pg_stat_reset()');
   });
   coordinator = await inProcessCoordinator({
