@@ -117,6 +117,12 @@ export class CoordinatorClient {
   }
 }
 
+/** The error a message's refusal inside a batch answer stands for: what the single request would have thrown. */
+export function batchItemError(op: string, item: BatchItem): ConcordError {
+  const code = item.code !== undefined && item.code in errorCodes ? (item.code as ErrorCode) : statusCode(item.status);
+  return new ConcordError(code, `POST /msg/${op}: ${item.gid}: ${item.message ?? item.status}`, item.field ? { field: item.field } : {});
+}
+
 function parse(text: string): Record<string, unknown> | undefined {
   try {
     return JSON.parse(text) as Record<string, unknown>;

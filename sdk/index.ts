@@ -1,6 +1,7 @@
 /** Concord's SDK: everything a service imports, as `@concord/sdk`. */
 export { Msg, type MsgOptions, type DestinationOptions } from './msg.js';
 export { MsgBatch } from './msg-batch.js';
+export { MsgCoalescer, type MsgCoalescerOptions } from './msg-coalescer.js';
 export type { BatchItem } from '../schemas/batch.js';
 export { CoordinatorClient, type ClientOptions } from './coordinator-client.js';
 export { BranchBarrier, ensureBarrierTable, type BarrierSource, type SqlBarrierSource } from './barrier.js';

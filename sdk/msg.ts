@@ -9,6 +9,7 @@ import { BranchBarrier, type BarrierSource, type SqlBarrierSource } from './barr
 import type { RedisAdjustment, RedisLike } from './barrier-redis.js';
 import { CoordinatorClient, httpCall, type ClientOptions } from './coordinator-client.js';
 import { isBranchFailure } from './errors.js';
+import type { CoalescedOp, MsgCoalescer } from './msg-coalescer.js';
 
 export interface MsgOptions extends ClientOptions {
   /** Answer submit only after the branches were delivered (or failed). */
@@ -25,6 +26,11 @@ export interface MsgOptions extends ClientOptions {
   concurrent?: boolean;
   /** Seconds to wait after submit before delivering. */
   delay?: number;
+  /**
+   * Sends prepare, submit and abort through this process's MsgCoalescer: with the concurrent
+   * messages of other calls, in shared batch requests (its own client options then apply).
+   */
+  coalescer?: MsgCoalescer;
 }
 
 export interface DestinationOptions {
@@ -69,15 +75,20 @@ export class Msg {
 
   async prepare(queryPrepared: string): Promise<void> {
     this.queryPrepared = queryPrepared;
-    await this.client.transCall('prepare', this.body());
+    await this.send('prepare', this.body());
   }
 
   async submit(): Promise<void> {
-    await this.client.transCall('submit', this.body());
+    await this.send('submit', this.body());
   }
 
   async abort(reason?: string): Promise<void> {
-    await this.client.transCall('abort', { ...this.body(), rollback_reason: reason });
+    await this.send('abort', { ...this.body(), rollback_reason: reason });
+  }
+
+  private send(op: CoalescedOp, body: TransRequest): Promise<void> {
+    const { coalescer } = this.options;
+    return coalescer ? coalescer.call(op, body) : this.client.transCall(op, body);
   }
 
   /**

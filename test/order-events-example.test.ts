@@ -19,7 +19,7 @@ afterAll(async () => {
   await coordinator?.stop();
 });
 
-it('runs the order-events example: each OrderPlaced counts once in the read model, the redelivered one too', async () => {
+it('runs the order-events example: each OrderPlaced counts once in the read model, the redelivered one too, and a burst shares requests', async () => {
   const script = fileURLToPath(new URL('../dist/examples/order-events/index.js', import.meta.url));
   const { stdout } = await promisify(execFile)(process.execPath, [script], {
     env: {
@@ -32,6 +32,11 @@ it('runs the order-events example: each OrderPlaced counts once in the read mode
     timeout: 50_000,
   });
   expect(stdout).toContain('placed 3 orders and redelivered one event');
-  expect(stdout).toContain('customer totals [{"customer":"alice","orders":2,"total":35},{"customer":"bob","orders":1,"total":12}]');
+  expect(stdout).toContain(
+    'customer totals [{"customer":"alice","orders":2,"total":35},{"customer":"bob","orders":1,"total":12},{"customer":"carol","orders":20,"total":20}]',
+  );
+  // The burst's 20 prepares and 20 submits shared requests.
+  const requests = Number(/placed 20 orders at once in (\d+) coordinator requests/.exec(stdout)?.[1]);
+  expect(requests).toBeLessThan(40);
   expect(stdout).toContain('parked 0');
 });

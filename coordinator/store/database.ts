@@ -76,6 +76,10 @@ async function openPostgres(url: string, options: OpenOptions): Promise<Database
   const pool = new pg.Pool({ connectionString: url, max: options.poolSize, connectionTimeoutMillis: 5_000 });
   // An idle client losing its connection must not crash the process; the next query reports it.
   pool.on('error', (err) => options.logger.warn({ err }, 'store connection lost'));
+  // Every store statement reaches its rows through an index. A plan made while a table is still
+  // small (a new store, before autovacuum first analyzes it) scans the table instead, and a
+  // prepared statement keeps that plan while the table grows: a settle cost a scan of every branch.
+  pool.on('connect', (client) => void client.query('set enable_seqscan = off').catch(() => undefined));
   const db = drizzlePg(pool) as unknown as Db;
   const rowsOn =
     (client: { query: InstanceType<typeof pg.Pool>['query'] }) =>

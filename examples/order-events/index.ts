@@ -6,7 +6,8 @@
  * (Msg.doAndSubmit): the event goes out if and only if the order committed. Kafka delivers at
  * least once, so the consumer may see an event twice; `consume` runs its handler in the read
  * model's transaction with an inbox row keyed by the message id, and the second copy changes nothing.
- * Here a duplicate is produced on purpose, as a broker redelivery would.
+ * Here a duplicate is produced on purpose, as a broker redelivery would. Then a burst of orders
+ * placed at once shares coordinator requests through a MsgCoalescer (the batched SDK path).
  *
  *   CONCORD_URL=http://localhost:36789/api/dtmsvr DATABASE_URL=postgres://... KAFKA_BROKERS=localhost:9092 \
  *     node dist/examples/order-events/index.js
@@ -18,7 +19,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import Fastify from 'fastify';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
-import { Msg, consume, ensureBarrierTable, fastifyQueryPrepared } from '../../sdk/index.js';
+import { Msg, MsgCoalescer, consume, ensureBarrierTable, fastifyQueryPrepared } from '../../sdk/index.js';
 
 const coordinator = process.env.CONCORD_URL ?? 'http://localhost:36789/api/dtmsvr';
 const brokers = (process.env.KAFKA_BROKERS ?? 'localhost:9092').split(',');
@@ -46,10 +47,12 @@ const app = Fastify();
 app.get('/QueryPrepared', fastifyQueryPrepared(pool));
 const service = await app.listen({ port: 0, host: '127.0.0.1' });
 
-async function placeOrder(customer: string, amount: number): Promise<string> {
+async function placeOrder(customer: string, amount: number, coalescer?: MsgCoalescer): Promise<string> {
   const order: OrderPlaced = { orderId: `order-${randomUUID()}`, customer, amount };
   // Keyed by customer: one customer's events stay in order on one partition.
-  const msg = new Msg(coordinator, order.orderId, { waitResult: true }).add(`kafka://default/${topic}`, order, {
+  // waitResult: submit answers once the event is in Kafka. Not in the burst below: events of one key
+  // go out one after another, so a submit there would answer ONGOING while the earlier ones go.
+  const msg = new Msg(coordinator, order.orderId, { waitResult: !coalescer, coalescer }).add(`kafka://default/${topic}`, order, {
     key: customer,
     headers: { 'event-type': 'OrderPlaced' },
   });
@@ -94,6 +97,13 @@ await producer.disconnect();
 await placeOrder('alice', 5);
 console.log('placed 3 orders and redelivered one event');
 
+// A flash sale: 20 orders placed at once (20 concurrent requests of the service). One coalescer
+// per process lets their prepares and submits share requests; each order is still its own local
+// transaction and message, with its own outcome.
+const coalescer = new MsgCoalescer(coordinator);
+await Promise.all(Array.from({ length: 20 }, () => placeOrder('carol', 1, coalescer)));
+console.log(`placed 20 orders at once in ${coalescer.stats.requests} coordinator requests`);
+
 // Alice's last order is behind the duplicate on her partition: once it is counted, so was the duplicate.
 const totals = async () =>
   (
@@ -107,6 +117,7 @@ while (
   JSON.stringify([
     { customer: 'alice', orders: 2, total: 35 },
     { customer: 'bob', orders: 1, total: 12 },
+    { customer: 'carol', orders: 20, total: 20 },
   ])
 ) {
   if (Date.now() > deadline) throw new Error(`read model did not converge: ${JSON.stringify(await totals())}`);
