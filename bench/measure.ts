@@ -41,6 +41,8 @@ export interface MeasureOptions {
   /** Most seconds to wait for an idle machine first. */
   idleWaitSeconds: number;
   signal: AbortSignal;
+  /** Also called as the measured window opens and closes, after the row's own snapshots (e.g. for the store's table counters). */
+  onWindow?: (edge: 'start' | 'end') => Promise<void>;
 }
 
 /** Waits up to `seconds` for an idle machine before a measurement, and says so when it stays busy. */
@@ -94,6 +96,7 @@ export async function measureConfiguration(o: MeasureOptions): Promise<Omit<Row,
           const activity = (await before?.watch.stop()) ?? new Map<string, DatabaseActivity>();
           after = { cpu, activity, metrics: await scrapeMetrics(coordinator.url) };
         }
+        await o.onWindow?.(edge);
       },
     };
     const target = { dtm: coordinator.dtm, service, pool };

@@ -200,3 +200,37 @@ export function loadScaleOutBenchOptions(env: NodeJS.ProcessEnv): ScaleOutBenchO
   };
   return loadOptions(scaleOutBenchOptionsSchema, names, env);
 }
+
+/** bench/flat-cost.ts: the message workload on an empty store and on one holding `rows` finished transactions. */
+export const flatCostBenchOptionsSchema = scaleOutBenchOptionsSchema
+  .pick({ seconds: true, warmupSeconds: true, concurrency: true })
+  .extend({
+    idleWaitSeconds: benchOptionsSchema.shape.idleWaitSeconds.default(10),
+    rows: z.coerce
+      .number()
+      .int()
+      .min(1_000)
+      .max(100_000_000)
+      .default(1_000_000)
+      .describe('BENCH_FLAT_ROWS: finished transactions in the full store.'),
+    rounds: z.coerce
+      .number()
+      .int()
+      .min(1)
+      .max(20)
+      .default(2)
+      .describe('BENCH_FLAT_ROUNDS: how many times each pair of rows (empty store, full store) is measured, alternately.'),
+  });
+export type FlatCostBenchOptions = Readonly<z.infer<typeof flatCostBenchOptionsSchema>>;
+
+export function loadFlatCostBenchOptions(env: NodeJS.ProcessEnv): FlatCostBenchOptions {
+  const names = {
+    seconds: envNames.seconds,
+    warmupSeconds: envNames.warmupSeconds,
+    concurrency: envNames.concurrency,
+    idleWaitSeconds: envNames.idleWaitSeconds,
+    rows: 'BENCH_FLAT_ROWS',
+    rounds: 'BENCH_FLAT_ROUNDS',
+  };
+  return loadOptions(flatCostBenchOptionsSchema, names, env);
+}

@@ -1,7 +1,7 @@
 /**
  * `node dist/bench/retention.js`: what a big store costs and what retention does about it. Seeds
- * RETENTION_BENCH_ROWS (default 1,000,000) finished transactions with two branches each straight
- * into a Postgres database (generate_series), then:
+ * RETENTION_BENCH_ROWS (default 1,000,000) finished transactions with their branches straight into a
+ * Postgres database (test/helpers/finished-store.ts), then:
  *   1. times GET /all with each filter (p50 of 15 calls) without and with migration 0004's indexes,
  *      how long creating them takes on that table, and what they cost the write path (a closed loop
  *      of RETENTION_BENCH_WORKERS, default 8, submitting messages, without and with them);
@@ -15,6 +15,7 @@ import { createServer } from 'node:http';
 import { once } from 'node:events';
 import pg from 'pg';
 import { Msg } from '../sdk/index.js';
+import { seedFinishedStore } from '../test/helpers/finished-store.js';
 import { createDatabase } from '../test/services/postgres.js';
 import { percentile } from './closed-loop.js';
 import { runBench, type Bench } from './lifecycle.js';
@@ -26,24 +27,6 @@ const loadSeconds = Number(process.env.RETENTION_BENCH_LOAD_SECONDS ?? 60);
 const rate = Number(process.env.RETENTION_BENCH_RATE ?? 50);
 const workers = Number(process.env.RETENTION_BENCH_WORKERS ?? 8);
 const indexes = ['trans_global_status_idx', 'trans_global_type_idx', 'trans_global_create_idx', 'trans_global_finished_idx'];
-
-/**
- * The shape of a store after a chaos run: msg is most of the traffic, and the newest 30% of the rows
- * hold no saga, so `transType=saga` must walk far back; 1% failed, 50 needs_attention, finish times
- * spread evenly over the last 14 days (older ids finished earlier).
- */
-const seedSql = (n: number) => `
-insert into trans_global (gid, trans_type, status, content_hash, next_cron_interval, create_time, update_time, finish_time)
-select 'seed-' || i,
-  case when i % 10 = 0 and i <= ${n} * 0.7 then 'saga' else 'msg' end,
-  case when i % ${Math.floor(n / 50)} = 7 then 'needs_attention' when i % 100 = 1 then 'failed' else 'succeed' end,
-  md5(i::text), 10, t, t, case when i % ${Math.floor(n / 50)} = 7 then null else t end
-from generate_series(1, ${n}) i, lateral (select now() - interval '14 days' * (1 - i::float8 / ${n}) as t) x;
-insert into trans_branch_op (gid, url, data, branch_id, op, status, attempts, create_time, update_time, finish_time)
-select 'seed-' || i, 'http://service.internal/TransIn', repeat('x', 120), b, 'action', 'succeed', 1, t, t, t
-from generate_series(1, ${n}) i, unnest(array['01', '02']) b,
-  lateral (select now() - interval '14 days' * (1 - i::float8 / ${n}) as t) x;
-analyze trans_global; analyze trans_branch_op;`;
 
 const queries = [
   'transType=saga',
@@ -64,9 +47,10 @@ async function main(bench: Bench): Promise<void> {
 
   // A coordinator with retention off migrates the store; the seed goes in behind it.
   let node = await bench.startCoordinator({ store: url, env: { CONCORD_RETENTION: '0' } });
-  progress(`seeding ${rows} finished transactions with ${2 * rows} branches`);
+  progress(`seeding ${rows} finished transactions and their branches`);
   let t = performance.now();
-  await pool.query(seedSql(rows));
+  // Half of them finished more than 7 days ago: the retention job's work.
+  await seedFinishedStore(pool, { rows, spanDays: 14 });
   progress(`seeded in ${((performance.now() - t) / 1000).toFixed(0)} s; ${await sizes(pool)}`);
 
   const branch = await startBranch();

@@ -1,125 +1,164 @@
 /**
- * Flat cost: finished transactions in the store cost the live ones nothing. A store holding
- * 200,000 finished transactions (and their branches) carries messages, a failing message that is
- * retried, sagas and a retention pass through a coordinator; Postgres's own counters (pg_stat_user_tables) must
- * show that no statement of the hot path, the scheduler or the retention job read the finished rows.
+ * Flat cost (issue 12): finished transactions in the store cost the live ones nothing. A store
+ * holding 200,000 finished transactions and their branches (test/helpers/finished-store.ts, the
+ * seed of bench/flat-cost.ts) carries, through a coordinator, two-phase messages (one retried after
+ * a failed branch call, one left prepared for the check-back), sagas, TCC, GET /query, the
+ * scheduler's polls, the health watch's stalled-work query and retention passes. Postgres's own
+ * counters (pg_stat_user_tables, reset before the coordinator starts and flushed when its
+ * connections close) must show that no statement read the finished rows, by a sequential scan or
+ * through an index.
  */
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import { Msg, Saga } from '../sdk/index.js';
+import { afterAll, beforeAll, expect, it, vi } from 'vitest';
+import { Msg, Saga, tcc } from '../sdk/index.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
 import { type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
-import { freshDatabase } from './helpers/db.js';
+import { freshDatabase, freshStore } from './helpers/db.js';
+import { seedFinishedStore } from './helpers/finished-store.js';
 import { fastCoordinator, waitForStatus } from './helpers/poll.js';
 
 const finished = 200_000;
-const expired = 100;
+/** Succeeded 30 days ago, past the default retention of 7 days: the retention job's work (set in beforeAll). */
+let expired = 0;
+/** The tables that hold transactions and branches. */
+const tables = ['trans_global', 'trans_branch_op'];
 let store: string;
 let bank: BankService;
-let coordinator: TestCoordinator;
+let coordinator: TestCoordinator | undefined;
 
-interface TableReads {
-  relname: string;
-  seq_scan: string;
-  seq_tup_read: string;
-  idx_tup_fetch: string;
-}
-
-async function reads(): Promise<Map<string, { seqRows: number; indexRows: number }>> {
+async function withStore<T>(run: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString: store });
   await client.connect();
   try {
-    // The statistics collector publishes a backend's counters when its transaction ends; wait for it.
-    await client.query('select pg_stat_force_next_flush()').catch(() => undefined);
-    await client.query('select pg_stat_clear_snapshot()');
-    const { rows } = await client.query<TableReads>(
-      `select relname, seq_scan::text, seq_tup_read::text, coalesce(idx_tup_fetch, 0)::text as idx_tup_fetch
-       from pg_stat_user_tables where relname in ('trans_global', 'trans_branch_op')`,
-    );
-    return new Map(rows.map((r) => [r.relname, { seqRows: Number(r.seq_tup_read), indexRows: Number(r.idx_tup_fetch) }]));
+    return await run(client);
   } finally {
     await client.end();
   }
 }
 
-async function retentionDeleted(): Promise<number> {
-  const text = await (await fetch(`${coordinator.url}/api/metrics`)).text();
-  return [...text.matchAll(/^concord_retention_deleted_total(?:\{[^}]*\})? (\d+)/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
+/** Waits until no other backend is connected to the store: each publishes its counters as it exits, a moment after its client went away. */
+async function othersGone(client: pg.Client): Promise<void> {
+  const others = async () =>
+    Number(
+      (
+        await client.query<{ n: string }>(
+          'select count(*) as n from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()',
+        )
+      ).rows[0]?.n,
+    );
+  await vi.waitFor(async () => expect(await others()).toBe(0), { timeout: 10_000, interval: 50 });
+  await client.query('select pg_stat_clear_snapshot()');
+}
+
+/** Rows each table gave out since the counters were reset: by sequential scans, and fetched through indexes. */
+async function reads(): Promise<Map<string, { seqRows: number; indexRows: number; seqScans: number }>> {
+  return withStore(async (client) => {
+    await othersGone(client);
+    const { rows } = await client.query<{ relname: string; seq_scan: string; seq_tup_read: string; idx_tup_fetch: string }>(
+      `select relname, seq_scan::text, seq_tup_read::text, coalesce(idx_tup_fetch, 0)::text as idx_tup_fetch
+       from pg_stat_user_tables where relname = any($1)`,
+      [tables],
+    );
+    return new Map(
+      rows.map((r) => [r.relname, { seqRows: Number(r.seq_tup_read), indexRows: Number(r.idx_tup_fetch), seqScans: Number(r.seq_scan) }]),
+    );
+  });
+}
+
+async function retentionDeleted(c: TestCoordinator): Promise<number> {
+  const text = await (await fetch(`${c.url}/api/metrics`)).text();
+  return Number(/^concord_retention_deleted_total\{table="trans_global"\} (\d+)/m.exec(text)?.[1] ?? 0);
 }
 
 beforeAll(async () => {
-  store = await freshDatabase();
-  bank = await startBankService(await freshDatabase());
-  // Migrate with a first start, then fill the store while no coordinator runs.
-  coordinator = await inProcessCoordinator({ store, env: fastCoordinator });
-  expect(await coordinator.stop()).toBe(0);
-  const client = new pg.Client({ connectionString: store });
-  await client.connect();
-  try {
-    await client.query(
-      `insert into trans_global (gid, trans_type, status, content_hash, next_cron_interval, create_time, update_time, finish_time)
-       select 'old-' || i, case when i % 2 = 0 then 'msg' else 'saga' end, case when i % 10 = 0 then 'failed' else 'succeed' end,
-              md5(i::text) || md5(i::text), 10, now() - interval '1 hour', now() - interval '1 hour', now() - interval '1 hour'
-       from generate_series(1, $1::int) i`,
-      [finished],
+  [store, bank] = await Promise.all([freshStore(), freshDatabase().then(startBankService)]);
+  await withStore(async (client) => {
+    // Finished over the last 6 days: inside the retention period, so they stay.
+    await seedFinishedStore(client, { rows: finished, spanDays: 6 });
+    const aged = await client.query(
+      `update trans_global set finish_time = now() - interval '30 days', update_time = now() - interval '30 days'
+       where id <= 100 and status = 'succeed'`,
     );
-    await client.query(
-      `insert into trans_branch_op (gid, url, data, branch_id, op, status, attempts, create_time, update_time, finish_time)
-       select 'old-' || i, 'http://127.0.0.1:9/TransIn', '{}', '01', 'action', 'succeed', 1, now() - interval '1 hour',
-              now() - interval '1 hour', now() - interval '1 hour'
-       from generate_series(1, $1::int) i`,
-      [finished],
-    );
-    // Past the retention period (7 days by default): the retention job's work.
-    await client.query(
-      `update trans_global set finish_time = now() - interval '30 days', update_time = now() - interval '30 days' where id <= $1`,
-      [expired],
-    );
+    expired = aged.rowCount ?? 0;
+    expect(expired).toBeGreaterThan(90);
     await client.query('analyze trans_global');
-    await client.query('analyze trans_branch_op');
-  } finally {
-    await client.end();
-  }
-  // A short retention pass interval, so the retention job's statements run during the test too.
-  coordinator = await inProcessCoordinator({ store, env: { ...fastCoordinator, CONCORD_RETENTION_INTERVAL: '1' } });
-}, 120_000);
+  });
+  // From here on, every row read in this database is the coordinator's (the seed's counters are published once its backend is gone).
+  await withStore(async (client) => {
+    await othersGone(client);
+    await client.query('select pg_stat_reset()');
+  });
+  coordinator = await inProcessCoordinator({
+    store,
+    env: {
+      ...fastCoordinator,
+      // Retention passes and the health watch's stalled-work query every second or so.
+      CONCORD_RETENTION_INTERVAL: '1',
+      CONCORD_STALLED_AFTER: '2',
+    },
+  });
+}, 180_000);
 
 afterAll(async () => {
-  expect(await coordinator?.stop()).toBe(0);
+  if (coordinator) expect(await coordinator.stop()).toBe(0);
   await bank?.close();
 });
 
-it('reads none of 200,000 finished transactions while it carries messages, retries and sagas', async () => {
-  const before = await reads();
-  const gids: string[] = [];
+it('reads none of 200,000 finished transactions while it carries messages, check-backs, retries, sagas and TCC', async () => {
+  const c = coordinator!;
+  const expected = new Map<string, string>();
+  const newGid = (kind: string, status: string) => {
+    const gid = `flat-${kind}-${randomUUID()}`;
+    expected.set(gid, status);
+    return gid;
+  };
   for (let i = 0; i < 20; i++) {
-    const gid = `flat-msg-${randomUUID()}`;
-    gids.push(gid);
-    await new Msg(coordinator.dtm, gid).add(`${bank.url}/TransIn`, { amount: 1 }).submit();
+    const msg = new Msg(c.dtm, newGid('msg', 'succeed')).add(`${bank.url}/TransIn`, { amount: 1 });
+    // Half prepared first (the two-phase path), half submitted at once.
+    if (i % 2 === 0) await msg.prepare(`${bank.url}/QueryPrepared`);
+    await msg.submit();
   }
-  // Retried by the scheduler a few times before it succeeds.
-  bank.failNext('/TransOut', 3, 'error');
-  const retried = `flat-retry-${randomUUID()}`;
-  gids.push(retried);
-  await new Msg(coordinator.dtm, retried).add(`${bank.url}/TransOut`, { amount: 1 }).submit();
+  // Prepared and never submitted: the scheduler checks back (no local transaction committed: it fails).
+  await new Msg(c.dtm, newGid('checked', 'failed')).add(`${bank.url}/TransIn`, { amount: 1 }).prepare(`${bank.url}/QueryPrepared`);
+  // A branch call that fails once: the scheduler retries it.
+  bank.failNext('/TransOut', 1, 'error');
+  const retried = newGid('retried', 'succeed');
+  await new Msg(c.dtm, retried).add(`${bank.url}/TransOut`, { amount: 1 }).submit();
+  // Before the sagas call TransOut too.
+  await waitForStatus(c.dtm, retried, 'succeed');
+  expect(bank.received(retried, '/TransOut')).toBe(2);
   for (let i = 0; i < 5; i++) {
-    const gid = `flat-saga-${randomUUID()}`;
-    gids.push(gid);
-    await new Saga(coordinator.dtm, gid)
+    await new Saga(c.dtm, newGid('saga', 'succeed'))
       .add(`${bank.url}/TransOut`, `${bank.url}/TransOutCompensate`, { amount: 1 })
       .add(`${bank.url}/TransIn`, `${bank.url}/TransInCompensate`, { amount: 1 })
       .submit();
   }
-  for (const gid of gids) await waitForStatus(coordinator.dtm, gid, 'succeed');
-  // A retention pass ran too: it deleted the expired rows, and only those.
-  await expect.poll(() => retentionDeleted(), { timeout: 20_000 }).toBeGreaterThanOrEqual(expired);
-  const after = await reads();
-  for (const table of ['trans_global', 'trans_branch_op']) {
-    const seqRows = after.get(table)!.seqRows - before.get(table)!.seqRows;
-    const indexRows = after.get(table)!.indexRows - before.get(table)!.indexRows;
-    // A scan of the finished rows would read at least 200,000; the live work reads a few hundred.
-    expect(seqRows, `${table}: rows read by sequential scans`).toBeLessThan(finished / 20);
+  for (let i = 0; i < 3; i++) {
+    await tcc(
+      c.dtm,
+      newGid('tcc', 'succeed'),
+      async (t) => {
+        for (const side of ['TransOut', 'TransIn']) {
+          const url = `${bank.url}/${side}`;
+          await t.callBranch({ amount: 1 }, `${url}Try`, `${url}Confirm`, `${url}Cancel`);
+        }
+      },
+      { timeoutToFail: 60 },
+    );
+  }
+  // GET /query, until each ends as it should.
+  for (const [gid, status] of expected) await waitForStatus(c.dtm, gid, status);
+  // Retention passes ran too: they deleted the expired rows, and only those.
+  await expect.poll(() => retentionDeleted(c), { timeout: 20_000 }).toBe(expired);
+  // Its connections closed, the coordinator's backends have published their counters.
+  expect(await c.stop()).toBe(0);
+  coordinator = undefined;
+  const counted = await reads();
+  for (const table of tables) {
+    const { seqRows, indexRows, seqScans } = counted.get(table)!;
+    // A scan of the finished rows reads at least 200,000 (the branches: 400,000 and more); the live work a few hundred.
+    expect(seqRows, `${table}: rows read by ${seqScans} sequential scans`).toBeLessThan(finished / 20);
     expect(indexRows, `${table}: rows fetched through indexes`).toBeLessThan(finished / 20);
   }
 }, 120_000);
