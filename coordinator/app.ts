@@ -30,6 +30,7 @@ import { HealthWatch } from './health-watch.js';
 import type { OutboxDrains } from './outbox-drains.js';
 import { version } from './version.js';
 import { RetentionJob } from './retention-job.js';
+import { VacuumJob } from './vacuum-job.js';
 import { Scheduler } from './scheduler.js';
 import { buildServer } from './server/build-server.js';
 import { dtmOperations } from './server/dtm-operations.js';
@@ -92,6 +93,7 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   const workflow = new WorkflowEngine(ctx);
   const scheduler = new Scheduler(ctx, { msg: processor, saga: sagaProcessor, workflow: new WorkflowProcessor(executor) });
   const retention = new RetentionJob(ctx);
+  const vacuum = new VacuumJob(ctx);
   let draining = false;
   const access = { apiTokens: config.apiTokens, operatorTokens: config.operatorTokens };
   // Loaded only when configured: the drains bring the Postgres and MySQL clients.
@@ -142,6 +144,7 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
   logExposure(config, logger);
   scheduler.start();
   retention.start();
+  vacuum.start();
   outboxes?.start();
   health.start();
   // Replies to unfinished sagas may wait in the brokers (sent while no coordinator ran): read them now.
@@ -157,6 +160,7 @@ export async function startCoordinator(config: Config, logger: Logger): Promise<
       await replies.close();
       await scheduler.stop();
       await retention.stop();
+      await vacuum.stop();
       // Keep-alive clients may hold connections for a long time: answer with "Connection: close"
       // while draining (build-server.ts), and cut what is still open when the timeout is over.
       const deadline = Date.now() + config.shutdownTimeout * 1000;

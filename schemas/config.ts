@@ -168,6 +168,11 @@ export const configSchema = z
       ),
     retentionInterval: secondsSchema(0.05).default(60).describe('Seconds between rounds of the retention job.'),
     retentionBatch: z.coerce.number().int().min(1).max(10_000).default(500).describe('Transactions deleted per retention statement.'),
+    embeddedVacuumInterval: secondsSchema(0)
+      .default(600)
+      .describe(
+        'Seconds between VACUUM (ANALYZE) runs of the embedded (PGlite) store, which has no autovacuum; 0 turns them off. A Postgres store is left to its server.',
+      ),
     shutdownTimeout: secondsSchema(0).default(30).describe('Seconds SIGTERM waits for in-flight work before exiting.'),
     kafkaBrokers: z
       .string()

@@ -1,0 +1,42 @@
+/**
+ * The embedded store's autovacuum: every embeddedVacuumInterval seconds, VACUUM (ANALYZE) on the
+ * PGlite store (store/vacuum.ts says why). A Postgres store is left to the server's autovacuum.
+ */
+import type { EngineContext } from './engine/context.js';
+import { Pause } from './pause.js';
+import { vacuumEmbedded } from './store/vacuum.js';
+
+export class VacuumJob {
+  private running = false;
+  private loop: Promise<void> | undefined;
+  private readonly pause = new Pause();
+
+  constructor(private readonly ctx: Pick<EngineContext, 'config' | 'database' | 'logger'>) {}
+
+  start(): void {
+    if (this.ctx.database.kind !== 'pglite' || this.ctx.config.embeddedVacuumInterval === 0) return;
+    this.running = true;
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.pause.wake();
+    await this.loop;
+  }
+
+  private async run(): Promise<void> {
+    const { config, database, logger } = this.ctx;
+    for (;;) {
+      await this.pause.for(config.embeddedVacuumInterval * 1000);
+      if (!this.running) return;
+      const started = performance.now();
+      try {
+        await vacuumEmbedded(database);
+        logger.info({ ms: Math.round(performance.now() - started) }, 'embedded store vacuumed');
+      } catch (err) {
+        logger.error({ err }, 'vacuuming the embedded store failed');
+      }
+    }
+  }
+}
