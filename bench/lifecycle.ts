@@ -63,10 +63,10 @@ export async function runBench(main: (bench: Bench) => Promise<void>): Promise<n
       cleanups.push(undo);
     },
     async startCoordinator(options) {
-      // As the Docker image runs it (docs/operations.md): glibc's malloc arena per thread grew a
-      // loaded coordinator's RSS by 20-40 MiB.
+      // As the Docker image runs it (Dockerfile, docs/operations.md): glibc's malloc arena per
+      // thread and V8's default 16 MiB semi-spaces each grew a loaded coordinator's RSS by 20-50 MiB.
       const env = { MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2', ...options.env };
-      const coordinator = await startCoordinator({ ...options, env });
+      const coordinator = await startCoordinator({ nodeArgs: ['--max-semi-space-size=8'], ...options, env });
       children.add(coordinator);
       cleanups.push(() => stopCoordinator(coordinator));
       return coordinator;

@@ -44,6 +44,8 @@ export interface CoordinatorOptions {
   host?: string | null;
   /** Further arguments of `concord start`, e.g. ['--insecure']. */
   args?: string[];
+  /** Flags of node itself, before CONCORD_NODE_ARGS (so those win), e.g. ['--max-semi-space-size=8']. */
+  nodeArgs?: string[];
   /**
    * What "started" means: ready (/api/health answers 200, the default) or alive (/api/ping), for a
    * coordinator that is meant to start unready (an outbox already lagging, a broker down).
@@ -103,7 +105,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
   const port = options.port ?? (await freePort());
   let log = '';
   // CONCORD_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the coordinator; NODE_OPTIONS refuses those flags.
-  const nodeArgs = (process.env.CONCORD_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const nodeArgs = [...(options.nodeArgs ?? []), ...(process.env.CONCORD_NODE_ARGS ?? '').split(' ').filter(Boolean)];
   const proc = spawn(
     process.execPath,
     [
