@@ -6,46 +6,41 @@
  * store's delete speed, and the hot path keeps the rest.
  */
 import type { EngineContext } from './engine/context.js';
-import { Pause } from './pause.js';
+import { BackgroundLoop } from './background-loop.js';
 import { deleteExpiredBatch } from './engine/retention.js';
 
 export class RetentionJob {
-  private running = false;
-  private loop: Promise<void> | undefined;
-  private readonly pause = new Pause();
+  private readonly loop = new BackgroundLoop();
 
   constructor(private readonly ctx: Pick<EngineContext, 'config' | 'database' | 'logger' | 'metrics'>) {}
 
   start(): void {
     if (this.ctx.config.retention === 0) return;
-    this.running = true;
-    this.loop = this.run();
+    this.loop.start(() => this.run());
   }
 
-  async stop(): Promise<void> {
-    this.running = false;
-    this.pause.wake();
-    await this.loop;
+  stop(): Promise<void> {
+    return this.loop.stop();
   }
 
   private async run(): Promise<void> {
     const { config, logger } = this.ctx;
-    while (this.running) {
+    while (this.loop.running) {
       try {
         let total = 0;
-        while (this.running) {
+        while (this.loop.running) {
           const startedAt = performance.now();
           const deleted = await deleteExpiredBatch(this.ctx);
           total += deleted.transactions;
           // Another node is at it, or nothing more is due: wait for the next round.
-          if (!deleted.locked || deleted.transactions < config.retentionBatch || !this.running) break;
-          await this.pause.for(Math.max(50, 3 * (performance.now() - startedAt)));
+          if (!deleted.locked || deleted.transactions < config.retentionBatch || !this.loop.running) break;
+          await this.loop.rest(Math.max(50, 3 * (performance.now() - startedAt)));
         }
         if (total > 0) logger.info({ deleted: total }, 'retention: deleted finished transactions');
       } catch (err) {
         logger.error({ err }, 'retention: deleting finished transactions failed');
       }
-      if (this.running) await this.pause.for(config.retentionInterval * 1000);
+      if (this.loop.running) await this.loop.rest(config.retentionInterval * 1000);
     }
   }
 }

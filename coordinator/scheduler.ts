@@ -5,12 +5,10 @@
  */
 import type { EngineContext } from './engine/context.js';
 import { DueWork, type Processors } from './engine/due-work.js';
-import { Pause } from './pause.js';
+import { BackgroundLoop } from './background-loop.js';
 
 export class Scheduler {
-  private running = false;
-  private loop: Promise<void> | undefined;
-  private readonly pause = new Pause();
+  private readonly loop = new BackgroundLoop();
   private active = 0;
   private readonly due: DueWork;
 
@@ -22,20 +20,17 @@ export class Scheduler {
   }
 
   start(): void {
-    this.running = true;
-    this.loop = this.run();
+    this.loop.start(() => this.run());
   }
 
-  async stop(): Promise<void> {
-    this.running = false;
-    this.pause.wake();
-    await this.loop;
+  stop(): Promise<void> {
+    return this.loop.stop();
   }
 
   private async run(): Promise<void> {
     const { config, logger } = this.ctx;
     const max = config.claimBatch;
-    while (this.running) {
+    while (this.loop.running) {
       let claimed = 0;
       try {
         const room = max - this.active;
@@ -51,7 +46,7 @@ export class Scheduler {
             if (key) chains.set(key, pass);
             void this.ctx.inFlight.track(pass).finally(() => {
               // Room again after being full: scan now rather than after the idle wait.
-              if (this.active-- >= max) this.pause.wake();
+              if (this.active-- >= max) this.loop.wake();
             });
           }
         }
@@ -59,7 +54,7 @@ export class Scheduler {
         logger.error({ err }, 'scan for due work failed');
       }
       // A full claim means more may be due: scan again at once.
-      if (claimed === 0 || this.active >= max) await this.pause.for(config.pollInterval * 1000);
+      if (claimed === 0 || this.active >= max) await this.loop.rest(config.pollInterval * 1000);
     }
   }
 }

@@ -3,33 +3,28 @@
  * PGlite store (store/vacuum.ts says why). A Postgres store is left to the server's autovacuum.
  */
 import type { EngineContext } from './engine/context.js';
-import { Pause } from './pause.js';
+import { BackgroundLoop } from './background-loop.js';
 import { vacuumEmbedded } from './store/vacuum.js';
 
 export class VacuumJob {
-  private running = false;
-  private loop: Promise<void> | undefined;
-  private readonly pause = new Pause();
+  private readonly loop = new BackgroundLoop();
 
   constructor(private readonly ctx: Pick<EngineContext, 'config' | 'database' | 'logger'>) {}
 
   start(): void {
     if (this.ctx.database.kind !== 'pglite' || this.ctx.config.embeddedVacuumInterval === 0) return;
-    this.running = true;
-    this.loop = this.run();
+    this.loop.start(() => this.run());
   }
 
-  async stop(): Promise<void> {
-    this.running = false;
-    this.pause.wake();
-    await this.loop;
+  stop(): Promise<void> {
+    return this.loop.stop();
   }
 
   private async run(): Promise<void> {
     const { config, database, logger } = this.ctx;
     for (;;) {
-      await this.pause.for(config.embeddedVacuumInterval * 1000);
-      if (!this.running) return;
+      await this.loop.rest(config.embeddedVacuumInterval * 1000);
+      if (!this.loop.running) return;
       const started = performance.now();
       try {
         await vacuumEmbedded(database);
