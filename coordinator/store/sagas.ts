@@ -10,7 +10,7 @@ const v = (name: string) => sql.placeholder(name);
 import type { TransBranchSqlRow } from '../../schemas/db/tables.js';
 import type { SagaReply } from '../../schemas/saga.js';
 import { storedText } from '../../schemas/text.js';
-import { statement, type Database } from './database.js';
+import { statement, type Database, type Rows } from './database.js';
 import { transColumns, type BranchRow, type TransRow } from './transactions.js';
 
 export type SagaBranchRow = Pick<TransBranchSqlRow, 'branch_id' | 'url' | 'data' | 'meta' | 'status' | 'attempts' | 'last_error'> & {
@@ -123,7 +123,7 @@ export interface SagaSettlement {
  * is then due at once.
  */
 export async function settleSaga(
-  database: Database,
+  database: Rows,
   owner: string,
   gid: string,
   s: SagaSettlement,
@@ -162,7 +162,7 @@ export async function claimSaga(database: Database, owner: string, gid: string, 
  * pokes that pass. Answers in the order of `replies`; a saga claimed goes with its first reply.
  */
 export async function recordReplies(
-  database: Database,
+  database: Rows,
   owner: string,
   lease: number,
   replies: SagaReply[],
