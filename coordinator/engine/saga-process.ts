@@ -17,9 +17,9 @@ import {
   claimSaga,
   updateSagaBranches,
   type SagaBranchRow,
+  type SagaSettle,
   type SagaSettlement,
 } from '../store/sagas.js';
-import type { Rows } from '../store/database.js';
 import type { TransRow } from '../store/transactions.js';
 import { sendAlert } from './alert.js';
 import type { EngineContext } from './context.js';
@@ -199,7 +199,8 @@ export class SagaProcessor {
           const changed = next.overdue.length > 0;
           const toRun = next.run;
           if (onlyCommands(next)) {
-            const { applied, poked } = await this.settleWithCommands(database, trans, status, next, writes);
+            const { s, changes } = this.commandsSettle(trans, status, next, writes);
+            const { applied, poked } = await settleSaga(database, nodeId, trans.gid, s, changes);
             if (!applied) return leaseLost(status);
             await this.publishCommands(trans, toRun, log);
             return { status, poked };
@@ -225,27 +226,28 @@ export class SagaProcessor {
 
   /**
    * The pass of a saga that a reply's statement claimed (`branches` as that statement returned
-   * them), made inside that statement's store transaction when it calls nothing: the next steps'
-   * commands (broker steps only) with their attempts written and the lease given back, or the
-   * saga's end. A Kafka step then costs one commit (its reply recorded with the next step's
-   * attempt) instead of two, and the attempt is still durable before its command leaves: the
-   * commands go once the transaction committed, by the function this answers. Undefined when the
-   * saga needs a full pass (an HTTP step, an overdue reply, a rollback): run() makes it.
+   * them), when it calls nothing: the next steps' commands (broker steps only) with their attempts
+   * written and the lease given back, or the saga's end. Answers the settle, for the reply's own
+   * store transaction (a Kafka step then costs one commit, its reply recorded with the next
+   * step's attempt, instead of two), and what to do once that committed: send the commands (each
+   * attempt is durable before its command leaves) or tell the end. Undefined when the saga needs
+   * a full pass (an HTTP step, an overdue reply, a rollback): run() makes it.
    */
-  async passInClaim(tx: Rows, trans: TransRow, branches: SagaBranchRow[]): Promise<(() => Promise<void>) | undefined> {
-    const { config, nodeId, logger } = this.ctx;
+  passInClaim(trans: TransRow, branches: SagaBranchRow[]): { settle: SagaSettle; afterCommit: () => Promise<void> } | undefined {
+    const { config, logger } = this.ctx;
     const status = trans.status as SagaView['status'];
     const next = decideSaga({ status, options: trans.options, ageMs: trans.age_ms, branches }, config);
     if (next.kind === 'rollback' || (next.kind === 'advance' && !onlyCommands(next))) return undefined;
     const log = logger.child({ gid: trans.gid, trans_type: trans.trans_type });
     if (next.kind === 'finish') {
       const s: SagaSettlement = { status: next.status, delay: 0 };
-      if (!(await settleSaga(tx, nodeId, trans.gid, s, [])).applied) return undefined;
-      return async () => void this.settled(trans, s, undefined, log);
+      return { settle: { gid: trans.gid, s, changes: [] }, afterCommit: async () => void this.settled(trans, s, undefined, log) };
     }
     for (const b of branches) if (isBrokerUrl(b.url)) this.ctx.replies.listen(b.url);
-    if (!(await this.settleWithCommands(tx, trans, status, next, new BranchWrites())).applied) return undefined;
-    return () => this.publishCommands(trans, next.run, log);
+    return {
+      settle: this.commandsSettle(trans, status, next, new BranchWrites()),
+      afterCommit: () => this.publishCommands(trans, next.run, log),
+    };
   }
 
   /** A pass's settlement went through: its end counted, logged and told to the submits waiting for it. */
@@ -260,20 +262,19 @@ export class SagaProcessor {
 
   /**
    * Only commands to send, and then the pass would wait: their attempts (with the pass's other
-   * writes) and the lease given back, in one statement on `rows`; then they leave
-   * (publishCommands), and their replies claim the saga.
+   * writes) and the lease given back go in one settle; then they leave (publishCommands), and
+   * their replies claim the saga.
    */
-  private settleWithCommands(
-    rows: Rows,
+  private commandsSettle(
     trans: TransRow,
     status: SagaView['status'],
     next: Extract<SagaDecision, { kind: 'advance' }>,
     writes: BranchWrites,
-  ): Promise<{ applied: boolean; poked: boolean }> {
-    const { config, nodeId } = this.ctx;
+  ): SagaSettle {
+    const { config } = this.ctx;
     for (const b of next.run) writes.write(b, attemptUpdate(b, trans.options, config));
     const delay = Math.min(...next.waits, ...next.run.map((b) => stepPolicy(b, trans.options, config).timeout));
-    return settleSaga(rows, nodeId, trans.gid, { status, delay }, writes.take());
+    return { gid: trans.gid, s: { status, delay }, changes: writes.take() };
   }
 
   /** Sends the commands whose attempts are written; one that cannot be published is sent again once its reply is overdue. */

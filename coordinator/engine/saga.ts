@@ -9,7 +9,7 @@ import type { BranchMeta } from '../../schemas/db/tables.js';
 import { ConcordError } from '../../schemas/errors.js';
 import { sagaCustomDataSchema, sagaStepPolicySchema, type SagaReply } from '../../schemas/saga.js';
 import { parseJson } from '../../schemas/trans-checks.js';
-import { newSagaBranches, recordReplies, redriveSaga, type SagaBranchRow } from '../store/sagas.js';
+import { newSagaBranches, recordReplies, redriveSaga, settleSagas, type SagaBranchRow } from '../store/sagas.js';
 import type { GroupCommit } from '../store/group-commit.js';
 import {
   findTransactions,
@@ -55,9 +55,17 @@ export class SagaEngine {
     this.replies = batched(ctx, 'reply', (items: SagaReply[]) =>
       ctx.database.transaction(async (tx) => {
         const answers: ReplyOutcome[] = await recordReplies(tx, ctx.nodeId, lease, items);
-        for (const answer of answers) {
-          if (answer.claimed && answer.branches) answer.afterCommit = await this.processor.passInClaim(tx, answer.claimed, answer.branches);
-        }
+        const passes = answers.map((a) => (a.claimed && a.branches ? this.processor.passInClaim(a.claimed, a.branches) : undefined));
+        const settled = await settleSagas(
+          tx,
+          ctx.nodeId,
+          passes.flatMap((pass) => (pass ? [pass.settle] : [])),
+        );
+        passes.forEach((pass, i) => {
+          const answer = answers[i]!;
+          if (pass && settled.has(pass.settle.gid)) answer.afterCommit = pass.afterCommit;
+          else if (pass) answer.branches = undefined; // changed by passInClaim: run() reads them again
+        });
         return answers;
       }),
     );
