@@ -8,10 +8,11 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChannelModel } from 'amqplib';
-import type { Consumer } from 'kafkajs';
+import type { Consumer as KafkaConsumer, Message, MessagesStream } from '@platformatic/kafka';
 import type { Logger } from 'pino';
 import { backoffInterval, jitter } from '../schemas/backoff.js';
 import { parseDestination } from './destination.js';
+import { HandledOffsets } from './handled-offsets.js';
 
 export interface BrokerConsumer {
   /** Starts consuming on the connection of this broker destination (kafka://… or rabbitmq://…), unless it already does. */
@@ -30,9 +31,14 @@ export interface BrokerConsumerOptions {
   logger: Logger;
 }
 
+type KafkaMessage = Message<Buffer, Buffer, Buffer, Buffer>;
+type KafkaStream = MessagesStream<Buffer, Buffer, Buffer, Buffer>;
+
 const reconnect = { base: 0.5, cap: 15 };
-/** Messages handled at once, per Kafka batch or RabbitMQ prefetch window. */
+/** Messages handled at once: RabbitMQ's prefetch window. */
 const concurrency = 32;
+/** Kafka messages handled at once; the stream pauses above it (they share the handler's store commits). */
+const maxInFlight = 256;
 /** Partitions of a topic this consumer creates: they spread the messages over the processes of the group. */
 const partitions = 8;
 
@@ -57,54 +63,74 @@ export function consumeBrokers({ connections, topic, clientId, onMessage, logger
   };
 
   const listenKafka = (name: string, brokers: string[]) => {
-    let consumer: Consumer | undefined;
+    let consumer: KafkaConsumer | undefined;
     closers.push(async () => {
-      await consumer?.disconnect().catch(() => undefined);
+      if (consumer) await closeConsumer(consumer);
     });
     keepRunning(name, async () => {
-      const { Kafka, logLevel } = await import('kafkajs'); // loaded when first used, as the publisher does
-      const kafka = new Kafka({ clientId, brokers, logLevel: logLevel.NOTHING });
-      const admin = kafka.admin();
-      await admin.connect();
-      await admin.createTopics({ topics: [{ topic, numPartitions: partitions }] }).finally(() => admin.disconnect());
+      // Loaded when first used, as the publisher does.
+      const { Admin, Consumer } = await import('@platformatic/kafka');
+      const admin = new Admin({ clientId, bootstrapBrokers: brokers });
+      try {
+        await admin.createTopics({ topics: [topic], partitions });
+      } catch (err) {
+        if (!isTopicAlreadyThere(err)) throw err;
+      } finally {
+        await admin.close().catch(() => undefined);
+      }
       // A coordinator that died holds its partitions until the session times out: keep that short.
-      const c = kafka.consumer({ groupId: topic, sessionTimeout: 10_000, heartbeatInterval: 1_000 });
+      const c = new Consumer({ clientId, bootstrapBrokers: brokers, groupId: topic, sessionTimeout: 10_000, heartbeatInterval: 1_000 });
       consumer = c;
-      const crashed = new Promise<void>((_, reject) =>
-        c.on(c.events.CRASH, (event) => {
-          if (!event.payload.restart) reject(event.payload.error);
-        }),
-      );
-      crashed.catch(() => undefined); // raced below; never unhandled
-      await c.connect();
-      await c.subscribe({ topic, fromBeginning: true });
-      await c.run({
-        // Each partition's batch is handled beside the others', so the replies of one fetch share
-        // the handler's store commits instead of waiting for them partition after partition.
-        partitionsConsumedConcurrently: partitions,
-        eachBatchAutoResolve: false,
-        // Messages of a batch are handled side by side; the offset moves past the batch only once
-        // all are handled, so a message not yet handled comes again.
-        eachBatch: async (payload) => {
-          const { batch } = payload;
-          for (let i = 0; i < batch.messages.length && payload.isRunning() && !payload.isStale(); i += concurrency) {
-            const slice = batch.messages.slice(i, i + concurrency);
-            await Promise.all(
-              slice.map((message) =>
-                onMessage(message.value?.toString() ?? '', `kafka ${name} ${topic}/${batch.partition}/${message.offset}`),
-              ),
-            );
-            payload.resolveOffset(slice[slice.length - 1]!.offset);
-            await payload.heartbeat();
-          }
-        },
-      });
-      logger.info({ connection: name, topic }, 'consuming from kafka');
-      // kafkajs restarts itself after retriable errors; a crash it gives up on starts a new session.
-      await Promise.race([crashed, new Promise((resolve) => stopping.signal.addEventListener('abort', resolve, { once: true }))]);
-      await c.disconnect().catch(() => undefined);
+      try {
+        // The stream fetches on while earlier messages are handled (kafkajs fetched again only once
+        // a fetch's every message was handled); the offsets committed are those handled (HandledOffsets).
+        const stream = await c.consume({ topics: [topic], mode: 'committed', fallbackMode: 'earliest', autocommit: false });
+        logger.info({ connection: name, topic }, 'consuming from kafka');
+        await handleStream(name, stream);
+      } finally {
+        await closeConsumer(c);
+      }
     });
   };
+
+  /**
+   * Hands every message of `stream` to onMessage, up to maxInFlight at once, and commits what was
+   * handled, once per turn of the event loop. Ends when the listener closes; throws when the stream
+   * fails or a message could not be handled (the session starts again from the committed offsets,
+   * so that message comes again).
+   */
+  const handleStream = (name: string, stream: KafkaStream) =>
+    new Promise<void>((resolve, reject) => {
+      const offsets = new HandledOffsets<KafkaMessage>();
+      let inFlight = 0;
+      let committing = false;
+      const commit = () => {
+        committing = false;
+        for (const message of offsets.take()) {
+          // A commit refused (the partition went to another member meanwhile) only means the
+          // message is handled again there, which a reply's recording absorbs.
+          Promise.resolve(message.commit()).catch((err: unknown) => logger.debug({ err, connection: name, topic }, 'offset not committed'));
+        }
+      };
+      const fail = (err: unknown) => {
+        stream.pause();
+        reject(err instanceof Error ? err : new Error(String(err)));
+      };
+      stream.on('data', (message: KafkaMessage) => {
+        const entry = offsets.received(message);
+        if (++inFlight >= maxInFlight) stream.pause();
+        onMessage(message.value.toString(), `kafka ${name} ${topic}/${message.partition}/${message.offset}`).then(() => {
+          if (--inFlight === maxInFlight / 2 && stream.isPaused()) stream.resume();
+          if (offsets.handled(entry) && !committing) {
+            committing = true;
+            setImmediate(commit);
+          }
+        }, fail);
+      });
+      stream.on('error', fail);
+      stream.on('close', () => reject(new Error('kafka message stream closed')));
+      stopping.signal.addEventListener('abort', () => resolve(), { once: true });
+    });
 
   const listenRabbit = (name: string, url: string) => {
     let model: ChannelModel | undefined;
@@ -165,4 +191,15 @@ export function consumeBrokers({ connections, topic, clientId, onMessage, logger
       await Promise.all(closers.map((close) => close()));
     },
   };
+}
+
+/** The broker's answer to creating a topic that exists: nothing to do. */
+function isTopicAlreadyThere(err: unknown): boolean {
+  const text = JSON.stringify(err, Object.getOwnPropertyNames(err ?? {}));
+  return text.includes('TOPIC_ALREADY_EXISTS') || /already exists/i.test(text);
+}
+
+/** Closes at once (force): messages in flight are not waited for; their offsets were not committed. */
+function closeConsumer(consumer: KafkaConsumer): Promise<void> {
+  return new Promise((resolve) => consumer.close(true, () => resolve()));
 }

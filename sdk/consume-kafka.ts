@@ -1,10 +1,13 @@
 /**
- * The Kafka side of `consume`, on kafkajs. Messages of a partition are handled one at a time, in
- * order (`eachMessage`); an offset is marked for commit only when the handler's transaction has
- * committed or the message was parked, so a consumer that dies mid-handler is given the message
- * again and the inbox absorbs it. A parked message is committed like any other: its partition moves on.
+ * The Kafka side of `consume` and of the saga participant, on kafkajs. Messages of a partition are
+ * handled one at a time, in order (`eachMessage`), or, when the caller asks (`sideBySide`: the
+ * participant, whose commands are independent of each other), up to that many of a fetched batch
+ * at once. An offset is marked for commit only when the handler's transaction has committed or the
+ * message was parked (side by side: when every message of the slice is handled), so a consumer
+ * that dies mid-handler is given the message again and the inbox or barrier absorbs it. A parked
+ * message is committed like any other: its partition moves on.
  */
-import type { IHeaders } from 'kafkajs';
+import type { IHeaders, KafkaMessage } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { Deliver, RunningSource } from './consume.js';
 import { brokerHeaders } from '../schemas/broker-messages.js';
@@ -29,7 +32,7 @@ export interface KafkaSource {
   sessionTimeout?: number;
 }
 
-export async function startKafkaSource(source: KafkaSource, deliver: Deliver, logger: Logger): Promise<RunningSource> {
+export async function startKafkaSource(source: KafkaSource, deliver: Deliver, logger: Logger, sideBySide = 1): Promise<RunningSource> {
   const log = logger.child({ topic: source.topic, groupId: source.groupId });
   const { Kafka, logLevel } = await optionalPeer('kafkajs', () => import('kafkajs'));
   const kafka = new Kafka({ clientId: source.clientId ?? 'concord-consumer', brokers: source.brokers, logLevel: logLevel.NOTHING });
@@ -45,25 +48,39 @@ export async function startKafkaSource(source: KafkaSource, deliver: Deliver, lo
   await consumer.connect();
   try {
     await consumer.subscribe({ topic: source.topic, fromBeginning: source.fromBeginning ?? true });
-    await consumer.run({
-      partitionsConsumedConcurrently: source.partitionsConsumedConcurrently ?? 1,
-      // kafkajs resolves the offset only when this returns, and commits resolved offsets only.
-      eachMessage: async (payload) => {
-        const { topic, partition, message } = payload;
-        const headers = textHeaders(message.headers);
-        const position = `${topic}/${partition}/${message.offset}`;
-        await deliver(
-          {
-            id: headers[brokerHeaders.messageId] || position,
-            ...(message.key === null ? {} : { key: message.key.toString() }),
-            value: message.value?.toString() ?? '',
-            headers,
-            source: `kafka:${position}`,
-          },
-          () => payload.heartbeat(),
-        );
-      },
-    });
+    const toInbox = (topic: string, partition: number, message: KafkaMessage) => {
+      const headers = textHeaders(message.headers);
+      const position = `${topic}/${partition}/${message.offset}`;
+      return {
+        id: headers[brokerHeaders.messageId] || position,
+        ...(message.key === null ? {} : { key: message.key.toString() }),
+        value: message.value?.toString() ?? '',
+        headers,
+        source: `kafka:${position}`,
+      };
+    };
+    const partitionsConsumedConcurrently = source.partitionsConsumedConcurrently ?? 1;
+    if (sideBySide > 1) {
+      await consumer.run({
+        partitionsConsumedConcurrently,
+        eachBatchAutoResolve: false,
+        eachBatch: async (payload) => {
+          const { batch } = payload;
+          for (let i = 0; i < batch.messages.length && payload.isRunning() && !payload.isStale(); i += sideBySide) {
+            const slice = batch.messages.slice(i, i + sideBySide);
+            await Promise.all(slice.map((m) => deliver(toInbox(batch.topic, batch.partition, m), () => payload.heartbeat())));
+            payload.resolveOffset(slice[slice.length - 1]!.offset);
+            await payload.heartbeat();
+          }
+        },
+      });
+    } else {
+      await consumer.run({
+        partitionsConsumedConcurrently,
+        // kafkajs resolves the offset only when this returns, and commits resolved offsets only.
+        eachMessage: async (payload) => deliver(toInbox(payload.topic, payload.partition, payload.message), () => payload.heartbeat()),
+      });
+    }
   } catch (err) {
     await consumer.disconnect().catch(() => undefined);
     throw err;

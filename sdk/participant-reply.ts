@@ -6,12 +6,13 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { ChannelModel, ConfirmChannel } from 'amqplib';
-import type { Producer } from 'kafkajs';
+import type { Message, Producer } from 'kafkajs';
 import type { Logger } from 'pino';
 import { sagaReplySchema, type SagaReply } from '../schemas/saga.js';
 import { dtmHeaders } from '../schemas/broker-messages.js';
 import type { KafkaSource } from './consume-kafka.js';
 import { optionalPeer } from './optional-peer.js';
+import { sendTogether } from './send-together.js';
 
 export interface ReplyPublisher {
   /** Resolves when the broker acknowledged the reply; rejects otherwise. */
@@ -26,24 +27,31 @@ function replyHeaders(reply: SagaReply): Record<string, string> {
   return dtmHeaders({ gid: reply.gid, branch_id: reply.branch_id, op: reply.op });
 }
 
-/** One idempotent producer for every reply topic, connected once. */
+/**
+ * One idempotent producer for every reply topic, connected once; replies sent while a produce is
+ * in flight go together in the next one (sendTogether).
+ */
 export async function kafkaReplyPublisher(source: Omit<KafkaSource, 'topic'>): Promise<ReplyPublisher> {
   const { Kafka, logLevel } = await optionalPeer('kafkajs', () => import('kafkajs'));
   const kafka = new Kafka({ clientId: source.clientId ?? 'concord-participant', brokers: source.brokers, logLevel: logLevel.NOTHING });
   // Idempotent: a retried produce request cannot write a reply twice.
   const producer: Producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
   await producer.connect();
+  const send = sendTogether<{ topic: string; message: Message }>(async (items) => {
+    const byTopic = new Map<string, Message[]>();
+    for (const { topic, message } of items) byTopic.set(topic, [...(byTopic.get(topic) ?? []), message]);
+    await withTimeout(
+      producer.sendBatch({
+        acks: -1,
+        timeout: replyTimeoutMs,
+        topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
+      }),
+    );
+  });
   return {
     async send(replyTo, reply) {
       const value = JSON.stringify(sagaReplySchema.parse(reply));
-      await withTimeout(
-        producer.send({
-          topic: replyTo,
-          acks: -1,
-          timeout: replyTimeoutMs,
-          messages: [{ key: reply.gid, value, headers: replyHeaders(reply) }],
-        }),
-      );
+      await send({ topic: replyTo, message: { key: reply.gid, value, headers: replyHeaders(reply) } });
     },
     close: () => producer.disconnect(),
   };

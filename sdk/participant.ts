@@ -95,6 +95,12 @@ const commandSchema = z.object({
 type Command = z.infer<typeof commandSchema>;
 
 const kafkaTopicName = /^[A-Za-z0-9._-]{1,249}$/;
+/**
+ * Commands of one fetched Kafka batch handled at once: they are independent (each in its own
+ * barrier; the coordinator orders a saga's steps), so a partition's commands need not wait for
+ * each other's commits and replies.
+ */
+const commandsAtOnce = 32;
 const maxResult = 65_536;
 const maxError = 4096;
 
@@ -161,7 +167,9 @@ class SagaParticipant<Tx> implements Participant<Tx> {
       if ('kafka' in source) {
         await this.ensureKafkaTopic(source.kafka);
         this.replies = await kafkaReplyPublisher(source.kafka);
-        this.running = await retryWhileRetriable(() => startKafkaSource({ ...source.kafka, topic: this.topic }, deliver, this.base));
+        this.running = await retryWhileRetriable(() =>
+          startKafkaSource({ ...source.kafka, topic: this.topic }, deliver, this.base, commandsAtOnce),
+        );
       } else {
         this.replies = await rabbitReplyPublisher(source.rabbitmq.url, this.topic, this.log);
         this.running = await startRabbitSource({ ...source.rabbitmq, queue: this.topic }, deliver, this.base);

@@ -3,6 +3,7 @@
  * publishes command messages with the coordinator's headers and reads the replies.
  */
 import { randomUUID } from 'node:crypto';
+import { setTimeout as delay } from 'node:timers/promises';
 import { connect, type ChannelModel } from 'amqplib';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
@@ -30,6 +31,8 @@ interface FakeCoordinator {
   source: ParticipantOptions['source'];
   topic: string;
   send(message: CommandMessage): Promise<void>;
+  /** Several commands in one produce request (Kafka): they reach the participant in one fetch. */
+  sendAll?(messages: CommandMessage[]): Promise<void>;
   replies: SagaReply[];
   close(): Promise<void>;
 }
@@ -85,16 +88,18 @@ async function kafkaCoordinator(): Promise<FakeCoordinator> {
   });
   const producer = kafka.producer();
   await producer.connect();
+  const sendAll = async (messages: CommandMessage[]) => {
+    await producer.send({
+      topic,
+      messages: messages.map((m) => ({ key: m.key ?? m.gid, value: body(m), headers: headersOf(m, replyTopic) })),
+    });
+  };
   return {
     source: { kafka: { brokers, groupId: `participant-${randomUUID()}` } },
     topic,
     replies,
-    async send(message) {
-      await producer.send({
-        topic,
-        messages: [{ key: message.key ?? message.gid, value: body(message), headers: headersOf(message, replyTopic) }],
-      });
-    },
+    send: (message) => sendAll([message]),
+    sendAll,
     async close() {
       await Promise.all([consumer.disconnect(), producer.disconnect()]);
     },
@@ -321,5 +326,30 @@ describe.each([
       expect.stringMatching(/^replyTo:/),
       expect.stringMatching(/^attempt:/),
     ]);
+  });
+});
+
+describe('saga participant on Kafka, commands of one partition', () => {
+  it('handles the commands of a fetched batch side by side: a later one does not wait for an earlier one to end', async () => {
+    const coordinator = await kafkaCoordinator();
+    const [held, freeing] = [`saga-${randomUUID()}`, `saga-${randomUUID()}`];
+    const p = participant<pg.PoolClient>(coordinator.topic, { source: coordinator.source, db: pool })
+      // Ends once the reply to 'free' is out, or after 10 s: one at a time, 'free' could only run after those 10 s.
+      .on('hold', async () => {
+        for (let waited = 0; waited < 10_000 && !coordinator.replies.some((r) => r.gid === freeing); waited += 50) await delay(50);
+      })
+      .on('free', async () => undefined);
+    await p.start();
+    try {
+      // One key, so one partition, and one request, so one fetch: 'hold' first.
+      await coordinator.sendAll!([
+        { gid: held, op: 'action', command: 'hold', key: 'k' },
+        { gid: freeing, op: 'action', command: 'free', key: 'k' },
+      ]);
+      await expect.poll(() => coordinator.replies.map((r) => r.gid), { timeout: 30_000 }).toEqual([freeing, held]);
+    } finally {
+      await p.close();
+      await coordinator.close();
+    }
   });
 });

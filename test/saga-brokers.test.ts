@@ -12,6 +12,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { connect } from 'amqplib';
 import { Kafka, logLevel, type Producer } from 'kafkajs';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startCoordinator, type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
 import { freshDatabase, freshStore } from './helpers/db.js';
@@ -88,11 +89,13 @@ describe.each(cases.map((c) => [c.name, c] as const))('a saga over %s', (name, b
   let coordinator: TestCoordinator;
   let participants: StepParticipants;
   let dbUrl: string;
+  let storeUrl: string;
 
   beforeAll(async () => {
     dbUrl = await freshDatabase();
+    storeUrl = await freshDatabase();
     [coordinator, participants] = await Promise.all([
-      freshDatabase().then((store) => inProcessCoordinator({ store, env: coordinatorEnv(replyTopic) })),
+      inProcessCoordinator({ store: storeUrl, env: coordinatorEnv(replyTopic) }),
       startStepParticipants({ source: broker.source(), dbUrl, topics }),
     ]);
   }, 120_000);
@@ -193,6 +196,38 @@ describe.each(cases.map((c) => [c.name, c] as const))('a saga over %s', (name, b
       expect(await again.effects(g)).toEqual([`${lateTopic}.action`]);
     } finally {
       await again.close();
+    }
+  });
+
+  it("records a step's reply and writes the next step's attempt in one store commit", async () => {
+    // Step 2's topic has no participant: the saga stays with step 1 answered and step 2's command out.
+    const g = gid();
+    const silent = broker.destination(`saga-${name}-silent-${run}`);
+    const steps = body(g, () => ({ timeout: '120' }));
+    steps.steps = [steps.steps[0]!, { ...steps.steps[1]!, action: silent, compensate: silent }];
+    steps.payloads = ['{}', '{}'];
+    expect((await post(`${coordinator.dtm}/submit`, steps)).status).toBe(200);
+    const store = new pg.Client({ connectionString: storeUrl });
+    await store.connect();
+    try {
+      // xmin: the transaction that last wrote a row.
+      const actions = async () =>
+        (
+          await store.query<{ branch_id: string; status: string; attempts: number; xmin: string }>(
+            `select branch_id, status, attempts, xmin::text from trans_branch_op where gid = $1 and op = 'action' order by branch_id`,
+            [g],
+          )
+        ).rows;
+      await expect
+        .poll(async () => (await actions()).map((b) => [b.status, b.attempts]), { timeout: 20_000 })
+        .toEqual([
+          ['succeed', 1],
+          ['prepared', 1],
+        ]);
+      const [first, second] = await actions();
+      expect(second!.xmin).toBe(first!.xmin);
+    } finally {
+      await store.end();
     }
   });
 

@@ -8,7 +8,7 @@ import { sql } from 'drizzle-orm';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Database } from '../coordinator/store/database.js';
-import { recordReplies, sagaBranches, updateSagaBranches } from '../coordinator/store/sagas.js';
+import { recordReplies, sagaBranches, settleSagas, updateSagaBranches } from '../coordinator/store/sagas.js';
 import { abortPrepared, registerBranches } from '../coordinator/store/tcc.js';
 import {
   claimDue,
@@ -159,6 +159,37 @@ describe('store operations', () => {
       '02 action succeed',
     ]);
     expect(answers[0]?.branches).toEqual(await sagaBranches(database, t.gid));
+  });
+
+  it('settles the passes of several sagas in one statement, only those the node still holds', async () => {
+    const saga = (owner: string) =>
+      transaction({ transType: 'saga', owner, dueIn: 30, branches: [branch('01', 'compensate'), branch('01', 'action')] });
+    const [ending, waiting, lost] = [saga('node-a'), saga('node-a'), saga('node-b')];
+    await insertTransactions(database, [ending, waiting, lost]);
+    const attempt = { status: 'prepared' as const, attempts: 1, lastError: null, replyIn: 60, retryIn: null };
+    const change = { branch_id: '01', op: 'action', update: attempt };
+    const settled = await settleSagas(database, 'node-a', [
+      { gid: ending.gid, s: { status: 'succeed', delay: 0 }, changes: [] },
+      { gid: waiting.gid, s: { status: 'submitted', delay: 60 }, changes: [change] },
+      { gid: lost.gid, s: { status: 'submitted', delay: 60 }, changes: [change] },
+    ]);
+    expect(settled).toEqual(
+      new Map([
+        [ending.gid, { poked: false }],
+        [waiting.gid, { poked: false }],
+      ]),
+    );
+    const rows = await findTransactions(database, [ending.gid, waiting.gid, lost.gid]);
+    expect([ending, waiting, lost].map((t) => [rows.get(t.gid)?.status, rows.get(t.gid)?.owner])).toEqual([
+      ['succeed', ''],
+      ['submitted', ''],
+      ['submitted', 'node-b'],
+    ]);
+    const action = async (gid: string) => (await sagaBranches(database, gid)).find((b) => b.op === 'action');
+    expect((await action(waiting.gid))?.attempts).toBe(1);
+    expect((await action(waiting.gid))?.reply_due_in).toBeGreaterThan(50);
+    // Another node's saga: neither it nor its branches changed.
+    expect((await action(lost.gid))?.attempts).toBe(0);
   });
 
   it('registers TCC branches only while the transaction is prepared', async () => {

@@ -6,6 +6,7 @@
  * when the first wait ends; a reply that arrives earlier claims the saga and starts the next pass
  * (recordReplies).
  */
+import type { Logger } from 'pino';
 import type { StoredOptions } from '../../schemas/db/tables.js';
 import { commandHeaders } from '../../schemas/saga.js';
 import { payloadBytes } from '../../schemas/payload-bytes.js';
@@ -16,6 +17,7 @@ import {
   claimSaga,
   updateSagaBranches,
   type SagaBranchRow,
+  type SagaSettle,
   type SagaSettlement,
 } from '../store/sagas.js';
 import type { TransRow } from '../store/transactions.js';
@@ -108,12 +110,7 @@ export class SagaProcessor {
     const finish = async (s: SagaSettlement, reason?: string): Promise<SagaPassResult & { poked?: boolean }> => {
       const { applied, poked } = await settleSaga(database, nodeId, trans.gid, s, writes.take());
       if (!applied) return leaseLost(status);
-      const result: SagaPassResult = { status: s.status, ...(reason ? { reason } : {}) };
-      if (s.status === 'succeed' || s.status === 'failed' || s.status === 'needs_attention') {
-        this.executor.ended(trans, s.status, reason, log, s.status === 'needs_attention' ? 'saga needs attention' : 'saga finished');
-        for (const notify of this.waiters.get(trans.gid) ?? []) notify(result);
-      }
-      return { ...result, poked };
+      return { ...this.settled(trans, s, reason, log), poked };
     };
 
     /** Applies a failure verdict; the saga's end when a compensation needs an operator. */
@@ -201,25 +198,11 @@ export class SagaProcessor {
           }
           const changed = next.overdue.length > 0;
           const toRun = next.run;
-          if (toRun.length > 0 && !changed && toRun.every((b) => isBrokerUrl(b.url))) {
-            // Only commands to send, and then the pass would wait: their attempts are written and the
-            // lease given back in one statement, then they leave, and their replies claim the saga. A
-            // command that cannot be published is retried when its reply is overdue.
-            for (const b of toRun) writes.write(b, attemptUpdate(b, options, config));
-            const delay = Math.min(...next.waits, ...toRun.map((b) => stepPolicy(b, options, config).timeout));
-            const { applied, poked } = await settleSaga(database, nodeId, trans.gid, { status, delay }, writes.take());
+          if (onlyCommands(next)) {
+            const { s, changes } = this.commandsSettle(trans, status, next, writes);
+            const { applied, poked } = await settleSaga(database, nodeId, trans.gid, s, changes);
             if (!applied) return leaseLost(status);
-            await Promise.all(
-              toRun.map(async (b) => {
-                const answer = await this.publishCommand(trans, b);
-                if (answer.outcome !== 'SUCCESS') {
-                  log.warn(
-                    { branchId: b.branch_id, op: b.op, detail: answer.detail },
-                    'command not published; sent again once its reply is overdue',
-                  );
-                }
-              }),
-            );
+            await this.publishCommands(trans, toRun, log);
             return { status, poked };
           }
           if (toRun.length > 0) {
@@ -239,6 +222,74 @@ export class SagaProcessor {
       },
       giveBack: () => finish({ status, delay: 0 }),
     };
+  }
+
+  /**
+   * The pass of a saga that a reply's statement claimed (`branches` as that statement returned
+   * them), when it calls nothing: the next steps' commands (broker steps only) with their attempts
+   * written and the lease given back, or the saga's end. Answers the settle, for the reply's own
+   * store transaction (a Kafka step then costs one commit, its reply recorded with the next
+   * step's attempt, instead of two), and what to do once that committed: send the commands (each
+   * attempt is durable before its command leaves) or tell the end. Undefined when the saga needs
+   * a full pass (an HTTP step, an overdue reply, a rollback): run() makes it.
+   */
+  passInClaim(trans: TransRow, branches: SagaBranchRow[]): { settle: SagaSettle; afterCommit: () => Promise<void> } | undefined {
+    const { config, logger } = this.ctx;
+    const status = trans.status as SagaView['status'];
+    const next = decideSaga({ status, options: trans.options, ageMs: trans.age_ms, branches }, config);
+    if (next.kind === 'rollback' || (next.kind === 'advance' && !onlyCommands(next))) return undefined;
+    const log = logger.child({ gid: trans.gid, trans_type: trans.trans_type });
+    if (next.kind === 'finish') {
+      const s: SagaSettlement = { status: next.status, delay: 0 };
+      return { settle: { gid: trans.gid, s, changes: [] }, afterCommit: async () => void this.settled(trans, s, undefined, log) };
+    }
+    for (const b of branches) if (isBrokerUrl(b.url)) this.ctx.replies.listen(b.url);
+    return {
+      settle: this.commandsSettle(trans, status, next, new BranchWrites()),
+      afterCommit: () => this.publishCommands(trans, next.run, log),
+    };
+  }
+
+  /** A pass's settlement went through: its end counted, logged and told to the submits waiting for it. */
+  private settled(trans: TransRow, s: SagaSettlement, reason: string | undefined, log: Logger): SagaPassResult {
+    const result: SagaPassResult = { status: s.status, ...(reason ? { reason } : {}) };
+    if (s.status === 'succeed' || s.status === 'failed' || s.status === 'needs_attention') {
+      this.executor.ended(trans, s.status, reason, log, s.status === 'needs_attention' ? 'saga needs attention' : 'saga finished');
+      for (const notify of this.waiters.get(trans.gid) ?? []) notify(result);
+    }
+    return result;
+  }
+
+  /**
+   * Only commands to send, and then the pass would wait: their attempts (with the pass's other
+   * writes) and the lease given back go in one settle; then they leave (publishCommands), and
+   * their replies claim the saga.
+   */
+  private commandsSettle(
+    trans: TransRow,
+    status: SagaView['status'],
+    next: Extract<SagaDecision, { kind: 'advance' }>,
+    writes: BranchWrites,
+  ): SagaSettle {
+    const { config } = this.ctx;
+    for (const b of next.run) writes.write(b, attemptUpdate(b, trans.options, config));
+    const delay = Math.min(...next.waits, ...next.run.map((b) => stepPolicy(b, trans.options, config).timeout));
+    return { gid: trans.gid, s: { status, delay }, changes: writes.take() };
+  }
+
+  /** Sends the commands whose attempts are written; one that cannot be published is sent again once its reply is overdue. */
+  private async publishCommands(trans: TransRow, toRun: SagaBranchRow[], log: Logger): Promise<void> {
+    await Promise.all(
+      toRun.map(async (b) => {
+        const answer = await this.publishCommand(trans, b);
+        if (answer.outcome !== 'SUCCESS') {
+          log.warn(
+            { branchId: b.branch_id, op: b.op, detail: answer.detail },
+            'command not published; sent again once its reply is overdue',
+          );
+        }
+      }),
+    );
   }
 
   /** Publishes the command of a broker branch's current attempt; its reply comes later, to the reply topic. */
@@ -261,4 +312,9 @@ export class SagaProcessor {
       timed: false,
     });
   }
+}
+
+/** A decision that only sends commands (broker steps, nothing overdue): the pass then waits for their replies. */
+function onlyCommands(next: Extract<SagaDecision, { kind: 'advance' }>): boolean {
+  return next.overdue.length === 0 && next.run.length > 0 && next.run.every((b) => isBrokerUrl(b.url));
 }

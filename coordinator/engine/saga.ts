@@ -9,7 +9,7 @@ import type { BranchMeta } from '../../schemas/db/tables.js';
 import { ConcordError } from '../../schemas/errors.js';
 import { sagaCustomDataSchema, sagaStepPolicySchema, type SagaReply } from '../../schemas/saga.js';
 import { parseJson } from '../../schemas/trans-checks.js';
-import { newSagaBranches, recordReplies, redriveSaga, type SagaBranchRow } from '../store/sagas.js';
+import { newSagaBranches, recordReplies, redriveSaga, settleSagas, type SagaBranchRow } from '../store/sagas.js';
 import type { GroupCommit } from '../store/group-commit.js';
 import {
   findTransactions,
@@ -27,12 +27,18 @@ import { isBrokerUrl } from '../../schemas/broker-messages.js';
 import type { SagaProcessor } from './saga-process.js';
 import { recordOperatorAction } from './operator.js';
 
+/** A reply recorded or not; the saga it claimed, and what is left of the pass made with it (passInClaim). */
+type ReplyOutcome = { recorded: boolean; claimed?: TransRow; branches?: SagaBranchRow[]; afterCommit?: (() => Promise<void>) | undefined };
+
 type SubmitOutcome = { created: TransRow; branches: SagaBranchRow[] } | { existing: TransRow } | { error: ConcordError };
 
 export class SagaEngine {
   private readonly submits: GroupCommit<NewTransaction, SubmitOutcome>;
-  /** Replies read together (a batch of the reply topic) are recorded in one statement. */
-  private readonly replies: GroupCommit<SagaReply, { recorded: boolean; claimed?: TransRow; branches?: SagaBranchRow[] }>;
+  /**
+   * Replies read together (a batch of the reply topic) are recorded in one statement, and the
+   * passes of the sagas it claimed that call nothing are made in the same store transaction.
+   */
+  private readonly replies: GroupCommit<SagaReply, ReplyOutcome>;
 
   constructor(
     private readonly ctx: EngineContext,
@@ -46,7 +52,23 @@ export class SagaEngine {
       ),
     );
     const lease = leaseSeconds(ctx.config, ctx.config.requestTimeout);
-    this.replies = batched(ctx, 'reply', (items: SagaReply[]) => recordReplies(ctx.database, ctx.nodeId, lease, items));
+    this.replies = batched(ctx, 'reply', (items: SagaReply[]) =>
+      ctx.database.transaction(async (tx) => {
+        const answers: ReplyOutcome[] = await recordReplies(tx, ctx.nodeId, lease, items);
+        const passes = answers.map((a) => (a.claimed && a.branches ? this.processor.passInClaim(a.claimed, a.branches) : undefined));
+        const settled = await settleSagas(
+          tx,
+          ctx.nodeId,
+          passes.flatMap((pass) => (pass ? [pass.settle] : [])),
+        );
+        passes.forEach((pass, i) => {
+          const answer = answers[i]!;
+          if (pass && settled.has(pass.settle.gid)) answer.afterCommit = pass.afterCommit;
+          else if (pass) answer.branches = undefined; // changed by passInClaim: run() reads them again
+        });
+        return answers;
+      }),
+    );
   }
 
   /** Stores the saga and starts it; with wait_result, answers once it ended (or waitResultTimeout passed). */
@@ -91,13 +113,15 @@ export class SagaEngine {
     const { config, logger } = this.ctx;
     const startedAt = performance.now();
     const lease = leaseSeconds(config, config.requestTimeout);
-    const { recorded, claimed, branches } = await this.replies.run(reply);
+    const { recorded, claimed, branches, afterCommit } = await this.replies.run(reply);
     this.ctx.metrics.sagaReplies.inc({ outcome: reply.outcome, recorded: String(recorded) });
     logger.debug(
       { gid: reply.gid, trans_type: 'saga', branchId: reply.branch_id, op: reply.op, attempt: reply.attempt, recorded },
       'saga reply',
     );
-    if (claimed) void this.ctx.inFlight.track(this.processor.run(claimed, startedAt, lease, branches));
+    // The saga's pass was made with the reply (its commands leave now, or it ended), or is made now.
+    if (afterCommit) void this.ctx.inFlight.track(afterCommit());
+    else if (claimed) void this.ctx.inFlight.track(this.processor.run(claimed, startedAt, lease, branches));
   }
 
   /** The stored form: per step a compensate and an action branch (DTM's order), each with its policy. */

@@ -39,14 +39,23 @@ function compile(query: SQL): Statement {
 /** Compiles a hot statement once, at module load; run it with `database.rows(statement, values)`. */
 export const statement = compile;
 
-export interface Database {
-  readonly db: Db;
-  readonly kind: 'pglite' | 'postgres';
+/** What runs hand-written SQL: the store, or one of its transactions. */
+export interface Rows {
   /**
    * Rows of a raw statement; the one way the store runs hand-written SQL: an SQL built per call,
    * or a Statement compiled once with the values of its placeholders.
    */
   rows<T>(query: SQL | Statement, values?: Record<string, unknown>): Promise<T[]>;
+}
+
+export interface Database extends Rows {
+  readonly db: Db;
+  readonly kind: 'pglite' | 'postgres';
+  /**
+   * Runs `work`'s statements in one store transaction: they commit together (one commit, one WAL
+   * flush) or, when `work` throws, not at all.
+   */
+  transaction<T>(work: (tx: Rows) => Promise<T>): Promise<T>;
   /** Fails when the store cannot be reached. */
   ping(): Promise<void>;
   close(): Promise<void>;
@@ -87,21 +96,50 @@ async function openPostgres(url: string, options: OpenOptions): Promise<Database
   // An idle client losing its connection must not crash the process; the next query reports it.
   pool.on('error', (err) => options.logger.warn({ err }, 'store connection lost'));
   const db = drizzlePg(pool) as unknown as Db;
+  type Client = { query: InstanceType<typeof pg.Pool>['query'] };
   const rowsOn =
-    (client: { query: InstanceType<typeof pg.Pool>['query'] }) =>
+    (client: Client) =>
     async <T>(query: SQL | Statement, values: Record<string, unknown> = {}): Promise<T[]> => {
       const { name, text, params } = isStatement(query) ? query : compile(query);
       const result = await client.query({ name, text, values: fillPlaceholders(params as unknown[], values) });
       return result.rows as T[];
     };
-  const database = makeDatabase(db, 'postgres', () => pool.end(), rowsOn(pool));
+  /** `work` between begin and commit on `client`; false in `healthy` when not even a rollback went through. */
+  const transactionOn = async <T>(client: Client, work: (tx: Rows) => Promise<T>, healthy: { ok: boolean }): Promise<T> => {
+    await client.query('begin');
+    try {
+      const result = await work({ rows: rowsOn(client) });
+      await client.query('commit');
+      return result;
+    } catch (err) {
+      await client.query('rollback').catch(() => (healthy.ok = false));
+      throw err;
+    }
+  };
+  const transaction = async <T>(work: (tx: Rows) => Promise<T>): Promise<T> => {
+    const client = await pool.connect();
+    const healthy = { ok: true };
+    try {
+      return await transactionOn(client, work, healthy);
+    } finally {
+      // A connection that could not roll back is dropped, not handed to the next caller.
+      client.release(!healthy.ok);
+    }
+  };
+  const database = makeDatabase(db, 'postgres', () => pool.end(), rowsOn(pool), transaction);
   const lock = await pool.connect().catch((cause: unknown) => {
     void pool.end();
     throw new ConcordError('STORE_UNAVAILABLE', `cannot connect to the store: ${(cause as Error).message}`, { cause });
   });
   try {
     // Every migration statement runs on the connection holding the lock: a pool of one has no other.
-    const migrating = makeDatabase(drizzlePg(lock), 'postgres', async () => undefined, rowsOn(lock));
+    const migrating = makeDatabase(
+      drizzlePg(lock),
+      'postgres',
+      async () => undefined,
+      rowsOn(lock),
+      (work) => transactionOn(lock, work, { ok: true }),
+    );
     await lock.query('select pg_advisory_lock($1)', [migrationLockKey]);
     await checkNewerMigrations(migrating, options.logger);
     await migratePg(drizzlePg(lock), { migrationsFolder });
@@ -133,6 +171,16 @@ async function openPglite(dir: string, { lockTimeout, logger }: OpenOptions): Pr
       const result = await client.query<T>(query.text, fillPlaceholders(query.params as unknown[], values), { parsers });
       return result.rows;
     };
+    // PGlite runs one statement or transaction at a time: the others wait for the transaction's end.
+    const transaction = <T>(work: (tx: Rows) => Promise<T>): Promise<T> =>
+      client.transaction((tx) =>
+        work({
+          async rows<R>(query: SQL | Statement, values: Record<string, unknown> = {}): Promise<R[]> {
+            const { text, params } = isStatement(query) ? query : compile(query);
+            return (await tx.query<R>(text, fillPlaceholders(params as unknown[], values), { parsers })).rows;
+          },
+        }),
+      );
     const database = makeDatabase(
       db,
       'pglite',
@@ -141,6 +189,7 @@ async function openPglite(dir: string, { lockTimeout, logger }: OpenOptions): Pr
         await lock.release();
       },
       rows,
+      transaction,
     );
     await checkNewerMigrations(database, logger);
     await migratePglite(drizzlePglite(client), { migrationsFolder });
@@ -156,11 +205,18 @@ function isStatement(query: SQL | Statement): query is Statement {
   return 'text' in query && 'name' in query;
 }
 
-function makeDatabase(db: Db, kind: Database['kind'], close: () => Promise<void>, rows: Database['rows']): Database {
+function makeDatabase(
+  db: Db,
+  kind: Database['kind'],
+  close: () => Promise<void>,
+  rows: Database['rows'],
+  transaction: Database['transaction'],
+): Database {
   return {
     db,
     kind,
     rows,
+    transaction,
     async ping() {
       await db.execute(sql`select 1`);
     },

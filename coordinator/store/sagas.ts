@@ -10,7 +10,7 @@ const v = (name: string) => sql.placeholder(name);
 import type { TransBranchSqlRow } from '../../schemas/db/tables.js';
 import type { SagaReply } from '../../schemas/saga.js';
 import { storedText } from '../../schemas/text.js';
-import { statement, type Database } from './database.js';
+import { statement, type Database, type Rows } from './database.js';
 import { transColumns, type BranchRow, type TransRow } from './transactions.js';
 
 export type SagaBranchRow = Pick<TransBranchSqlRow, 'branch_id' | 'url' | 'data' | 'meta' | 'status' | 'attempts' | 'last_error'> & {
@@ -65,29 +65,31 @@ export interface BranchChange {
 
 const p = (value: unknown) => sql.param(value);
 
-/** The branch writes of a pass, for a CTE: applied only while `owner` holds the saga. */
-function branchWrites(gid: string, owner: string, changes: BranchChange[]): SQL {
+/** The branch writes of passes, for a CTE: each applied only while `owner` holds its saga. */
+function branchWrites(owner: string, changes: (BranchChange & { gid: string })[]): SQL {
   const col = <T>(pick: (u: BranchUpdate) => T) => p(changes.map((c) => pick(c.update)));
   return sql`update trans_branch_op b set status = u.status, attempts = u.attempts, last_error = u.last_error,
       result = coalesce(u.result, b.result),
       reply_due = now() + u.reply_in * interval '1 second',
       retry_at = now() + u.retry_in * interval '1 second',
       finish_time = case when u.status = 'prepared' then null else now() end, update_time = now()
-    from unnest(${p(changes.map((c) => c.branch_id))}::text[], ${p(changes.map((c) => c.op))}::text[],
+    from unnest(${p(changes.map((c) => c.gid))}::text[], ${p(changes.map((c) => c.branch_id))}::text[], ${p(changes.map((c) => c.op))}::text[],
       ${col((u) => u.status)}::text[], ${col((u) => u.attempts)}::int[], ${col((u) => storedText(u.lastError))}::text[],
       ${col((u) => storedText(u.result) ?? null)}::text[], ${col((u) => u.replyIn)}::float8[], ${col((u) => u.retryIn)}::float8[])
-      as u(branch_id, op, status, attempts, last_error, result, reply_in, retry_in)
-    where b.gid = ${gid} and b.branch_id = u.branch_id and b.op = u.op
+      as u(gid, branch_id, op, status, attempts, last_error, result, reply_in, retry_in)
+    where b.gid = u.gid and b.branch_id = u.branch_id and b.op = u.op
       -- A branch a reply finished meanwhile keeps that answer.
       and b.status = 'prepared'
-      and exists (select 1 from trans_global g where g.gid = ${gid} and g.owner = ${owner})
+      and exists (select 1 from trans_global g where g.gid = u.gid and g.owner = ${owner})
     returning b.id`;
 }
+
+const ofSaga = (gid: string, changes: BranchChange[]) => changes.map((c) => ({ ...c, gid }));
 
 /** Writes branch states while `owner` holds the saga; false when the lease was lost. */
 export async function updateSagaBranches(database: Database, owner: string, gid: string, changes: BranchChange[]): Promise<boolean> {
   const [row] = await database.rows<{ held: boolean }>(
-    sql`with w as (${branchWrites(gid, owner, changes)})
+    sql`with w as (${branchWrites(owner, ofSaga(gid, changes))})
         select exists (select 1 from trans_global where gid = ${gid} and owner = ${owner}) as held`,
   );
   return row?.held === true;
@@ -103,7 +105,7 @@ export async function moveSaga(
   changes: BranchChange[],
 ): Promise<boolean> {
   const rows = await database.rows<{ gid: string }>(
-    sql`with w as (${branchWrites(gid, owner, changes)})
+    sql`with w as (${branchWrites(owner, ofSaga(gid, changes))})
         update trans_global set status = ${status}, rollback_reason = ${storedText(reason)}, update_time = now()
         where gid = ${gid} and owner = ${owner} and status in ('submitted', 'aborting') returning gid`,
   );
@@ -117,32 +119,56 @@ export interface SagaSettlement {
   attention?: string;
 }
 
+/** How a pass of saga `gid` ends: its branch states not yet written, and its status and when it is due again. */
+export interface SagaSettle {
+  gid: string;
+  s: SagaSettlement;
+  changes: BranchChange[];
+}
+
 /**
- * Ends a pass: the branch states not yet written, the new status and when the saga is due again,
- * the lease given back, in one statement. `poked` says a reply arrived during the pass; the saga
- * is then due at once.
+ * Ends passes, of one saga or of several (their sagas' replies were recorded together): per saga
+ * the branch states not yet written, the new status and when the saga is due again, the lease
+ * given back, all in one statement. Answers the sagas `owner` still held (the others are left as
+ * they are), each with `poked`: a reply arrived during its pass, and the saga is due at once.
  */
+export async function settleSagas(database: Rows, owner: string, settles: SagaSettle[]): Promise<Map<string, { poked: boolean }>> {
+  if (settles.length === 0) return new Map();
+  const col = <T>(pick: (x: SagaSettle) => T) => p(settles.map(pick));
+  const rows = await database.rows<{ gid: string; poked: boolean }>(
+    sql`with w as (${branchWrites(
+      owner,
+      settles.flatMap((x) => ofSaga(x.gid, x.changes)),
+    )}), s as (
+          select * from unnest(${col((x) => x.gid)}::text[], ${col((x) => x.s.status)}::text[], ${col((x) => x.s.delay)}::float8[],
+            ${col((x) => storedText(x.s.attention ?? ''))}::text[]) as s(gid, status, delay, attention)
+        ), old as (
+          select gid, poked from trans_global where gid in (select gid from s) for update
+        )
+        update trans_global g set status = s.status, owner = '', poked = false,
+          next_cron_time = case when s.status in ('succeed', 'failed', 'needs_attention') then null
+                                when old.poked then now() else now() + s.delay * interval '1 second' end,
+          finish_time = case when s.status in ('succeed', 'failed') then now() else g.finish_time end,
+          rollback_time = case when s.status = 'failed' then now() else g.rollback_time end,
+          attention_reason = s.attention,
+          update_time = now()
+        from s join old on old.gid = s.gid
+        where g.gid = s.gid and g.owner = ${owner} and g.status in ('submitted', 'aborting')
+        returning g.gid, old.poked`,
+  );
+  return new Map(rows.map((r) => [r.gid, { poked: r.poked }]));
+}
+
+/** Ends the pass of one saga (settleSagas); `applied` false when `owner` no longer held it. */
 export async function settleSaga(
-  database: Database,
+  database: Rows,
   owner: string,
   gid: string,
   s: SagaSettlement,
   changes: BranchChange[],
 ): Promise<{ applied: boolean; poked: boolean }> {
-  const rows = await database.rows<{ poked: boolean }>(
-    sql`with w as (${branchWrites(gid, owner, changes)})
-        update trans_global g set status = ${s.status}, owner = '', poked = false,
-          next_cron_time = case when ${s.status} in ('succeed', 'failed', 'needs_attention') then null
-                                when old.poked then now() else now() + ${s.delay}::float8 * interval '1 second' end,
-          finish_time = case when ${s.status} in ('succeed', 'failed') then now() else g.finish_time end,
-          rollback_time = case when ${s.status} = 'failed' then now() else g.rollback_time end,
-          attention_reason = ${storedText(s.attention ?? '')},
-          update_time = now()
-        from (select gid, poked from trans_global where gid = ${gid} for update) old
-        where g.gid = old.gid and g.owner = ${owner} and g.status in ('submitted', 'aborting')
-        returning old.poked`,
-  );
-  return { applied: rows.length > 0, poked: rows[0]?.poked === true };
+  const settled = (await settleSagas(database, owner, [{ gid, s, changes }])).get(gid);
+  return { applied: settled !== undefined, poked: settled?.poked === true };
 }
 
 /** Claims one unfinished saga for `owner` when nobody holds a live lease on it. */
@@ -162,7 +188,7 @@ export async function claimSaga(database: Database, owner: string, gid: string, 
  * pokes that pass. Answers in the order of `replies`; a saga claimed goes with its first reply.
  */
 export async function recordReplies(
-  database: Database,
+  database: Rows,
   owner: string,
   lease: number,
   replies: SagaReply[],
