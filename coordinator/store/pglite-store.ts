@@ -45,10 +45,6 @@ export async function openPgliteStore(dir: string): Promise<PGlite> {
   // warn that flags set after start may not apply: these do, and the footprint bench shows it).
   v8.setFlagsFromString('--liftoff-only');
   v8.setFlagsFromString('--wasm-lazy-compilation');
-  // A full collection once the old generation grows 20 % past what the last one kept, not V8's
-  // 60 % or more: with 1 MB semi-spaces (npm start) requests' objects reach the old generation, and
-  // a burst of messages grew the heap from 39 to 70 MB before V8 collected it (to 36).
-  v8.setFlagsFromString('--heap-growing-percent=20');
   if (!existsSync(join(dir, 'PG_VERSION')) && existsSync(templatePath)) {
     // Without a working tar PGlite runs initdb itself: slower and larger, but the same store.
     await unpackTemplate(dir).catch(() => rm(join(dir, stagingName), { recursive: true, force: true }));
