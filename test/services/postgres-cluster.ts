@@ -10,6 +10,7 @@ import { pgBinDir } from './postgres-install.js';
 import { runChecked, tail } from './run-command.js';
 import { freePort, within } from './supervised-process.js';
 import { alive } from './service-dir.js';
+import { onExit } from './on-exit.js';
 
 export interface LocalCluster {
   url: string;
@@ -89,12 +90,12 @@ export async function startLocalCluster(settings: Record<string, string>): Promi
       }
       // Registered after launch()'s own handler, so the server is killed before its files go.
       const removeFiles = (): void => rmSync(base, { recursive: true, force: true, maxRetries: 3 });
-      process.on('exit', removeFiles);
+      const forgetFiles = onExit(removeFiles);
       let stopping: Promise<void> | undefined;
       const stop = (): Promise<void> =>
         (stopping ??= (async () => {
           await server.stop();
-          process.off('exit', removeFiles);
+          forgetFiles();
           await rm(base, { recursive: true, force: true, maxRetries: 3 });
         })());
       const restart = async ({ crash = false, downMs = 0 } = {}): Promise<void> => {
@@ -160,10 +161,9 @@ async function launch({ bin, base, data, port, settings, owner }: LaunchOptions)
 
   // If the test process exits without stop() (a crash, process.exit), kill the server at once,
   // so that its files can go; the closed pipe alone would only start a fast shutdown.
-  const onExit = (): void => {
+  const forgetServer = onExit(() => {
     if (postmasterPid !== undefined) signal(postmasterPid, 'SIGQUIT');
-  };
-  process.on('exit', onExit);
+  });
 
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> =>
@@ -177,7 +177,7 @@ async function launch({ bin, base, data, port, settings, owner }: LaunchOptions)
           await within(exited, 5_000);
         }
       }
-      process.off('exit', onExit);
+      forgetServer();
     })());
 
   const crash = async (): Promise<void> => {

@@ -2,6 +2,7 @@ import { rmSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { onExit } from './on-exit.js';
 
 export interface ServiceDir {
   path: string;
@@ -22,11 +23,11 @@ export async function makeServiceDir(prefix: string): Promise<ServiceDir> {
   const path = await mkdtemp(join(tmpdir(), prefix));
   await writeFile(join(path, OWNER_FILE), `${process.pid}\n`);
   const removeNow = (): void => rmSync(path, { recursive: true, force: true, maxRetries: 3 });
-  process.on('exit', removeNow);
+  const forget = onExit(removeNow);
   let removing: Promise<void> | undefined;
   const remove = (): Promise<void> =>
     (removing ??= (async () => {
-      process.off('exit', removeNow);
+      forget();
       await rm(path, { recursive: true, force: true, maxRetries: 3 });
     })());
   return { path, remove };

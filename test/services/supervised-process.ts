@@ -4,6 +4,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
+import { onExit } from './on-exit.js';
 
 export interface SupervisedOptions {
   command: string;
@@ -91,10 +92,9 @@ export function startSupervised(options: SupervisedOptions): SupervisedProcess {
 
   // If the test process exits without stop() (a crash, process.exit), kill the group at once, so
   // that its files can go; the closed pipe alone would only start a graceful stop.
-  const onExit = (): void => {
+  const forgetGroup = onExit(() => {
     if (group !== undefined) signalGroup(group, 'SIGKILL');
-  };
-  process.on('exit', onExit);
+  });
 
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> =>
@@ -108,7 +108,7 @@ export function startSupervised(options: SupervisedOptions): SupervisedProcess {
         child.kill('SIGKILL');
         await within(exited, 5_000);
       }
-      process.off('exit', onExit);
+      forgetGroup();
     })());
 
   return { exitStatus: () => status, exited, stop };
