@@ -90,7 +90,7 @@ const envNames: Record<keyof BenchOptions, string> = {
 };
 
 export function loadBenchOptions(env: NodeJS.ProcessEnv): BenchOptions {
-  return loadOptions(benchOptionsSchema, envNames, env);
+  return loadOptions(benchOptionsSchema, env);
 }
 
 export const sagaStepKinds = ['http', 'kafka'] as const;
@@ -122,22 +122,19 @@ export const sagaBenchOptionsSchema = benchOptionsSchema
 
 export type SagaBenchOptions = Readonly<z.infer<typeof sagaBenchOptionsSchema>>;
 
-const sagaEnvNames: Record<keyof SagaBenchOptions, string> = {
-  seconds: envNames.seconds,
-  warmupSeconds: envNames.warmupSeconds,
-  concurrency: envNames.concurrency,
-  idleWaitSeconds: envNames.idleWaitSeconds,
-  busyRetries: envNames.busyRetries,
-  kindWarmupSeconds: 'BENCH_SAGA_WARMUP_SECONDS',
-  steps: 'BENCH_SAGA_STEPS',
-};
-
 export function loadSagaBenchOptions(env: NodeJS.ProcessEnv): SagaBenchOptions {
-  return loadOptions(sagaBenchOptionsSchema, sagaEnvNames, env);
+  return loadOptions(sagaBenchOptionsSchema, env, { kindWarmupSeconds: 'BENCH_SAGA_WARMUP_SECONDS', steps: 'BENCH_SAGA_STEPS' });
 }
 
 /** Parses the variables named in `names` once; an error names each bad variable. */
-function loadOptions<S extends z.ZodObject>(schema: S, names: Record<string, string>, env: NodeJS.ProcessEnv): Readonly<z.infer<S>> {
+function loadOptions<S extends z.ZodObject>(schema: S, env: NodeJS.ProcessEnv, own: Record<string, string> = {}): Readonly<z.infer<S>> {
+  // A setting shared with the message bench keeps its variable (envNames); a bench's own are in `own`.
+  const names: Record<string, string> = {};
+  for (const key of Object.keys(schema.shape)) {
+    const name = own[key] ?? (envNames as Record<string, string>)[key];
+    if (name === undefined) throw new Error(`bench option ${key} has no environment variable`);
+    names[key] = name;
+  }
   const raw: Record<string, string> = {};
   for (const [key, name] of Object.entries(names)) {
     const value = env[name];
@@ -165,13 +162,7 @@ export const transferBenchOptionsSchema = sagaBenchOptionsSchema.pick({ seconds:
 export type TransferBenchOptions = Readonly<z.infer<typeof transferBenchOptionsSchema>>;
 
 export function loadTransferBenchOptions(env: NodeJS.ProcessEnv): TransferBenchOptions {
-  const names = {
-    seconds: envNames.seconds,
-    warmupSeconds: envNames.warmupSeconds,
-    concurrency: envNames.concurrency,
-    kinds: 'BENCH_TRANSFER_KINDS',
-  };
-  return loadOptions(transferBenchOptionsSchema, names, env);
+  return loadOptions(transferBenchOptionsSchema, env, { kinds: 'BENCH_TRANSFER_KINDS' });
 }
 
 /** bench/scale-out.ts: several coordinators on one Postgres store, short rows. */
@@ -191,14 +182,7 @@ export const scaleOutBenchOptionsSchema = benchOptionsSchema.pick({ warmupSecond
 export type ScaleOutBenchOptions = Readonly<z.infer<typeof scaleOutBenchOptionsSchema>>;
 
 export function loadScaleOutBenchOptions(env: NodeJS.ProcessEnv): ScaleOutBenchOptions {
-  const names = {
-    seconds: envNames.seconds,
-    warmupSeconds: envNames.warmupSeconds,
-    concurrency: envNames.concurrency,
-    idleWaitSeconds: envNames.idleWaitSeconds,
-    coordinators: 'BENCH_COORDINATORS',
-  };
-  return loadOptions(scaleOutBenchOptionsSchema, names, env);
+  return loadOptions(scaleOutBenchOptionsSchema, env, { coordinators: 'BENCH_COORDINATORS' });
 }
 
 /** bench/flat-cost.ts: the message workload on an empty store and on one holding `rows` finished transactions. */
@@ -224,13 +208,5 @@ export const flatCostBenchOptionsSchema = scaleOutBenchOptionsSchema
 export type FlatCostBenchOptions = Readonly<z.infer<typeof flatCostBenchOptionsSchema>>;
 
 export function loadFlatCostBenchOptions(env: NodeJS.ProcessEnv): FlatCostBenchOptions {
-  const names = {
-    seconds: envNames.seconds,
-    warmupSeconds: envNames.warmupSeconds,
-    concurrency: envNames.concurrency,
-    idleWaitSeconds: envNames.idleWaitSeconds,
-    rows: 'BENCH_FLAT_ROWS',
-    rounds: 'BENCH_FLAT_ROUNDS',
-  };
-  return loadOptions(flatCostBenchOptionsSchema, names, env);
+  return loadOptions(flatCostBenchOptionsSchema, env, { rows: 'BENCH_FLAT_ROWS', rounds: 'BENCH_FLAT_ROUNDS' });
 }
