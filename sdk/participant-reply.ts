@@ -39,7 +39,11 @@ export async function kafkaReplyPublisher(source: Omit<KafkaSource, 'topic'>): P
   await producer.connect();
   const send = sendTogether<{ topic: string; message: Message }>(async (items) => {
     const byTopic = new Map<string, Message[]>();
-    for (const { topic, message } of items) byTopic.set(topic, [...(byTopic.get(topic) ?? []), message]);
+    for (const { topic, message } of items) {
+      const messages = byTopic.get(topic);
+      if (messages) messages.push(message);
+      else byTopic.set(topic, [message]);
+    }
     await withTimeout(
       producer.sendBatch({
         acks: -1,
