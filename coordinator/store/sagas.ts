@@ -12,6 +12,7 @@ import type { SagaReply } from '../../schemas/saga.js';
 import { storedText } from '../../schemas/text.js';
 import { statement, type Database, type Rows } from './database.js';
 import { transColumns, type BranchRow, type TransRow } from './transactions.js';
+import { statusIn } from './status-filter.js';
 
 export type SagaBranchRow = Pick<TransBranchSqlRow, 'branch_id' | 'url' | 'data' | 'meta' | 'status' | 'attempts' | 'last_error'> & {
   op: 'action' | 'compensate';
@@ -107,7 +108,7 @@ export async function moveSaga(
   const rows = await database.rows<{ gid: string }>(
     sql`with w as (${branchWrites(owner, ofSaga(gid, changes))})
         update trans_global set status = ${status}, rollback_reason = ${storedText(reason)}, update_time = now()
-        where gid = ${gid} and owner = ${owner} and status in ('submitted', 'aborting') returning gid`,
+        where gid = ${gid} and owner = ${owner} and ${statusIn('status', ['submitted', 'aborting'])} returning gid`,
   );
   return rows.length > 0;
 }
@@ -153,7 +154,7 @@ export async function settleSagas(database: Rows, owner: string, settles: SagaSe
           attention_reason = s.attention,
           update_time = now()
         from s join old on old.gid = s.gid
-        where g.gid = s.gid and g.owner = ${owner} and g.status in ('submitted', 'aborting')
+        where g.gid = s.gid and g.owner = ${owner} and ${statusIn('g.status', ['submitted', 'aborting'])}
         returning g.gid, old.poked`,
   );
   return new Map(rows.map((r) => [r.gid, { poked: r.poked }]));
@@ -175,7 +176,7 @@ export async function settleSaga(
 export async function claimSaga(database: Database, owner: string, gid: string, lease: number): Promise<TransRow | undefined> {
   const [row] = await database.rows<TransRow>(
     sql`update trans_global set owner = ${owner}, poked = false, next_cron_time = now() + ${lease} * interval '1 second', update_time = now()
-        where gid = ${gid} and status in ('submitted', 'aborting') and (owner = '' or next_cron_time < now())
+        where gid = ${gid} and ${statusIn('status', ['submitted', 'aborting'])} and (owner = '' or next_cron_time < now())
         returning ${transColumns}`,
   );
   return row;
@@ -247,7 +248,7 @@ const recordRepliesStatement = statement(
           next_cron_time = case when owner = '' or next_cron_time < now() then now() + ${v('lease')}::float8 * interval '1 second'
                                 else next_cron_time end,
           update_time = now()
-        where gid in (select gid from b) and status in ('submitted', 'aborting')
+        where gid in (select gid from b) and ${statusIn('status', ['submitted', 'aborting'])}
         returning ${transColumns}, not poked as claimed
       )
       select b.i::int as i, g.*,

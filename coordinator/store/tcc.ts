@@ -6,6 +6,7 @@
 import { sql } from 'drizzle-orm';
 import { storedText } from '../../schemas/text.js';
 import type { Database } from './database.js';
+import { afterLookup, statusIn } from './status-filter.js';
 import {
   pendingBranchesOf,
   stored,
@@ -68,7 +69,7 @@ export async function abortPrepared(
   const [row] = await database.rows<TransRow & { branches: BranchRow[] }>(
     sql`update trans_global set status = 'aborting', rollback_reason = ${storedText(reason)}, owner = ${owner},
           next_cron_time = now() + ${lease} * interval '1 second', update_time = now()
-        where gid = ${gid} and trans_type = ${transType} and status = 'prepared' and (owner = '' or owner = ${owner} or next_cron_time < now())
+        where gid = ${gid} and ${afterLookup(sql`trans_type = ${transType}`)} and ${statusIn('status', ['prepared'])} and (owner = '' or owner = ${owner} or next_cron_time < now())
         returning ${transColumns}, ${pendingBranchesOf('trans_global')}`,
   );
   return row && stored(row);
@@ -78,7 +79,7 @@ export async function abortPrepared(
 export async function moveToAborting(database: Database, gid: string, owner: string, reason: string): Promise<boolean> {
   const rows = await database.rows<{ gid: string }>(
     sql`update trans_global set status = 'aborting', rollback_reason = ${storedText(reason)}, update_time = now()
-        where gid = ${gid} and owner = ${owner} and status in ('prepared', 'submitted') returning gid`,
+        where gid = ${gid} and owner = ${owner} and ${statusIn('status', ['prepared', 'submitted'])} returning gid`,
   );
   return rows.length > 0;
 }

@@ -7,6 +7,7 @@ import { unfinishedStatuses, type GlobalStatus } from '../../schemas/dtm.js';
 import type { BranchMeta, StoredOptions, TransBranchSqlRow, TransGlobalSqlRow } from '../../schemas/db/tables.js';
 import { storedText } from '../../schemas/text.js';
 import { statement, type Database } from './database.js';
+import { afterLookup, statusIn } from './status-filter.js';
 
 const p = (value: unknown) => sql.param(value);
 /** A value of a compiled statement (database.ts), filled in per call. */
@@ -210,7 +211,7 @@ const promoteStatement = statement(
   sql`update trans_global g set status = 'submitted', owner = ${v('owner')}::text, submit_seq = nextval('trans_submit_seq'),
         next_cron_time = now() + ${v('lease')}::float8 * interval '1 second', update_time = now()
       from unnest(${v('gids')}::text[], ${v('types')}::text[], ${v('hashes')}::text[]) as u(gid, trans_type, content_hash)
-      where g.gid = u.gid and g.status = 'prepared' and g.trans_type = u.trans_type
+      where g.gid = u.gid and ${statusIn('g.status', ['prepared'])} and ${afterLookup(sql`g.trans_type = u.trans_type`)}
         and (u.content_hash = '' or g.content_hash = u.content_hash)
         and (g.owner = '' or g.owner = ${v('owner')}::text or g.next_cron_time < now())
       returning ${transColumnsOf('g')}, ${pendingBranchesOf('g')}`,
@@ -318,7 +319,7 @@ const settleStatement = statement(
         update_time = now()
       from unnest(${v('gids')}::text[], ${v('statuses')}::text[], ${v('intervals')}::float8[], ${v('delays')}::float8[],
         ${v('retried')}::bool[], ${v('reasons')}::text[]) as u(gid, status, interval, delay, retried, reason)
-      where g.gid = u.gid and g.owner = ${v('owner')}::text and g.status in (${unfinished})
+      where g.gid = u.gid and g.owner = ${v('owner')}::text and ${statusIn('g.status', unfinishedStatuses)}
       returning g.gid`,
 );
 
@@ -327,7 +328,7 @@ export async function failPrepared(database: Database, gid: string, reason: stri
   const rows = await database.rows<{ gid: string }>(
     sql`update trans_global set status = 'failed', owner = '', next_cron_time = null, rollback_reason = ${storedText(reason)},
           finish_time = now(), rollback_time = now(), update_time = now()
-        where gid = ${gid} and status = 'prepared'
+        where gid = ${gid} and ${statusIn('status', ['prepared'])}
         returning gid`,
   );
   return rows.length > 0;

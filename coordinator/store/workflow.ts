@@ -8,6 +8,7 @@ import type { TransBranchSqlRow, TransGlobalSqlRow } from '../../schemas/db/tabl
 import type { BranchStatus } from '../../schemas/dtm.js';
 import { storedText } from '../../schemas/text.js';
 import type { Database } from './database.js';
+import { afterLookup, statusIn } from './status-filter.js';
 
 const p = (value: unknown) => sql.param(value);
 
@@ -91,7 +92,7 @@ export async function finishWorkflow(
     sql`update trans_global set status = ${outcome.status}, owner = '', next_cron_time = null,
           rollback_reason = ${storedText(outcome.reason)}, result = ${storedText(outcome.result)},
           finish_time = now(), rollback_time = case when ${outcome.status} = 'failed' then now() end, update_time = now()
-        where gid = ${gid} and trans_type = 'workflow' and status = 'prepared'
+        where gid = ${gid} and ${afterLookup(sql`trans_type = 'workflow'`)} and ${statusIn('status', ['prepared'])}
         returning gid`,
   );
   return rows.length > 0;
