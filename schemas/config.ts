@@ -154,7 +154,13 @@ export const configSchema = z
       .describe("Seconds a node holds a transaction it works on; a dead node's work is taken over after this."),
     pollInterval: secondsSchema(0.01).default(1).describe('Seconds between scans for due work when the last scan found none.'),
     claimBatch: z.coerce.number().int().min(1).max(10_000).default(100).describe('Due transactions claimed per scan.'),
-    storePoolSize: z.coerce.number().int().min(1).max(200).default(10).describe('Postgres connections per coordinator.'),
+    storePoolSize: z.coerce
+      .number()
+      .int()
+      .min(1)
+      .max(200)
+      .default(10)
+      .describe('Postgres connections per coordinator: half for the hot statements (prepare, submit, settle), half for the rest.'),
     storeLockTimeout: secondsSchema(0)
       .default(10)
       .describe('Seconds a coordinator waits for another process to let go of the embedded store directory before refusing to start.'),

@@ -7,8 +7,11 @@
  * there are and whatever the statistics say.
  */
 import { randomUUID } from 'node:crypto';
+import { sql } from 'drizzle-orm';
 import pg from 'pg';
+import { pino } from 'pino';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { openDatabase, poolSizes, statement } from '../coordinator/store/database.js';
 import { Msg } from '../sdk/index.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
 import { inProcessCoordinator } from './helpers/coordinator.js';
@@ -122,4 +125,23 @@ it('finds the rows of a batch by gid, not by walking a backlog the statistics do
   expect(read.get('trans_global_status_idx')).toBeLessThan(backlog / 4);
   expect(read.get('trans_global_type_idx')).toBeLessThan(backlog / 4);
   expect(read.get('trans_global_due_idx')).toBeLessThan(backlog * 1.5);
+});
+
+it('plans a compiled hot statement once per connection, and SQL built per call for its values', async () => {
+  // One connection for the compiled statements, one for the rest: each check reads its own session.
+  expect(poolSizes(2)).toEqual({ statementsMax: 1, othersMax: 1 });
+  const database = await openDatabase(await freshStore(), { poolSize: 2, logger: pino({ level: 'silent' }), lockTimeout: 5 });
+  try {
+    const find = statement(sql`select gid from trans_global where gid = any(${sql.placeholder('gids')}::text[])`);
+    // Small batches: with Postgres's own choice, each of the first five calls was planned for its values.
+    for (let i = 0; i < 8; i++) await database.rows(find, { gids: [`a-${i}`, `b-${i}`] });
+    const plans = statement(
+      sql`select generic_plans::int as generic, custom_plans::int as custom from pg_prepared_statements where name = ${sql.placeholder('name')}`,
+    );
+    expect(await database.rows(plans, { name: find.name })).toEqual([{ generic: 8, custom: 0 }]);
+    const modes = await database.rows<{ mode: string }>(sql`select current_setting('plan_cache_mode') as mode`);
+    expect(modes).toEqual([{ mode: 'auto' }]);
+  } finally {
+    await database.close();
+  }
 });

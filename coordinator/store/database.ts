@@ -83,18 +83,32 @@ async function openPostgres(url: string, options: OpenOptions): Promise<Database
     import('drizzle-orm/node-postgres'),
     import('drizzle-orm/node-postgres/migrator'),
   ]);
+  // Every store statement reaches its rows through an index. A plan made while a table is still
+  // small (a new store, before autovacuum first analyzes it) scans the table instead, and a
+  // prepared statement keeps that plan while the table grows: a settle cost a scan of every branch.
+  // pg-pool awaits the hook before it hands a new connection out (@types/pg says it returns void).
+  const session = (settings: string) => ((client: ClientBase) => client.query(settings)) as (client: ClientBase) => void;
+  const { statementsMax, othersMax } = poolSizes(options.poolSize);
   const pool = new pg.Pool({
     connectionString: url,
-    max: options.poolSize,
+    max: othersMax,
     connectionTimeoutMillis: 5_000,
-    // Every store statement reaches its rows through an index. A plan made while a table is still
-    // small (a new store, before autovacuum first analyzes it) scans the table instead, and a
-    // prepared statement keeps that plan while the table grows: a settle cost a scan of every branch.
-    // pg-pool awaits the hook before it hands a new connection out (@types/pg says it returns void).
-    onConnect: ((client: ClientBase) => client.query('set enable_seqscan = off')) as (client: ClientBase) => void,
+    onConnect: session('set enable_seqscan = off'),
+  });
+  // The compiled hot statements (statement()) on connections of their own that plan each of them
+  // once: Postgres otherwise plans a statement anew on every call whenever the plan for the values
+  // at hand looks cheaper than the general one (a small batch: nearly always), and the settle's
+  // planning cost more than its execution. Their plans cannot go wrong by the values: each finds
+  // its rows by gid (status-filter.ts) through a unique index. SQL built per call (the operators'
+  // searches, whose plans depend on the values) keeps Postgres's choice, on the other pool.
+  const statements = new pg.Pool({
+    connectionString: url,
+    max: statementsMax,
+    connectionTimeoutMillis: 5_000,
+    onConnect: session('set enable_seqscan = off; set plan_cache_mode = force_generic_plan'),
   });
   // An idle client losing its connection must not crash the process; the next query reports it.
-  pool.on('error', (err) => options.logger.warn({ err }, 'store connection lost'));
+  for (const p of [pool, statements]) p.on('error', (err) => options.logger.warn({ err }, 'store connection lost'));
   const db = drizzlePg(pool) as unknown as Db;
   type Client = { query: InstanceType<typeof pg.Pool>['query'] };
   const rowsOn =
@@ -126,9 +140,14 @@ async function openPostgres(url: string, options: OpenOptions): Promise<Database
       client.release(!healthy.ok);
     }
   };
-  const database = makeDatabase(db, 'postgres', () => pool.end(), rowsOn(pool), transaction);
+  const [onStatements, onPool] = [rowsOn(statements), rowsOn(pool)];
+  const rows: Database['rows'] = (query, values) => (isStatement(query) ? onStatements(query, values) : onPool(query, values));
+  const close = async () => {
+    await Promise.all([pool.end(), statements.end()]);
+  };
+  const database = makeDatabase(db, 'postgres', close, rows, transaction);
   const lock = await pool.connect().catch((cause: unknown) => {
-    void pool.end();
+    void close();
     throw new ConcordError('STORE_UNAVAILABLE', `cannot connect to the store: ${(cause as Error).message}`, { cause });
   });
   try {
@@ -199,6 +218,15 @@ async function openPglite(dir: string, { lockTimeout, logger }: OpenOptions): Pr
     await lock.release();
     throw err;
   }
+}
+
+/**
+ * storePoolSize split between the compiled hot statements and the rest: the hot ones run from
+ * group commits, one store transaction of each kind at a time, so half the pool is plenty.
+ */
+export function poolSizes(poolSize: number): { statementsMax: number; othersMax: number } {
+  const statementsMax = Math.max(1, Math.ceil(poolSize / 2));
+  return { statementsMax, othersMax: Math.max(1, poolSize - statementsMax) };
 }
 
 function isStatement(query: SQL | Statement): query is Statement {

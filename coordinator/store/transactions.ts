@@ -375,5 +375,5 @@ const waitingStatement = statement(
   sql`select u.i, u.key as order_key
       from unnest(${v('items')}::int[], ${v('seqs')}::float8[], ${v('keys')}::text[]) as u(i, seq, key)
       where exists (select 1 from trans_branch_op b join trans_global g on g.gid = b.gid
-        where b.order_key = u.key and b.status = 'prepared' and g.status = 'submitted' and g.submit_seq < u.seq)`,
+        where b.order_key = u.key and b.status = 'prepared' and ${statusIn('g.status', ['submitted'])} and g.submit_seq < u.seq)`,
 );
