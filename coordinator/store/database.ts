@@ -53,7 +53,8 @@ export interface Database extends Rows {
   readonly kind: 'pglite' | 'postgres';
   /**
    * Runs `work`'s statements in one store transaction: they commit together (one commit, one WAL
-   * flush) or, when `work` throws, not at all.
+   * flush) or, when `work` throws, not at all. On Postgres it runs on the compiled statements'
+   * sessions (each statement planned once), so it is for those.
    */
   transaction<T>(work: (tx: Rows) => Promise<T>): Promise<T>;
   /** Fails when the store cannot be reached. */
@@ -130,8 +131,10 @@ async function openPostgres(url: string, options: OpenOptions): Promise<Database
       throw err;
     }
   };
+  // A transaction is hot-path work made of compiled statements (a saga step's reply and the next
+  // step's attempt): it runs on their sessions.
   const transaction = async <T>(work: (tx: Rows) => Promise<T>): Promise<T> => {
-    const client = await pool.connect();
+    const client = await statements.connect();
     const healthy = { ok: true };
     try {
       return await transactionOn(client, work, healthy);

@@ -3,7 +3,7 @@
  * holding the saga's lease, so a node that lost it cannot overwrite newer work. Times are kept
  * relative to the store's clock (seconds from now()), so nodes with skewed clocks agree.
  */
-import { sql, type SQL } from 'drizzle-orm';
+import { sql } from 'drizzle-orm';
 
 /** A value of a compiled statement (database.ts), filled in per call. */
 const v = (name: string) => sql.placeholder(name);
@@ -64,37 +64,52 @@ export interface BranchChange {
   update: BranchUpdate;
 }
 
-const p = (value: unknown) => sql.param(value);
-
-/** The branch writes of passes, for a CTE: each applied only while `owner` holds its saga. */
-function branchWrites(owner: string, changes: (BranchChange & { gid: string })[]): SQL {
-  const col = <T>(pick: (u: BranchUpdate) => T) => p(changes.map((c) => pick(c.update)));
-  return sql`update trans_branch_op b set status = u.status, attempts = u.attempts, last_error = u.last_error,
+/**
+ * The branch writes of passes, for a CTE of a compiled statement (values: branchValues, and
+ * `owner`): each applied only while `owner` holds its saga.
+ */
+const branchWrites = sql`update trans_branch_op b set status = u.status, attempts = u.attempts, last_error = u.last_error,
       result = coalesce(u.result, b.result),
       reply_due = now() + u.reply_in * interval '1 second',
       retry_at = now() + u.retry_in * interval '1 second',
       finish_time = case when u.status = 'prepared' then null else now() end, update_time = now()
-    from unnest(${p(changes.map((c) => c.gid))}::text[], ${p(changes.map((c) => c.branch_id))}::text[], ${p(changes.map((c) => c.op))}::text[],
-      ${col((u) => u.status)}::text[], ${col((u) => u.attempts)}::int[], ${col((u) => storedText(u.lastError))}::text[],
-      ${col((u) => storedText(u.result) ?? null)}::text[], ${col((u) => u.replyIn)}::float8[], ${col((u) => u.retryIn)}::float8[])
+    from unnest(${v('bGids')}::text[], ${v('bIds')}::text[], ${v('bOps')}::text[], ${v('bStatuses')}::text[],
+      ${v('bAttempts')}::int[], ${v('bErrors')}::text[], ${v('bResults')}::text[], ${v('bReplyIn')}::float8[],
+      ${v('bRetryIn')}::float8[])
       as u(gid, branch_id, op, status, attempts, last_error, result, reply_in, retry_in)
     where b.gid = u.gid and b.branch_id = u.branch_id and b.op = u.op
       -- A branch a reply finished meanwhile keeps that answer.
       and b.status = 'prepared'
-      and exists (select 1 from trans_global g where g.gid = u.gid and g.owner = ${owner})
+      and exists (select 1 from trans_global g where g.gid = u.gid and g.owner = ${v('owner')}::text)
     returning b.id`;
+
+function branchValues(changes: (BranchChange & { gid: string })[]): Record<string, unknown> {
+  const col = <T>(pick: (u: BranchUpdate) => T) => changes.map((c) => pick(c.update));
+  return {
+    bGids: changes.map((c) => c.gid),
+    bIds: changes.map((c) => c.branch_id),
+    bOps: changes.map((c) => c.op),
+    bStatuses: col((u) => u.status),
+    bAttempts: col((u) => u.attempts),
+    bErrors: col((u) => storedText(u.lastError)),
+    bResults: col((u) => storedText(u.result) ?? null),
+    bReplyIn: col((u) => u.replyIn),
+    bRetryIn: col((u) => u.retryIn),
+  };
 }
 
 const ofSaga = (gid: string, changes: BranchChange[]) => changes.map((c) => ({ ...c, gid }));
 
 /** Writes branch states while `owner` holds the saga; false when the lease was lost. */
 export async function updateSagaBranches(database: Database, owner: string, gid: string, changes: BranchChange[]): Promise<boolean> {
-  const [row] = await database.rows<{ held: boolean }>(
-    sql`with w as (${branchWrites(owner, ofSaga(gid, changes))})
-        select exists (select 1 from trans_global where gid = ${gid} and owner = ${owner}) as held`,
-  );
+  const [row] = await database.rows<{ held: boolean }>(updateBranchesStatement, { owner, gid, ...branchValues(ofSaga(gid, changes)) });
   return row?.held === true;
 }
+
+const updateBranchesStatement = statement(
+  sql`with w as (${branchWrites})
+      select exists (select 1 from trans_global where gid = ${v('gid')}::text and owner = ${v('owner')}::text) as held`,
+);
 
 /** Moves a saga this node holds to another unfinished status (submitted → aborting), with the branch states so far. */
 export async function moveSaga(
@@ -105,13 +120,22 @@ export async function moveSaga(
   reason: string,
   changes: BranchChange[],
 ): Promise<boolean> {
-  const rows = await database.rows<{ gid: string }>(
-    sql`with w as (${branchWrites(owner, ofSaga(gid, changes))})
-        update trans_global set status = ${status}, rollback_reason = ${storedText(reason)}, update_time = now()
-        where gid = ${gid} and owner = ${owner} and ${statusIn('status', ['submitted', 'aborting'])} returning gid`,
-  );
+  const rows = await database.rows<{ gid: string }>(moveStatement, {
+    owner,
+    gid,
+    status,
+    reason: storedText(reason),
+    ...branchValues(ofSaga(gid, changes)),
+  });
   return rows.length > 0;
 }
+
+const moveStatement = statement(
+  sql`with w as (${branchWrites})
+      update trans_global set status = ${v('status')}::text, rollback_reason = ${v('reason')}::text, update_time = now()
+      where gid = ${v('gid')}::text and owner = ${v('owner')}::text and ${statusIn('status', ['submitted', 'aborting'])}
+      returning gid`,
+);
 
 export interface SagaSettlement {
   status: 'submitted' | 'aborting' | 'succeed' | 'failed' | 'needs_attention';
@@ -135,30 +159,35 @@ export interface SagaSettle {
  */
 export async function settleSagas(database: Rows, owner: string, settles: SagaSettle[]): Promise<Map<string, { poked: boolean }>> {
   if (settles.length === 0) return new Map();
-  const col = <T>(pick: (x: SagaSettle) => T) => p(settles.map(pick));
-  const rows = await database.rows<{ gid: string; poked: boolean }>(
-    sql`with w as (${branchWrites(
-      owner,
-      settles.flatMap((x) => ofSaga(x.gid, x.changes)),
-    )}), s as (
-          select * from unnest(${col((x) => x.gid)}::text[], ${col((x) => x.s.status)}::text[], ${col((x) => x.s.delay)}::float8[],
-            ${col((x) => storedText(x.s.attention ?? ''))}::text[]) as s(gid, status, delay, attention)
-        ), old as (
-          select gid, poked from trans_global where gid in (select gid from s) for update
-        )
-        update trans_global g set status = s.status, owner = '', poked = false,
-          next_cron_time = case when s.status in ('succeed', 'failed', 'needs_attention') then null
-                                when old.poked then now() else now() + s.delay * interval '1 second' end,
-          finish_time = case when s.status in ('succeed', 'failed') then now() else g.finish_time end,
-          rollback_time = case when s.status = 'failed' then now() else g.rollback_time end,
-          attention_reason = s.attention,
-          update_time = now()
-        from s join old on old.gid = s.gid
-        where g.gid = s.gid and g.owner = ${owner} and ${statusIn('g.status', ['submitted', 'aborting'])}
-        returning g.gid, old.poked`,
-  );
+  const rows = await database.rows<{ gid: string; poked: boolean }>(settleStatement, {
+    owner,
+    gids: settles.map((x) => x.gid),
+    statuses: settles.map((x) => x.s.status),
+    delays: settles.map((x) => x.s.delay),
+    attentions: settles.map((x) => storedText(x.s.attention ?? '')),
+    ...branchValues(settles.flatMap((x) => ofSaga(x.gid, x.changes))),
+  });
   return new Map(rows.map((r) => [r.gid, { poked: r.poked }]));
 }
+
+const settleStatement = statement(
+  sql`with w as (${branchWrites}), s as (
+        select * from unnest(${v('gids')}::text[], ${v('statuses')}::text[], ${v('delays')}::float8[], ${v('attentions')}::text[])
+          as s(gid, status, delay, attention)
+      ), old as (
+        select gid, poked from trans_global where gid in (select gid from s) for update
+      )
+      update trans_global g set status = s.status, owner = '', poked = false,
+        next_cron_time = case when s.status in ('succeed', 'failed', 'needs_attention') then null
+                              when old.poked then now() else now() + s.delay * interval '1 second' end,
+        finish_time = case when s.status in ('succeed', 'failed') then now() else g.finish_time end,
+        rollback_time = case when s.status = 'failed' then now() else g.rollback_time end,
+        attention_reason = s.attention,
+        update_time = now()
+      from s join old on old.gid = s.gid
+      where g.gid = s.gid and g.owner = ${v('owner')}::text and ${statusIn('g.status', ['submitted', 'aborting'])}
+      returning g.gid, old.poked`,
+);
 
 /** Ends the pass of one saga (settleSagas); `applied` false when `owner` no longer held it. */
 export async function settleSaga(
