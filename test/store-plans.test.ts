@@ -12,7 +12,7 @@ import pg from 'pg';
 import { pino } from 'pino';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { openDatabase, poolSizes, statement } from '../coordinator/store/database.js';
-import { Msg } from '../sdk/index.js';
+import { Msg, Saga } from '../sdk/index.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
 import { inProcessCoordinator } from './helpers/coordinator.js';
 import { freshDatabase, freshStore } from './helpers/db.js';
@@ -106,6 +106,15 @@ it('finds the rows of a batch by gid, not by walking a backlog the statistics do
         ),
       );
     }
+    // Sagas too: their passes settle with statements of their own.
+    await Promise.all(
+      Array.from({ length: 6 }, () =>
+        new Saga(again.dtm, `backlog-saga-${randomUUID()}`, { waitResult: true })
+          .add(`${bank.url}/TransOut`, `${bank.url}/TransOutCompensate`, { amount: 1 })
+          .add(`${bank.url}/TransIn`, `${bank.url}/TransInCompensate`, { amount: 1 })
+          .submit(),
+      ),
+    );
   } finally {
     await again.stop();
   }
