@@ -28,6 +28,25 @@ const record = (topic: string, delivery: Delivery): Record_ => ({
 const bytes = (data: Bytes | undefined): Buffer | undefined => (typeof data === 'string' ? Buffer.from(data) : data);
 
 /**
+ * Header names are a few constants (message-id, the dtm-* coordinates, content-type, the callers'
+ * own): encoded once and shared by every record, not once per header of each record. The producer
+ * only reads them.
+ */
+function headerKeyBytes(): (data: Bytes | undefined) => Buffer | undefined {
+  const known = new Map<string, Buffer>();
+  return (data) => {
+    if (typeof data !== 'string') return data;
+    let encoded = known.get(data);
+    if (!encoded) {
+      if (known.size >= 1_000) known.clear();
+      encoded = Buffer.from(data);
+      known.set(data, encoded);
+    }
+    return encoded;
+  };
+}
+
+/**
  * Java's partitioner (murmur2 of the key, as kafkajs's default and the Java client), so a key lands
  * on the partition every other producer of the topic puts it on. Keyless records have their
  * partition already (stickyPartitions).
@@ -113,7 +132,7 @@ export function createKafkaPublisher(connections: Record<string, string[]>, logg
             retryDelay: 300,
             autocreateTopics: true,
             partitioner: partitioner(compatibilityPartitioner),
-            serializers: { key: bytes, value: bytes, headerKey: bytes, headerValue: bytes },
+            serializers: { key: bytes, value: bytes, headerKey: headerKeyBytes(), headerValue: bytes },
           });
           try {
             await p.metadata({ topics: [] }); // connects, as kafkajs's connect() did: a bad broker fails here
