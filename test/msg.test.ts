@@ -4,7 +4,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BranchFailure, Msg, MsgCoalescer } from '../sdk/index.js';
+import { BranchFailure, Msg, MsgBatch, MsgCoalescer } from '../sdk/index.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
 import { type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
 import { freshDatabase, freshStore } from './helpers/db.js';
@@ -169,7 +169,7 @@ describe('submit after its own prepare', () => {
     return { dtm: `http://127.0.0.1:${port}/api/dtmsvr`, submits, close: () => new Promise((resolve) => server.close(resolve)) };
   }
 
-  it('sends the submit without steps or payloads (stored at prepare), alone and coalesced, and delivers the payload', async () => {
+  it('sends the submit without steps or payloads (stored at prepare), alone, coalesced and batched, and delivers the payload', async () => {
     const proxy = await recordingProxy();
     try {
       const single = gid();
@@ -190,9 +190,14 @@ describe('submit after its own prepare', () => {
             .doAndSubmit<void, pg.PoolClient>(`${bank.url}/QueryPrepared`, bank.pool, business(g)),
         ),
       );
-      for (const g of together) await waitForStatus(coordinator.dtm, g, 'succeed');
-      expect(together.map((g) => bank.received(g, '/TransIn'))).toEqual([1, 1, 1]);
-      expect(proxy.submits.map((s) => s.gid).sort()).toEqual([single, ...together].sort());
+      // MsgBatch: one local transaction for two messages.
+      const batched = [gid(), gid()];
+      const batch = new MsgBatch(proxy.dtm);
+      for (const g of batched) batch.add(new Msg(proxy.dtm, g).add(`${bank.url}/TransIn`, { amount: 3 }));
+      await batch.doAndSubmit<void, pg.PoolClient>(`${bank.url}/QueryPrepared`, bank.pool, business(batched[0]!));
+      for (const g of [...together, ...batched]) await waitForStatus(coordinator.dtm, g, 'succeed');
+      expect([...together, ...batched].map((g) => bank.received(g, '/TransIn'))).toEqual([1, 1, 1, 1, 1]);
+      expect(proxy.submits.map((s) => s.gid).sort()).toEqual([single, ...together, ...batched].sort());
       for (const s of proxy.submits) {
         expect(s).not.toHaveProperty('steps');
         expect(s).not.toHaveProperty('payloads');
