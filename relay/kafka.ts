@@ -28,12 +28,56 @@ const record = (topic: string, delivery: Delivery): Record_ => ({
 const bytes = (data: Bytes | undefined): Buffer | undefined => (typeof data === 'string' ? Buffer.from(data) : data);
 
 /**
+ * Header names are a few constants (message-id, the dtm-* coordinates, content-type, the callers'
+ * own): encoded once and shared by every record, not once per header of each record. The producer
+ * only reads them.
+ */
+function headerKeyBytes(): (data: Bytes | undefined) => Buffer | undefined {
+  const known = new Map<string, Buffer>();
+  return (data) => {
+    if (typeof data !== 'string') return data;
+    let encoded = known.get(data);
+    if (!encoded) {
+      if (known.size >= 1_000) known.clear();
+      encoded = Buffer.from(data);
+      known.set(data, encoded);
+    }
+    return encoded;
+  };
+}
+
+/**
  * Java's partitioner (murmur2 of the key, as kafkajs's default and the Java client), so a key lands
- * on the partition every other producer of the topic puts it on; keyless records go round robin.
+ * on the partition every other producer of the topic puts it on. Keyless records have their
+ * partition already (stickyPartitions).
  */
 function partitioner(javaCompatible: (message: never, key: Buffer) => number): (message: unknown, key: Buffer | undefined) => number {
-  let next = 0;
-  return (_message, key) => (key === undefined ? next++ & 0x7fffffff : javaCompatible(undefined as never, key));
+  return (_message, key) => javaCompatible(undefined as never, key!);
+}
+
+/**
+ * Keyless records of one produce request all go to one partition of their topic, the next request's
+ * to the next (the Java client's sticky partitioner, KIP-480): one record batch per topic instead of
+ * one per partition, so the broker appends and the consumers fetch a few large batches rather than
+ * many of a record or two. Keyless records have no order to keep; keyed ones stay on their key's.
+ */
+function stickyPartitions(): (records: Record_[]) => void {
+  const next = new Map<string, number>();
+  return (records) => {
+    const chosen = new Map<string, number>();
+    for (const r of records) {
+      if (r.key !== undefined) continue;
+      let partition = chosen.get(r.topic);
+      if (partition === undefined) {
+        partition = next.get(r.topic) ?? 0;
+        chosen.set(r.topic, partition);
+        // The producer takes it modulo the topic's partition count.
+        next.set(r.topic, (partition + 1) & 0x7fffffff);
+        if (next.size > 10_000) next.clear();
+      }
+      r.partition = partition;
+    }
+  };
 }
 
 /** The error's own words and those of the broker errors under it, for last_error. */
@@ -58,6 +102,7 @@ export function createKafkaPublisher(connections: Record<string, string[]>, logg
   const queues = new Map<string, Pending[]>();
   const flushing = new Set<string>();
   const scheduled = new Set<string>();
+  const assignPartitions = stickyPartitions();
   // Destinations are few and messages many (an outbox drain sends thousands per second to one topic).
   const destinations = new Map<string, ReturnType<typeof parseDestination>>();
   const parsed = (url: string) => {
@@ -87,7 +132,7 @@ export function createKafkaPublisher(connections: Record<string, string[]>, logg
             retryDelay: 300,
             autocreateTopics: true,
             partitioner: partitioner(compatibilityPartitioner),
-            serializers: { key: bytes, value: bytes, headerKey: bytes, headerValue: bytes },
+            serializers: { key: bytes, value: bytes, headerKey: headerKeyBytes(), headerValue: bytes },
           });
           try {
             await p.metadata({ topics: [] }); // connects, as kafkajs's connect() did: a bad broker fails here
@@ -115,6 +160,7 @@ export function createKafkaPublisher(connections: Record<string, string[]>, logg
       for (let batch = queues.get(name) ?? []; batch.length > 0; batch = queues.get(name) ?? []) {
         queues.set(name, []);
         const records = batch.length === 1 ? batch[0]!.records : batch.flatMap((p) => p.records);
+        assignPartitions(records);
         let producer: Promise<Producer_> | undefined;
         try {
           producer = producerFor(name);

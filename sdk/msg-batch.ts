@@ -10,7 +10,7 @@ import { ConcordError, errorCodes, type ErrorCode } from '../schemas/errors.js';
 import { BranchBarrier, type SqlBarrierSource } from './barrier.js';
 import { CoordinatorClient, type ClientOptions } from './coordinator-client.js';
 import { isBranchFailure } from './errors.js';
-import type { Msg } from './msg.js';
+import { submitOfPrepared, type Msg } from './msg.js';
 
 export class MsgBatch {
   private readonly messages: Msg[] = [];
@@ -61,7 +61,7 @@ export class MsgBatch {
       if (isBranchFailure(err)) await this.client.batchCall('abort', requests).catch(() => undefined);
       throw err;
     }
-    const submitted = await this.client.batchCall('submit', requests);
+    const submitted = await this.client.batchCall('submit', requests.map(submitOfPrepared));
     const failed = submitted.filter((r) => r.status !== 200);
     // Committed: a message whose submit failed is still delivered, after the coordinator's check-back.
     if (failed.length > 0) throw batchError('submit', failed);

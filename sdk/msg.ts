@@ -82,6 +82,11 @@ export class Msg {
     await this.send('submit', this.body());
   }
 
+  /** Submit after this message's own prepare was taken: the coordinator has its steps already (submitOfPrepared). */
+  private async submitPrepared(): Promise<void> {
+    await this.send('submit', submitOfPrepared(this.body()));
+  }
+
   async abort(reason?: string): Promise<void> {
     await this.send('abort', { ...this.body(), rollback_reason: reason });
   }
@@ -133,12 +138,12 @@ export class Msg {
       // Unknown: leave it prepared; the coordinator's own check-back settles it.
       if (decided !== 'SUCCESS') throw err;
       // The commit landed and the error came after it: the message must go out.
-      await this.submit();
+      await this.submitPrepared();
       return undefined;
     }
     // The barrier skips the change when its row exists (a repeated call): submit still follows prepare.
     await prepared;
-    await this.submit();
+    await this.submitPrepared();
     return result;
   }
 
@@ -172,4 +177,16 @@ export class Msg {
       concurrent: o.concurrent,
     };
   }
+}
+
+/**
+ * The submit of a message the coordinator has taken the prepare of: the same request without its
+ * steps and payloads. The coordinator (Concord, and DTM alike) then promotes the stored message
+ * with the branches it stored at prepare, so the payloads are not sent, validated and hashed a
+ * second time. Only for a submit that follows its own successful prepare: a submit alone must carry
+ * the steps (it creates the message), and with them the coordinator checks they match.
+ */
+export function submitOfPrepared(body: TransRequest): TransRequest {
+  const { steps: _steps, payloads: _payloads, ...rest } = body;
+  return rest;
 }

@@ -1,8 +1,10 @@
 /** Two-phase messages end to end: a real coordinator process, a real bank service, real Postgres. */
 import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BranchFailure, Msg } from '../sdk/index.js';
+import { BranchFailure, Msg, MsgBatch, MsgCoalescer } from '../sdk/index.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
 import { type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
 import { freshDatabase, freshStore } from './helpers/db.js';
@@ -138,6 +140,84 @@ describe('two-phase message', () => {
       expect(seen).toEqual([{ keep: '1', gid: g, trans_type: 'msg', branch_id: '01', op: 'action', header: 'acme', body: '{"amount":7}' }]);
     } finally {
       await echo.close();
+    }
+  });
+});
+
+describe('submit after its own prepare', () => {
+  /** An HTTP proxy in front of the coordinator that keeps the body of every submit it forwards. */
+  async function recordingProxy() {
+    const submits: Record<string, unknown>[] = [];
+    const server = createServer((req, res) => {
+      let body = '';
+      req.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      req.on('end', () => {
+        const parsed = body ? (JSON.parse(body) as Record<string, unknown>) : {};
+        if (req.url!.endsWith('/msg/submit')) submits.push(...(parsed.transactions as Record<string, unknown>[]));
+        else if (req.url!.endsWith('/submit')) submits.push(parsed);
+        void fetch(`${coordinator.url}${req.url}`, {
+          method: req.method,
+          headers: { 'content-type': 'application/json' },
+          body: body || undefined,
+        })
+          .then(async (answer) => res.writeHead(answer.status, { 'content-type': 'application/json' }).end(await answer.text()))
+          .catch(() => res.writeHead(502).end());
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    return { dtm: `http://127.0.0.1:${port}/api/dtmsvr`, submits, close: () => new Promise((resolve) => server.close(resolve)) };
+  }
+
+  it('sends the submit without steps or payloads (stored at prepare), alone, coalesced and batched, and delivers the payload', async () => {
+    const proxy = await recordingProxy();
+    try {
+      const single = gid();
+      const business = (g: string) => async (tx: pg.PoolClient) => {
+        await tx.query('insert into transfers (gid, kind, amount) values ($1, $2, $3)', [g, 'out', 3]);
+      };
+      // wait_result still travels with the submit: it answers after the delivery.
+      await new Msg(proxy.dtm, single, { waitResult: true })
+        .add(`${bank.url}/TransIn`, { amount: 3 })
+        .doAndSubmit<void, pg.PoolClient>(`${bank.url}/QueryPrepared`, bank.pool, business(single));
+      expect(bank.received(single, '/TransIn')).toBe(1);
+      const coalescer = new MsgCoalescer(proxy.dtm);
+      const together = [gid(), gid(), gid()];
+      await Promise.all(
+        together.map((g) =>
+          new Msg(proxy.dtm, g, { coalescer })
+            .add(`${bank.url}/TransIn`, { amount: 3 })
+            .doAndSubmit<void, pg.PoolClient>(`${bank.url}/QueryPrepared`, bank.pool, business(g)),
+        ),
+      );
+      // MsgBatch: one local transaction for two messages.
+      const batched = [gid(), gid()];
+      const batch = new MsgBatch(proxy.dtm);
+      for (const g of batched) batch.add(new Msg(proxy.dtm, g).add(`${bank.url}/TransIn`, { amount: 3 }));
+      await batch.doAndSubmit<void, pg.PoolClient>(`${bank.url}/QueryPrepared`, bank.pool, business(batched[0]!));
+      for (const g of [...together, ...batched]) await waitForStatus(coordinator.dtm, g, 'succeed');
+      expect([...together, ...batched].map((g) => bank.received(g, '/TransIn'))).toEqual([1, 1, 1, 1, 1]);
+      expect(proxy.submits.map((s) => s.gid).sort()).toEqual([single, ...together, ...batched].sort());
+      for (const s of proxy.submits) {
+        expect(s).not.toHaveProperty('steps');
+        expect(s).not.toHaveProperty('payloads');
+        expect(s).toMatchObject({ trans_type: 'msg', query_prepared: `${bank.url}/QueryPrepared` });
+      }
+      expect(proxy.submits.find((s) => s.gid === single)).toMatchObject({ wait_result: true });
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('still sends the steps with a submit that comes alone (it creates the message)', async () => {
+    const proxy = await recordingProxy();
+    try {
+      const g = gid();
+      await new Msg(proxy.dtm, g, { waitResult: true }).add(`${bank.url}/TransIn`, { amount: 4 }).submit();
+      expect(proxy.submits).toMatchObject([{ gid: g, steps: [{ action: `${bank.url}/TransIn` }], payloads: ['{"amount":4}'] }]);
+      expect(bank.received(g, '/TransIn')).toBe(1);
+    } finally {
+      await proxy.close();
     }
   });
 });

@@ -55,6 +55,14 @@ export interface ServerDeps {
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
+/**
+ * JSON text from which no string can parse to a NUL or a lone surrogate: a raw NUL is no valid
+ * JSON and the fatal decoder refuses encoded surrogates, so either can only come as an escape
+ * (\u0000, \uD800-\uDFFF). Text without one needs no walk of the parsed body (a batch's bodies
+ * are large); text with one (or with an escaped backslash before "u") is walked as before.
+ */
+const escapedUnstorable = /\\u(?:0000|[dD][89a-fA-F])/;
+
 export async function buildServer(deps: ServerDeps) {
   const app = Fastify({
     loggerInstance: deps.logger.child({ component: 'api' }),
@@ -90,6 +98,8 @@ export async function buildServer(deps: ServerDeps) {
   // DTM reads bodies as JSON whatever the Content-Type says; so do we (text/plain too, fetch's default).
   // Bodies must be UTF-8: a decoder that replaced bad bytes with U+FFFD would change payloads silently.
   app.removeAllContentTypeParsers();
+  // Parsed bodies known to hold only storable text (escapedUnstorable): preValidation skips them.
+  const storableBodies = new WeakSet<object>();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => {
     let text: string;
     try {
@@ -98,7 +108,9 @@ export async function buildServer(deps: ServerDeps) {
       return done(new ConcordError('INVALID_REQUEST', 'the body is not valid UTF-8'), undefined);
     }
     try {
-      done(null, text === '' ? {} : JSON.parse(text));
+      const parsed: unknown = text === '' ? {} : JSON.parse(text);
+      if (typeof parsed === 'object' && parsed !== null && !escapedUnstorable.test(text)) storableBodies.add(parsed);
+      done(null, parsed);
     } catch {
       done(new ConcordError('INVALID_REQUEST', 'the body is not valid JSON'), undefined);
     }
@@ -106,6 +118,7 @@ export async function buildServer(deps: ServerDeps) {
   // Postgres text holds no NUL and UTF-8 no lone surrogate: refused in any field, so nothing is stored changed.
   app.addHook('preValidation', async (request) => {
     for (const part of [request.params, request.query, request.body]) {
+      if (part === request.body && storableBodies.has(part as object)) continue;
       const found = findTextProblem(part);
       if (found) throw new ConcordError('INVALID_REQUEST', `${found.field || 'the request'} ${found.problem}`, { field: found.field });
     }
