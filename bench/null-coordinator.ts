@@ -1,7 +1,8 @@
 /**
  * The bench's ceiling: a "coordinator" that stores nothing. It answers prepare and submit as
  * Concord does and, after answering a submit, calls each step's branch at once with the HTTP client
- * Concord's relay uses (undici's request, keep-alive). What it reaches is what this
+ * Concord's relay uses (undici's request, keep-alive). A prepared message waits in memory for its
+ * submit, which the SDK sends without the steps the prepare carried. What it reaches is what this
  * machine's HTTP path allows at all; every store's row is printed as a ratio of it.
  *
  * node dist/bench/null-coordinator.js <port>   (prints "listening" once it accepts requests)
@@ -17,6 +18,8 @@ interface MsgBody {
 }
 
 const success = JSON.stringify({ dtm_result: 'SUCCESS' });
+/** Prepared messages by gid, until their submit. */
+const prepared = new Map<string, MsgBody>();
 
 async function readBody(req: IncomingMessage): Promise<string> {
   const chunks: Buffer[] = [];
@@ -47,8 +50,15 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
   const path = (req.url ?? '').split('?')[0];
   const text = req.method === 'POST' ? await readBody(req) : '';
   if (path === '/api/dtmsvr/prepare' || path === '/api/dtmsvr/submit') {
+    const body = JSON.parse(text) as MsgBody;
     res.writeHead(200, { 'content-type': 'application/json' }).end(success);
-    if (path.endsWith('submit')) void callBranches(JSON.parse(text) as MsgBody);
+    if (path.endsWith('prepare')) {
+      prepared.set(body.gid, body);
+      return;
+    }
+    const stored = prepared.get(body.gid);
+    prepared.delete(body.gid);
+    void callBranches(body.steps ? body : (stored ?? body));
     return;
   }
   if (path === '/api/ping' || path === '/api/health') {
