@@ -12,7 +12,7 @@ import type { Consumer as KafkaConsumer, Message, MessagesStream } from '@platfo
 import type { Logger } from 'pino';
 import { backoffInterval, jitter } from '../schemas/backoff.js';
 import { parseDestination } from './destination.js';
-import { HandledOffsets } from './handled-offsets.js';
+import { HandledOffsets } from '../schemas/handled-offsets.js';
 
 export interface BrokerConsumer {
   /** Starts consuming on the connection of this broker destination (kafka://… or rabbitmq://…), unless it already does. */
@@ -106,11 +106,14 @@ export function consumeBrokers({ connections, topic, clientId, onMessage, logger
       let committing = false;
       const commit = () => {
         committing = false;
-        for (const message of offsets.take()) {
-          // A commit refused (the partition went to another member meanwhile) only means the
-          // message is handled again there, which a reply's recording absorbs.
-          Promise.resolve(message.commit()).catch((err: unknown) => logger.debug({ err, connection: name, topic }, 'offset not committed'));
-        }
+        // One request for every partition with a newly handled offset.
+        const handled = offsets.take().map((m) => ({ topic, partition: m.partition, offset: m.offset + 1n, leaderEpoch: -1 }));
+        if (handled.length === 0) return;
+        // A commit refused (the partition went to another member meanwhile) only means the
+        // message is handled again there, which a reply's recording absorbs.
+        stream.consumer
+          .commit({ offsets: handled })
+          .catch((err: unknown) => logger.debug({ err, connection: name, topic }, 'offsets not committed'));
       };
       const fail = (err: unknown) => {
         stream.pause();
