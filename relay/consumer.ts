@@ -39,6 +39,12 @@ const reconnect = { base: 0.5, cap: 15 };
 const concurrency = 32;
 /** Kafka messages handled at once; the stream pauses above it (they share the handler's store commits). */
 const maxInFlight = 256;
+/**
+ * Handled offsets wait this long and go in one commit request (a commit is a write to the broker's
+ * offsets topic). A coordinator that stops or dies meanwhile leaves them uncommitted: those
+ * messages come again, and recording a reply twice changes nothing.
+ */
+const commitIntervalMs = 100;
 /** Partitions of a topic this consumer creates: they spread the messages over the processes of the group. */
 const partitions = 8;
 
@@ -95,7 +101,7 @@ export function consumeBrokers({ connections, topic, clientId, onMessage, logger
 
   /**
    * Hands every message of `stream` to onMessage, up to maxInFlight at once, and commits what was
-   * handled, once per turn of the event loop. Ends when the listener closes; throws when the stream
+   * handled, at most once per commitIntervalMs. Ends when the listener closes; throws when the stream
    * fails or a message could not be handled (the session starts again from the committed offsets,
    * so that message comes again).
    */
@@ -126,7 +132,7 @@ export function consumeBrokers({ connections, topic, clientId, onMessage, logger
           if (--inFlight === maxInFlight / 2 && stream.isPaused()) stream.resume();
           if (offsets.handled(entry) && !committing) {
             committing = true;
-            setImmediate(commit);
+            setTimeout(commit, commitIntervalMs);
           }
         }, fail);
       });

@@ -27,6 +27,13 @@ type Stream = MessagesStream<Buffer, Buffer, Buffer, Buffer>;
 const loadKafka = () => optionalPeer('@platformatic/kafka', () => import('@platformatic/kafka'));
 /** Between two deliveries of a command that failed, and between two sessions after a lost connection. */
 const pause = { base: 0.2, cap: 10 };
+/**
+ * Answered offsets wait this long, and go in one commit request: each commit is a write to the
+ * broker's offsets topic, and committing per answer cost the broker more than the commands did. A
+ * participant that dies loses at most this much of commits: those commands come again, and the
+ * barrier absorbs them.
+ */
+const commitIntervalMs = 100;
 /** The group's takeover time when the source sets none (kafkajs's default, which the SDK had). */
 const defaultSessionTimeout = 30_000;
 
@@ -137,7 +144,7 @@ class Session {
       this.inProgress.delete(handling);
       if (answered && this.offsets.handled(entry) && !this.commitScheduled) {
         this.commitScheduled = true;
-        setImmediate(() => void this.commit());
+        setTimeout(() => void this.commit(), commitIntervalMs);
       }
       if (!this.closing && this.stream.isPaused()) this.stream.resume();
     });
@@ -162,7 +169,7 @@ class Session {
     }
   }
 
-  /** One commit request for every partition with a newly answered offset. */
+  /** One commit request for every partition with a newly answered offset (close() commits at once). */
   private async commit(): Promise<void> {
     this.commitScheduled = false;
     const offsets = this.offsets
