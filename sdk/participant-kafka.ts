@@ -52,7 +52,7 @@ export async function ensureKafkaTopic(source: Omit<KafkaSource, 'topic'>, topic
 
 /**
  * Consumes `source.topic` until stop(): a lost connection starts a new session (from the committed
- * offsets) once the commands in progress have ended. Resolves once the group was joined.
+ * offsets) once the commands in progress have ended. Resolves once consuming started.
  */
 export async function startKafkaCommands(source: KafkaSource, deliver: Deliver, logger: Logger, atOnce: number): Promise<RunningSource> {
   const { Consumer } = await loadKafka();
