@@ -20,7 +20,7 @@ type SagaOp = 'action' | 'compensate';
 export const effectsTableDdl = `create table if not exists bench_saga_effects (
   id bigserial primary key, gid text not null, step text not null, op text not null, created_at timestamptz default now())`;
 
-/** Kafka partitions of each command topic, all consumed at once by its participant. */
+/** Kafka partitions of each command topic. */
 const commandPartitions = 8;
 
 export interface SagaParticipants {
@@ -104,7 +104,7 @@ async function startKafkaSteps(pool: pg.Pool, brokers: string[]): Promise<SagaPa
     for (const [i, step] of sagaSteps.entries()) {
       const topic = topics[i]!;
       const p = participant<pg.PoolClient>(topic, {
-        source: { kafka: { brokers, groupId: `${topic}-participant`, partitionsConsumedConcurrently: commandPartitions } },
+        source: { kafka: { brokers, groupId: `${topic}-participant` } },
         db: pool,
         logger,
       });

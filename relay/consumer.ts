@@ -12,7 +12,7 @@ import type { Consumer as KafkaConsumer, Message, MessagesStream } from '@platfo
 import type { Logger } from 'pino';
 import { backoffInterval, jitter } from '../schemas/backoff.js';
 import { parseDestination } from './destination.js';
-import { HandledOffsets } from './handled-offsets.js';
+import { HandledOffsets } from '../schemas/handled-offsets.js';
 
 export interface BrokerConsumer {
   /** Starts consuming on the connection of this broker destination (kafka://… or rabbitmq://…), unless it already does. */
@@ -39,6 +39,12 @@ const reconnect = { base: 0.5, cap: 15 };
 const concurrency = 32;
 /** Kafka messages handled at once; the stream pauses above it (they share the handler's store commits). */
 const maxInFlight = 256;
+/**
+ * Handled offsets wait this long and go in one commit request (a commit is a write to the broker's
+ * offsets topic). A coordinator that stops or dies meanwhile leaves them uncommitted: those
+ * messages come again, and recording a reply twice changes nothing.
+ */
+const commitIntervalMs = 100;
 /** Partitions of a topic this consumer creates: they spread the messages over the processes of the group. */
 const partitions = 8;
 
@@ -95,7 +101,7 @@ export function consumeBrokers({ connections, topic, clientId, onMessage, logger
 
   /**
    * Hands every message of `stream` to onMessage, up to maxInFlight at once, and commits what was
-   * handled, once per turn of the event loop. Ends when the listener closes; throws when the stream
+   * handled, at most once per commitIntervalMs. Ends when the listener closes; throws when the stream
    * fails or a message could not be handled (the session starts again from the committed offsets,
    * so that message comes again).
    */
@@ -106,11 +112,14 @@ export function consumeBrokers({ connections, topic, clientId, onMessage, logger
       let committing = false;
       const commit = () => {
         committing = false;
-        for (const message of offsets.take()) {
-          // A commit refused (the partition went to another member meanwhile) only means the
-          // message is handled again there, which a reply's recording absorbs.
-          Promise.resolve(message.commit()).catch((err: unknown) => logger.debug({ err, connection: name, topic }, 'offset not committed'));
-        }
+        // One request for every partition with a newly handled offset.
+        const handled = offsets.take().map((m) => ({ topic, partition: m.partition, offset: m.offset + 1n, leaderEpoch: -1 }));
+        if (handled.length === 0) return;
+        // A commit refused (the partition went to another member meanwhile) only means the
+        // message is handled again there, which a reply's recording absorbs.
+        stream.consumer
+          .commit({ offsets: handled })
+          .catch((err: unknown) => logger.debug({ err, connection: name, topic }, 'offsets not committed'));
       };
       const fail = (err: unknown) => {
         stream.pause();
@@ -123,7 +132,7 @@ export function consumeBrokers({ connections, topic, clientId, onMessage, logger
           if (--inFlight === maxInFlight / 2 && stream.isPaused()) stream.resume();
           if (offsets.handled(entry) && !committing) {
             committing = true;
-            setImmediate(commit);
+            setTimeout(commit, commitIntervalMs);
           }
         }, fail);
       });

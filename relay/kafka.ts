@@ -5,7 +5,7 @@
  *
  * Producing is the relay's hottest loop (an outbox drain sends tens of thousands of records a
  * second), and this client encodes a record for about a third of kafkajs's CPU (docs/brokers.md);
- * the saga replies are read with it too (consumer.ts); the SDK's consumers stay on kafkajs.
+ * the saga replies are read with it too (consumer.ts), and the SDK's participant uses it; `consume` stays on kafkajs.
  *
  * Destination: kafka://<connection>/<topic>; the message key comes with the delivery.
  */

@@ -1,11 +1,10 @@
 /**
- * The Kafka side of `consume` and of the saga participant, on kafkajs. Messages of a partition are
- * handled one at a time, in order (`eachMessage`), or, when the caller asks (`sideBySide`: the
- * participant, whose commands are independent of each other), up to that many of a fetched batch
- * at once. An offset is marked for commit only when the handler's transaction has committed or the
- * message was parked (side by side: when every message of the slice is handled), so a consumer
- * that dies mid-handler is given the message again and the inbox or barrier absorbs it. A parked
- * message is committed like any other: its partition moves on.
+ * The Kafka side of `consume`, on kafkajs (the saga participant reads its commands with
+ * participant-kafka.ts). Messages of a partition are handled one at a time, in order
+ * (`eachMessage`). An offset is marked for commit only when the handler's transaction has
+ * committed or the message was parked, so a consumer that dies mid-handler is given the message
+ * again and the inbox absorbs it. A parked message is committed like any other: its partition
+ * moves on.
  */
 import type { IHeaders, KafkaMessage } from 'kafkajs';
 import type { Logger } from 'pino';
@@ -21,18 +20,18 @@ export interface KafkaSource {
   groupId: string;
   /** Where a group with no committed offset starts: the topic's beginning (default) or its end. */
   fromBeginning?: boolean;
-  /** Partitions handled at once by this member (default 1). */
+  /** Partitions handled at once by this member (default 1). A saga participant ignores it: it handles up to 32 commands at once, from all its partitions. */
   partitionsConsumedConcurrently?: number;
-  /** kafkajs client id (default `concord-consumer`). */
+  /** Kafka client id (default `concord-consumer`). */
   clientId?: string;
   /**
-   * Milliseconds after which the group gives a silent member's partitions to the others (kafkajs
-   * default 30 000). Shorter means faster takeover after a crash, and more rebalances on GC pauses.
+   * Milliseconds after which the group gives a silent member's partitions to the others (default
+   * 30 000). Shorter means faster takeover after a crash, and more rebalances on GC pauses.
    */
   sessionTimeout?: number;
 }
 
-export async function startKafkaSource(source: KafkaSource, deliver: Deliver, logger: Logger, sideBySide = 1): Promise<RunningSource> {
+export async function startKafkaSource(source: KafkaSource, deliver: Deliver, logger: Logger): Promise<RunningSource> {
   const log = logger.child({ topic: source.topic, groupId: source.groupId });
   const { Kafka, logLevel } = await optionalPeer('kafkajs', () => import('kafkajs'));
   const kafka = new Kafka({ clientId: source.clientId ?? 'concord-consumer', brokers: source.brokers, logLevel: logLevel.NOTHING });
@@ -59,28 +58,11 @@ export async function startKafkaSource(source: KafkaSource, deliver: Deliver, lo
         source: `kafka:${position}`,
       };
     };
-    const partitionsConsumedConcurrently = source.partitionsConsumedConcurrently ?? 1;
-    if (sideBySide > 1) {
-      await consumer.run({
-        partitionsConsumedConcurrently,
-        eachBatchAutoResolve: false,
-        eachBatch: async (payload) => {
-          const { batch } = payload;
-          for (let i = 0; i < batch.messages.length && payload.isRunning() && !payload.isStale(); i += sideBySide) {
-            const slice = batch.messages.slice(i, i + sideBySide);
-            await Promise.all(slice.map((m) => deliver(toInbox(batch.topic, batch.partition, m), () => payload.heartbeat())));
-            payload.resolveOffset(slice[slice.length - 1]!.offset);
-            await payload.heartbeat();
-          }
-        },
-      });
-    } else {
-      await consumer.run({
-        partitionsConsumedConcurrently,
-        // kafkajs resolves the offset only when this returns, and commits resolved offsets only.
-        eachMessage: async (payload) => deliver(toInbox(payload.topic, payload.partition, payload.message), () => payload.heartbeat()),
-      });
-    }
+    await consumer.run({
+      partitionsConsumedConcurrently: source.partitionsConsumedConcurrently ?? 1,
+      // kafkajs resolves the offset only when this returns, and commits resolved offsets only.
+      eachMessage: async (payload) => deliver(toInbox(payload.topic, payload.partition, payload.message), () => payload.heartbeat()),
+    });
   } catch (err) {
     await consumer.disconnect().catch(() => undefined);
     throw err;

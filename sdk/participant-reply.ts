@@ -6,7 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { ChannelModel, ConfirmChannel } from 'amqplib';
-import type { Message, Producer } from 'kafkajs';
+import type { MessageToProduce, Producer } from '@platformatic/kafka';
 import type { Logger } from 'pino';
 import { sagaReplySchema, type SagaReply } from '../schemas/saga.js';
 import { dtmHeaders } from '../schemas/broker-messages.js';
@@ -28,38 +28,42 @@ function replyHeaders(reply: SagaReply): Record<string, string> {
 }
 
 /**
- * One idempotent producer for every reply topic, connected once; replies sent while a produce is
- * in flight go together in the next one (sendTogether).
+ * One idempotent producer (@platformatic/kafka) for every reply topic, connected once; replies
+ * sent while a produce is in flight go together in the next one (sendTogether).
  */
 export async function kafkaReplyPublisher(source: Omit<KafkaSource, 'topic'>): Promise<ReplyPublisher> {
-  const { Kafka, logLevel } = await optionalPeer('kafkajs', () => import('kafkajs'));
-  const kafka = new Kafka({ clientId: source.clientId ?? 'concord-participant', brokers: source.brokers, logLevel: logLevel.NOTHING });
-  // Idempotent: a retried produce request cannot write a reply twice.
-  const producer: Producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
-  await producer.connect();
-  const send = sendTogether<{ topic: string; message: Message }>(async (items) => {
-    const byTopic = new Map<string, Message[]>();
-    for (const { topic, message } of items) {
-      const messages = byTopic.get(topic);
-      if (messages) messages.push(message);
-      else byTopic.set(topic, [message]);
-    }
-    await withTimeout(
-      producer.sendBatch({
-        acks: -1,
-        timeout: replyTimeoutMs,
-        topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
-      }),
-    );
+  const { Producer, compatibilityPartitioner } = await optionalPeer('@platformatic/kafka', () => import('@platformatic/kafka'));
+  // Idempotent: a retried produce request cannot write a reply twice. Acks from all in-sync replicas.
+  const producer: Producer<string, string, string, string> = new Producer({
+    clientId: source.clientId ?? 'concord-participant',
+    bootstrapBrokers: source.brokers,
+    idempotent: true,
+    acks: -1,
+    timeout: replyTimeoutMs,
+    autocreateTopics: true,
+    // Java's partitioner (murmur2 of the gid), as the coordinator's producer and kafkajs.
+    partitioner: compatibilityPartitioner,
+    serializers: { key: text, value: text, headerKey: text, headerValue: text },
+  });
+  try {
+    await producer.metadata({ topics: [] }); // connects: a bad broker fails start()
+  } catch (err) {
+    await producer.close().catch(() => undefined);
+    throw err;
+  }
+  const send = sendTogether<MessageToProduce<string, string, string, string>>(async (messages) => {
+    await withTimeout(producer.send({ messages }));
   });
   return {
     async send(replyTo, reply) {
       const value = JSON.stringify(sagaReplySchema.parse(reply));
-      await send({ topic: replyTo, message: { key: reply.gid, value, headers: replyHeaders(reply) } });
+      await send({ topic: replyTo, key: reply.gid, value, headers: replyHeaders(reply) });
     },
-    close: () => producer.disconnect(),
+    close: () => producer.close(),
   };
 }
+
+const text = (data: string | undefined): Buffer | undefined => (data === undefined ? undefined : Buffer.from(data));
 
 interface Link {
   model: ChannelModel;

@@ -14,7 +14,8 @@ import { gidSchema } from '../schemas/dtm.js';
 import { commandHeaders, type SagaReply } from '../schemas/saga.js';
 import { BranchBarrier, ensureBarrierTable } from './barrier.js';
 import type { Deliver, HandlerRetry, RunningSource } from './consume.js';
-import { startKafkaSource, type KafkaSource } from './consume-kafka.js';
+import type { KafkaSource } from './consume-kafka.js';
+import { ensureKafkaTopic, startKafkaCommands } from './participant-kafka.js';
 import { startRabbitSource, type RabbitSource } from './consume-rabbitmq.js';
 import { isBranchFailure } from './errors.js';
 import type { InboxMessage } from './inbox.js';
@@ -22,7 +23,6 @@ import { kafkaReplyPublisher, rabbitReplyPublisher, type ReplyPublisher } from '
 import type { TransactionSource } from './sql-executor.js';
 import { inMessageSpan } from './tracing.js';
 import { brokerHeaders } from '../schemas/broker-messages.js';
-import { optionalPeer } from './optional-peer.js';
 
 /** A Kafka consumer group reading the participant's topic; replies go to the same brokers. */
 export type ParticipantKafkaSource = Omit<KafkaSource, 'topic'>;
@@ -96,9 +96,9 @@ type Command = z.infer<typeof commandSchema>;
 
 const kafkaTopicName = /^[A-Za-z0-9._-]{1,249}$/;
 /**
- * Commands of one fetched Kafka batch handled at once: they are independent (each in its own
- * barrier; the coordinator orders a saga's steps), so a partition's commands need not wait for
- * each other's commits and replies.
+ * Kafka commands handled at once: they are independent (each in its own barrier; the coordinator
+ * orders a saga's steps), so a partition's commands need not wait for each other's commits and
+ * replies.
  */
 const commandsAtOnce = 32;
 const maxResult = 65_536;
@@ -168,7 +168,7 @@ class SagaParticipant<Tx> implements Participant<Tx> {
         await this.ensureKafkaTopic(source.kafka);
         this.replies = await kafkaReplyPublisher(source.kafka);
         this.running = await retryWhileRetriable(() =>
-          startKafkaSource({ ...source.kafka, topic: this.topic }, deliver, this.base, commandsAtOnce),
+          startKafkaCommands({ ...source.kafka, topic: this.topic }, deliver, this.base, commandsAtOnce),
         );
       } else {
         this.replies = await rabbitReplyPublisher(source.rabbitmq.url, this.topic, this.log);
@@ -184,17 +184,11 @@ class SagaParticipant<Tx> implements Participant<Tx> {
 
   /** Creates the command topic when it is missing, so that a participant may start before any saga ran. */
   private async ensureKafkaTopic(source: ParticipantKafkaSource): Promise<void> {
-    const { Kafka, logLevel } = await optionalPeer('kafkajs', () => import('kafkajs'));
-    const kafka = new Kafka({ clientId: source.clientId ?? 'concord-participant', brokers: source.brokers, logLevel: logLevel.NOTHING });
-    const admin = kafka.admin();
     try {
-      await admin.connect();
-      await admin.createTopics({ topics: [{ topic: this.topic }], waitForLeaders: true });
+      await ensureKafkaTopic(source, this.topic);
     } catch (err) {
       // Not fatal: without the right to create topics, the topic may still exist or be created elsewhere.
       this.log.warn({ err }, 'could not create the command topic');
-    } finally {
-      await admin.disconnect().catch(() => undefined);
     }
   }
 
@@ -315,15 +309,15 @@ function errorText(error: unknown): string {
 }
 
 /**
- * Runs `start` again (a few times, with backoff) while it fails with an error Kafka calls
- * retriable: a topic created a moment ago may not be known to every broker yet.
+ * Runs `start` again (a few times, with backoff) while it fails with an error the Kafka client
+ * calls retriable: a topic created a moment ago may not be known to every broker yet.
  */
 async function retryWhileRetriable<T>(start: () => Promise<T>): Promise<T> {
   for (let failures = 0; ; failures++) {
     try {
       return await start();
     } catch (err) {
-      if (failures >= 5 || (err as { retriable?: boolean }).retriable !== true) throw err;
+      if (failures >= 5 || !(err as { findBy?: (p: string, v: unknown) => unknown }).findBy?.('canRetry', true)) throw err;
       await sleep(jitter(backoffInterval({ base: 0.2, cap: 2 }, failures)) * 1000);
     }
   }

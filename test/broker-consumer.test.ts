@@ -9,7 +9,7 @@ import { Kafka, logLevel, type Admin, type Producer } from 'kafkajs';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { consumeBrokers, type BrokerConsumer } from '../relay/consumer.js';
-import { HandledOffsets } from '../relay/handled-offsets.js';
+import { HandledOffsets } from '../schemas/handled-offsets.js';
 
 describe('HandledOffsets', () => {
   it('answers, per partition, the last message handled with every one before it', () => {

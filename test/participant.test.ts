@@ -352,4 +352,28 @@ describe('saga participant on Kafka, commands of one partition', () => {
       await coordinator.close();
     }
   });
+
+  it('fetches a command sent while an earlier one is being handled: it does not wait for the earlier one to end', async () => {
+    const coordinator = await kafkaCoordinator();
+    const [held, freeing] = [`saga-${randomUUID()}`, `saga-${randomUUID()}`];
+    let holding = false;
+    const p = participant<pg.PoolClient>(coordinator.topic, { source: coordinator.source, db: pool })
+      // Ends once the reply to 'free' is out, or after 10 s: fetched only after 'hold' ended, 'free' would come after those 10 s.
+      .on('hold', async () => {
+        holding = true;
+        for (let waited = 0; waited < 10_000 && !coordinator.replies.some((r) => r.gid === freeing); waited += 50) await delay(50);
+      })
+      .on('free', async () => undefined);
+    await p.start();
+    try {
+      // One key, so one partition; 'free' is sent once 'hold' runs, so it comes in a later fetch.
+      await coordinator.send({ gid: held, op: 'action', command: 'hold', key: 'k' });
+      await expect.poll(() => holding, { timeout: 30_000 }).toBe(true);
+      await coordinator.send({ gid: freeing, op: 'action', command: 'free', key: 'k' });
+      await expect.poll(() => coordinator.replies.map((r) => r.gid), { timeout: 30_000 }).toEqual([freeing, held]);
+    } finally {
+      await p.close();
+      await coordinator.close();
+    }
+  });
 });

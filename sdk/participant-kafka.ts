@@ -1,0 +1,216 @@
+/**
+ * The participant's commands on Kafka, read with @platformatic/kafka. The stream fetches on while
+ * earlier commands are handled (kafkajs fetched again only once every message of the last fetch
+ * was handled, so a command that arrived meanwhile waited for the slowest handler and the next
+ * fetch), and up to `atOnce` commands are handled side by side, whatever their partition: they
+ * are independent (each in its own barrier; the coordinator orders a saga's steps).
+ *
+ * At least once: an offset is committed only once its command and every one before it in the
+ * partition are answered (HandledOffsets), so a participant that dies mid-handler is given the
+ * command again and the barrier absorbs it. A command whose delivery failed (its reply could not
+ * be published) is delivered again after a pause, and its partition's offset waits for it.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Consumer, Message, MessagesStream } from '@platformatic/kafka';
+import type { Logger } from 'pino';
+import { backoffInterval, jitter } from '../schemas/backoff.js';
+import { brokerHeaders } from '../schemas/broker-messages.js';
+import { HandledOffsets } from '../schemas/handled-offsets.js';
+import type { Deliver, RunningSource } from './consume.js';
+import type { KafkaSource } from './consume-kafka.js';
+import type { InboxMessage } from './inbox.js';
+import { optionalPeer } from './optional-peer.js';
+
+type KafkaMessage = Message<Buffer, Buffer, Buffer, Buffer>;
+type Stream = MessagesStream<Buffer, Buffer, Buffer, Buffer>;
+
+const loadKafka = () => optionalPeer('@platformatic/kafka', () => import('@platformatic/kafka'));
+/** Between two deliveries of a command that failed, and between two sessions after a lost connection. */
+const pause = { base: 0.2, cap: 10 };
+/**
+ * Answered offsets wait this long, and go in one commit request: each commit is a write to the
+ * broker's offsets topic, and committing per answer cost the broker more than the commands did. A
+ * participant that dies loses at most this much of commits: those commands come again, and the
+ * barrier absorbs them.
+ */
+const commitIntervalMs = 100;
+/** The group's takeover time when the source sets none (kafkajs's default, which the SDK had). */
+const defaultSessionTimeout = 30_000;
+
+/** Creates `topic` when it is missing (the broker's default partition count). */
+export async function ensureKafkaTopic(source: Omit<KafkaSource, 'topic'>, topic: string): Promise<void> {
+  const { Admin } = await loadKafka();
+  const admin = new Admin({ clientId: source.clientId ?? 'concord-participant', bootstrapBrokers: source.brokers });
+  try {
+    await admin.createTopics({ topics: [topic] });
+  } catch (err) {
+    if (!JSON.stringify(err, Object.getOwnPropertyNames(err ?? {})).includes('TOPIC_ALREADY_EXISTS')) throw err;
+  } finally {
+    await admin.close().catch(() => undefined);
+  }
+}
+
+/**
+ * Consumes `source.topic` until stop(): a lost connection starts a new session (from the committed
+ * offsets) once the commands in progress have ended. Resolves once consuming started.
+ */
+export async function startKafkaCommands(source: KafkaSource, deliver: Deliver, logger: Logger, atOnce: number): Promise<RunningSource> {
+  const { Consumer } = await loadKafka();
+  const log = logger.child({ topic: source.topic, groupId: source.groupId });
+  const stopping = new AbortController();
+  const sessionTimeout = source.sessionTimeout ?? defaultSessionTimeout;
+  const open = async () => {
+    const consumer: Consumer<Buffer, Buffer, Buffer, Buffer> = new Consumer({
+      clientId: source.clientId ?? 'concord-consumer',
+      bootstrapBrokers: source.brokers,
+      groupId: source.groupId,
+      sessionTimeout,
+      rebalanceTimeout: Math.max(sessionTimeout, 60_000),
+      heartbeatInterval: Math.max(100, Math.floor(sessionTimeout / 10)),
+    });
+    try {
+      const stream = await consumer.consume({
+        topics: [source.topic],
+        mode: 'committed',
+        fallbackMode: source.fromBeginning === false ? 'latest' : 'earliest',
+        autocommit: false,
+      });
+      return new Session(consumer, stream, deliver, log, atOnce, stopping.signal);
+    } catch (err) {
+      await closeConsumer(consumer);
+      throw err;
+    }
+  };
+  let session = await open();
+  const stopped = new Promise<void>((resolve) => stopping.signal.addEventListener('abort', () => resolve(), { once: true }));
+  const running = (async () => {
+    for (let failures = 0; ;) {
+      const lost = await Promise.race([session.ended, stopped]);
+      if (stopping.signal.aborted) return;
+      log.warn({ err: lost }, 'kafka consumer lost its connection, reconnecting');
+      await session.close();
+      for (;;) {
+        await sleep(jitter(backoffInterval(pause, failures++)) * 1000, undefined, { signal: stopping.signal }).catch(() => undefined);
+        if (stopping.signal.aborted) return;
+        try {
+          session = await open();
+          failures = 0;
+          break;
+        } catch (err) {
+          log.warn({ err }, 'kafka consumer could not reconnect, retrying');
+        }
+      }
+    }
+  })();
+  return {
+    async stop() {
+      stopping.abort();
+      await running;
+      await session.close();
+    },
+  };
+}
+
+/** One consumer's life: its stream, the commands in progress, and the offsets they free. */
+class Session {
+  /** Settles with the error that ended the stream. */
+  readonly ended: Promise<unknown>;
+  private readonly offsets = new HandledOffsets<KafkaMessage>();
+  /** The next offset to read per partition, as committed: a command fetched again after a rebalance must not move it back. */
+  private readonly committed = new Map<number, bigint>();
+  private readonly inProgress = new Set<Promise<void>>();
+  private commitScheduled = false;
+  private closing: Promise<void> | undefined;
+
+  constructor(
+    private readonly consumer: Consumer<Buffer, Buffer, Buffer, Buffer>,
+    private readonly stream: Stream,
+    private readonly deliver: Deliver,
+    private readonly log: Logger,
+    private readonly atOnce: number,
+    private readonly stopping: AbortSignal,
+  ) {
+    this.ended = new Promise((resolve) => {
+      stream.on('error', resolve);
+      stream.on('close', () => resolve(new Error('kafka message stream closed')));
+    });
+    stream.on('data', (message: KafkaMessage) => this.take(message));
+  }
+
+  private take(message: KafkaMessage): void {
+    const entry = this.offsets.received(message);
+    if (this.inProgress.size + 1 >= this.atOnce) this.stream.pause();
+    const handling = this.handle(message).then((answered) => {
+      this.inProgress.delete(handling);
+      if (answered && this.offsets.handled(entry) && !this.commitScheduled) {
+        this.commitScheduled = true;
+        setTimeout(() => void this.commit(), commitIntervalMs);
+      }
+      if (!this.closing && this.stream.isPaused()) this.stream.resume();
+    });
+    this.inProgress.add(handling);
+  }
+
+  /**
+   * Delivers until the command is answered (true), or until the session closes (false: it is not
+   * acknowledged, so it comes again).
+   */
+  private async handle(message: KafkaMessage): Promise<boolean> {
+    const inbox = toInbox(message);
+    for (let failures = 0; ; failures++) {
+      try {
+        await this.deliver(inbox);
+        return true;
+      } catch (err) {
+        if (this.stopping.aborted || this.closing) return false;
+        this.log.warn({ err, source: inbox.source }, 'command not answered, delivering it again');
+        await sleep(jitter(backoffInterval(pause, failures)) * 1000, undefined, { signal: this.stopping }).catch(() => undefined);
+      }
+    }
+  }
+
+  /** One commit request for every partition with a newly answered offset (close() commits at once). */
+  private async commit(): Promise<void> {
+    this.commitScheduled = false;
+    const offsets = this.offsets
+      .take()
+      .filter((m) => m.offset >= (this.committed.get(m.partition) ?? 0n))
+      .map((m) => {
+        this.committed.set(m.partition, m.offset + 1n);
+        return { topic: m.topic, partition: m.partition, offset: m.offset + 1n, leaderEpoch: -1 };
+      });
+    if (offsets.length === 0) return;
+    // Refused when a partition went to another member meanwhile: its commands come again there,
+    // and the barrier absorbs them.
+    await this.consumer.commit({ offsets }).catch((err: unknown) => this.log.debug({ err }, 'offsets not committed'));
+  }
+
+  /** Stops fetching, waits for the commands in progress, commits what they answered, leaves the group. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.stream.pause();
+      await Promise.all(this.inProgress);
+      await this.commit();
+      await closeConsumer(this.consumer);
+    })();
+    return this.closing;
+  }
+}
+
+function toInbox(message: KafkaMessage): InboxMessage {
+  const headers: Record<string, string> = {};
+  for (const [name, value] of message.headers) headers[name.toString().toLowerCase()] = value.toString();
+  const position = `${message.topic}/${message.partition}/${message.offset}`;
+  return {
+    id: headers[brokerHeaders.messageId] || position,
+    ...(message.key === undefined || message.key === null ? {} : { key: message.key.toString() }),
+    value: message.value?.toString() ?? '',
+    headers,
+    source: `kafka:${position}`,
+  };
+}
+
+/** Leaves the group at once (force): what was to be committed is, by then. */
+function closeConsumer(consumer: Consumer<Buffer, Buffer, Buffer, Buffer>): Promise<void> {
+  return new Promise((resolve) => consumer.close(true, () => resolve()));
+}
