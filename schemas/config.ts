@@ -160,7 +160,9 @@ export const configSchema = z
       .min(1)
       .max(200)
       .default(10)
-      .describe('Postgres connections per coordinator: half for the hot statements (prepare, submit, settle), half for the rest.'),
+      .describe(
+        'Postgres connections per coordinator: half (rounded up) for the hot statements (prepare, submit, settle), the rest (at least one) for everything else.',
+      ),
     storeLockTimeout: secondsSchema(0)
       .default(10)
       .describe('Seconds a coordinator waits for another process to let go of the embedded store directory before refusing to start.'),
