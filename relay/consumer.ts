@@ -12,7 +12,7 @@ import type { Consumer as KafkaConsumer, Message, MessagesStream } from '@platfo
 import type { Logger } from 'pino';
 import { backoffInterval, jitter } from '../schemas/backoff.js';
 import { parseDestination } from './destination.js';
-import { HandledOffsets } from '../schemas/handled-offsets.js';
+import { OffsetCommits } from '../schemas/handled-offsets.js';
 
 export interface BrokerConsumer {
   /** Starts consuming on the connection of this broker destination (kafka://… or rabbitmq://…), unless it already does. */
@@ -39,12 +39,6 @@ const reconnect = { base: 0.5, cap: 15 };
 const concurrency = 32;
 /** Kafka messages handled at once; the stream pauses above it (they share the handler's store commits). */
 const maxInFlight = 256;
-/**
- * Handled offsets wait this long and go in one commit request (a commit is a write to the broker's
- * offsets topic). A coordinator that stops or dies meanwhile leaves them uncommitted: those
- * messages come again, and recording a reply twice changes nothing.
- */
-const commitIntervalMs = 100;
 /** Partitions of a topic this consumer creates: they spread the messages over the processes of the group. */
 const partitions = 8;
 
@@ -89,7 +83,7 @@ export function consumeBrokers({ connections, topic, clientId, onMessage, logger
       consumer = c;
       try {
         // The stream fetches on while earlier messages are handled (kafkajs fetched again only once
-        // a fetch's every message was handled); the offsets committed are those handled (HandledOffsets).
+        // a fetch's every message was handled); the offsets committed are those handled (OffsetCommits).
         const stream = await c.consume({ topics: [topic], mode: 'committed', fallbackMode: 'earliest', autocommit: false });
         logger.info({ connection: name, topic }, 'consuming from kafka');
         await handleStream(name, stream);
@@ -101,26 +95,22 @@ export function consumeBrokers({ connections, topic, clientId, onMessage, logger
 
   /**
    * Hands every message of `stream` to onMessage, up to maxInFlight at once, and commits what was
-   * handled, at most once per commitIntervalMs. Ends when the listener closes; throws when the stream
-   * fails or a message could not be handled (the session starts again from the committed offsets,
-   * so that message comes again).
+   * handled, in one request at most every 100 ms (OffsetCommits: a coordinator that stops or dies
+   * meanwhile leaves them uncommitted; those replies come again, and recording one twice changes
+   * nothing). Ends when the listener closes; throws when the stream fails or a message could not
+   * be handled (the session starts again from the committed offsets, so that message comes again).
    */
   const handleStream = (name: string, stream: KafkaStream) =>
     new Promise<void>((resolve, reject) => {
-      const offsets = new HandledOffsets<KafkaMessage>();
+      // A commit refused (the partition went to another member meanwhile) only means the message
+      // is handled again there, which a reply's recording absorbs.
+      const offsets = new OffsetCommits<KafkaMessage>((handled) =>
+        stream.consumer.commit({ offsets: handled }).then(
+          () => undefined,
+          (err: unknown) => logger.debug({ err, connection: name, topic }, 'offsets not committed'),
+        ),
+      );
       let inFlight = 0;
-      let committing = false;
-      const commit = () => {
-        committing = false;
-        // One request for every partition with a newly handled offset.
-        const handled = offsets.take().map((m) => ({ topic, partition: m.partition, offset: m.offset + 1n, leaderEpoch: -1 }));
-        if (handled.length === 0) return;
-        // A commit refused (the partition went to another member meanwhile) only means the
-        // message is handled again there, which a reply's recording absorbs.
-        stream.consumer
-          .commit({ offsets: handled })
-          .catch((err: unknown) => logger.debug({ err, connection: name, topic }, 'offsets not committed'));
-      };
       const fail = (err: unknown) => {
         stream.pause();
         reject(err instanceof Error ? err : new Error(String(err)));
@@ -130,10 +120,7 @@ export function consumeBrokers({ connections, topic, clientId, onMessage, logger
         if (++inFlight >= maxInFlight) stream.pause();
         onMessage(message.value.toString(), `kafka ${name} ${topic}/${message.partition}/${message.offset}`).then(() => {
           if (--inFlight === maxInFlight / 2 && stream.isPaused()) stream.resume();
-          if (offsets.handled(entry) && !committing) {
-            committing = true;
-            setTimeout(commit, commitIntervalMs);
-          }
+          offsets.handled(entry);
         }, fail);
       });
       stream.on('error', fail);

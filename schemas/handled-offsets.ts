@@ -40,3 +40,54 @@ export class HandledOffsets<M extends { partition: number; offset: bigint }> {
     return messages;
   }
 }
+
+/** An offset to commit, as Kafka clients take it: the next offset to read. */
+export interface CommitOffset {
+  topic: string;
+  partition: number;
+  offset: bigint;
+  leaderEpoch: number;
+}
+
+/**
+ * Commits what HandledOffsets frees, in one request at most every `intervalMs`: each commit is a
+ * write to the broker's offsets topic, and committing per message cost the broker more than the
+ * messages did. A consumer that dies loses at most that much of commits: those messages come
+ * again, and their handlers absorb a repeat. An offset is never moved back (a message fetched
+ * again after a rebalance ends after later ones were committed).
+ */
+export class OffsetCommits<M extends { topic: string; partition: number; offset: bigint }> {
+  private readonly offsets = new HandledOffsets<M>();
+  private readonly committed = new Map<string, bigint>();
+  private timer: ReturnType<typeof setTimeout> | undefined;
+
+  /** `send` commits the offsets given (one request); it must not reject. */
+  constructor(
+    private readonly send: (offsets: CommitOffset[]) => Promise<void>,
+    private readonly intervalMs = 100,
+  ) {}
+
+  /** A message as it came; hand the answer to `handled` once it is handled. */
+  received(message: M): Received {
+    return this.offsets.received(message);
+  }
+
+  /** The message of `entry` is handled: a new committable offset goes with the next commit. */
+  handled(entry: Received): void {
+    if (this.offsets.handled(entry) && !this.timer) this.timer = setTimeout(() => void this.commit(), this.intervalMs);
+  }
+
+  /** Commits what is committable now (a closing consumer's last commit). */
+  async commit(): Promise<void> {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    const offsets: CommitOffset[] = [];
+    for (const m of this.offsets.take()) {
+      const key = `${m.topic}/${m.partition}`;
+      if (m.offset < (this.committed.get(key) ?? 0n)) continue;
+      this.committed.set(key, m.offset + 1n);
+      offsets.push({ topic: m.topic, partition: m.partition, offset: m.offset + 1n, leaderEpoch: -1 });
+    }
+    if (offsets.length > 0) await this.send(offsets);
+  }
+}

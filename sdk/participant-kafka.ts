@@ -15,7 +15,7 @@ import type { Consumer, Message, MessagesStream } from '@platformatic/kafka';
 import type { Logger } from 'pino';
 import { backoffInterval, jitter } from '../schemas/backoff.js';
 import { brokerHeaders } from '../schemas/broker-messages.js';
-import { HandledOffsets } from '../schemas/handled-offsets.js';
+import { OffsetCommits } from '../schemas/handled-offsets.js';
 import type { Deliver, RunningSource } from './consume.js';
 import type { KafkaSource } from './consume-kafka.js';
 import type { InboxMessage } from './inbox.js';
@@ -27,13 +27,6 @@ type Stream = MessagesStream<Buffer, Buffer, Buffer, Buffer>;
 const loadKafka = () => optionalPeer('@platformatic/kafka', () => import('@platformatic/kafka'));
 /** Between two deliveries of a command that failed, and between two sessions after a lost connection. */
 const pause = { base: 0.2, cap: 10 };
-/**
- * Answered offsets wait this long, and go in one commit request: each commit is a write to the
- * broker's offsets topic, and committing per answer cost the broker more than the commands did. A
- * participant that dies loses at most this much of commits: those commands come again, and the
- * barrier absorbs them.
- */
-const commitIntervalMs = 100;
 /** The group's takeover time when the source sets none (kafkajs's default, which the SDK had). */
 const defaultSessionTimeout = 30_000;
 
@@ -115,11 +108,12 @@ export async function startKafkaCommands(source: KafkaSource, deliver: Deliver, 
 class Session {
   /** Settles with the error that ended the stream. */
   readonly ended: Promise<unknown>;
-  private readonly offsets = new HandledOffsets<KafkaMessage>();
-  /** The next offset to read per partition, as committed: a command fetched again after a rebalance must not move it back. */
-  private readonly committed = new Map<number, bigint>();
+  /**
+   * Answered offsets, committed together at most every 100 ms: a participant that dies loses at
+   * most that much of commits, and the barrier absorbs the commands that come again.
+   */
+  private readonly offsets: OffsetCommits<KafkaMessage>;
   private readonly inProgress = new Set<Promise<void>>();
-  private commitScheduled = false;
   private closing: Promise<void> | undefined;
 
   constructor(
@@ -134,6 +128,14 @@ class Session {
       stream.on('error', resolve);
       stream.on('close', () => resolve(new Error('kafka message stream closed')));
     });
+    // Refused when a partition went to another member meanwhile: its commands come again there,
+    // and the barrier absorbs them.
+    this.offsets = new OffsetCommits((offsets) =>
+      consumer.commit({ offsets }).then(
+        () => undefined,
+        (err: unknown) => log.debug({ err }, 'offsets not committed'),
+      ),
+    );
     stream.on('data', (message: KafkaMessage) => this.take(message));
   }
 
@@ -142,10 +144,7 @@ class Session {
     if (this.inProgress.size + 1 >= this.atOnce) this.stream.pause();
     const handling = this.handle(message).then((answered) => {
       this.inProgress.delete(handling);
-      if (answered && this.offsets.handled(entry) && !this.commitScheduled) {
-        this.commitScheduled = true;
-        setTimeout(() => void this.commit(), commitIntervalMs);
-      }
+      if (answered) this.offsets.handled(entry);
       if (!this.closing && this.stream.isPaused()) this.stream.resume();
     });
     this.inProgress.add(handling);
@@ -169,28 +168,12 @@ class Session {
     }
   }
 
-  /** One commit request for every partition with a newly answered offset (close() commits at once). */
-  private async commit(): Promise<void> {
-    this.commitScheduled = false;
-    const offsets = this.offsets
-      .take()
-      .filter((m) => m.offset >= (this.committed.get(m.partition) ?? 0n))
-      .map((m) => {
-        this.committed.set(m.partition, m.offset + 1n);
-        return { topic: m.topic, partition: m.partition, offset: m.offset + 1n, leaderEpoch: -1 };
-      });
-    if (offsets.length === 0) return;
-    // Refused when a partition went to another member meanwhile: its commands come again there,
-    // and the barrier absorbs them.
-    await this.consumer.commit({ offsets }).catch((err: unknown) => this.log.debug({ err }, 'offsets not committed'));
-  }
-
   /** Stops fetching, waits for the commands in progress, commits what they answered, leaves the group. */
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.stream.pause();
       await Promise.all(this.inProgress);
-      await this.commit();
+      await this.offsets.commit();
       await closeConsumer(this.consumer);
     })();
     return this.closing;

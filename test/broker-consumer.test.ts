@@ -9,7 +9,7 @@ import { Kafka, logLevel, type Admin, type Producer } from 'kafkajs';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { consumeBrokers, type BrokerConsumer } from '../relay/consumer.js';
-import { HandledOffsets } from '../schemas/handled-offsets.js';
+import { HandledOffsets, OffsetCommits, type CommitOffset } from '../schemas/handled-offsets.js';
 
 describe('HandledOffsets', () => {
   it('answers, per partition, the last message handled with every one before it', () => {
@@ -25,6 +25,27 @@ describe('HandledOffsets', () => {
     expect(offsets.take()).toEqual([]);
     expect(offsets.handled(e2!)).toBe(true);
     expect(offsets.take()).toEqual([a2]);
+  });
+});
+
+describe('OffsetCommits', () => {
+  it('commits the partitions freed since the last commit in one request, and never moves an offset back', async () => {
+    const sent: CommitOffset[][] = [];
+    // An interval no test waits for: the commits here are the ones asked for.
+    const commits = new OffsetCommits<{ topic: string; partition: number; offset: bigint }>(async (o) => void sent.push(o), 60_000);
+    const m = (partition: number, offset: number) => ({ topic: 't', partition, offset: BigInt(offset) });
+    const at = (partition: number, offset: number) => ({ topic: 't', partition, offset: BigInt(offset), leaderEpoch: -1 });
+    commits.handled(commits.received(m(0, 5)));
+    commits.handled(commits.received(m(1, 2)));
+    await commits.commit();
+    expect(sent).toEqual([[at(0, 6), at(1, 3)]]);
+    // Offset 4 of partition 0 fetched again after a rebalance: committing it would move the partition back.
+    commits.handled(commits.received(m(0, 4)));
+    await commits.commit();
+    expect(sent).toHaveLength(1);
+    commits.handled(commits.received(m(0, 6)));
+    await commits.commit();
+    expect(sent).toEqual([[at(0, 6), at(1, 3)], [at(0, 7)]]);
   });
 });
 
