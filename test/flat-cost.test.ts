@@ -10,11 +10,11 @@
  */
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { afterAll, beforeAll, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Msg, Saga, tcc } from '../sdk/index.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
 import { type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
-import { freshDatabase, freshStore } from './helpers/db.js';
+import { freshDatabase, freshStore, othersGone } from './helpers/db.js';
 import { seedFinishedStore } from './helpers/finished-store.js';
 import { fastCoordinator, waitForStatus } from './helpers/poll.js';
 
@@ -35,20 +35,6 @@ async function withStore<T>(run: (client: pg.Client) => Promise<T>): Promise<T> 
   } finally {
     await client.end();
   }
-}
-
-/** Waits until no other backend is connected to the store: each publishes its counters as it exits, a moment after its client went away. */
-async function othersGone(client: pg.Client): Promise<void> {
-  const others = async () =>
-    Number(
-      (
-        await client.query<{ n: string }>(
-          'select count(*) as n from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()',
-        )
-      ).rows[0]?.n,
-    );
-  await vi.waitFor(async () => expect(await others()).toBe(0), { timeout: 10_000, interval: 50 });
-  await client.query('select pg_stat_clear_snapshot()');
 }
 
 /** Rows each table gave out since the counters were reset: by sequential scans, and fetched through indexes. */

@@ -15,7 +15,7 @@ import { openDatabase, poolSizes, statement } from '../coordinator/store/databas
 import { Msg, Saga } from '../sdk/index.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
 import { inProcessCoordinator } from './helpers/coordinator.js';
-import { freshDatabase, freshStore } from './helpers/db.js';
+import { freshDatabase, freshStore, othersGone } from './helpers/db.js';
 import { fastCoordinator } from './helpers/poll.js';
 
 async function onStore<T>(url: string, run: (client: pg.Client) => Promise<T>): Promise<T> {
@@ -50,10 +50,11 @@ it('settles the messages of a new store without scanning the rows of the ones be
       );
     }
   } finally {
-    // A backend's table statistics reach the shared view when it ends.
+    // A backend's table statistics reach the shared view when it ends (othersGone below).
     await node.stop();
   }
   await onStore(url, async (client) => {
+    await othersGone(client);
     const { rows } = await client.query<{ relname: string; seq_tup_read: string; n_live_tup: string }>(
       `select relname, seq_tup_read, n_tup_ins as n_live_tup from pg_stat_user_tables
        where relname in ('trans_global', 'trans_branch_op') order by relname`,
@@ -119,6 +120,7 @@ it('finds the rows of a batch by gid, not by walking a backlog the statistics do
     await again.stop();
   }
   const read = await onStore(url, async (client) => {
+    await othersGone(client);
     const { rows } = await client.query<{ indexrelname: string; idx_tup_read: string }>(
       `select indexrelname, idx_tup_read::text from pg_stat_user_indexes where relname = 'trans_global'`,
     );

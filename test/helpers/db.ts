@@ -1,4 +1,5 @@
-import { inject } from 'vitest';
+import type pg from 'pg';
+import { expect, inject, vi } from 'vitest';
 import { createMysqlDatabase } from '../services/mariadb.js';
 import { createDatabase, randomDatabaseName } from '../services/postgres.js';
 
@@ -15,4 +16,22 @@ export async function freshStore(): Promise<string> {
 /** Creates a new, empty database on the test MariaDB server and returns its URL. */
 export async function freshMysqlDatabase(): Promise<string> {
   return createMysqlDatabase(inject('mysqlUrl'), randomDatabaseName(inject('pgDatabasePrefix')));
+}
+
+/**
+ * Waits until no other backend is connected to the client's database. A backend publishes its table
+ * counters (pg_stat_user_tables and the like) as it exits, a moment after its client went away, so
+ * a test reading them after a coordinator stops waits here first.
+ */
+export async function othersGone(client: pg.Client): Promise<void> {
+  const others = async () =>
+    Number(
+      (
+        await client.query<{ n: string }>(
+          'select count(*) as n from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()',
+        )
+      ).rows[0]?.n,
+    );
+  await vi.waitFor(async () => expect(await others()).toBe(0), { timeout: 10_000, interval: 50 });
+  await client.query('select pg_stat_clear_snapshot()');
 }
