@@ -19,16 +19,18 @@ export async function freshMysqlDatabase(): Promise<string> {
 }
 
 /**
- * Waits until no other backend is connected to the client's database. A backend publishes its table
- * counters (pg_stat_user_tables and the like) as it exits, a moment after its client went away, so
- * a test reading them after a coordinator stops waits here first.
+ * Waits until no other client's backend is connected to the client's database. A backend publishes
+ * its table counters (pg_stat_user_tables and the like) as it exits, a moment after its client went
+ * away, so a test reading them after a coordinator stops waits here first. An autovacuum worker
+ * passing by is not waited for.
  */
 export async function othersGone(client: pg.Client): Promise<void> {
   const others = async () =>
     Number(
       (
         await client.query<{ n: string }>(
-          'select count(*) as n from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()',
+          `select count(*) as n from pg_stat_activity
+           where datname = current_database() and pid <> pg_backend_pid() and backend_type = 'client backend'`,
         )
       ).rows[0]?.n,
     );
