@@ -21,11 +21,18 @@ export const parkedErrorChars = 2000;
 export const consumerNameMaxLength = 200;
 export const parkedIdMaxLength = 512;
 
-/** A time from the consumer's database clock: ISO 8601, within years Postgres and every clock agree on. */
-const instant = z.iso.datetime({ offset: true }).refine((v) => {
-  const t = Date.parse(v);
-  return t >= Date.UTC(1970, 0, 1) && t < Date.UTC(10_000, 0, 1);
-}, 'a time between 1970 and 9999');
+/**
+ * A time from the consumer's database clock: ISO 8601, within years Postgres and every clock agree
+ * on, handed on in UTC. ISO 8601 allows offsets up to ±23:59, Postgres only up to ±15:59: a valid
+ * time with a larger offset must not reach the store as written.
+ */
+const instant = z.iso
+  .datetime({ offset: true })
+  .refine((v) => {
+    const t = Date.parse(v);
+    return t >= Date.UTC(1970, 0, 1) && t < Date.UTC(10_000, 0, 1);
+  }, 'a time between 1970 and 9999')
+  .transform((v) => new Date(v).toISOString());
 
 export const parkedReportSchema = z
   .object({

@@ -281,6 +281,35 @@ describe('parked consumer messages', () => {
     expect(await state()).toBe('parked');
   });
 
+  it("takes times with any ISO 8601 offset, in Postgres's range or not, as the instants they name", async () => {
+    // ISO 8601 allows offsets up to ±23:59 and Postgres only up to ±15:59: a fuzzer's -20:32 was a 500.
+    const coordinator = await coordinatorOn();
+    const name = `c-${randomUUID()}`;
+    const res = await fetch(`${coordinator.url}/api/concord/consumers/parked`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${apiToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        consumer: name,
+        listedAt: '2026-01-01T12:00:00-20:32',
+        complete: true,
+        parked: [
+          {
+            messageId: 'm-1',
+            source: 'kafka:orders',
+            error: 'boom',
+            attempts: 3,
+            firstFailure: '2026-01-02T07:00:00+18:00',
+            lastFailure: '2026-01-01T08:00:00.5-23:59',
+          },
+        ],
+      }),
+    });
+    expect(res.status).toBe(200);
+    expect(await parkedOf(coordinator, name)).toMatchObject([
+      { messageId: 'm-1', state: 'parked', firstFailure: '2026-01-01T13:00:00.000Z', lastFailure: '2026-01-02T07:59:00.500Z' },
+    ]);
+  });
+
   it('refuses a report without an API token, and a malformed one naming the field, storing nothing', async () => {
     const coordinator = await coordinatorOn();
     const url = `${coordinator.url}/api/concord/consumers/parked`;
