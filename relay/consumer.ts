@@ -11,6 +11,7 @@ import type { ChannelModel } from 'amqplib';
 import type { Consumer as KafkaConsumer, Message, MessagesStream } from '@platformatic/kafka';
 import type { Logger } from 'pino';
 import { backoffInterval, jitter } from '../schemas/backoff.js';
+import { isTopicAlreadyThere } from '../schemas/broker-messages.js';
 import { parseDestination } from './destination.js';
 import { OffsetCommits } from '../schemas/handled-offsets.js';
 
@@ -187,12 +188,6 @@ export function consumeBrokers({ connections, topic, clientId, onMessage, logger
       await Promise.all(closers.map((close) => close()));
     },
   };
-}
-
-/** The broker's answer to creating a topic that exists: nothing to do. */
-function isTopicAlreadyThere(err: unknown): boolean {
-  const text = JSON.stringify(err, Object.getOwnPropertyNames(err ?? {}));
-  return text.includes('TOPIC_ALREADY_EXISTS') || /already exists/i.test(text);
 }
 
 /** Closes at once (force): messages in flight are not waited for; their offsets were not committed. */

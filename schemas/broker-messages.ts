@@ -28,3 +28,9 @@ export function dtmHeaders(at: { gid: string; branch_id?: string | undefined; tr
   if (at.op !== undefined) headers[brokerHeaders.op] = at.op;
   return headers;
 }
+
+/** A Kafka client's answer to creating a topic that exists (the code, or its words): nothing to do. */
+export function isTopicAlreadyThere(err: unknown): boolean {
+  const text = JSON.stringify(err, Object.getOwnPropertyNames(err ?? {}));
+  return text.includes('TOPIC_ALREADY_EXISTS') || /already exists/i.test(text);
+}

@@ -14,7 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Consumer, Message, MessagesStream } from '@platformatic/kafka';
 import type { Logger } from 'pino';
 import { backoffInterval, jitter } from '../schemas/backoff.js';
-import { brokerHeaders } from '../schemas/broker-messages.js';
+import { brokerHeaders, isTopicAlreadyThere } from '../schemas/broker-messages.js';
 import { OffsetCommits } from '../schemas/handled-offsets.js';
 import type { Deliver, RunningSource } from './consume.js';
 import type { KafkaSource } from './consume-kafka.js';
@@ -37,7 +37,7 @@ export async function ensureKafkaTopic(source: Omit<KafkaSource, 'topic'>, topic
   try {
     await admin.createTopics({ topics: [topic] });
   } catch (err) {
-    if (!JSON.stringify(err, Object.getOwnPropertyNames(err ?? {})).includes('TOPIC_ALREADY_EXISTS')) throw err;
+    if (!isTopicAlreadyThere(err)) throw err;
   } finally {
     await admin.close().catch(() => undefined);
   }

@@ -1,19 +1,19 @@
 /** Two-phase messages delivered to real Kafka and RabbitMQ brokers, directly or through topics. */
 import { randomUUID } from 'node:crypto';
 import { connect, type ChannelModel } from 'amqplib';
-import { Kafka, logLevel, Partitioners, type Consumer } from 'kafkajs';
+import { Partitioners } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Msg } from '../sdk/index.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
 import { type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
 import { freshDatabase } from './helpers/db.js';
+import { topicReader } from './helpers/kafka-topics.js';
 import { fastCoordinator, query, waitForStatus } from './helpers/poll.js';
 
 let coordinator: TestCoordinator;
 let bank: BankService;
 let amqp: ChannelModel;
-const kafka = new Kafka({ brokers: inject('kafkaBrokers').split(','), logLevel: logLevel.NOTHING });
-const consumers: Consumer[] = [];
+const topics = topicReader(inject('kafkaBrokers').split(','));
 
 beforeAll(async () => {
   coordinator = await inProcessCoordinator({
@@ -24,7 +24,7 @@ beforeAll(async () => {
   amqp = await connect(inject('amqpUrl'));
 });
 afterAll(async () => {
-  await Promise.all(consumers.map((c) => c.disconnect()));
+  await topics.close();
   await amqp?.close();
   await bank?.close();
   await coordinator?.stop();
@@ -32,30 +32,10 @@ afterAll(async () => {
 
 const gid = () => `b-${randomUUID()}`;
 
-/** Everything that arrives on a fresh topic, from its beginning. */
-async function collect(topic: string) {
-  const admin = kafka.admin();
-  await admin.connect();
-  await admin.createTopics({ topics: [{ topic, numPartitions: 3 }], waitForLeaders: true });
-  await admin.disconnect();
-  const seen: { key: string; value: string; partition: number; headers: Record<string, string> }[] = [];
-  const consumer = kafka.consumer({ groupId: `g-${randomUUID()}` });
-  consumers.push(consumer);
-  await consumer.connect();
-  await consumer.subscribe({ topic, fromBeginning: true });
-  await consumer.run({
-    eachMessage: async ({ message, partition }) => {
-      const headers = Object.fromEntries(Object.entries(message.headers ?? {}).map(([k, v]) => [k, String(v)]));
-      seen.push({ key: String(message.key), value: String(message.value), partition, headers });
-    },
-  });
-  return seen;
-}
-
 describe('Kafka destinations', () => {
   it('publishes with the key, a stable message id and the content type, and succeeds on the ack', async () => {
     const topic = `orders-${randomUUID()}`;
-    const seen = await collect(topic);
+    const seen = await topics.collect(topic);
     const g = gid();
     await new Msg(coordinator.dtm, g, { branchHeaders: { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' } })
       .add(`kafka://default/${topic}`, { orderId: 42 }, { key: 'order-42', headers: { 'event-type': 'OrderPlaced' } })
@@ -76,7 +56,7 @@ describe('Kafka destinations', () => {
 
   it('sends messages of one key to one partition, in submit order when each waits for its result', async () => {
     const topic = `seq-${randomUUID()}`;
-    const seen = await collect(topic);
+    const seen = await topics.collect(topic);
     for (let i = 0; i < 20; i++) {
       await new Msg(coordinator.dtm, gid(), { waitResult: true }).add(`kafka://default/${topic}`, { i }, { key: `k${i % 3}` }).submit();
     }
@@ -90,7 +70,7 @@ describe('Kafka destinations', () => {
 
   it("puts a key on the partition Java's partitioner (and kafkajs's default) gives it", async () => {
     const topic = `java-${randomUUID()}`;
-    const seen = await collect(topic);
+    const seen = await topics.collect(topic);
     const keys = Array.from({ length: 12 }, (_, i) => `customer-${i}`);
     await Promise.all(
       keys.map((key) => new Msg(coordinator.dtm, gid(), { waitResult: true }).add(`kafka://default/${topic}`, { key }, { key }).submit()),
@@ -154,7 +134,7 @@ describe('topics', () => {
   it('fans a topic out to every subscriber: HTTP, Kafka and RabbitMQ', async () => {
     const name = `t-${randomUUID()}`;
     const kafkaTopic = `fan-${randomUUID()}`;
-    const seen = await collect(kafkaTopic);
+    const seen = await topics.collect(kafkaTopic);
     const queue = `fan-${randomUUID()}`;
     const channel = await amqp.createChannel();
     await channel.assertQueue(queue);

@@ -14,7 +14,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Msg, Saga, tcc } from '../sdk/index.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
 import { type TestCoordinator, inProcessCoordinator } from './helpers/coordinator.js';
-import { freshDatabase, freshStore, othersGone } from './helpers/db.js';
+import { freshDatabase, freshStore, othersGone, withClient } from './helpers/db.js';
 import { seedFinishedStore } from './helpers/finished-store.js';
 import { fastCoordinator, waitForStatus } from './helpers/poll.js';
 
@@ -27,15 +27,7 @@ let store: string;
 let bank: BankService;
 let coordinator: TestCoordinator | undefined;
 
-async function withStore<T>(run: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: store });
-  await client.connect();
-  try {
-    return await run(client);
-  } finally {
-    await client.end();
-  }
-}
+const withStore = <T>(run: (client: pg.Client) => Promise<T>) => withClient(store, run);
 
 /** Rows each table gave out since the counters were reset: by sequential scans, and fetched through indexes. */
 async function reads(): Promise<Map<string, { seqRows: number; indexRows: number; seqScans: number }>> {

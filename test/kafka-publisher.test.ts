@@ -1,38 +1,18 @@
 /** The relay's Kafka publisher against the real test broker: how it spreads records over partitions. */
 import { randomUUID } from 'node:crypto';
-import { Kafka, logLevel, type Consumer } from 'kafkajs';
 import { pino } from 'pino';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { createKafkaPublisher } from '../relay/kafka.js';
 import type { Delivery, Publisher } from '../relay/publisher.js';
+import { topicReader } from './helpers/kafka-topics.js';
 
-const kafka = new Kafka({ brokers: inject('kafkaBrokers').split(','), logLevel: logLevel.NOTHING });
+const topics = topicReader(inject('kafkaBrokers').split(','));
 const publisher: Publisher = createKafkaPublisher({ default: inject('kafkaBrokers').split(',') }, pino({ level: 'silent' }));
-const consumers: Consumer[] = [];
 
 afterAll(async () => {
-  await Promise.all(consumers.map((c) => c.disconnect()));
+  await topics.close();
   await publisher.close();
 });
-
-/** Everything that arrives on a fresh topic of three partitions, from its beginning. */
-async function collect(topic: string) {
-  const admin = kafka.admin();
-  await admin.connect();
-  await admin.createTopics({ topics: [{ topic, numPartitions: 3 }], waitForLeaders: true });
-  await admin.disconnect();
-  const seen: { value: string; key: string | undefined; partition: number }[] = [];
-  const consumer = kafka.consumer({ groupId: `g-${randomUUID()}` });
-  consumers.push(consumer);
-  await consumer.connect();
-  await consumer.subscribe({ topic, fromBeginning: true });
-  await consumer.run({
-    eachMessage: async ({ message, partition }) => {
-      seen.push({ value: String(message.value), key: message.key?.toString(), partition });
-    },
-  });
-  return seen;
-}
 
 const delivery = (topic: string, payload: string, key?: string): Delivery => ({
   url: `kafka://default/${topic}`,
@@ -46,7 +26,7 @@ const delivery = (topic: string, payload: string, key?: string): Delivery => ({
 describe('Kafka publisher', () => {
   it('sends the keyless records of one produce request to one partition, and the next request to another', async () => {
     const topic = `sticky-${randomUUID()}`;
-    const seen = await collect(topic);
+    const seen = await topics.collect(topic);
     const first = Array.from({ length: 12 }, (_, i) => delivery(topic, `a${i}`));
     const keyed = [delivery(topic, 'k1', 'order-1'), delivery(topic, 'k2', 'order-2'), delivery(topic, 'k3', 'order-3')];
     // Single publishes made in one tick share a produce request, as publishMany's do.

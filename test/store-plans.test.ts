@@ -8,25 +8,14 @@
  */
 import { randomUUID } from 'node:crypto';
 import { sql } from 'drizzle-orm';
-import pg from 'pg';
 import { pino } from 'pino';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { openDatabase, poolSizes, statement } from '../coordinator/store/database.js';
 import { Msg, Saga } from '../sdk/index.js';
 import { startBankService, type BankService } from './helpers/bank-service.js';
 import { inProcessCoordinator } from './helpers/coordinator.js';
-import { freshDatabase, freshStore, othersGone } from './helpers/db.js';
+import { freshDatabase, freshStore, othersGone, withClient } from './helpers/db.js';
 import { fastCoordinator } from './helpers/poll.js';
-
-async function onStore<T>(url: string, run: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return await run(client);
-  } finally {
-    await client.end();
-  }
-}
 
 let bank: BankService;
 beforeAll(async () => {
@@ -36,24 +25,29 @@ afterAll(async () => {
   await bank?.close();
 });
 
+/** `count` messages to the bank, six at a time (each waiting for its branch), so there are many small batches. */
+async function sendMessages(dtm: string, count: number, prefix: string): Promise<void> {
+  for (let round = 0; round < count / 6; round++) {
+    await Promise.all(
+      Array.from({ length: 6 }, () =>
+        new Msg(dtm, `${prefix}-${randomUUID()}`, { waitResult: true }).add(`${bank.url}/TransIn`, { amount: 1 }).submit(),
+      ),
+    );
+  }
+}
+
 it('settles the messages of a new store without scanning the rows of the ones before', async () => {
   const url = await freshStore();
   const node = await inProcessCoordinator({ store: url, env: fastCoordinator });
   const messages = 300;
   try {
     // A few at a time, so that there are many settle statements, each seeing a larger table.
-    for (let round = 0; round < messages / 6; round++) {
-      await Promise.all(
-        Array.from({ length: 6 }, () =>
-          new Msg(node.dtm, `plan-${randomUUID()}`, { waitResult: true }).add(`${bank.url}/TransIn`, { amount: 1 }).submit(),
-        ),
-      );
-    }
+    await sendMessages(node.dtm, messages, 'plan');
   } finally {
     // A backend's table statistics reach the shared view when it ends (othersGone below).
     await node.stop();
   }
-  await onStore(url, async (client) => {
+  await withClient(url, async (client) => {
     await othersGone(client);
     const { rows } = await client.query<{ relname: string; seq_tup_read: string; n_live_tup: string }>(
       `select relname, seq_tup_read, n_tup_ins as n_live_tup from pg_stat_user_tables
@@ -73,7 +67,7 @@ it('finds the rows of a batch by gid, not by walking a backlog the statistics do
   const backlog = 20_000;
   const node = await inProcessCoordinator({ store: url, env: fastCoordinator });
   await node.stop();
-  await onStore(url, async (client) => {
+  await withClient(url, async (client) => {
     // The statistics are taken in a steady state, nearly every transaction finished; then a backlog
     // builds up (a downstream service is down, or callers crashed between prepare and submit) before
     // the next analyze, which autovacuum is kept from running here.
@@ -100,13 +94,7 @@ it('finds the rows of a batch by gid, not by walking a backlog the statistics do
   const again = await inProcessCoordinator({ store: url, env: fastCoordinator });
   const messages = 60;
   try {
-    for (let round = 0; round < messages / 6; round++) {
-      await Promise.all(
-        Array.from({ length: 6 }, () =>
-          new Msg(again.dtm, `backlog-${randomUUID()}`, { waitResult: true }).add(`${bank.url}/TransIn`, { amount: 1 }).submit(),
-        ),
-      );
-    }
+    await sendMessages(again.dtm, messages, 'backlog');
     // Sagas too: their passes settle with statements of their own.
     await Promise.all(
       Array.from({ length: 6 }, () =>
@@ -119,7 +107,7 @@ it('finds the rows of a batch by gid, not by walking a backlog the statistics do
   } finally {
     await again.stop();
   }
-  const read = await onStore(url, async (client) => {
+  const read = await withClient(url, async (client) => {
     await othersGone(client);
     const { rows } = await client.query<{ indexrelname: string; idx_tup_read: string }>(
       `select indexrelname, idx_tup_read::text from pg_stat_user_indexes where relname = 'trans_global'`,

@@ -1,4 +1,4 @@
-import type pg from 'pg';
+import pg from 'pg';
 import { expect, inject, vi } from 'vitest';
 import { createMysqlDatabase } from '../services/mariadb.js';
 import { createDatabase, randomDatabaseName } from '../services/postgres.js';
@@ -16,6 +16,17 @@ export async function freshStore(): Promise<string> {
 /** Creates a new, empty database on the test MariaDB server and returns its URL. */
 export async function freshMysqlDatabase(): Promise<string> {
   return createMysqlDatabase(inject('mysqlUrl'), randomDatabaseName(inject('pgDatabasePrefix')));
+}
+
+/** Runs `run` on a client connected to the database at `url` alone, then disconnects. */
+export async function withClient<T>(url: string, run: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return await run(client);
+  } finally {
+    await client.end();
+  }
 }
 
 /**
